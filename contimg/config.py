@@ -1,0 +1,202 @@
+"""One typed, validated configuration model, loaded from ``configs/*.toml``.
+
+Unknown keys and bad values are refused when the file is loaded, with the key named
+(pydantic's ``extra="forbid"`` and field constraints). A config file may name a
+``base`` config (``base = "dsa110"``) whose values it overrides table by table.
+
+Environment overrides: ``CONTIMG__<TABLE>__<KEY>=value`` (e.g.
+``CONTIMG__IMAGE__NPIX=1024``) are applied after the file, parsed as TOML values.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = ["Config", "ConfigError", "load_config", "packaged_config_names"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value was refused; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulateConfig(_Section):
+    """What `contimg simulate` writes (sizes default to the real telescope)."""
+
+    n_antennas: int | None = Field(None, ge=2, le=96, description="active antennas used; None = all 96")
+    n_subbands: int = Field(16, ge=1, le=16)
+    chans_per_subband: int = Field(48, ge=1, le=48)
+    n_times: int = Field(24, ge=1)
+    int_time_s: float = Field(12.884902, gt=0)
+    start_time_utc: str = "2026-03-21T10:00:00"
+    pointing_dec_deg: float | None = Field(None, ge=-30, le=90, description="None = the calibrator's declination")
+    calibrator: str = Field("1331+305", description="VLA calibrator list name (J2000) that transits")
+    calibrator_group: int | None = Field(0, ge=0, description="the group at whose mid-time it transits; None = no calibrator")
+    n_faint_sources: int = Field(25, ge=0)
+    faint_flux_jy: tuple[float, float] = (0.05, 0.5)
+    faint_radius_deg: float = Field(1.0, gt=0)
+    faint_min_separation_deg: float = Field(0.15, ge=0)
+    sefd_jy: float = Field(6500.0, ge=0)
+    gain_amp_scatter: float = Field(0.1, ge=0)
+    gain_phase_scatter_deg: float = Field(30.0, ge=0)
+    bandpass_ripple: float = Field(0.05, ge=0)
+    gain_phase_drift_deg_per_hour: float = 0.0
+    rfi: bool = True
+    clock_jitter_s: float = Field(3.0, ge=0)
+    group_interval_s: float | None = Field(None, gt=0, description="None = n_times * int_time_s")
+    seed: int = 2026
+
+
+class GroupingConfig(_Section):
+    group_tolerance_s: float = Field(60.0, gt=0)
+    n_subbands: int = Field(16, ge=1, le=16)
+    on_bad_subband: Literal["flag", "fail"] = "flag"
+    min_subbands: int = Field(8, ge=1, le=16, description="fewer usable subbands than this fails the group")
+
+
+class FlagConfig(_Section):
+    flag_autocorrelations: bool = True
+    mad_threshold_sigma: float = Field(6.0, gt=0)
+    extend_fraction: float = Field(0.6, gt=0, le=1.0, description="a time or channel flagged more than this is flagged whole")
+
+
+class CalibrateConfig(_Section):
+    enabled: bool = True
+    min_calibrator_flux_jy: float = Field(2.0, gt=0)
+    max_calibrator_offset_deg: float = Field(1.0, gt=0)
+    refant: str = "24"
+    refant_fallbacks: list[str] = Field(default_factory=lambda: ["25", "26", "27", "28"])
+    min_snr: float = Field(5.0, ge=0)
+    max_iter: int = Field(200, ge=1)
+    tolerance: float = Field(1e-8, gt=0)
+    validity_hours: float = Field(24.0, gt=0, description="how long a solution may be applied to other groups")
+
+
+class ImageConfig(_Section):
+    npix: int = Field(4096, ge=32)
+    cell_arcsec: float = Field(3.0, gt=0)
+    weighting: Literal["natural", "uniform", "briggs"] = "briggs"
+    robust: float = Field(0.0, ge=-2, le=2)
+    epsilon: float = Field(1e-4, ge=1e-5, le=1e-1)
+    niter: int = Field(1000, ge=0)
+    loop_gain: float = Field(0.1, gt=0, le=1)
+    threshold_sigma: float = Field(3.0, ge=0)
+    pb_cutoff: float = Field(0.1, gt=0, lt=1)
+    products: list[Literal["dirty", "psf", "residual", "model", "restored", "pbcor"]] = Field(
+        default_factory=lambda: ["dirty", "residual", "restored", "pbcor"]
+    )
+
+    @model_validator(mode="after")
+    def _even(self) -> "ImageConfig":
+        if self.npix % 2:
+            raise ValueError(f"image.npix must be even, got {self.npix}")
+        return self
+
+
+class AstropyConfig(_Section):
+    iers_a_file: str | None = Field(None, description="path to a fresh IERS-A file (finals2000A.all); None = bundled tables")
+
+
+class RuntimeConfig(_Section):
+    nthreads: int = Field(2, ge=1)
+    read_threads: int = Field(4, ge=1)
+
+
+class Config(_Section):
+    name: str = "custom"
+    simulate: SimulateConfig = SimulateConfig()
+    grouping: GroupingConfig = GroupingConfig()
+    flag: FlagConfig = FlagConfig()
+    calibrate: CalibrateConfig = CalibrateConfig()
+    image: ImageConfig = ImageConfig()
+    astropy: AstropyConfig = AstropyConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the configs shipped with the package (``dsa110``, ``quick``, ``test``)."""
+    folder = resources.files("contimg") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_toml(name_or_path: str | Path) -> tuple[dict, str]:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        res = resources.files("contimg") / "configs" / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise ConfigError(f"no packaged config named {name_or_path!r}; have {packaged_config_names()}")
+        text, where = res.read_text(), f"configs/{name_or_path}.toml"
+    try:
+        return tomllib.loads(text), where
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val)
+        else:
+            out[key] = val
+    return out
+
+
+def _resolve(name_or_path: str | Path, seen: tuple = ()) -> tuple[dict, str]:
+    raw, where = _read_toml(name_or_path)
+    base = raw.pop("base", None)
+    if base is not None:
+        if base in seen:
+            raise ConfigError(f"{where}: 'base' chain loops through {base!r}")
+        base_raw, _ = _resolve(base, seen + (str(name_or_path),))
+        raw = _merge(base_raw, raw)
+    return raw, where
+
+
+def _env_overrides(prefix: str = "CONTIMG__") -> dict:
+    out: dict = {}
+    for key, val in os.environ.items():
+        if not key.startswith(prefix):
+            continue
+        parts = [p.lower() for p in key[len(prefix):].split("__")]
+        try:
+            parsed = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = val
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parsed
+    return out
+
+
+def load_config(name_or_path: str | Path = "dsa110", *, overrides: dict | None = None, use_env: bool = True) -> Config:
+    """Load a packaged config by name or a TOML file by path into a validated `Config`.
+
+    Raises `ConfigError` naming the file and the offending key for unknown keys or bad values.
+    """
+    raw, where = _resolve(name_or_path)
+    if use_env:
+        raw = _merge(raw, _env_overrides())
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
