@@ -32,7 +32,8 @@ from contimg.config import SimulateConfig
 from contimg.geometry import hadec_basis, hadec_to_icrs
 from contimg.io.naming import subband_name
 from contimg.sim.corrupt import inject_rfi, random_gains, thermal_sigma_jy
-from contimg.sim.sky import PointSources, random_sources_around, sky_visibilities
+from contimg.sim.sky import random_sources_around
+from contimg.skymodel import PointSources, sky_visibilities
 from contimg.sim.uvh5 import SubbandHeader, write_subband_file
 from contimg.telescope import (ARRAY_HEIGHT_M, ARRAY_LAT_RAD, ARRAY_LON_RAD, active_station_numbers,
                                array_location, stations)

@@ -1,0 +1,202 @@
+"""Read one group of DSA-110 subband files with h5py into a `VisChunk`.
+
+Each file is validated against the group's first readable file (antennas, times, polarizations,
+channel count and width, and a frequency that fits its subband number); a missing, unreadable
+or mismatched subband is either flagged (its channels flagged, its data left zero, its reason
+recorded) or fails the group, as configured. Nothing is invented for a missing subband.
+Subband files are read in parallel threads straight into the group's arrays, reversed to
+ascending frequency (sb00 is the highest subband).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from contimg.chunk import VisChunk
+from contimg.io.naming import Group
+from contimg.telescope import ecef_to_enu
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReadError", "read_group", "read_subband_meta", "SubbandMeta"]
+
+
+class ReadError(RuntimeError):
+    """A group cannot be read; the message names the file(s) and the problem."""
+
+
+@dataclass(frozen=True)
+class SubbandMeta:
+    path: Path
+    nblts: int
+    ntime: int
+    nbl: int
+    nchan: int
+    npol: int
+    time_jd: np.ndarray  # (ntime,)
+    ant1: np.ndarray  # (nbl,)
+    ant2: np.ndarray
+    freq_hz: np.ndarray  # (nchan,) as stored (descending)
+    chan_width_hz: float
+    pols: np.ndarray
+    int_time_s: float
+    antenna_names: np.ndarray
+    antenna_numbers: np.ndarray
+    antenna_positions_m: np.ndarray  # ECEF relative to the telescope location
+    pointing_dec_rad: float
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_subband_meta(path: str | Path) -> SubbandMeta:
+    """Header facts of one subband file; raises `ReadError` naming the file."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            h = f["Header"]
+            nblts, nfreq, npol = int(h["Nblts"][()]), int(h["Nfreqs"][()]), int(h["Npols"][()])
+            times = h["time_array"][()]
+            a1, a2 = h["ant_1_array"][()], h["ant_2_array"][()]
+            freq = np.ravel(h["freq_array"][()]).astype(np.float64)
+            cw = np.ravel(h["channel_width"][()])
+            dec0 = float(h["extra_keywords"]["phase_center_dec"][()])
+            names = np.array([_text(n) for n in h["antenna_names"][()]])
+            meta_int = np.ravel(h["integration_time"][()])
+            shape = f["Data"]["visdata"].shape
+            positions = h["antenna_positions"][()]
+            numbers = h["antenna_numbers"][()]
+            pols = h["polarization_array"][()]
+    except (OSError, KeyError, ValueError) as exc:
+        raise ReadError(f"{path}: cannot read the header ({type(exc).__name__}: {exc})") from exc
+    ntime = np.unique(times).size
+    if nblts % ntime:
+        raise ReadError(f"{path}: Nblts {nblts} is not a multiple of {ntime} times")
+    nbl = nblts // ntime
+    t2 = times.reshape(ntime, nbl)
+    if not np.all(t2 == t2[:, :1]) or not (np.all(a1.reshape(ntime, nbl) == a1[:nbl])
+                                           and np.all(a2.reshape(ntime, nbl) == a2[:nbl])):
+        raise ReadError(f"{path}: baselines are not time-major with a fixed baseline order")
+    if shape != (nblts, 1, nfreq, npol):
+        raise ReadError(f"{path}: visdata has shape {shape}, expected {(nblts, 1, nfreq, npol)}")
+    return SubbandMeta(path, nblts, ntime, nbl, nfreq, npol, t2[:, 0].astype(np.float64), a1[:nbl], a2[:nbl],
+                       freq, float(cw[0]), pols, float(meta_int[0]), names, numbers, positions, dec0)
+
+
+def _mismatch(meta: SubbandMeta, ref: SubbandMeta, sb: int, ref_sb: int) -> str | None:
+    if meta.nchan != ref.nchan:
+        return f"has {meta.nchan} channels, the group's {ref.path.name} has {ref.nchan}"
+    if meta.nbl != ref.nbl or not (np.array_equal(meta.ant1, ref.ant1) and np.array_equal(meta.ant2, ref.ant2)):
+        return f"has different baselines ({meta.nbl}) from {ref.path.name} ({ref.nbl})"
+    if meta.ntime != ref.ntime or not np.allclose(meta.time_jd, ref.time_jd, rtol=0, atol=1e-6):
+        return f"has different integration times from {ref.path.name}"
+    if not np.array_equal(meta.pols, ref.pols):
+        return f"has polarizations {meta.pols.tolist()}, {ref.path.name} has {ref.pols.tolist()}"
+    if not np.isclose(meta.chan_width_hz, ref.chan_width_hz):
+        return f"has channel width {meta.chan_width_hz} Hz, {ref.path.name} has {ref.chan_width_hz} Hz"
+    expected = ref.freq_hz + (sb - ref_sb) * ref.nchan * ref.chan_width_hz
+    if not np.allclose(meta.freq_hz, expected, rtol=0, atol=abs(ref.chan_width_hz) / 10):
+        return f"has frequencies {meta.freq_hz[0] / 1e6:.4f} MHz.. that do not fit subband {sb:02d}"
+    return None
+
+
+def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
+    nt, nb, nc, npol = meta.ntime, meta.nbl, meta.nchan, meta.npol
+    with h5py.File(meta.path, "r") as f:
+        d = f["Data"]
+        v = d["visdata"][()].reshape(nt, nb, nc, npol)
+        fl = d["flags"][()].reshape(nt, nb, nc, npol)
+        ns = d["nsamples"][()].reshape(nt, nb, nc, npol)
+    vis[:, :, chans, :] = v[:, :, ::-1, :]
+    flags[:, :, chans, :] = fl[:, :, ::-1, :]
+    weights[:, :, chans, :] = ns[:, :, ::-1, :]
+
+
+def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "flag", min_subbands: int = 1,
+               read_threads: int = 4) -> VisChunk:
+    """Read ``group`` into a `VisChunk` (ascending frequency, uvw cast to float64).
+
+    on_bad_subband: "flag" (record the reason, flag its channels) or "fail" (raise `ReadError`).
+    Raises `ReadError` when fewer than ``min_subbands`` subbands are usable.
+    """
+    problems: dict[int, str] = {}
+    metas: dict[int, SubbandMeta] = {}
+    for sb in range(n_subbands):
+        path = group.files.get(sb)
+        if path is None:
+            problems[sb] = f"group {group.group_id}: subband sb{sb:02d} is missing"
+            continue
+        try:
+            metas[sb] = read_subband_meta(path)
+        except ReadError as exc:
+            problems[sb] = str(exc)
+    if not metas:
+        raise ReadError(f"group {group.group_id}: no readable subband file; " + "; ".join(problems.values()))
+    ref_sb = min(metas)
+    ref = metas[ref_sb]
+    for sb in sorted(metas):
+        why = _mismatch(metas[sb], ref, sb, ref_sb) if sb != ref_sb else None
+        if why:
+            problems[sb] = f"{metas.pop(sb).path}: {why}"
+    if problems and on_bad_subband == "fail":
+        raise ReadError("; ".join(problems[sb] for sb in sorted(problems)))
+
+    nchan_total = n_subbands * ref.nchan
+    shape = (ref.ntime, ref.nbl, nchan_total, ref.npol)
+    vis = np.zeros(shape, np.complex64)
+    flags = np.ones(shape, bool)
+    weights = np.zeros(shape, np.float32)
+
+    def chans_of(sb: int) -> slice:
+        return slice(nchan_total - (sb + 1) * ref.nchan, nchan_total - sb * ref.nchan)
+
+    def work(sb: int) -> tuple[int, str | None]:
+        try:
+            _read_into(metas[sb], vis, flags, weights, chans_of(sb))
+            return sb, None
+        except (OSError, KeyError, ValueError) as exc:
+            return sb, f"{metas[sb].path}: cannot read the data ({type(exc).__name__}: {exc})"
+
+    with ThreadPoolExecutor(max_workers=read_threads) as pool:
+        for sb, err in pool.map(work, sorted(metas)):
+            if err:
+                problems[sb] = err
+                metas.pop(sb)
+                flags[:, :, chans_of(sb), :] = True
+                vis[:, :, chans_of(sb), :] = 0
+                weights[:, :, chans_of(sb), :] = 0
+    if problems and on_bad_subband == "fail":
+        raise ReadError("; ".join(problems[sb] for sb in sorted(problems)))
+    if len(metas) < min_subbands:
+        raise ReadError(f"group {group.group_id}: only {len(metas)} usable subbands (< {min_subbands}); "
+                        + "; ".join(problems[sb] for sb in sorted(problems)))
+    for sb in sorted(problems):
+        log.warning("%s (flagged)", problems[sb])
+
+    all_freq_desc = ref.freq_hz[0] + (np.arange(nchan_total) - ref_sb * ref.nchan) * ref.chan_width_hz
+    with h5py.File(ref.path, "r") as f:
+        uvw = f["Header"]["uvw_array"][()].astype(np.float64).reshape(ref.ntime, ref.nbl, 3)
+    enu = ecef_to_enu(ecef_rel_m=np.asarray(ref.antenna_positions_m, np.float64))
+    enu_by_number = np.zeros((int(ref.antenna_numbers.max()) + 1, 3))
+    enu_by_number[ref.antenna_numbers] = enu
+    names = np.array([""] * enu_by_number.shape[0], dtype=object)
+    names[ref.antenna_numbers] = ref.antenna_names
+    present = np.zeros(n_subbands, bool)
+    present[list(metas)] = True
+    chunk = VisChunk(
+        group_id=group.group_id, vis=vis, flags=flags, weights=weights, uvw_m=uvw, time_jd=ref.time_jd,
+        freq_hz=all_freq_desc[::-1].copy(), ant1=ref.ant1.astype(np.int64), ant2=ref.ant2.astype(np.int64),
+        antenna_names=names.astype(str), antenna_enu_m=enu_by_number, pols=np.asarray(ref.pols),
+        pointing_dec_rad=ref.pointing_dec_rad, int_time_s=ref.int_time_s, chan_width_hz=abs(ref.chan_width_hz),
+        subbands_present=present, files={sb: str(m.path) for sb, m in metas.items()},
+        problems=[problems[sb] for sb in sorted(problems)],
+    )
+    chunk.check()
+    return chunk

@@ -1,0 +1,55 @@
+"""Point-source sky models and their apparent, fringe-stopped visibilities (simulator and
+calibrator model alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from contimg.beam import airy_power
+from contimg.geometry import hadec_to_enu, icrs_to_enu
+from contimg.predict import predict_point_sources
+
+__all__ = ["PointSources", "sky_visibilities"]
+
+
+@dataclass(frozen=True)
+class PointSources:
+    """Unpolarized point sources: ``S(f) = flux_jy * (f / ref_freq_hz) ** spectral_index``;
+    XX = YY = S for each (so Stokes I = (XX + YY) / 2 = S)."""
+
+    name: np.ndarray  # (n,) str
+    ra_rad: np.ndarray  # (n,) float64 ICRS
+    dec_rad: np.ndarray  # (n,) float64 ICRS
+    flux_jy: np.ndarray  # (n,) float64 at ref_freq_hz
+    spectral_index: np.ndarray  # (n,) float64
+    ref_freq_hz: float
+
+    def flux_at(self, freq_hz: np.ndarray) -> np.ndarray:
+        """(n, nchan) float64."""
+        return self.flux_jy[:, None] * (np.asarray(freq_hz)[None, :] / self.ref_freq_hz) ** self.spectral_index[:, None]
+
+    def __len__(self) -> int:
+        return self.ra_rad.size
+
+    @staticmethod
+    def concat(parts: list["PointSources"]) -> "PointSources":
+        ref = parts[0].ref_freq_hz
+        if any(p.ref_freq_hz != ref for p in parts):
+            raise ValueError("cannot concatenate sources with different reference frequencies")
+        return PointSources(*(np.concatenate([getattr(p, k) for p in parts])
+                              for k in ("name", "ra_rad", "dec_rad", "flux_jy", "spectral_index")), ref)
+
+
+def sky_visibilities(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.ndarray, b_enu_m: np.ndarray,
+                     pointing_dec_rad: float) -> np.ndarray:
+    """Model visibilities (ntime, nbl, nchan) complex64 of ``sources`` seen through the Airy beam
+    of a dish pointed at (HA 0, ``pointing_dec_rad``), fringe-stopped to that same direction."""
+    s0 = hadec_to_enu(ha_rad=0.0, dec_rad=pointing_dec_rad)  # (3,), fixed in ENU
+    s = icrs_to_enu(ra_rad=sources.ra_rad, dec_rad=sources.dec_rad, time_jd=time_jd)  # (n, t, 3)
+    cos_theta = np.clip(s @ s0, -1.0, 1.0)
+    sin_theta = np.sqrt(1.0 - cos_theta**2)
+    above = (s[..., 2] > 0)[..., None]
+    amp = sources.flux_at(freq_hz)[:, None, :] * airy_power(sin_theta=sin_theta[..., None], freq_hz=freq_hz) * above
+    return predict_point_sources(b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz)
