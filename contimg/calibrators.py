@@ -93,7 +93,7 @@ def find_transiting_calibrator(*, time_jd: np.ndarray, pointing_dec_rad: float, 
                                max_offset_deg: float) -> Calibrator | None:
     """The brightest listed calibrator (L band >= ``min_flux_jy``) whose apparent declination is
     within ``max_offset_deg`` of the pointing and whose transit (HA = 0) falls inside the span of
-    ``time_jd`` widened by ``max_offset_deg`` of hour angle on each side; None if there is none."""
+    ``time_jd`` (integration centres, widened by half an integration); None if there is none."""
     cands = [c for c in vla_calibrators()
              if c.flux_jy >= min_flux_jy and abs(np.degrees(c.dec_rad - pointing_dec_rad)) < max_offset_deg + 1.0]
     if not cands:
@@ -105,7 +105,8 @@ def find_transiting_calibrator(*, time_jd: np.ndarray, pointing_dec_rad: float, 
                       frame="icrs").transform_to(frame)
     ha_deg = coords.ha.wrap_at(180 * u.deg).to_value(u.deg)
     dec_deg = coords.dec.to_value(u.deg)
-    half_span_deg = 0.5 * (t1 - t0) * 360.98564736629 + max_offset_deg
+    step = float(np.median(np.diff(time_jd))) if np.size(time_jd) > 1 else 0.0
+    half_span_deg = (0.5 * (t1 - t0) + 0.5 * step) * 360.98564736629
     ok = (np.abs(ha_deg) <= half_span_deg) & (np.abs(dec_deg - np.degrees(pointing_dec_rad)) <= max_offset_deg)
     if not ok.any():
         return None

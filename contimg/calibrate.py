@@ -1,0 +1,143 @@
+"""Gain calibration on a transiting calibrator (CPU): model, StEFCal-type solve, apply.
+
+Measurement equation per channel c and polarization p (XX, YY), baseline (i, j) = (ant1, ant2):
+``V_ij(t) = g_i conj(g_j) M_ij(t)``, with ``M`` the calibrator (a point source from the VLA list,
+seen through the Airy beam). One complex gain per antenna, channel and polarization (a bandpass
+with the gain folded in) is solved over the whole group with the alternating least-squares
+update of StEFCal (Salvini & Wijnholds 2014), vectorised over channels and polarizations:
+
+``g_i <- sum_j g_j C_ij / sum_j |g_j|^2 P_ij``, ``C_ij = sum_t w conj(M_ij) V_ij``,
+``P_ij = sum_t w |M_ij|^2``; every second update is averaged with the previous one.
+
+Phases are referred to a reference antenna (with fallbacks); solutions with SNR below a
+threshold are flagged. Applying divides ``V_ij`` by ``g_i conj(g_j)``; a flagged gain flags its
+baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from contimg.calibrators import Calibrator
+from contimg.chunk import VisChunk
+from contimg.skymodel import PointSources, sky_visibilities
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GainSolution", "calibrator_model", "solve_gains", "apply_gains"]
+
+
+@dataclass
+class GainSolution:
+    """Per-antenna complex gains (bandpass and gain in one) for one group."""
+
+    antenna_numbers: np.ndarray  # (nant,) int
+    freq_hz: np.ndarray  # (nchan,) ascending
+    gains: np.ndarray  # (nant, nchan, npol) complex64
+    flags: np.ndarray  # (nant, nchan, npol) bool
+    snr: np.ndarray  # (nant, nchan, npol) float32
+    refant: str
+    mid_jd: float
+    calibrator: str
+    group_id: str
+    iterations: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+def calibrator_model(*, chunk: VisChunk, calibrator: Calibrator) -> np.ndarray:
+    """Model visibilities (ntime, nbl, nchan) complex64 of the calibrator alone (XX = YY)."""
+    src = PointSources(np.array([calibrator.name]), np.array([calibrator.ra_rad]), np.array([calibrator.dec_rad]),
+                       np.array([calibrator.flux_jy]), np.array([calibrator.spectral_index]), calibrator.ref_freq_hz)
+    b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
+    return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
+                            pointing_dec_rad=chunk.pointing_dec_rad)
+
+
+def _antenna_index(ant1: np.ndarray, ant2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    numbers = np.unique(np.concatenate([ant1, ant2]))
+    lookup = {a: k for k, a in enumerate(numbers)}
+    return numbers, np.array([lookup[a] for a in ant1]), np.array([lookup[a] for a in ant2])
+
+
+def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
+                antenna_names: np.ndarray, refants: list[str], max_iter: int = 200, tolerance: float = 1e-8,
+                min_snr: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
+    """Solve one gain per antenna, channel and polarization over all times.
+
+    vis: (ntime, nbl, nchan, npol) complex64; model: (ntime, nbl, nchan) complex (same for each
+    pol); flags: like vis (True = bad; autocorrelations are ignored). antenna_names indexed by
+    antenna number; refants: names in order of preference.
+    Returns (antenna_numbers (nant,), gains (nant, nchan, npol) complex64, gain_flags bool,
+    snr float32, the reference antenna used, iterations).
+    """
+    numbers, k1, k2 = _antenna_index(ant1, ant2)
+    nant, (ntime, nbl, nchan, npol) = numbers.size, vis.shape
+    cross = k1 != k2
+    w = (~flags[:, cross]).astype(np.float32)  # (t, b, c, p)
+    m = model[:, cross, :, None]
+    c_bl = np.sum(w * np.conj(m) * vis[:, cross], axis=0)  # (b, c, p)
+    p_bl = np.sum(w * (np.abs(m) ** 2), axis=0)
+    C = np.zeros((nchan, npol, nant, nant), np.complex128)
+    P = np.zeros((nchan, npol, nant, nant), np.float64)
+    i, j = k1[cross], k2[cross]
+    C[:, :, i, j] = c_bl.transpose(1, 2, 0)
+    C[:, :, j, i] = np.conj(c_bl.transpose(1, 2, 0))
+    P[:, :, i, j] = p_bl.transpose(1, 2, 0)
+    P[:, :, j, i] = p_bl.transpose(1, 2, 0)
+    g = np.ones((nchan, npol, nant), np.complex128)
+    it = 0
+    for it in range(1, max_iter + 1):
+        num = np.einsum("cpij,cpj->cpi", C, g)
+        den = np.einsum("cpij,cpj->cpi", P, np.abs(g) ** 2)
+        g_new = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
+        if it % 2 == 0:
+            g_new = 0.5 * (g_new + g)
+        change = np.max(np.abs(g_new - g)) / max(np.max(np.abs(g_new)), 1e-30)
+        g = g_new
+        if change < tolerance:
+            break
+    alive = np.abs(g) > 0
+    # reference antenna: the first of refants that has solutions in most channels
+    refant, ref_k = None, None
+    for name in refants + [str(n) for n in antenna_names[numbers]]:
+        hits = np.flatnonzero(antenna_names[numbers] == name)
+        if hits.size and alive[:, :, hits[0]].mean() > 0.9:
+            refant, ref_k = name, hits[0]
+            break
+    if ref_k is not None:
+        ref = g[:, :, ref_k]
+        g = g * np.where(np.abs(ref) > 0, np.conj(ref) / np.where(np.abs(ref) > 0, np.abs(ref), 1), 1)[:, :, None]
+    # noise from the residual, SNR per gain
+    gi, gj = g[:, :, k1[cross]], g[:, :, k2[cross]]  # (c, p, b)
+    pred = (gi * np.conj(gj)).transpose(2, 0, 1)[None] * m  # (t, b, c, p)
+    resid2 = np.sum(w * np.abs(vis[:, cross] - pred) ** 2, axis=(0, 1))  # (c, p)
+    dof = np.maximum(np.sum(w, axis=(0, 1)) - nant, 1)
+    var = resid2 / dof  # per visibility (complex) variance
+    info = np.einsum("cpij,cpj->cpi", P, np.abs(g) ** 2)  # sum_j |g_j|^2 P_ij
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.abs(g) / np.sqrt(var[:, :, None] / np.where(info > 0, info, np.inf))
+    snr = np.nan_to_num(snr, nan=0.0, posinf=0.0)
+    gflags = (~alive) | (snr < min_snr)
+    return (numbers, g.transpose(2, 0, 1).astype(np.complex64), gflags.transpose(2, 0, 1),
+            snr.transpose(2, 0, 1).astype(np.float32), refant or "", it)
+
+
+def apply_gains(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
+                antenna_numbers: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray) -> None:
+    """In place: ``vis /= g_i conj(g_j)``; flags where either gain is flagged or missing.
+
+    vis, flags: (ntime, nbl, nchan, npol); gains, gain_flags: (nant, nchan, npol) for
+    ``antenna_numbers``.
+    """
+    lookup = {a: k for k, a in enumerate(antenna_numbers)}
+    missing = np.array([a not in lookup or b not in lookup for a, b in zip(ant1, ant2)])
+    k1 = np.array([lookup.get(a, 0) for a in ant1])
+    k2 = np.array([lookup.get(b, 0) for b in ant2])
+    gg = gains[k1] * np.conj(gains[k2])  # (nbl, nchan, npol)
+    bad = gain_flags[k1] | gain_flags[k2] | (np.abs(gg) == 0) | missing[:, None, None]
+    inv = np.where(bad, 0, 1.0 / np.where(bad, 1, gg)).astype(np.complex64)
+    vis *= inv[None]
+    flags |= bad[None]

@@ -1,0 +1,52 @@
+"""FITS images with a complete WCS: SIN projection about the image's ICRS phase centre, beam
+keywords, units, DATE-OBS, a frequency and a Stokes axis. Written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.time import Time
+
+__all__ = ["image_header", "write_fits"]
+
+
+def image_header(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, freq_hz: float,
+                 bandwidth_hz: float, time_start_jd: float, time_mid_jd: float, bunit: str,
+                 beam_rad: tuple[float, float, float] | None, extra: dict | None = None) -> fits.Header:
+    h = fits.Header()
+    cell_deg = np.degrees(cell_rad)
+    cards = [
+        ("CTYPE1", "RA---SIN"), ("CRVAL1", float(np.degrees(ra_rad) % 360.0)), ("CDELT1", -cell_deg),
+        ("CRPIX1", npix / 2 + 1.0), ("CUNIT1", "deg"),
+        ("CTYPE2", "DEC--SIN"), ("CRVAL2", float(np.degrees(dec_rad))), ("CDELT2", cell_deg),
+        ("CRPIX2", npix / 2 + 1.0), ("CUNIT2", "deg"),
+        ("CTYPE3", "FREQ"), ("CRVAL3", float(freq_hz)), ("CDELT3", float(bandwidth_hz)), ("CRPIX3", 1.0),
+        ("CUNIT3", "Hz"),
+        ("CTYPE4", "STOKES"), ("CRVAL4", 1.0), ("CDELT4", 1.0), ("CRPIX4", 1.0), ("CUNIT4", ""),
+        ("RADESYS", "ICRS"), ("EQUINOX", 2000.0), ("SPECSYS", "TOPOCENT"),
+        ("BUNIT", bunit), ("BTYPE", "Intensity"),
+        ("DATE-OBS", Time(time_start_jd, format="jd", scale="utc").isot),
+        ("MJD-OBS", float(time_start_jd - 2400000.5)), ("MJD-AVG", float(time_mid_jd - 2400000.5)),
+        ("TELESCOP", "DSA-110"), ("INSTRUME", "DSA"), ("TIMESYS", "UTC"),
+        ("ORIGIN", "contimg"),
+    ]
+    for k, v in cards:
+        h[k] = v
+    if beam_rad is not None:
+        h["BMAJ"], h["BMIN"], h["BPA"] = (float(np.degrees(beam_rad[0])), float(np.degrees(beam_rad[1])),
+                                          float(np.degrees(beam_rad[2])))
+    for k, v in (extra or {}).items():
+        h[k] = v
+    return h
+
+
+def write_fits(path: str | Path, *, image: np.ndarray, header: fits.Header) -> Path:
+    """Write ``image`` (ny, nx) as a (1, 1, ny, nx) primary HDU via a temporary name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fits.PrimaryHDU(data=image[None, None].astype(np.float32), header=header).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,75 @@
+"""Zarr intermediates and stored gain solutions, written atomically (temporary folder, rename).
+
+Per group, under ``<root>/products/<group_id>/``:
+- ``flags.zarr``: the flags after flagging (ntime, nbl, nchan, npol) and flag statistics —
+  with the raw files this re-runs calibration and imaging without re-flagging;
+- ``cal.zarr``: the gains applied (nant, nchan, npol), their flags and SNR;
+- ``image.zarr``: every image of the `ImageSet` and its metadata.
+Gain solutions solved on a calibrator are also kept in ``<root>/cal/<group_id>.zarr`` for the
+groups without one (the nearest solution in time within its validity is applied).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from contimg.calibrate import GainSolution
+
+__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "find_solution"]
+
+
+def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
+    """Write arrays and JSON attrs to a Zarr group at ``path``, replacing it whole."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    grp = zarr.open_group(str(tmp), mode="w")
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        grp.create_array(name, data=arr)
+    grp.attrs.update(json.loads(json.dumps(attrs, default=float)))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def read_zarr(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    grp = zarr.open_group(str(path), mode="r")
+    return {name: arr[...] for name, arr in grp.arrays()}, dict(grp.attrs)
+
+
+def save_solution(path: Path, sol: GainSolution) -> Path:
+    return write_zarr(path, arrays={"antenna_numbers": sol.antenna_numbers, "freq_hz": sol.freq_hz,
+                                    "gains": sol.gains, "flags": sol.flags, "snr": sol.snr},
+                      attrs={"refant": sol.refant, "mid_jd": sol.mid_jd, "calibrator": sol.calibrator,
+                             "group_id": sol.group_id, "iterations": sol.iterations, **sol.meta})
+
+
+def load_solution(path: Path) -> GainSolution:
+    arrays, attrs = read_zarr(path)
+    meta = {k: v for k, v in attrs.items() if k not in ("refant", "mid_jd", "calibrator", "group_id", "iterations")}
+    return GainSolution(arrays["antenna_numbers"], arrays["freq_hz"], arrays["gains"], arrays["flags"],
+                        arrays["snr"], attrs["refant"], attrs["mid_jd"], attrs["calibrator"], attrs["group_id"],
+                        attrs.get("iterations", 0), meta)
+
+
+def find_solution(cal_dir: Path, *, mid_jd: float, freq_hz: np.ndarray, validity_hours: float) -> GainSolution | None:
+    """The stored solution nearest in time to ``mid_jd`` within ``validity_hours`` whose
+    channels match ``freq_hz``; None if there is none."""
+    best, best_dt = None, None
+    for path in sorted(Path(cal_dir).glob("*.zarr")):
+        if path.name.endswith(".tmp"):
+            continue
+        _, attrs = read_zarr(path)
+        dt = abs(attrs["mid_jd"] - mid_jd) * 24.0
+        if dt <= validity_hours and (best_dt is None or dt < best_dt):
+            sol = load_solution(path)
+            if sol.freq_hz.shape == freq_hz.shape and np.allclose(sol.freq_hz, freq_hz):
+                best, best_dt = sol, dt
+    return best
