@@ -5,7 +5,9 @@ Conventions (those of pyuvdata, CASA and matvis):
 - ``(u, v, w) = (b . u_hat, b . v_hat, b . w_hat)`` with ``w_hat`` towards the phase centre,
   ``u_hat`` east and ``v_hat`` north in the tangent plane (right-handed: u_hat x v_hat = w_hat);
 - a visibility of a unit point source at direction ``s`` fringe-stopped to ``s0`` is
-  ``exp(-2 pi i f/c b . (s - s0))``, i.e. ``exp(-2 pi i (u l + v m + w (n - 1)))``.
+  ``exp(+2 pi i f/c b . (s - s0))``, i.e. ``exp(+2 pi i (u l + v m + w (n - 1)))``: pyuvdata's
+  convention (its ``phase()`` multiplies by ``exp(-2 pi i (w_new - w_old) / lambda)``), matvis's
+  and pyuvsim's; pyuvdata's Measurement Set writer flips uvw and conjugates for CASA.
 
 Two kinds of phase centre:
 - the **drift** centre of the DSA-110 files: hour angle 0 at the pointing declination, fixed in

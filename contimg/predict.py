@@ -1,6 +1,6 @@
 """Direct-sum prediction of point-source visibilities (the simulator's and the calibrator model's).
 
-``V[t, b, c] = sum_s amp[s, t, c] * exp(-2 pi i f_c / c0 * b_enu[b] . s_rel[s, t])``
+``V[t, b, c] = sum_s amp[s, t, c] * exp(+2 pi i f_c / c0 * b_enu[b] . s_rel[s, t])``
 
 where ``s_rel = s - s0`` is the source direction minus the phase-centre direction (ENU unit
 vectors), so the result is fringe-stopped to ``s0``. For evenly spaced channels the phase is
@@ -30,8 +30,8 @@ def _predict_kernel(b_enu, s_rel, amp, f0, df, freq_hz, even, two_pi_over_c, out
             tau = (b_enu[b, 0] * s_rel[s, t, 0] + b_enu[b, 1] * s_rel[s, t, 1]
                    + b_enu[b, 2] * s_rel[s, t, 2])
             if even:
-                ph = -two_pi_over_c * f0 * tau
-                step = -two_pi_over_c * df * tau
+                ph = two_pi_over_c * f0 * tau
+                step = two_pi_over_c * df * tau
                 z = np.cos(ph) + 1j * np.sin(ph)
                 dz = np.cos(step) + 1j * np.sin(step)
                 for c in range(nchan):
@@ -39,7 +39,7 @@ def _predict_kernel(b_enu, s_rel, amp, f0, df, freq_hz, even, two_pi_over_c, out
                     z *= dz
             else:
                 for c in range(nchan):
-                    ph = -two_pi_over_c * freq_hz[c] * tau
+                    ph = two_pi_over_c * freq_hz[c] * tau
                     acc[c] += amp[s, t, c] * (np.cos(ph) + 1j * np.sin(ph))
         for c in range(nchan):
             out[t, b, c] = acc[c]

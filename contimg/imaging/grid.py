@@ -2,9 +2,10 @@
 
 Image convention (one place for it): images are returned in FITS order ``(ny, nx)``, pixel
 ``(y, x)`` at ``l = -(x - nx/2) * cell`` (east to the left, RA increasing to the left) and
-``m = (y - ny/2) * cell``, so CRPIX = n/2 + 1 (1-based). With our visibility sign convention
-``V = sum I exp(-2 pi i (u l + v m + w (n - 1)))`` ducc0 needs ``flip_w``; ``flip_u`` mirrors l
-so that the first ducc0 axis runs east to west. Images are divided by the sum of weights
+``m = (y - ny/2) * cell``, so CRPIX = n/2 + 1 (1-based). With our (pyuvdata's) visibility sign
+convention ``V = sum I exp(+2 pi i (u l + v m + w (n - 1)))`` ducc0's first axis runs east to
+west and its second south to north with ``flip_v`` alone (checked against a direct DFT in
+tests/test_imaging.py). Images are divided by the sum of weights
 (Jy/beam for a point source; the PSF peaks at 1) and not by n.
 """
 
@@ -15,7 +16,7 @@ import ducc0.wgridder.experimental as wg
 
 __all__ = ["dirty_image", "psf_image", "predict_from_image"]
 
-_FLIPS = dict(flip_u=True, flip_v=False, flip_w=True)
+_FLIPS = dict(flip_u=False, flip_v=True, flip_w=False)
 
 
 def dirty_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,

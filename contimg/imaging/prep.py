@@ -2,7 +2,7 @@
 centre of each integration to one fixed ICRS phase centre, Stokes I = (XX + YY) / 2.
 
 For baseline ``b`` (ENU), drift centre ``s0`` and new centre ``s1(t)`` (ENU unit vectors):
-``V1 = V0 * exp(-2 pi i f/c * b . (s0 - s1))`` and ``uvw1 = b . (u_hat, v_hat, w_hat)`` of the
+``V1 = V0 * exp(+2 pi i f/c * b . (s0 - s1))`` and ``uvw1 = b . (u_hat, v_hat, w_hat)`` of the
 ICRS tangent basis at ``s1`` (see `contimg.geometry`). uvw are recomputed in float64 from the
 antenna positions, not taken from the files' float32 values.
 """
@@ -26,7 +26,7 @@ def _rephase_kernel(vis, flags, weights, delay_m, freq_hz, two_pi_over_c, out_vi
         b = tb % nbl
         d = delay_m[t, b]
         for c in range(nchan):
-            ph = -two_pi_over_c * freq_hz[c] * d
+            ph = two_pi_over_c * freq_hz[c] * d
             rot = np.cos(ph) + 1j * np.sin(ph)
             ok = True
             wsum = 0.0
