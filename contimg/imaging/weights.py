@@ -3,7 +3,9 @@
 The density ``W_k`` is the sum of natural weights in uv cell ``k`` (cell = 1 / field of view),
 counting each visibility at (u, v) and its conjugate at (-u, -v).
 uniform: ``w / W_k``; Briggs: ``w / (1 + W_k f^2)`` with
-``f^2 = (5 * 10^-R)^2 / (sum_k W_k^2 / sum w)``.
+``f^2 = (5 * 10^-R)^2 / (sum_k W_k^2 / sum w)``. For uniform and Briggs weighting a visibility
+outside the image's uv extent (``|u|`` or ``|v|`` >= 1 / (2 cell)) gets weight 0: the pixel
+size cannot represent it.
 """
 
 from __future__ import annotations

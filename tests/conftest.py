@@ -1,0 +1,67 @@
+"""Shared fixtures: one small simulation (2 groups, calibrator in the first) and one pipeline
+run over it, made once per session; tests get paths and read-only results."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import contimg  # noqa: F401  (configures astropy offline, as the package does)
+from astropy.utils import iers
+
+iers.conf.auto_download = False
+iers.conf.auto_max_age = None
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import cupy  # noqa: F401
+
+        have_gpu = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001
+        have_gpu = False
+    if not have_gpu:
+        skip = pytest.mark.skip(reason="needs a CUDA device and cupy")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def test_config():
+    from contimg.config import load_config
+
+    return load_config("test", use_env=False)
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory, test_config) -> Path:
+    from contimg.sim import simulate
+
+    out = tmp_path_factory.mktemp("sim")
+    simulate(out, n_groups=2, cfg=test_config.simulate)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, sim_dir, test_config):
+    """(results, exit code, root) of `run_batch` over the two simulated groups."""
+    from contimg.pipeline import run_batch
+
+    root = tmp_path_factory.mktemp("root")
+    results, code = run_batch(sim_dir, root=root, cfg=test_config)
+    return results, code, root
+
+
+@pytest.fixture
+def copy_group(tmp_path, sim_dir):
+    """Copy the first simulated group's 16 files into a fresh folder; returns (folder, files)."""
+    from contimg.io.naming import group_files, scan_folder
+
+    group = group_files(scan_folder(sim_dir), tolerance_s=60)[0]
+    dest = tmp_path / "in"
+    dest.mkdir()
+    files = {sb: Path(shutil.copy(p, dest / Path(p).name)) for sb, p in group.files.items()}
+    return dest, files

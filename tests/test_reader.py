@@ -1,0 +1,105 @@
+"""The h5py reader against pyuvdata, and bad input."""
+
+import numpy as np
+import pytest
+
+from contimg.io.naming import group_files, parse_subband_name, scan_folder
+from contimg.io.reader import ReadError, read_group
+
+
+def _group(folder):
+    return group_files(scan_folder(folder), tolerance_s=60)[0]
+
+
+def test_reader_equals_pyuvdata(sim_dir):
+    """pyuvdata reads each subband (it refuses the 16 at once because of the float32 uvw); we
+    concatenate its arrays in ascending frequency and compare with ours."""
+    from pyuvdata import UVData
+
+    group = _group(sim_dir)
+    chunk = read_group(group)
+    vis, flags, nsamp, freqs = [], [], [], []
+    for sb in range(15, -1, -1):  # sb15 is the lowest subband
+        uv = UVData()
+        uv.read(group.files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
+        order = np.argsort(uv.freq_array)
+        ntime, nbl = uv.Ntimes, uv.Nbls
+        vis.append(uv.data_array[:, order].reshape(ntime, nbl, -1, 2))
+        flags.append(uv.flag_array[:, order].reshape(ntime, nbl, -1, 2))
+        nsamp.append(uv.nsample_array[:, order].reshape(ntime, nbl, -1, 2))
+        freqs.append(uv.freq_array[order])
+        if sb == 0:
+            uvw = uv.uvw_array.astype(np.float64).reshape(ntime, nbl, 3)
+            times = np.unique(uv.time_array)
+            a1, a2 = uv.ant_1_array[:nbl], uv.ant_2_array[:nbl]
+    assert np.array_equal(chunk.vis, np.concatenate(vis, axis=2))
+    assert np.array_equal(chunk.flags, np.concatenate(flags, axis=2))
+    assert np.array_equal(chunk.weights, np.concatenate(nsamp, axis=2))
+    assert np.array_equal(chunk.freq_hz, np.concatenate(freqs))
+    assert np.array_equal(chunk.uvw_m, uvw) and chunk.uvw_m.dtype == np.float64
+    assert np.allclose(chunk.time_jd, times, rtol=0, atol=1e-9)
+    assert np.array_equal(chunk.ant1, a1) and np.array_equal(chunk.ant2, a2)
+    assert chunk.subbands_present.all() and not chunk.problems
+
+
+def test_incomplete_files_are_not_subband_files(tmp_path):
+    assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03_incomplete.hdf5") is None
+    assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03.hdf5").subband == 3
+
+
+def test_missing_subband_is_flagged_and_named(copy_group):
+    folder, files = copy_group
+    files[7].unlink()
+    chunk = read_group(_group(folder))
+    assert not chunk.subbands_present[7] and chunk.subbands_present.sum() == 15
+    assert any("sb07 is missing" in p for p in chunk.problems)
+    nch = chunk.freq_hz.size // 16
+    lo = chunk.freq_hz.size - 8 * nch  # sb07's channels in ascending order
+    assert chunk.flags[:, :, lo:lo + nch].all() and not chunk.vis[:, :, lo:lo + nch].any()
+    assert not chunk.flags[:, chunk.cross, lo + nch:].all()
+    assert np.all(np.diff(chunk.freq_hz) > 0)  # frequencies are still complete and ascending
+    with pytest.raises(ReadError, match="sb07 is missing"):
+        read_group(_group(folder), on_bad_subband="fail")
+
+
+def test_truncated_file_is_named(copy_group):
+    folder, files = copy_group
+    data = files[3].read_bytes()
+    files[3].write_bytes(data[: len(data) // 2])
+    chunk = read_group(_group(folder))
+    assert not chunk.subbands_present[3]
+    assert any(str(files[3]) in p for p in chunk.problems)
+    with pytest.raises(ReadError, match=files[3].name):
+        read_group(_group(folder), on_bad_subband="fail")
+
+
+def test_wrong_channel_count_is_named(copy_group):
+    import h5py
+
+    folder, files = copy_group
+    with h5py.File(files[5], "r+") as f:  # rewrite sb05 with one channel fewer
+        h, d = f["Header"], f["Data"]
+        n = int(h["Nfreqs"][()])
+        freq = h["freq_array"][()][:, : n - 1]
+        vis = d["visdata"][()][:, :, : n - 1]
+        for name in ("freq_array", "Nfreqs"):
+            del h[name]
+        h["freq_array"], h["Nfreqs"] = freq, n - 1
+        for name in ("visdata", "flags", "nsamples"):
+            arr = d[name][()][:, :, : n - 1]
+            del d[name]
+            d[name] = arr
+    chunk = read_group(_group(folder))
+    assert not chunk.subbands_present[5]
+    msg = [p for p in chunk.problems if files[5].name in p]
+    assert msg and f"has {n - 1} channels" in msg[0]
+    with pytest.raises(ReadError, match=f"{files[5].name}.*{n - 1} channels"):
+        read_group(_group(folder), on_bad_subband="fail")
+
+
+def test_too_few_subbands_fails(copy_group):
+    folder, files = copy_group
+    for sb in range(9):
+        files[sb].unlink()
+    with pytest.raises(ReadError, match="only 7 usable subbands"):
+        read_group(_group(folder), min_subbands=8)
