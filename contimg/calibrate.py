@@ -47,10 +47,12 @@ class GainSolution:
     meta: dict = field(default_factory=dict)
 
 
-def calibrator_model(*, chunk: VisChunk, calibrator: Calibrator) -> np.ndarray:
-    """Model visibilities (ntime, nbl, nchan) complex64 of the calibrator alone (XX = YY)."""
-    src = PointSources(np.array([calibrator.name]), np.array([calibrator.ra_rad]), np.array([calibrator.dec_rad]),
-                       np.array([calibrator.flux_jy]), np.array([calibrator.spectral_index]), calibrator.ref_freq_hz)
+def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator]) -> np.ndarray:
+    """Model visibilities (ntime, nbl, nchan) complex64 of listed calibrators (XX = YY): the
+    transiting one and any other bright listed source in the beam."""
+    src = PointSources(np.array([c.name for c in calibrators]), np.array([c.ra_rad for c in calibrators]),
+                       np.array([c.dec_rad for c in calibrators]), np.array([c.flux_jy for c in calibrators]),
+                       np.array([c.spectral_index for c in calibrators]), calibrators[0].ref_freq_hz)
     b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
     return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                             pointing_dec_rad=chunk.pointing_dec_rad)
@@ -64,18 +66,22 @@ def _antenna_index(ant1: np.ndarray, ant2: np.ndarray) -> tuple[np.ndarray, np.n
 
 def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
                 antenna_names: np.ndarray, refants: list[str], max_iter: int = 200, tolerance: float = 1e-8,
-                min_snr: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
+                min_snr: float = 5.0, baseline_m: np.ndarray | None = None, min_baseline_m: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
     """Solve one gain per antenna, channel and polarization over all times.
 
     vis: (ntime, nbl, nchan, npol) complex64; model: (ntime, nbl, nchan) complex (same for each
     pol); flags: like vis (True = bad; autocorrelations are ignored). antenna_names indexed by
-    antenna number; refants: names in order of preference.
+    antenna number; refants: names in order of preference. Baselines shorter than
+    ``min_baseline_m`` (lengths ``baseline_m`` (nbl,)) are left out: there the unmodelled sky is
+    least averaged out by the fringes and biases the solution.
     Returns (antenna_numbers (nant,), gains (nant, nchan, npol) complex64, gain_flags bool,
     snr float32, the reference antenna used, iterations).
     """
     numbers, k1, k2 = _antenna_index(ant1, ant2)
     nant, (ntime, nbl, nchan, npol) = numbers.size, vis.shape
     cross = k1 != k2
+    if baseline_m is not None and min_baseline_m > 0:
+        cross &= baseline_m >= min_baseline_m
     w = (~flags[:, cross]).astype(np.float32)  # (t, b, c, p)
     m = model[:, cross, :, None]
     c_bl = np.sum(w * np.conj(m) * vis[:, cross], axis=0)  # (b, c, p)

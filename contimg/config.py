@@ -41,6 +41,7 @@ class SimulateConfig(_Section):
     pointing_dec_deg: float | None = Field(None, ge=-30, le=90, description="None = the calibrator's declination")
     calibrator: str = Field("1331+305", description="VLA calibrator list name (J2000) that transits")
     calibrator_group: int | None = Field(0, ge=0, description="the group at whose mid-time it transits; None = no calibrator")
+    bright_min_flux_jy: float = Field(1.0, gt=0, description="listed calibrators this bright near the fields are in the sky")
     n_faint_sources: int = Field(25, ge=0)
     faint_flux_jy: tuple[float, float] = (0.05, 0.5)
     faint_radius_deg: float = Field(1.0, gt=0)
@@ -76,9 +77,13 @@ class CalibrateConfig(_Section):
     refant: str = "24"
     refant_fallbacks: list[str] = Field(default_factory=lambda: ["25", "26", "27", "28"])
     min_snr: float = Field(5.0, ge=0)
+    min_baseline_m: float = Field(0.0, ge=0, description="baselines shorter than this are not used to solve")
     max_iter: int = Field(200, ge=1)
     tolerance: float = Field(1e-8, gt=0)
     validity_hours: float = Field(24.0, gt=0, description="how long a solution may be applied to other groups")
+    subtract_bright_sources: bool = True
+    subtract_min_flux_jy: float = Field(1.0, gt=0)
+    subtract_radius_deg: float = Field(3.0, gt=0)
 
 
 class ImageConfig(_Section):
@@ -90,6 +95,8 @@ class ImageConfig(_Section):
     niter: int = Field(1000, ge=0)
     loop_gain: float = Field(0.1, gt=0, le=1)
     threshold_sigma: float = Field(3.0, ge=0)
+    cycle_fraction: float = Field(0.15, gt=0, lt=1, description="a minor cycle stops at this fraction of its starting peak")
+    max_major_cycles: int = Field(12, ge=1)
     pb_cutoff: float = Field(0.1, gt=0, lt=1)
     products: list[Literal["dirty", "psf", "residual", "model", "restored", "pbcor"]] = Field(
         default_factory=lambda: ["dirty", "residual", "restored", "pbcor"]

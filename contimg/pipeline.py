@@ -23,6 +23,7 @@ from contimg.io.naming import Group, group_files, scan_folder
 from contimg.io.reader import ReadError, read_group, read_subband_meta
 from contimg.products import ProductsDB
 from contimg.store import find_solution, save_solution, write_zarr
+from contimg.subtract import bright_sources_in_beam, fit_and_subtract
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,18 @@ def process_group(group: Group, *, cfg: Config, root: Path, db: ProductsDB) -> G
                                              min_flux_jy=cfg.calibrate.min_calibrator_flux_jy,
                                              max_offset_deg=cfg.calibrate.max_calibrator_offset_deg)
             if cal is not None:
-                model = calibrator_model(chunk=chunk, calibrator=cal)
+                others = [c for c in bright_sources_in_beam(
+                    time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
+                    min_flux_jy=cfg.calibrate.subtract_min_flux_jy, radius_deg=cfg.calibrate.subtract_radius_deg)
+                    if c.name != cal.name]
+                model = calibrator_model(chunk=chunk, calibrators=[cal, *others])
                 nums, gains, gflags, snr, refant, iters = solve_gains(
                     vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                     antenna_names=chunk.antenna_names,
                     refants=[cfg.calibrate.refant, *cfg.calibrate.refant_fallbacks],
-                    max_iter=cfg.calibrate.max_iter, tolerance=cfg.calibrate.tolerance, min_snr=cfg.calibrate.min_snr)
+                    max_iter=cfg.calibrate.max_iter, tolerance=cfg.calibrate.tolerance, min_snr=cfg.calibrate.min_snr,
+                    baseline_m=np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1),
+                    min_baseline_m=cfg.calibrate.min_baseline_m)
                 sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, group.group_id,
                                    iters, {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr))})
                 save_solution(cal_dir / f"{group.group_id}.zarr", sol)
@@ -146,8 +153,14 @@ def process_group(group: Group, *, cfg: Config, root: Path, db: ProductsDB) -> G
             res.cal_applied, res.calibrator = True, sol.calibrator
         else:
             log.warning("group %s: no calibrator and no valid solution: imaging uncalibrated data", group.group_id)
+        subtracted = []
+        if sol is not None and cfg.calibrate.subtract_bright_sources:
+            bright = bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
+                                            min_flux_jy=cfg.calibrate.subtract_min_flux_jy,
+                                            radius_deg=cfg.calibrate.subtract_radius_deg)
+            subtracted = fit_and_subtract(chunk=chunk, sources=bright)
         lap("image")
-        imgs = make_images(chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads)
+        imgs = make_images(chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=subtracted)
         lap("write")
         write_zarr(out_dir / "image.zarr", arrays=imgs.images,
                    attrs={"ra_deg": float(np.degrees(imgs.ra_rad)), "dec_deg": float(np.degrees(imgs.dec_rad)),

@@ -10,12 +10,13 @@ import numpy as np
 from contimg.chunk import VisChunk
 from contimg.config import ImageConfig
 from contimg.geometry import hadec_to_icrs
-from contimg.imaging.clean import hogbom
-from contimg.imaging.grid import dirty_image, psf_image
+from contimg.imaging.clean import cotton_schwab
+from contimg.imaging.grid import dirty_image, predict_from_image, psf_image
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import rephase_stokes_i
-from contimg.imaging.restore import fit_beam, restore
+from contimg.imaging.restore import _gauss, FWHM_PER_SIGMA, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
+from contimg.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,39 @@ class ImageSet:
         return self.peak_jy / self.noise_jy if self.noise_jy > 0 else float("inf")
 
 
-def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1) -> ImageSet:
-    """Image the group's Stokes I towards the ICRS position of the meridian at mid-time."""
+def _sin_pixel(*, ra_rad: float, dec_rad: float, ra0: float, dec0: float, npix: int, cell_rad: float):
+    """(x, y) pixel (FITS order, 0-based) of an ICRS direction in the SIN image about (ra0, dec0)."""
+    dra = ra_rad - ra0
+    l = np.cos(dec_rad) * np.sin(dra)
+    m = np.sin(dec_rad) * np.cos(dec0) - np.cos(dec_rad) * np.sin(dec0) * np.cos(dra)
+    return npix / 2 - l / cell_rad, npix / 2 + m / cell_rad
+
+
+def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, sources: list[SubtractedSource],
+              freq_hz: float, ra0: float, dec0: float, cell_rad: float, beam: tuple[float, float, float]) -> None:
+    """Restore subtracted sources analytically (in place): the restoring beam at their exact
+    position with their fitted flux times the averaged primary beam there."""
+    n = restored.shape[0]
+    smaj, smin = beam[0] / FWHM_PER_SIGMA / cell_rad, beam[1] / FWHM_PER_SIGMA / cell_rad
+    half = int(np.ceil(5 * smaj))
+    for src in sources:
+        x, y = _sin_pixel(ra_rad=src.ra_rad, dec_rad=src.dec_rad, ra0=ra0, dec0=dec0, npix=n, cell_rad=cell_rad)
+        ix, iy = int(round(x)), int(round(y))
+        if not (0 <= ix < n and 0 <= iy < n):
+            continue
+        peak = src.flux_at(freq_hz) * float(pb[iy, ix])
+        y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, n), max(ix - half, 0), min(ix + half + 1, n)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        restored[y0:y1, x0:x1] += (peak * _gauss(-(xx - x), yy - y, smaj, smin, beam[2])).astype(restored.dtype)
+        model[iy, ix] += peak
+
+
+def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
+                subtracted: list[SubtractedSource] | None = None) -> ImageSet:
+    """Image the group's Stokes I towards the ICRS position of the meridian at mid-time.
+
+    ``subtracted``: bright sources already removed from ``chunk.vis`` (`contimg.subtract`);
+    they are restored analytically into the restored and model images."""
     mid = float(np.mean(chunk.time_jd))
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
     cell = np.radians(cfg.cell_arcsec / 3600.0)
@@ -58,21 +90,31 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1) -> Imag
     psf = psf_image(npix=2 * cfg.npix, **common)
     n = cfg.npix
     beam = fit_beam(psf=psf[n // 2:n // 2 + n, n // 2:n // 2 + n], cell_rad=cell)
-    model, residual, iters, thresh = hogbom(dirty=dirty, psf=psf, niter=cfg.niter, gain=cfg.loop_gain,
-                                           threshold_sigma=cfg.threshold_sigma)
+
+    def residual_image(model_img: np.ndarray) -> np.ndarray:
+        model_vis = predict_from_image(uvw_m=uvw, freq_hz=chunk.freq_hz, model=model_img, cell_rad=cell,
+                                       epsilon=cfg.epsilon, nthreads=nthreads)
+        return dirty_image(vis=vis - model_vis, npix=n, **common)
+
+    model, residual, iters, thresh, majors = cotton_schwab(
+        dirty=dirty, psf=psf, residual_image=residual_image, niter=cfg.niter, gain=cfg.loop_gain,
+        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles)
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
                        cell_rad=cell)
     ntime, ncross = chunk.time_jd.size, int(chunk.cross.sum())
     weight_tf = wgt.reshape(ntime, ncross, -1).sum(axis=1, dtype=np.float64)
     pb = average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=chunk.time_jd,
                               freq_hz=chunk.freq_hz, weight_tf=weight_tf, pointing_dec_rad=chunk.pointing_dec_rad)
-    pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
     wf = weight_tf.sum(axis=0)
     freq = float(np.sum(wf * chunk.freq_hz) / max(wf.sum(), 1e-30))
+    if subtracted:
+        _add_back(restored=restored, model=model, pb=pb, sources=subtracted, freq_hz=freq, ra0=ra, dec0=dec,
+                  cell_rad=cell, beam=beam)
+    pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
     noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN iterations, rms %.3g Jy, peak %.3g Jy",
-             chunk.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600, np.degrees(beam[2]), iters,
-             noise, float(restored.max()))
+    log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
+             "rms %.3g Jy, peak %.3g Jy", chunk.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
+             np.degrees(beam[2]), iters, majors, noise, float(restored.max()))
     return ImageSet(
         images={"dirty": dirty, "psf": psf, "model": model, "residual": residual, "restored": restored,
                 "pbcor": pbcor, "pb": pb},
@@ -80,5 +122,5 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1) -> Imag
         bandwidth_hz=float(chunk.freq_hz[-1] - chunk.freq_hz[0] + chunk.chan_width_hz),
         time_start_jd=float(chunk.time_jd[0] - chunk.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
         noise_jy=noise, peak_jy=float(np.nanmax(restored)), clean_iterations=iters,
-        stats={"clean_threshold_jy": thresh, "n_vis": int(np.count_nonzero(wgt))},
+        stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": int(np.count_nonzero(wgt))},
     )

@@ -3,7 +3,7 @@
 Truth file (HDF5, beside the data), in the pipeline's conventions (ascending frequency):
 - attrs: ``pointing_dec_rad`` (apparent, HA-Dec frame), ``calibrator``, ``sigma_jy`` (thermal
   noise per real/imag part of one cross-correlation), ``config`` (JSON);
-- ``sources/{name,ra_rad,dec_rad,flux_jy,spectral_index,group}`` (group -1: the calibrator) with
+- ``sources/{name,ra_rad,dec_rad,flux_jy,spectral_index,group}`` (group -1: listed calibrators) with
   attr ``ref_freq_hz``; ``antenna_numbers`` (nant,), ``ant1``/``ant2`` (nbl,), ``freq_hz`` (nchan,);
 - ``bandpass`` (nant, nchan, npol) complex128;
 - ``groups/<group_id>/``: ``time_jd`` (ntime,), ``gain`` (ntime, nant, npol) complex128,
@@ -27,7 +27,7 @@ from astropy import units as u
 from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 
-from contimg.calibrators import calibrator_by_name
+from contimg.calibrators import calibrator_by_name, vla_calibrators
 from contimg.config import SimulateConfig
 from contimg.geometry import hadec_basis, hadec_to_icrs
 from contimg.io.naming import subband_name
@@ -78,6 +78,11 @@ def _transit_jd(ra_rad: float, dec_rad: float, after_jd: float) -> float:
     return t
 
 
+def _sep(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    c = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
+    return float(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
 def _apparent_dec(ra_rad: float, dec_rad: float, jd: float) -> float:
     frame = HADec(obstime=Time(jd, format="jd"), location=array_location(), pressure=0 * u.hPa)
     return float(SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad).transform_to(frame).dec.rad)
@@ -115,12 +120,17 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
     parts: list[PointSources] = []
     group_of: list[np.ndarray] = []
     avoid = []
-    if cal is not None:
-        parts.append(PointSources(np.array([cal.alt_name or cal.name]), np.array([cal.ra_rad]),
-                                  np.array([cal.dec_rad]), np.array([cal.flux_jy]),
-                                  np.array([cal.spectral_index]), cal.ref_freq_hz))
-        group_of.append(np.array([-1]))
-        avoid.append((cal.ra_rad, cal.dec_rad))
+    # the real bright sky: every listed calibrator within 5 deg of a group's field (the chosen one
+    # among them), as the subtraction stage expects to find it
+    centres = [hadec_to_icrs(ha_rad=0.0, dec_rad=dec0, time_jd=float(t.mean())) for t in group_times]
+    listed = [c for c in vla_calibrators() if c.flux_jy >= cfg.bright_min_flux_jy or (cal and c.name == cal.name)]
+    listed = [c for c in listed if any(_sep(c.ra_rad, c.dec_rad, ra, de) < np.radians(5.0) for ra, de in centres)]
+    if listed:
+        parts.append(PointSources(np.array([c.name for c in listed]), np.array([c.ra_rad for c in listed]),
+                                  np.array([c.dec_rad for c in listed]), np.array([c.flux_jy for c in listed]),
+                                  np.array([c.spectral_index for c in listed]), listed[0].ref_freq_hz))
+        group_of.append(np.full(len(listed), -1))
+        avoid += [(c.ra_rad, c.dec_rad) for c in listed]
     for g, times in enumerate(group_times):
         ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=dec0, time_jd=float(times.mean()))
         faint = random_sources_around(

@@ -1,0 +1,128 @@
+"""One group end to end: products, databases, calibration and the sky against the truth file."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from contimg.imaging.measure import fit_point_source
+from contimg.products import ProductsDB
+from contimg.store import read_zarr
+
+
+def test_all_groups_complete(pipeline_run):
+    results, code, root = pipeline_run
+    assert code == 0, [r.error for r in results]
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert json.loads((root / "failures.json").read_text()) == []
+    assert all(r.cal_applied for r in results)  # the second group uses the first one's solution
+
+
+def test_products_and_database(pipeline_run, test_config):
+    results, _, root = pipeline_run
+    db = ProductsDB(root / "state" / "products.sqlite3")
+    groups = db.groups()
+    assert [g["group_id"] for g in groups] == [r.group_id for r in results]
+    assert all(g["status"] == "completed" and g["cal_applied"] == 1 for g in groups)
+    images = db.images()
+    assert len(images) == 2 * len(test_config.image.products)
+    assert {i["type"] for i in images} == set(test_config.image.products)
+    for row in images:
+        with fits.open(row["path"]) as hdul:
+            h = hdul[0].header
+            assert hdul[0].data.shape == (1, 1, test_config.image.npix, test_config.image.npix) or row["type"] == "psf"
+        for key in ("CTYPE1", "CRVAL1", "CDELT1", "CRPIX1", "CTYPE2", "CRVAL2", "CTYPE3", "CRVAL3", "BUNIT",
+                    "DATE-OBS", "RADESYS"):
+            assert key in h, key
+        assert h["CTYPE1"] == "RA---SIN" and h["CTYPE2"] == "DEC--SIN"
+        if row["type"] in ("restored", "pbcor"):
+            assert h["BMAJ"] > h["BMIN"] > 0
+    for r in results:
+        for name in ("flags.zarr", "cal.zarr", "image.zarr"):
+            assert (root / "products" / r.group_id / name).is_dir()
+    db.close()
+
+
+def test_replay_creates_no_duplicate_rows(tmp_path_factory, sim_dir, test_config, pipeline_run):
+    from contimg.pipeline import run_batch
+
+    _, _, root = pipeline_run
+    before = ProductsDB(root / "state" / "products.sqlite3")
+    n_groups, n_images = len(before.groups()), len(before.images())
+    before.close()
+    run_batch(sim_dir, root=root, cfg=test_config)
+    after = ProductsDB(root / "state" / "products.sqlite3")
+    assert len(after.groups()) == n_groups and len(after.images()) == n_images
+    after.close()
+
+
+def test_gains_match_the_truth(pipeline_run, sim_dir):
+    """The solution on the calibrator group against the simulated bandpass x gain, referred to
+    the same reference antenna: median errors within 1.5 % in amplitude and 1 degree in phase,
+    and errors consistent with the solver's SNR (the unmodelled field sources add a little)."""
+    results, _, root = pipeline_run
+    cal_group = next(r.group_id for r in results if r.calibrator)
+    arrays, attrs = read_zarr(root / "cal" / f"{cal_group}.zarr")
+    with h5py.File(sim_dir / "truth.h5") as f:
+        ants = f["antenna_numbers"][()]
+        true = f["bandpass"][()] * f[f"groups/{cal_group}/gain"][()].mean(axis=0)[:, None, :]
+        names = [str(a + 1) for a in ants]
+    assert np.array_equal(arrays["antenna_numbers"], ants)
+    k = names.index(attrs["refant"])
+    true = true * (np.conj(true[k]) / np.abs(true[k]))[None]
+    ok = ~arrays["flags"]
+    assert ok.mean() > 0.95  # only RFI-flagged channels are missing
+    ratio = arrays["gains"][ok] / true[ok]
+    amp_err, phase_err = np.abs(np.abs(ratio) - 1), np.degrees(np.abs(np.angle(ratio)))
+    assert np.median(amp_err) < 0.015 and np.median(phase_err) < 1.0
+    rel_err = np.abs(arrays["gains"][ok] - true[ok]) / np.abs(true[ok])
+    assert np.median(rel_err * arrays["snr"][ok]) < 2.0
+
+
+def _truth_sources(sim_dir):
+    with h5py.File(sim_dir / "truth.h5") as f:
+        s = f["sources"]
+        return ({k: s[k][()] for k in ("ra_rad", "dec_rad", "flux_jy", "spectral_index", "name")},
+                float(s.attrs["ref_freq_hz"]))
+
+
+@pytest.mark.parametrize("group_index", [0, 1])
+def test_restored_image_recovers_the_sky(pipeline_run, sim_dir, group_index):
+    """Every truth source above 10 sigma (apparent flux over the residual's robust RMS) in the
+    primary-beam-corrected image: position within 0.2 synthesized beam (astropy WCS of the
+    FITS file against the truth position) and flux within 5 % of the truth at the image's
+    frequency."""
+    results, _, root = pipeline_run
+    gid = results[group_index].group_id
+    folder = root / "products" / gid
+    with fits.open(folder / f"{gid}.pbcor.fits") as h:
+        pbcor, header = h[0].data[0, 0], h[0].header
+    residual = fits.getdata(folder / f"{gid}.residual.fits")[0, 0]
+    restored = fits.getdata(folder / f"{gid}.restored.fits")[0, 0]
+    pb = np.where(np.isfinite(pbcor) & (pbcor != 0), restored / np.where(pbcor != 0, pbcor, 1), np.nan)
+    sigma = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    wcs = WCS(header).celestial
+    beam = tuple(np.radians(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
+    cell = np.radians(abs(header["CDELT1"]))
+    beam_size = np.sqrt(beam[0] * beam[1])
+    src, ref = _truth_sources(sim_dir)
+    checked, failures = 0, []
+    for i in range(src["ra_rad"].size):
+        x, y = (float(v) for v in wcs.world_to_pixel_values(np.degrees(src["ra_rad"][i]), np.degrees(src["dec_rad"][i])))
+        if not (20 <= x < pbcor.shape[1] - 20 and 20 <= y < pbcor.shape[0] - 20):
+            continue
+        att = pb[int(round(y)), int(round(x))]
+        flux = src["flux_jy"][i] * (header["CRVAL3"] / ref) ** src["spectral_index"][i]
+        if not np.isfinite(att) or flux * att < 10 * sigma:
+            continue
+        fit = fit_point_source(image=pbcor, x0=x, y0=y, beam_rad=beam, cell_rad=cell)
+        offset = np.hypot(fit.x - x, fit.y - y) * cell / beam_size
+        checked += 1
+        if not (offset < 0.2 and abs(fit.flux / flux - 1) < 0.05):
+            failures.append(f"{src['name'][i].decode()}: S={flux:.3f} Jy measured {fit.flux:.3f} "
+                            f"({fit.flux / flux - 1:+.1%}), offset {offset:.2f} beam, SNR {flux * att / sigma:.0f}")
+    assert checked >= 20
+    assert not failures, "\n".join(failures)
