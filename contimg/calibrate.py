@@ -131,6 +131,26 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
             snr.transpose(2, 0, 1).astype(np.float32), refant or "", it)
 
 
+def smooth_over_channels(*, gains: np.ndarray, flags: np.ndarray, window: int) -> np.ndarray:
+    """Running mean of complex gains over ``window`` channels (odd), ignoring flagged ones.
+
+    gains, flags: (nant, nchan, npol). A bandpass is smooth across a few channels while the
+    noise, and the unmodelled sky's contribution to a per-channel solution, are not.
+    Returns (nant, nchan, npol) complex64; flagged channels stay 0.
+    """
+    if window <= 1:
+        return gains
+    if window % 2 == 0:
+        raise ValueError(f"bandpass smoothing window must be odd, got {window}")
+    good = (~flags).astype(np.float64)
+    g = np.where(flags, 0, gains).astype(np.complex128)
+    kernel = np.ones(window)
+    num = np.apply_along_axis(lambda x: np.convolve(x, kernel, mode="same"), 1, g)
+    den = np.apply_along_axis(lambda x: np.convolve(x, kernel, mode="same"), 1, good)
+    out = np.where((den > 0) & ~flags, num / np.where(den > 0, den, 1), 0)
+    return out.astype(np.complex64)
+
+
 def apply_gains(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
                 antenna_numbers: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray) -> None:
     """In place: ``vis /= g_i conj(g_j)``; flags where either gain is flagged or missing.

@@ -33,71 +33,72 @@ class SimulateConfig(_Section):
     """What `contimg simulate` writes (sizes default to the real telescope)."""
 
     n_antennas: int | None = Field(None, ge=2, le=96, description="active antennas used; None = all 96")
-    n_subbands: int = Field(16, ge=1, le=16)
-    chans_per_subband: int = Field(48, ge=1, le=48)
-    n_times: int = Field(24, ge=1)
+    n_subbands: int = Field(16, ge=1, le=16, description="subband files per group")
+    chans_per_subband: int = Field(48, ge=1, le=48, description="fewer channels are wider: the band stays 1311-1499 MHz")
+    n_times: int = Field(24, ge=1, description="integrations per group")
     int_time_s: float = Field(12.884902, gt=0)
-    start_time_utc: str = "2026-03-21T10:00:00"
+    start_time_utc: str = Field("2026-03-21T10:00:00", description="the calibrator's first transit after this sets the start")
     pointing_dec_deg: float | None = Field(None, ge=-30, le=90, description="None = the calibrator's declination")
     calibrator: str = Field("1331+305", description="VLA calibrator list name (J2000) that transits")
     calibrator_group: int | None = Field(0, ge=0, description="the group at whose mid-time it transits; None = no calibrator")
     bright_min_flux_jy: float = Field(1.0, gt=0, description="listed calibrators this bright near the fields are in the sky")
     n_faint_sources: int = Field(25, ge=0)
-    faint_flux_jy: tuple[float, float] = (0.05, 0.5)
-    faint_radius_deg: float = Field(1.0, gt=0)
+    faint_flux_jy: tuple[float, float] = Field((0.05, 0.5), description="log-uniform flux range of the faint population")
+    faint_radius_deg: float = Field(1.0, gt=0, description="faint sources lie within this of each group's field centre")
     faint_min_separation_deg: float = Field(0.15, ge=0)
-    sefd_jy: float = Field(6500.0, ge=0)
+    sefd_jy: float = Field(6500.0, ge=0, description="single-dish SEFD; 0 for no noise")
     gain_amp_scatter: float = Field(0.1, ge=0)
     gain_phase_scatter_deg: float = Field(30.0, ge=0)
     bandpass_ripple: float = Field(0.05, ge=0)
     gain_phase_drift_deg_per_hour: float = 0.0
-    rfi: bool = True
-    clock_jitter_s: float = Field(3.0, ge=0)
+    rfi: bool = Field(True, description="narrow-band, burst and spike RFI, recorded in truth.h5")
+    clock_jitter_s: float = Field(3.0, ge=0, description="spread of the per-subband file timestamps")
     group_interval_s: float | None = Field(None, gt=0, description="None = n_times * int_time_s")
     seed: int = 2026
 
 
 class GroupingConfig(_Section):
-    group_tolerance_s: float = Field(60.0, gt=0)
+    group_tolerance_s: float = Field(60.0, gt=0, description="files this close to a group's first file belong to it")
     n_subbands: int = Field(16, ge=1, le=16)
-    on_bad_subband: Literal["flag", "fail"] = "flag"
+    on_bad_subband: Literal["flag", "fail"] = Field("flag", description="a missing/unreadable/mismatched subband: flag its channels, or fail the group")
     min_subbands: int = Field(8, ge=1, le=16, description="fewer usable subbands than this fails the group")
 
 
 class FlagConfig(_Section):
     flag_autocorrelations: bool = True
-    mad_threshold_sigma: float = Field(6.0, gt=0)
+    mad_threshold_sigma: float = Field(6.0, gt=0, description="clip |V| further than this many robust sigmas from the baseline's median")
     extend_fraction: float = Field(0.6, gt=0, le=1.0, description="a time or channel flagged more than this is flagged whole")
 
 
 class CalibrateConfig(_Section):
     enabled: bool = True
-    min_calibrator_flux_jy: float = Field(2.0, gt=0)
-    max_calibrator_offset_deg: float = Field(1.0, gt=0)
-    refant: str = "24"
+    min_calibrator_flux_jy: float = Field(2.0, gt=0, description="L-band flux a listed calibrator needs to be solved on")
+    max_calibrator_offset_deg: float = Field(1.0, gt=0, description="|calibrator dec - pointing dec| at most")
+    refant: str = Field("24", description="reference antenna name; then refant_fallbacks")
     refant_fallbacks: list[str] = Field(default_factory=lambda: ["25", "26", "27", "28"])
-    min_snr: float = Field(5.0, ge=0)
+    min_snr: float = Field(5.0, ge=0, description="gains with a lower SNR are flagged")
     min_baseline_m: float = Field(0.0, ge=0, description="baselines shorter than this are not used to solve")
+    smooth_channels: int = Field(1, ge=1, description="running mean of the solved gains over this many channels (odd; 1 = none)")
     max_iter: int = Field(200, ge=1)
     tolerance: float = Field(1e-8, gt=0)
     validity_hours: float = Field(24.0, gt=0, description="how long a solution may be applied to other groups")
-    subtract_bright_sources: bool = True
+    subtract_bright_sources: bool = Field(True, description="subtract listed calibrators in the beam before imaging, restore them analytically")
     subtract_min_flux_jy: float = Field(1.0, gt=0)
     subtract_radius_deg: float = Field(3.0, gt=0)
 
 
 class ImageConfig(_Section):
-    npix: int = Field(4096, ge=32)
+    npix: int = Field(4096, ge=32, description="image side in pixels (even)")
     cell_arcsec: float = Field(3.0, gt=0)
     weighting: Literal["natural", "uniform", "briggs"] = "briggs"
     robust: float = Field(0.0, ge=-2, le=2)
-    epsilon: float = Field(1e-4, ge=1e-5, le=1e-1)
-    niter: int = Field(1000, ge=0)
+    epsilon: float = Field(1e-4, ge=1e-5, le=1e-1, description="gridding accuracy (ducc0)")
+    niter: int = Field(1000, ge=0, description="CLEAN components at most")
     loop_gain: float = Field(0.1, gt=0, le=1)
-    threshold_sigma: float = Field(3.0, ge=0)
+    threshold_sigma: float = Field(3.0, ge=0, description="CLEAN stops at this many robust RMS of the residual")
     cycle_fraction: float = Field(0.15, gt=0, lt=1, description="a minor cycle stops at this fraction of its starting peak")
     max_major_cycles: int = Field(12, ge=1)
-    pb_cutoff: float = Field(0.1, gt=0, lt=1)
+    pb_cutoff: float = Field(0.1, gt=0, lt=1, description="pbcor is NaN where the averaged beam is below this")
     products: list[Literal["dirty", "psf", "residual", "model", "restored", "pbcor"]] = Field(
         default_factory=lambda: ["dirty", "residual", "restored", "pbcor"]
     )
@@ -114,8 +115,8 @@ class AstropyConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    nthreads: int = Field(2, ge=1)
-    read_threads: int = Field(4, ge=1)
+    nthreads: int = Field(2, ge=1, description="threads for gridding")
+    read_threads: int = Field(4, ge=1, description="subband files read in parallel")
 
 
 class Config(_Section):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contimg.calibrate import GainSolution, apply_gains, calibrator_model, solve_gains
+from contimg.calibrate import GainSolution, apply_gains, calibrator_model, smooth_over_channels, solve_gains
 from contimg.calibrators import find_transiting_calibrator
 from contimg.config import Config
 from contimg.flag import flag_basic, flag_stats
@@ -136,6 +136,7 @@ def process_group(group: Group, *, cfg: Config, root: Path, db: ProductsDB) -> G
                     max_iter=cfg.calibrate.max_iter, tolerance=cfg.calibrate.tolerance, min_snr=cfg.calibrate.min_snr,
                     baseline_m=np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1),
                     min_baseline_m=cfg.calibrate.min_baseline_m)
+                gains = smooth_over_channels(gains=gains, flags=gflags, window=cfg.calibrate.smooth_channels)
                 sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, group.group_id,
                                    iters, {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr))})
                 save_solution(cal_dir / f"{group.group_id}.zarr", sol)
@@ -158,7 +159,7 @@ def process_group(group: Group, *, cfg: Config, root: Path, db: ProductsDB) -> G
             bright = bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                             min_flux_jy=cfg.calibrate.subtract_min_flux_jy,
                                             radius_deg=cfg.calibrate.subtract_radius_deg)
-            subtracted = fit_and_subtract(chunk=chunk, sources=bright)
+            subtracted = fit_and_subtract(chunk=chunk, sources=bright, min_baseline_m=cfg.calibrate.min_baseline_m)
         lap("image")
         imgs = make_images(chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=subtracted)
         lap("write")

@@ -60,10 +60,13 @@ def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_
     return [c for c, s in zip(cands, sep) if s <= radius_deg]
 
 
-def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator]) -> list[SubtractedSource]:
+def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline_m: float = 0.0,
+                     ) -> list[SubtractedSource]:
     """Fit a flux scale per source against the calibrated data and subtract, in place.
 
-    Uses unflagged cross-correlations of both polarizations; returns what was subtracted.
+    The fit uses unflagged cross-correlations of both polarizations on baselines of at least
+    ``min_baseline_m`` (on short ones the unmodelled field leaks into the fit most); the fitted
+    models are subtracted from every baseline. Returns what was subtracted.
     """
     if not sources:
         return []
@@ -76,6 +79,7 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator]) -> list[Subt
         models.append(sky_visibilities(sources=ps, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                                        pointing_dec_rad=chunk.pointing_dec_rad))
     w = (~chunk.flags[:, cross]).astype(np.float32)  # (t, b, c, p)
+    w[:, np.linalg.norm(b_enu, axis=1) < min_baseline_m] = 0.0
     data = chunk.vis[:, cross]
     n = len(models)
     normal = np.zeros((n, n))

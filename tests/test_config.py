@@ -49,3 +49,13 @@ def test_astropy_is_offline_for_any_date():
     t = Time("2031-06-01T00:00:00")
     altaz = SkyCoord(ra=10, dec=30, unit="deg").transform_to(AltAz(obstime=t, location=array_location()))
     assert -90 <= altaz.alt.deg <= 90
+
+
+def test_configuration_reference_is_up_to_date():
+    """docs/configuration.md is generated from the model; regenerate with tools/config_reference.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "config_reference.py"
+    assert subprocess.run([sys.executable, str(tool), "--check"]).returncode == 0
