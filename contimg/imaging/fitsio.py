@@ -30,6 +30,7 @@ def image_header(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, f
         ("BUNIT", bunit), ("BTYPE", "Intensity"),
         ("DATE-OBS", Time(time_start_jd, format="jd", scale="utc").isot),
         ("MJD-OBS", float(time_start_jd - 2400000.5)), ("MJD-AVG", float(time_mid_jd - 2400000.5)),
+        ("DATE-AVG", Time(time_mid_jd, format="jd", scale="utc").isot),
         ("TELESCOP", "DSA-110"), ("INSTRUME", "DSA"), ("TIMESYS", "UTC"),
         ("ORIGIN", "contimg"),
     ]
