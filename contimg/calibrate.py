@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from contimg.calibrators import Calibrator
@@ -58,6 +59,47 @@ def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator]) -> np.nd
                             pointing_dec_rad=chunk.pointing_dec_rad)
 
 
+@numba.njit(parallel=True, cache=True)
+def _accumulate(vis, model, flags, sel, k1, k2, nant, C, P):
+    """C[c, p, i, j] += w conj(M) V and P[c, p, i, j] += w |M|^2 over times and the selected
+    baselines (both orientations), per channel in parallel."""
+    ntime, nbl, nchan, npol = vis.shape
+    for c in numba.prange(nchan):
+        for t in range(ntime):
+            for b in range(nbl):
+                if not sel[b]:
+                    continue
+                m = model[t, b, c]
+                mm = m.real * m.real + m.imag * m.imag
+                i, j = k1[b], k2[b]
+                for p in range(npol):
+                    if flags[t, b, c, p]:
+                        continue
+                    x = np.conj(m) * vis[t, b, c, p]
+                    C[c, p, i, j] += x
+                    C[c, p, j, i] += np.conj(x)
+                    P[c, p, i, j] += mm
+                    P[c, p, j, i] += mm
+
+
+@numba.njit(parallel=True, cache=True)
+def _residual_power(vis, model, flags, sel, k1, k2, g, out_sum, out_n):
+    """Sum over times and selected baselines of |V - g_i conj(g_j) M|^2, and the count, per
+    (channel, pol). g: (nchan, npol, nant)."""
+    ntime, nbl, nchan, npol = vis.shape
+    for c in numba.prange(nchan):
+        for t in range(ntime):
+            for b in range(nbl):
+                if not sel[b]:
+                    continue
+                for p in range(npol):
+                    if flags[t, b, c, p]:
+                        continue
+                    r = vis[t, b, c, p] - g[c, p, k1[b]] * np.conj(g[c, p, k2[b]]) * model[t, b, c]
+                    out_sum[c, p] += r.real * r.real + r.imag * r.imag
+                    out_n[c, p] += 1.0
+
+
 def _antenna_index(ant1: np.ndarray, ant2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     numbers = np.unique(np.concatenate([ant1, ant2]))
     lookup = {a: k for k, a in enumerate(numbers)}
@@ -65,7 +107,7 @@ def _antenna_index(ant1: np.ndarray, ant2: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
-                antenna_names: np.ndarray, refants: list[str], max_iter: int = 200, tolerance: float = 1e-8,
+                antenna_names: np.ndarray, refants: list[str], max_iter: int = 200, tolerance: float = 1e-6,
                 min_snr: float = 5.0, baseline_m: np.ndarray | None = None, min_baseline_m: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, int]:
     """Solve one gain per antenna, channel and polarization over all times.
 
@@ -79,32 +121,26 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
     """
     numbers, k1, k2 = _antenna_index(ant1, ant2)
     nant, (ntime, nbl, nchan, npol) = numbers.size, vis.shape
-    cross = k1 != k2
+    sel = k1 != k2
     if baseline_m is not None and min_baseline_m > 0:
-        cross &= baseline_m >= min_baseline_m
-    w = (~flags[:, cross]).astype(np.float32)  # (t, b, c, p)
-    m = model[:, cross, :, None]
-    c_bl = np.sum(w * np.conj(m) * vis[:, cross], axis=0)  # (b, c, p)
-    p_bl = np.sum(w * (np.abs(m) ** 2), axis=0)
+        sel &= baseline_m >= min_baseline_m
     C = np.zeros((nchan, npol, nant, nant), np.complex128)
     P = np.zeros((nchan, npol, nant, nant), np.float64)
-    i, j = k1[cross], k2[cross]
-    C[:, :, i, j] = c_bl.transpose(1, 2, 0)
-    C[:, :, j, i] = np.conj(c_bl.transpose(1, 2, 0))
-    P[:, :, i, j] = p_bl.transpose(1, 2, 0)
-    P[:, :, j, i] = p_bl.transpose(1, 2, 0)
-    g = np.ones((nchan, npol, nant), np.complex128)
+    _accumulate(vis, np.ascontiguousarray(model, np.complex64), flags, sel, k1, k2, nant, C, P)
+    g = np.ones((nchan, npol, nant, 1), np.complex128)
     it = 0
     for it in range(1, max_iter + 1):
-        num = np.einsum("cpij,cpj->cpi", C, g)
-        den = np.einsum("cpij,cpj->cpi", P, np.abs(g) ** 2)
+        num = C @ g
+        den = P @ (np.abs(g) ** 2)
         g_new = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
         if it % 2 == 0:
             g_new = 0.5 * (g_new + g)
-        change = np.max(np.abs(g_new - g)) / max(np.max(np.abs(g_new)), 1e-30)
+        # StEFCal's criterion, per channel and polarization: ||g_new - g|| / ||g_new||
+        change = np.linalg.norm(g_new - g, axis=(2, 3)) / np.maximum(np.linalg.norm(g_new, axis=(2, 3)), 1e-30)
         g = g_new
-        if change < tolerance:
+        if np.max(change) < tolerance:
             break
+    g = g[..., 0]
     alive = np.abs(g) > 0
     # reference antenna: the first of refants that has solutions in most channels
     refant, ref_k = None, None
@@ -117,11 +153,10 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
         ref = g[:, :, ref_k]
         g = g * np.where(np.abs(ref) > 0, np.conj(ref) / np.where(np.abs(ref) > 0, np.abs(ref), 1), 1)[:, :, None]
     # noise from the residual, SNR per gain
-    gi, gj = g[:, :, k1[cross]], g[:, :, k2[cross]]  # (c, p, b)
-    pred = (gi * np.conj(gj)).transpose(2, 0, 1)[None] * m  # (t, b, c, p)
-    resid2 = np.sum(w * np.abs(vis[:, cross] - pred) ** 2, axis=(0, 1))  # (c, p)
-    dof = np.maximum(np.sum(w, axis=(0, 1)) - nant, 1)
-    var = resid2 / dof  # per visibility (complex) variance
+    resid2 = np.zeros((nchan, npol))
+    count = np.zeros((nchan, npol))
+    _residual_power(vis, np.ascontiguousarray(model, np.complex64), flags, sel, k1, k2, g, resid2, count)
+    var = resid2 / np.maximum(count - nant, 1)  # per visibility (complex) variance
     info = np.einsum("cpij,cpj->cpi", P, np.abs(g) ** 2)  # sum_j |g_j|^2 P_ij
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.abs(g) / np.sqrt(var[:, :, None] / np.where(info > 0, info, np.inf))

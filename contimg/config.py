@@ -80,7 +80,7 @@ class CalibrateConfig(_Section):
     min_baseline_m: float = Field(0.0, ge=0, description="baselines shorter than this are not used to solve")
     smooth_channels: int = Field(1, ge=1, description="running mean of the solved gains over this many channels (odd; 1 = none)")
     max_iter: int = Field(200, ge=1)
-    tolerance: float = Field(1e-8, gt=0)
+    tolerance: float = Field(1e-6, gt=0, description="StEFCal stops when ||g_new - g|| / ||g_new|| is below this in every channel")
     validity_hours: float = Field(24.0, gt=0, description="how long a solution may be applied to other groups")
     subtract_bright_sources: bool = Field(True, description="subtract listed calibrators in the beam before imaging, restore them analytically")
     subtract_min_flux_jy: float = Field(1.0, gt=0)

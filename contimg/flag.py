@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 __all__ = ["FlagStats", "flag_basic", "flag_stats"]
@@ -22,16 +23,59 @@ class FlagStats:
     new_by_mad: int  # samples the MAD clip flagged
 
 
-def _mad_clip(amp: np.ndarray, flags: np.ndarray, threshold_sigma: float) -> np.ndarray:
-    """Per (baseline, polarization): flag |amp - median| > threshold * 1.4826 * MAD over
-    (time, channel) of the unflagged samples. amp, flags: (ntime, nbl, nchan, npol)."""
-    a = np.where(flags, np.nan, amp).transpose(1, 3, 0, 2).reshape(amp.shape[1], amp.shape[3], -1)
-    med = np.nanmedian(a, axis=-1, keepdims=True)
-    mad = np.nanmedian(np.abs(a - med), axis=-1, keepdims=True)
-    sigma = 1.4826 * mad
-    with np.errstate(invalid="ignore"):
-        bad = np.abs(a - med) > threshold_sigma * np.where(sigma > 0, sigma, np.inf)
-    return bad.reshape(amp.shape[1], amp.shape[3], amp.shape[0], amp.shape[2]).transpose(2, 0, 3, 1)
+@numba.njit(parallel=True, cache=True)
+def _flag_kernel(vis, flags, autos, flag_autos, threshold, extend_fraction, out, n_mad):
+    """Everything per (baseline, polarization) slab of (time, channel), in parallel:
+    keep flags; flag zeros and non-finite values (and autocorrelations); MAD clip of |V|;
+    extend flags over a time or a channel mostly flagged."""
+    ntime, nbl, nchan, npol = vis.shape
+    for bp in numba.prange(nbl * npol):
+        b = bp // npol
+        p = bp % npol
+        if autos[b] and flag_autos:
+            for t in range(ntime):
+                for c in range(nchan):
+                    out[t, b, c, p] = True
+            continue
+        buf = np.empty(ntime * nchan, np.float64)
+        n = 0
+        for t in range(ntime):
+            for c in range(nchan):
+                v = vis[t, b, c, p]
+                bad = flags[t, b, c, p] or (v.real == 0 and v.imag == 0) or not (
+                    np.isfinite(v.real) and np.isfinite(v.imag))
+                out[t, b, c, p] = bad
+                if not bad:
+                    buf[n] = abs(v)
+                    n += 1
+        if autos[b]:
+            continue
+        if n >= 3:
+            med = np.median(buf[:n])
+            sigma = 1.4826 * np.median(np.abs(buf[:n] - med))
+            if sigma > 0:
+                limit = threshold * sigma
+                for t in range(ntime):
+                    for c in range(nchan):
+                        if not out[t, b, c, p] and abs(abs(vis[t, b, c, p]) - med) > limit:
+                            out[t, b, c, p] = True
+                            n_mad[bp] += 1
+        row = np.zeros(ntime, np.bool_)
+        col = np.zeros(nchan, np.bool_)
+        for t in range(ntime):
+            k = 0
+            for c in range(nchan):
+                k += out[t, b, c, p]
+            row[t] = k > extend_fraction * nchan
+        for c in range(nchan):
+            k = 0
+            for t in range(ntime):
+                k += out[t, b, c, p]
+            col[c] = k > extend_fraction * ntime
+        for t in range(ntime):
+            for c in range(nchan):
+                if row[t] or col[c]:
+                    out[t, b, c, p] = True
 
 
 def flag_basic(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
@@ -40,24 +84,16 @@ def flag_basic(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np
     """New flags (ntime, nbl, nchan, npol) bool and the count the MAD clip added.
 
     vis: (ntime, nbl, nchan, npol) complex64; flags: same shape bool (kept: a flag is never
-    cleared). ant1, ant2: (nbl,). A time (per baseline) or a channel (per baseline) with more
-    than ``extend_fraction`` of its samples flagged is flagged whole.
+    cleared). ant1, ant2: (nbl,). Per baseline and polarization: zeros and non-finite values
+    are flagged; |V| further than ``mad_threshold_sigma`` robust sigmas (1.4826 MAD over time
+    and channel) from its median is clipped; a time or a channel with more than
+    ``extend_fraction`` of its samples flagged is flagged whole.
     """
-    out = flags | (vis == 0) | ~np.isfinite(vis)
-    autos = ant1 == ant2
-    if flag_autocorrelations:
-        out[:, autos] = True
-    cross = ~autos
-    amp = np.abs(vis[:, cross])
-    before = out[:, cross].copy()
-    clipped = _mad_clip(amp, before, mad_threshold_sigma)
-    new_by_mad = int(np.count_nonzero(clipped & ~before))
-    sub = before | clipped
-    frac_t = sub.mean(axis=2, keepdims=True)  # per (time, baseline, pol) over channels
-    frac_c = sub.mean(axis=0, keepdims=True)  # per (baseline, channel, pol) over time
-    sub |= (frac_t > extend_fraction) | (frac_c > extend_fraction)
-    out[:, cross] = sub
-    return out, new_by_mad
+    out = np.empty(vis.shape, bool)
+    n_mad = np.zeros(vis.shape[1] * vis.shape[3], np.int64)
+    _flag_kernel(vis, flags, ant1 == ant2, bool(flag_autocorrelations), float(mad_threshold_sigma),
+                 float(extend_fraction), out, n_mad)
+    return out, int(n_mad.sum())
 
 
 def flag_stats(*, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_antennas: int,

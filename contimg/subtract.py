@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import HADec, SkyCoord
@@ -42,6 +43,46 @@ class SubtractedSource:
 
     def flux_at(self, freq_hz: float) -> float:
         return self.scale * self.catalogue_flux_jy * (freq_hz / self.ref_freq_hz) ** self.spectral_index
+
+
+@numba.njit(parallel=True, cache=True)
+def _normal_equations(vis, flags, models, cross_idx, fit_sel, normal, rhs):
+    """Per channel (in parallel): normal[c, k, l] = sum w Re(conj(M_k) M_l),
+    rhs[c, k] = sum w Re(conj(M_k) V) over times, fitted baselines and polarizations."""
+    nk, ntime, nb, nchan = models.shape
+    npol = vis.shape[3]
+    for c in numba.prange(nchan):
+        for t in range(ntime):
+            for bb in range(nb):
+                if not fit_sel[bb]:
+                    continue
+                b = cross_idx[bb]
+                for p in range(npol):
+                    if flags[t, b, c, p]:
+                        continue
+                    v = vis[t, b, c, p]
+                    for k in range(nk):
+                        mk = np.conj(models[k, t, bb, c])
+                        rhs[c, k] += (mk * v).real
+                        for l in range(nk):
+                            normal[c, k, l] += (mk * models[l, t, bb, c]).real
+
+
+@numba.njit(parallel=True, cache=True)
+def _subtract(vis, models, cross_idx, scales):
+    """vis[t, cross_idx[bb], c, p] -= sum_k scales[k] * models[k, t, bb, c], in place."""
+    nk, ntime, nb, nchan = models.shape
+    npol = vis.shape[3]
+    for tb in numba.prange(ntime * nb):
+        t = tb // nb
+        bb = tb % nb
+        b = cross_idx[bb]
+        for c in range(nchan):
+            m = 0j
+            for k in range(nk):
+                m += scales[k] * models[k, t, bb, c]
+            for p in range(npol):
+                vis[t, b, c, p] -= m
 
 
 def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_flux_jy: float,
@@ -78,23 +119,19 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
                           np.array([c.spectral_index]), c.ref_freq_hz)
         models.append(sky_visibilities(sources=ps, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                                        pointing_dec_rad=chunk.pointing_dec_rad))
-    w = (~chunk.flags[:, cross]).astype(np.float32)  # (t, b, c, p)
-    w[:, np.linalg.norm(b_enu, axis=1) < min_baseline_m] = 0.0
-    data = chunk.vis[:, cross]
-    n = len(models)
-    normal = np.zeros((n, n))
-    rhs = np.zeros(n)
-    for i in range(n):
-        rhs[i] = float(np.sum(w * np.real(np.conj(models[i])[..., None] * data)))
-        for j in range(i, n):
-            normal[i, j] = normal[j, i] = float(np.sum(w * np.real(np.conj(models[i]) * models[j])[..., None]))
-    scales = np.linalg.lstsq(normal, rhs, rcond=None)[0]
+    models = np.ascontiguousarray(np.stack(models), dtype=np.complex64)  # (k, t, b, c)
+    fit_sel = np.linalg.norm(b_enu, axis=1) >= min_baseline_m
+    cross_idx = np.flatnonzero(cross)
+    n = models.shape[0]
+    normal = np.zeros((chunk.freq_hz.size, n, n))
+    rhs = np.zeros((chunk.freq_hz.size, n))
+    _normal_equations(chunk.vis, chunk.flags, models, cross_idx, fit_sel, normal, rhs)
+    scales = np.linalg.lstsq(normal.sum(axis=0), rhs.sum(axis=0), rcond=None)[0]
+    _subtract(chunk.vis, models, cross_idx, scales.astype(np.float64))
     out = []
-    sub = np.zeros_like(models[0])
-    for c, s, m in zip(sources, scales, models):
-        sub += (s * m).astype(np.complex64)
-        out.append(SubtractedSource(c.name, c.ra_rad, c.dec_rad, c.flux_jy, c.spectral_index, c.ref_freq_hz, float(s)))
-        log.info("group %s: subtracted %s, fitted flux %.3f x catalogue (%.2f Jy)", chunk.group_id, c.name, s,
-                 s * c.flux_jy)
-    chunk.vis[:, cross] = data - sub[..., None]
+    for c, scale in zip(sources, scales):
+        out.append(SubtractedSource(c.name, c.ra_rad, c.dec_rad, c.flux_jy, c.spectral_index, c.ref_freq_hz,
+                                    float(scale)))
+        log.info("group %s: subtracted %s, fitted flux %.3f x catalogue (%.2f Jy)", chunk.group_id, c.name, scale,
+                 scale * c.flux_jy)
     return out
