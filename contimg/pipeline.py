@@ -178,7 +178,8 @@ def process_group(group: Group, *, cfg: Config, root: Path, db: ProductsDB) -> G
             start_mjd=float(chunk.time_jd[0] - 2400000.5), end_mjd=float(chunk.time_jd[-1] - 2400000.5),
             mid_mjd=mid - 2400000.5, cal_applied=int(res.cal_applied), calibrator=res.calibrator,
             image_name=str(out_dir / f"{group.group_id}.restored.fits"), ra_deg=float(np.degrees(imgs.ra_rad)),
-            dec_deg=float(np.degrees(imgs.dec_rad)), n_subbands=int(chunk.subbands_present.sum()))
+            dec_deg=float(np.degrees(imgs.dec_rad)), n_subbands=int(chunk.subbands_present.sum()),
+            problems=json.dumps(res.problems))
     except Exception as exc:  # noqa: BLE001 - a group's failure is recorded, never fatal
         res.status = "failed"
         res.error = f"{type(exc).__name__}: {exc}"

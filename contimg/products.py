@@ -21,7 +21,7 @@ class ProductsDB:
         self.db["ms_index"].create(
             {"group_id": str, "start_mjd": float, "end_mjd": float, "mid_mjd": float, "status": str, "stage": str,
              "cal_applied": int, "calibrator": str, "image_name": str, "ra_deg": float, "dec_deg": float,
-             "n_subbands": int, "error": str, "updated_at": float},
+             "n_subbands": int, "problems": str, "error": str, "updated_at": float},
             pk="group_id", if_not_exists=True)
         self.db["images"].create(
             {"path": str, "group_id": str, "type": str, "bmaj_arcsec": float, "bmin_arcsec": float, "bpa_deg": float,

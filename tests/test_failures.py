@@ -48,6 +48,12 @@ def test_flag_mode_flags_the_subband_and_names_the_file(tmp_path, two_groups_one
     assert code == 0
     flagged = next(r for r in results if r.group_id == groups[1].group_id)
     assert flagged.status == "completed" and any(str(bad) in p for p in flagged.problems)
+    from contimg.products import ProductsDB
+
+    db = ProductsDB(tmp_path / "root" / "state" / "products.sqlite3")
+    row = next(g for g in db.groups() if g["group_id"] == groups[1].group_id)
+    assert str(bad) in json.loads(row["problems"])[0] and row["n_subbands"] == 15
+    db.close()
 
 
 def test_nothing_to_run_exits_1(tmp_path):

@@ -103,3 +103,17 @@ def test_too_few_subbands_fails(copy_group):
         files[sb].unlink()
     with pytest.raises(ReadError, match="only 7 usable subbands"):
         read_group(_group(folder), min_subbands=8)
+
+
+def test_chunk_check_names_the_mismatch(sim_dir):
+    from contimg.chunk import ChunkShapeError
+
+    chunk = read_group(_group(sim_dir))
+    chunk.check()
+    chunk.weights = chunk.weights[:, :, :-1]
+    with pytest.raises(ChunkShapeError, match=r"weights has shape .* expected"):
+        chunk.check()
+    chunk = read_group(_group(sim_dir))
+    chunk.uvw_m = chunk.uvw_m.astype(np.float32)
+    with pytest.raises(ChunkShapeError, match="uvw_m has dtype float32"):
+        chunk.check()
