@@ -141,7 +141,13 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
         if np.max(change) < tolerance:
             break
     g = g[..., 0]
-    alive = np.abs(g) > 0
+    # a channel/polarization still moving by more than 1e-3 after max_iter is ill-constrained
+    # (mostly flagged): its solutions are not trusted
+    unconverged = change > max(1e3 * tolerance, 1e-3)  # (c, p)
+    if unconverged.any():
+        log.warning("gains of %d channel/polarization pairs did not converge in %d iterations: flagged",
+                    int(unconverged.sum()), it)
+    alive = (np.abs(g) > 0) & ~unconverged[:, :, None]
     # reference antenna: the first of refants that has solutions in most channels
     refant, ref_k = None, None
     for name in refants + [str(n) for n in antenna_names[numbers]]:
