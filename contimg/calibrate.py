@@ -51,9 +51,7 @@ class GainSolution:
 def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator]) -> np.ndarray:
     """Model visibilities (ntime, nbl, nchan) complex64 of listed calibrators (XX = YY): the
     transiting one and any other bright listed source in the beam."""
-    src = PointSources(np.array([c.name for c in calibrators]), np.array([c.ra_rad for c in calibrators]),
-                       np.array([c.dec_rad for c in calibrators]), np.array([c.flux_jy for c in calibrators]),
-                       np.array([c.spectral_index for c in calibrators]), calibrators[0].ref_freq_hz)
+    src = PointSources.from_calibrators(calibrators)
     b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
     return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                             pointing_dec_rad=chunk.pointing_dec_rad)
@@ -120,7 +118,7 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
     snr float32, the reference antenna used, iterations).
     """
     numbers, k1, k2 = _antenna_index(ant1, ant2)
-    nant, (ntime, nbl, nchan, npol) = numbers.size, vis.shape
+    nant, (_, _, nchan, npol) = numbers.size, vis.shape
     sel = k1 != k2
     if baseline_m is not None and min_baseline_m > 0:
         sel &= baseline_m >= min_baseline_m

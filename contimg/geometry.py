@@ -27,11 +27,17 @@ from astropy.time import Time
 from contimg.telescope import ARRAY_LAT_RAD, array_location
 
 __all__ = [
-    "C_M_S", "hadec_to_enu", "hadec_basis", "icrs_to_enu", "icrs_basis", "hadec_to_icrs",
+    "C_M_S", "angular_separation_rad", "hadec_to_enu", "hadec_basis", "icrs_to_enu", "icrs_basis", "hadec_to_icrs",
     "baseline_uvw",
 ]
 
 C_M_S = 299_792_458.0
+
+
+def angular_separation_rad(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle angle between two (RA, Dec) directions, radians in and out."""
+    c = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
+    return float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
 def hadec_to_enu(*, ha_rad: np.ndarray | float, dec_rad: np.ndarray | float,

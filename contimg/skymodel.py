@@ -30,6 +30,13 @@ class PointSources:
         """(n, nchan) float64."""
         return self.flux_jy[:, None] * (np.asarray(freq_hz)[None, :] / self.ref_freq_hz) ** self.spectral_index[:, None]
 
+    @staticmethod
+    def from_calibrators(calibrators: list) -> "PointSources":
+        """Listed calibrators (`contimg.calibrators.Calibrator`) as point sources."""
+        return PointSources(np.array([c.name for c in calibrators]), np.array([c.ra_rad for c in calibrators]),
+                            np.array([c.dec_rad for c in calibrators]), np.array([c.flux_jy for c in calibrators]),
+                            np.array([c.spectral_index for c in calibrators]), calibrators[0].ref_freq_hz)
+
     def __len__(self) -> int:
         return self.ra_rad.size
 

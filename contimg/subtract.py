@@ -115,8 +115,7 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
     b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
     models = []
     for c in sources:
-        ps = PointSources(np.array([c.name]), np.array([c.ra_rad]), np.array([c.dec_rad]), np.array([c.flux_jy]),
-                          np.array([c.spectral_index]), c.ref_freq_hz)
+        ps = PointSources.from_calibrators([c])
         models.append(sky_visibilities(sources=ps, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                                        pointing_dec_rad=chunk.pointing_dec_rad))
     models = np.ascontiguousarray(np.stack(models), dtype=np.complex64)  # (k, t, b, c)

@@ -81,7 +81,6 @@ def test_wrong_channel_count_is_named(copy_group):
         h, d = f["Header"], f["Data"]
         n = int(h["Nfreqs"][()])
         freq = h["freq_array"][()][:, : n - 1]
-        vis = d["visdata"][()][:, :, : n - 1]
         for name in ("freq_array", "Nfreqs"):
             del h[name]
         h["freq_array"], h["Nfreqs"] = freq, n - 1

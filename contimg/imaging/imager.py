@@ -14,7 +14,7 @@ from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import dirty_image, predict_from_image, psf_image
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import rephase_stokes_i
-from contimg.imaging.restore import _gauss, FWHM_PER_SIGMA, fit_beam, restore
+from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
 from contimg.subtract import SubtractedSource
 
@@ -69,7 +69,7 @@ def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, source
         peak = src.flux_at(freq_hz) * float(pb[iy, ix])
         y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, n), max(ix - half, 0), min(ix + half + 1, n)
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        restored[y0:y1, x0:x1] += (peak * _gauss(-(xx - x), yy - y, smaj, smin, beam[2])).astype(restored.dtype)
+        restored[y0:y1, x0:x1] += (peak * elliptical_gaussian(-(xx - x), yy - y, smaj, smin, beam[2])).astype(restored.dtype)
         model[iy, ix] += peak
 
 

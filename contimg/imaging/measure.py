@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from contimg.imaging.restore import FWHM_PER_SIGMA, _gauss
+from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
 
 __all__ = ["PointFit", "fit_point_source"]
 
@@ -42,7 +42,7 @@ def fit_point_source(*, image: np.ndarray, x0: float, y0: float, beam_rad: tuple
 
     def resid(p):
         amp, x, y = p
-        return (amp * _gauss(-(xx[good] - x), yy[good] - y, smaj, smin, beam_rad[2]) - box[good])
+        return (amp * elliptical_gaussian(-(xx[good] - x), yy[good] - y, smaj, smin, beam_rad[2]) - box[good])
 
     start = [float(np.nanmax(box)), float(x0), float(y0)]
     fit = least_squares(resid, start, bounds=([-np.inf, x0 - hb, y0 - hb], [np.inf, x0 + hb, y0 + hb]))

@@ -10,12 +10,14 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
-__all__ = ["fit_beam", "gaussian_kernel", "restore"]
+__all__ = ["elliptical_gaussian", "fit_beam", "gaussian_kernel", "restore"]
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def _gauss(east, north, smaj, smin, pa):
+def elliptical_gaussian(east, north, smaj, smin, pa):
+    """Peak-1 Gaussian with sigmas ``smaj``/``smin`` (pixels), major axis at position angle ``pa``
+    (radians, north through east), at offsets ``east``/``north`` (pixels)."""
     a = east * np.sin(pa) + north * np.cos(pa)  # along the major axis
     b = east * np.cos(pa) - north * np.sin(pa)
     return np.exp(-0.5 * ((a / smaj) ** 2 + (b / smin) ** 2))
@@ -34,7 +36,7 @@ def fit_beam(*, psf: np.ndarray, cell_rad: float, half_box: int = 24) -> tuple[f
     sel = lab == lab[half_box, half_box]
 
     def resid(p):
-        return (_gauss(east[sel], north[sel], p[0], p[1], p[2]) - box[sel])
+        return (elliptical_gaussian(east[sel], north[sel], p[0], p[1], p[2]) - box[sel])
 
     r0 = max(np.sqrt(sel.sum() / np.pi) / 1.2, 0.7)
     best = None
@@ -55,7 +57,7 @@ def gaussian_kernel(*, shape: tuple[int, int], bmaj_rad: float, bmin_rad: float,
     ny, nx = shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     east, north = -(xx - nx // 2).astype(float), (yy - ny // 2).astype(float)
-    return _gauss(east, north, bmaj_rad / FWHM_PER_SIGMA / cell_rad, bmin_rad / FWHM_PER_SIGMA / cell_rad, bpa_rad)
+    return elliptical_gaussian(east, north, bmaj_rad / FWHM_PER_SIGMA / cell_rad, bmin_rad / FWHM_PER_SIGMA / cell_rad, bpa_rad)
 
 
 def restore(*, model: np.ndarray, residual: np.ndarray, bmaj_rad: float, bmin_rad: float, bpa_rad: float,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import h5py
@@ -29,7 +29,7 @@ from astropy.time import Time
 
 from contimg.calibrators import calibrator_by_name, vla_calibrators
 from contimg.config import SimulateConfig
-from contimg.geometry import hadec_basis, hadec_to_icrs
+from contimg.geometry import angular_separation_rad, hadec_basis, hadec_to_icrs
 from contimg.io.naming import subband_name
 from contimg.sim.corrupt import inject_rfi, random_gains, thermal_sigma_jy
 from contimg.sim.sky import random_sources_around
@@ -78,11 +78,6 @@ def _transit_jd(ra_rad: float, dec_rad: float, after_jd: float) -> float:
     return t
 
 
-def _sep(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    c = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
-    return float(np.arccos(np.clip(c, -1.0, 1.0)))
-
-
 def _apparent_dec(ra_rad: float, dec_rad: float, jd: float) -> float:
     frame = HADec(obstime=Time(jd, format="jd"), location=array_location(), pressure=0 * u.hPa)
     return float(SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad).transform_to(frame).dec.rad)
@@ -124,11 +119,9 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
     # among them), as the subtraction stage expects to find it
     centres = [hadec_to_icrs(ha_rad=0.0, dec_rad=dec0, time_jd=float(t.mean())) for t in group_times]
     listed = [c for c in vla_calibrators() if c.flux_jy >= cfg.bright_min_flux_jy or (cal and c.name == cal.name)]
-    listed = [c for c in listed if any(_sep(c.ra_rad, c.dec_rad, ra, de) < np.radians(5.0) for ra, de in centres)]
+    listed = [c for c in listed if any(angular_separation_rad(c.ra_rad, c.dec_rad, ra, de) < np.radians(5.0) for ra, de in centres)]
     if listed:
-        parts.append(PointSources(np.array([c.name for c in listed]), np.array([c.ra_rad for c in listed]),
-                                  np.array([c.dec_rad for c in listed]), np.array([c.flux_jy for c in listed]),
-                                  np.array([c.spectral_index for c in listed]), listed[0].ref_freq_hz))
+        parts.append(PointSources.from_calibrators(listed))
         group_of.append(np.full(len(listed), -1))
         avoid += [(c.ra_rad, c.dec_rad) for c in listed]
     for g, times in enumerate(group_times):

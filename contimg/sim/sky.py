@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from contimg.geometry import angular_separation_rad
 from contimg.skymodel import PointSources
 
 __all__ = ["random_sources_around"]
@@ -27,7 +28,7 @@ def random_sources_around(*, rng: np.random.Generator, n: int, ra_rad: float, de
         nn = np.sqrt(1 - l * l - m * m)
         dec = np.arcsin(m * np.cos(dec_rad) + nn * np.sin(dec_rad))
         ra = ra_rad + np.arctan2(l, nn * np.cos(dec_rad) - m * np.sin(dec_rad))
-        if all(_separation(ra, dec, a, d) >= np.radians(min_separation_deg) for a, d in taken):
+        if all(angular_separation_rad(ra, dec, a, d) >= np.radians(min_separation_deg) for a, d in taken):
             ras.append(ra % (2 * np.pi))
             decs.append(dec)
             taken.append((ra, dec))
@@ -36,8 +37,3 @@ def random_sources_around(*, rng: np.random.Generator, n: int, ra_rad: float, de
     alpha = rng.normal(-0.7, 0.2, n)
     names = np.array([f"{prefix}{i:03d}" for i in range(n)])
     return PointSources(names, np.array(ras), np.array(decs), flux, alpha, ref_freq_hz)
-
-
-def _separation(ra1, dec1, ra2, dec2) -> float:
-    c = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
-    return float(np.arccos(np.clip(c, -1, 1)))
