@@ -57,7 +57,7 @@ def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator]) -> np.nd
                             pointing_dec_rad=chunk.pointing_dec_rad)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _accumulate(vis, model, flags, sel, k1, k2, nant, C, P):
     """C[c, p, i, j] += w conj(M) V and P[c, p, i, j] += w |M|^2 over times and the selected
     baselines (both orientations), per channel in parallel."""
@@ -80,7 +80,7 @@ def _accumulate(vis, model, flags, sel, k1, k2, nant, C, P):
                     P[c, p, j, i] += mm
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _residual_power(vis, model, flags, sel, k1, k2, g, out_sum, out_n):
     """Sum over times and selected baselines of |V - g_i conj(g_j) M|^2, and the count, per
     (channel, pol). g: (nchan, npol, nant)."""

@@ -1,11 +1,13 @@
-"""The ``contimg`` command line: simulate, run, demo."""
+"""The ``contimg`` command line: simulate, run, serve, replay, reprocess, status, demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +49,9 @@ def _cmd_simulate(args) -> int:
 def _print_summary(results, root: Path) -> None:
     for r in results:
         line = f"  {r.group_id}  {r.status:9s}"
-        if r.status == "completed":
+        if r.status == "completed" and r.note:
+            line += f"  {r.note}"
+        elif r.status == "completed":
             st = r.image_stats
             line += (f"  cal={'yes (' + r.calibrator + ')' if r.cal_applied else 'no'}"
                      f"  rms={st['noise_jy'] * 1e3:.2f} mJy  peak={st['peak_jy']:.3f} Jy  "
@@ -67,6 +71,84 @@ def _cmd_run(args) -> int:
     if code:
         print(f"failures: {Path(args.root) / 'failures.json'}")
     return code
+
+
+def _incoming(cfg, root: Path) -> Path:
+    folder = Path(cfg.service.incoming_dir)
+    return folder if folder.is_absolute() else root / folder
+
+
+def _cmd_serve(args) -> int:
+    import asyncio
+
+    from contimg.service import Service
+
+    cfg = _config(args)
+    root = Path(args.root)
+    svc = Service(root, cfg, mode="serve", watch_dir=_incoming(cfg, root))
+    print(f"contimg serve: watching {_incoming(cfg, root)}; state in {root / 'state'}; SIGTERM or Ctrl-C stops")
+    return asyncio.run(svc.run())
+
+
+def _cmd_replay(args) -> int:
+    from contimg.pipeline import run_replay
+
+    cfg = _config(args)
+    results, code = run_replay(args.input, root=Path(args.root), cfg=cfg, speed=args.speed)
+    _print_summary(results, Path(args.root))
+    if code:
+        print(f"failures: {Path(args.root) / 'failures.json'}")
+    return code
+
+
+def _cmd_reprocess(args) -> int:
+    import asyncio
+
+    from contimg.ingest import IngestDB
+    from contimg.service import Service, service_running
+    from contimg.stages import CHECKPOINT_FILES, checkpoint_before, usable_checkpoint
+
+    cfg = _config(args)
+    root = Path(args.root)
+    db_path = root / "state" / "ingest.sqlite3"
+    if not db_path.exists():
+        raise FileNotFoundError(f"{db_path} does not exist: nothing was processed under {root}")
+    checkpoint = checkpoint_before(args.from_stage)
+    have = usable_checkpoint(root / "products" / args.group, checkpoint)
+    if have != checkpoint:
+        raise FileNotFoundError(f"group {args.group}: re-running from {args.from_stage} needs "
+                                f"{root / 'products' / args.group / CHECKPOINT_FILES[checkpoint]}; "
+                                f"the stored intermediates allow --from-stage "
+                                f"{ {'': 'read', 'flag': 'calibrate', 'calibrate': 'image'}[have]} at most")
+    ingest = IngestDB(db_path, n_subbands=cfg.grouping.n_subbands, tolerance_s=cfg.grouping.group_tolerance_s)
+    try:
+        ingest.request_reprocess(args.group, checkpoint=checkpoint)
+    except KeyError as exc:
+        raise FileNotFoundError(str(exc.args[0])) from None
+    finally:
+        ingest.close()
+    if service_running(root):
+        print(f"group {args.group} queued for the running service (from stage {args.from_stage})")
+        return 0
+    svc = Service(root, cfg, mode="drain")
+    svc.input_done.set()
+    code = asyncio.run(svc.run())
+    outcome = svc.outcomes.get(args.group, {"status": "not run", "error": ""})
+    print(f"  {args.group}  {outcome['status']}  {outcome.get('error', '')}")
+    return code or (0 if outcome["status"] == "completed" else 2)
+
+
+def _cmd_status(args) -> int:
+    from contimg.status import status_report
+
+    doc = status_report(Path(args.root))
+    if args.json:
+        print(json.dumps(doc, indent=1, default=str))
+    else:
+        from contimg.status import format_status
+
+        print(format_status(doc))
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -108,6 +190,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="dsa110")
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser("serve", help="the always-on service: watch <root>/incoming and process every group")
+    p.add_argument("--root", required=True, help="service root (incoming/, products/, state/, cal/)")
+    p.add_argument("--config", default="dsa110")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("replay", help="feed a folder's files into the service at N x their real cadence")
+    p.add_argument("input", help="folder of archived subband files")
+    p.add_argument("--root", required=True)
+    p.add_argument("--speed", type=float, default=1.0, help="N x the real cadence (default 1)")
+    p.add_argument("--config", default="dsa110")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("reprocess", help="re-run a group from a stage with its stored intermediates")
+    p.add_argument("group", help="group id (YYYY-MM-DDTHH:MM:SS)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--from-stage", default="read", choices=["read", "flag", "calibrate", "image", "write"])
+    p.add_argument("--config", default="dsa110")
+    p.set_defaults(func=_cmd_reprocess)
+
+    p = sub.add_parser("status", help="the queue, the service's health and the latest products")
+    p.add_argument("--root", required=True)
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=_cmd_status)
+
     p = sub.add_parser("demo", help="simulate a few small groups and run them end to end")
     p.add_argument("--groups", type=int, default=2)
     p.add_argument("--config", default="test")
@@ -120,14 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        code = args.func(args)
     except Exception as exc:  # a clear message, not a traceback, for bad input at the top level
         from contimg.config import ConfigError
+        from contimg.service import ServiceLockError
 
-        if isinstance(exc, (ConfigError, FileNotFoundError)):
+        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError)):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1
         raise
+    if argv is None and any(t.daemon and t.is_alive() for t in threading.enumerate()
+                            if t is not threading.main_thread()):
+        # a stage left running past the shutdown grace: its group is back at its checkpoint in the
+        # database, which is closed; do not let interpreter teardown race the worker thread
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

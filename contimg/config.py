@@ -119,6 +119,27 @@ class RuntimeConfig(_Section):
     read_threads: int = Field(4, ge=1, description="subband files read in parallel")
 
 
+class ServiceConfig(_Section):
+    """The always-on service (`contimg serve`, `replay`, `run`): watching, queues, retries, shutdown."""
+
+    incoming_dir: str = Field("incoming", description="watched folder, relative to the root unless absolute")
+    use_inotify: bool = Field(True, description="inotify events where the OS has them (watchfiles); False = polling only")
+    poll_interval_s: float = Field(2.0, gt=0, description="folder scan period (the fallback, and a safety net under inotify)")
+    settle_s: float = Field(2.0, ge=0, description="a file is registered once its size and mtime are unchanged this long")
+    collecting_timeout_s: float = Field(600.0, gt=0, description="an incomplete group waits this long after its last file")
+    on_incomplete: Literal["flag", "fail"] = Field("flag", description="after the timeout: process with missing subbands flagged, or fail the group")
+    prefetch: int = Field(1, ge=0, description="groups read ahead while one is processed (at most prefetch + 1 in memory)")
+    max_retries: int = Field(2, ge=0, description="a group failing for a transient reason is retried this often, then failed")
+    retry_backoff_s: float = Field(30.0, ge=0, description="wait before a retry (doubles each time)")
+    stuck_timeout_s: float = Field(3600.0, gt=0, description="an in_progress group not updated for this long goes back to pending")
+    housekeeping_interval_s: float = Field(30.0, gt=0)
+    disk_warning_fraction: float = Field(0.10, gt=0, lt=1, description="free fraction of the root's disk below which a warning is raised")
+    disk_critical_fraction: float = Field(0.03, gt=0, lt=1, description="below this, no new group is started")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="SIGTERM: finish or checkpoint the group in hand within this, then exit 0")
+    restart_backoff_s: float = Field(1.0, gt=0, description="first restart delay of a crashed task (doubles, capped at 60 s)")
+    max_task_restarts: int = Field(10, ge=0, description="a task crashing more often than this in 10 minutes is marked failed")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -128,6 +149,7 @@ class Config(_Section):
     image: ImageConfig = ImageConfig()
     astropy: AstropyConfig = AstropyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 def packaged_config_names() -> list[str]:

@@ -23,7 +23,7 @@ class FlagStats:
     new_by_mad: int  # samples the MAD clip flagged
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _flag_kernel(vis, flags, autos, flag_autos, threshold, extend_fraction, out, n_mad):
     """Everything per (baseline, polarization) slab of (time, channel), in parallel:
     keep flags; flag zeros and non-finite values (and autocorrelations); MAD clip of |V|;

@@ -18,7 +18,7 @@ from contimg.geometry import C_M_S
 __all__ = ["predict_point_sources"]
 
 
-@numba.njit(parallel=True, fastmath=False, cache=True)
+@numba.njit(parallel=True, fastmath=False, cache=True, nogil=True)
 def _predict_kernel(b_enu, s_rel, amp, f0, df, freq_hz, even, two_pi_over_c, out):
     ntime, nbl, nchan = out.shape
     nsrc = s_rel.shape[0]

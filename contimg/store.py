@@ -19,8 +19,10 @@ import numpy as np
 import zarr
 
 from contimg.calibrate import GainSolution
+from contimg.imaging.imager import ImageSet
 
-__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "find_solution"]
+__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "find_solution", "save_imageset",
+           "load_imageset"]
 
 
 def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
@@ -73,3 +75,23 @@ def find_solution(cal_dir: Path, *, mid_jd: float, freq_hz: np.ndarray, validity
             if sol.freq_hz.shape == freq_hz.shape and np.allclose(sol.freq_hz, freq_hz):
                 best, best_dt = sol, dt
     return best
+
+
+_IMAGESET_SCALARS = ("ra_rad", "dec_rad", "cell_rad", "freq_hz", "bandwidth_hz", "time_start_jd", "time_mid_jd",
+                     "noise_jy", "peak_jy", "clean_iterations")
+
+
+def save_imageset(path: Path, imgs: ImageSet, *, extra: dict | None = None) -> Path:
+    """Every image of ``imgs`` and its metadata (plus ``extra`` attrs) as one Zarr group."""
+    attrs = {k: getattr(imgs, k) for k in _IMAGESET_SCALARS}
+    attrs.update(beam_rad=list(imgs.beam_rad), stats=imgs.stats, ra_deg=float(np.degrees(imgs.ra_rad)),
+                 dec_deg=float(np.degrees(imgs.dec_rad)), **(extra or {}))
+    return write_zarr(path, arrays=imgs.images, attrs=attrs)
+
+
+def load_imageset(path: Path) -> tuple[ImageSet, dict]:
+    """The `ImageSet` saved by `save_imageset`, and all the attrs."""
+    arrays, attrs = read_zarr(path)
+    imgs = ImageSet(images=arrays, beam_rad=tuple(attrs["beam_rad"]), stats=attrs.get("stats", {}),
+                    **{k: attrs[k] for k in _IMAGESET_SCALARS})
+    return imgs, attrs

@@ -28,7 +28,7 @@ from contimg.telescope import array_location
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SubtractedSource", "bright_sources_in_beam", "fit_and_subtract"]
+__all__ = ["SubtractedSource", "bright_sources_in_beam", "fit_and_subtract", "subtract_fitted"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,15 @@ class SubtractedSource:
     ref_freq_hz: float
     scale: float  # fitted flux / catalogue flux
 
+    @property
+    def flux_jy(self) -> float:  # the catalogue flux, so that the unit-scale model is S(f) A(t, f)
+        return self.catalogue_flux_jy
+
     def flux_at(self, freq_hz: float) -> float:
         return self.scale * self.catalogue_flux_jy * (freq_hz / self.ref_freq_hz) ** self.spectral_index
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _normal_equations(vis, flags, models, cross_idx, fit_sel, normal, rhs):
     """Per channel (in parallel): normal[c, k, l] = sum w Re(conj(M_k) M_l),
     rhs[c, k] = sum w Re(conj(M_k) V) over times, fitted baselines and polarizations."""
@@ -68,7 +72,7 @@ def _normal_equations(vis, flags, models, cross_idx, fit_sel, normal, rhs):
                             normal[c, k, l] += (mk * models[l, t, bb, c]).real
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _subtract(vis, models, cross_idx, scales):
     """vis[t, cross_idx[bb], c, p] -= sum_k scales[k] * models[k, t, bb, c], in place."""
     nk, ntime, nb, nchan = models.shape
@@ -101,6 +105,18 @@ def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_
     return [c for c, s in zip(cands, sep) if s <= radius_deg]
 
 
+def _source_models(chunk: VisChunk, sources: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-scale models ``S(f) A(t, f)`` of each source on the cross-correlations:
+    (k, ntime, ncross, nchan) complex64, the cross-correlation indices and their lengths (m)."""
+    cross = chunk.cross
+    b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
+    models = [sky_visibilities(sources=PointSources.from_calibrators([c]), time_jd=chunk.time_jd,
+                               freq_hz=chunk.freq_hz, b_enu_m=b_enu, pointing_dec_rad=chunk.pointing_dec_rad)
+              for c in sources]
+    return (np.ascontiguousarray(np.stack(models), dtype=np.complex64), np.flatnonzero(cross),
+            np.linalg.norm(b_enu, axis=1))
+
+
 def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline_m: float = 0.0,
                      ) -> list[SubtractedSource]:
     """Fit a flux scale per source against the calibrated data and subtract, in place.
@@ -111,16 +127,8 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
     """
     if not sources:
         return []
-    cross = chunk.cross
-    b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
-    models = []
-    for c in sources:
-        ps = PointSources.from_calibrators([c])
-        models.append(sky_visibilities(sources=ps, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
-                                       pointing_dec_rad=chunk.pointing_dec_rad))
-    models = np.ascontiguousarray(np.stack(models), dtype=np.complex64)  # (k, t, b, c)
-    fit_sel = np.linalg.norm(b_enu, axis=1) >= min_baseline_m
-    cross_idx = np.flatnonzero(cross)
+    models, cross_idx, length_m = _source_models(chunk, sources)
+    fit_sel = length_m >= min_baseline_m
     n = models.shape[0]
     normal = np.zeros((chunk.freq_hz.size, n, n))
     rhs = np.zeros((chunk.freq_hz.size, n))
@@ -134,3 +142,11 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
         log.info("group %s: subtracted %s, fitted flux %.3f x catalogue (%.2f Jy)", chunk.group_id, c.name, scale,
                  scale * c.flux_jy)
     return out
+
+
+def subtract_fitted(*, chunk: VisChunk, subtracted: list[SubtractedSource]) -> None:
+    """Subtract sources whose scales were fitted before (a resumed group), in place."""
+    if not subtracted:
+        return
+    models, cross_idx, _ = _source_models(chunk, subtracted)
+    _subtract(chunk.vis, models, cross_idx, np.array([s.scale for s in subtracted], np.float64))

@@ -23,7 +23,7 @@ import numpy as np
 __all__ = ["minor_cycle", "cotton_schwab"]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _minor(ys, xs, vals, psf, model, gain, stop, n_iter):
     cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
     n = vals.size

@@ -18,7 +18,7 @@ from contimg.geometry import C_M_S, hadec_to_enu, icrs_basis
 __all__ = ["rephase_stokes_i"]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _rephase_kernel(vis, flags, weights, delay_m, freq_hz, two_pi_over_c, out_vis, out_wgt):
     ntime, nbl, nchan, npol = vis.shape
     for tb in numba.prange(ntime * nbl):

@@ -18,7 +18,7 @@ from contimg.geometry import C_M_S
 __all__ = ["imaging_weights"]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _cells(uvw, freq_hz, wgt, du, ngrid, inv_c):
     nrow, nchan = wgt.shape
     half = ngrid // 2
@@ -37,7 +37,7 @@ def _cells(uvw, freq_hz, wgt, du, ngrid, inv_c):
     return iu, iv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _density(iu, iv, wgt, npix):
     dens = np.zeros((npix + 1, npix + 1))
     nrow, nchan = wgt.shape
@@ -49,7 +49,7 @@ def _density(iu, iv, wgt, npix):
     return dens
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reweight(iu, iv, wgt, dens, mode, f2):
     out = np.zeros_like(wgt)
     nrow, nchan = wgt.shape

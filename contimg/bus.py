@@ -1,0 +1,128 @@
+"""The status bus: typed events from every stage and task, fanned out to subscribers (the web
+view's WebSockets, `contimg status`'s health file, tests). Each subscriber has a small bounded
+queue that drops its oldest event when full, so a slow or dead subscriber never slows the
+pipeline. Publishing is for the event loop's thread; worker threads use `publish_threadsafe`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Event", "GroupState", "StageTiming", "QAResult", "Alert", "Health", "StatusBus", "Subscription"]
+
+
+@dataclass(frozen=True)
+class Event:
+    @property
+    def type(self) -> str:
+        return _TYPES[type(self)]
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class GroupState(Event):
+    """A group changed state (collecting, pending, in_progress, completed, failed)."""
+
+    group_id: str
+    state: str
+    stage: str = ""
+    error: str = ""
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class StageTiming(Event):
+    """A stage started (``seconds`` = 0) or finished for a group."""
+
+    group_id: str
+    stage: str
+    status: str  # "started" | "finished" | "failed"
+    seconds: float = 0.0
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class QAResult(Event):
+    group_id: str
+    metrics: dict
+    passed: bool = True
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Alert(Event):
+    severity: str  # "info" | "warning" | "critical"
+    category: str
+    message: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Health(Event):
+    task: str
+    state: str  # "ok" | "degraded" | "failed" | "stopped"
+    detail: str = ""
+    at: float = field(default_factory=time.time)
+
+
+_TYPES = {GroupState: "group_state", StageTiming: "stage_timing", QAResult: "qa", Alert: "alert", Health: "health"}
+
+
+class Subscription:
+    """One subscriber's bounded queue; ``dropped`` counts events it lost by being slow."""
+
+    def __init__(self, maxsize: int, types: set[str] | None):
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self.types = types
+        self.dropped = 0
+
+    def offer(self, event: Event) -> None:
+        if self.types is not None and event.type not in self.types:
+            return
+        while True:
+            try:
+                self.queue.put_nowait(event)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
+                self.dropped += 1
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+
+class StatusBus:
+    def __init__(self, *, history: int = 500):
+        self._subs: list[Subscription] = []
+        self.recent: deque[Event] = deque(maxlen=history)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def subscribe(self, *, maxsize: int = 100, types: set[str] | None = None) -> Subscription:
+        sub = Subscription(maxsize, types)
+        self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        self.recent.append(event)
+        for sub in list(self._subs):
+            sub.offer(event)
+
+    def publish_threadsafe(self, event: Event) -> None:
+        if self._loop is None:
+            self.publish(event)
+        else:
+            self._loop.call_soon_threadsafe(self.publish, event)

@@ -1,0 +1,645 @@
+"""The always-on service: one asyncio process, a thin shell around the stage functions.
+
+::
+
+    watcher ─► ingest.sqlite3 (collecting → pending)
+    scheduler ─q_claim─► reader ─q_read─► processor (device thread) ─q_write─► writer
+                          (read)          (flag, calibrate, image)            (FITS, DB rows)
+
+Every edge is a bounded queue and the reader takes one of ``prefetch + 1`` memory slots before it
+reads a group (the processor gives it back once the group is imaged), so at most ``prefetch + 1``
+groups' visibilities are in memory. Flagging, calibration and imaging run one at a time in the
+device worker thread; reading and writing run in their own threads; the event loop only moves
+work, records state and publishes events, so it stays responsive.
+
+Every task runs under a supervisor (traceback logged, health published, restart with back-off).
+Each stage's start, end and checkpoint are recorded in the ingest DB, so a restart after a crash
+resumes an ``in_progress`` group from its last stored intermediate. SIGTERM/SIGINT: stop taking
+work, finish the stage in hand (or, past ``shutdown_grace_s``, leave the group at its last
+checkpoint), put unfinished groups back to ``pending``, close the databases and return 0.
+
+The same class runs `contimg serve` (watching a folder, forever), `contimg replay` (watching,
+fed by a replay task, until the input is done) and `contimg run` (files registered up front,
+until the queue is empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+
+from contimg.bus import Alert, GroupState, Health, QAResult, StageTiming, StatusBus
+from contimg.config import Config
+from contimg.ingest import IngestDB
+from contimg.io.naming import scan_folder
+from contimg.io.reader import ReadError
+from contimg.products import ProductsDB
+from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
+from contimg.watch import FolderWatcher
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Service", "ServiceLockError", "DeviceWorker", "run_in_thread", "service_running"]
+
+
+class ServiceLockError(RuntimeError):
+    """Another service already runs on this root."""
+
+
+def run_in_thread(fn: Callable, *args, name: str = "contimg-io") -> Awaitable:
+    """Run ``fn(*args)`` in a new daemon thread; await its result. Daemon threads never hold up
+    the process's exit (a group left mid-stage is resumed from its checkpoint)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def target():
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(_settle, fut, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, fut, result, None)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return fut
+
+
+def _settle(fut: asyncio.Future, result, exc) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class DeviceWorker:
+    """One daemon thread that runs the device work (flag, calibrate, image) one job at a time."""
+
+    def __init__(self, name: str = "contimg-device"):
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+        self.busy = False
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, fut, loop = job
+            self.busy = True
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001
+                loop.call_soon_threadsafe(_settle, fut, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, fut, result, None)
+            finally:
+                self.busy = False
+
+    def run(self, fn: Callable, *args) -> Awaitable:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._jobs.put((fn, args, fut, loop))
+        return fut
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+class _RootLock:
+    """An exclusive ``flock`` on ``<root>/state/service.lock``: one service per root."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / "state" / "service.lock"
+        self._fh = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise ServiceLockError(f"another contimg service (pid {holder}) holds {self.path}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    @staticmethod
+    def held(root: Path) -> bool:
+        path = Path(root) / "state" / "service.lock"
+        if not path.exists():
+            return False
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+
+def service_running(root: Path) -> bool:
+    """Whether a service holds ``root``'s lock now."""
+    return _RootLock.held(root)
+
+
+ESSENTIAL = ("scheduler", "reader", "processor", "writer")
+PROCESSOR_STAGES = ("flag", "calibrate", "image")
+
+
+class Service:
+    """The pipeline as a long-running asyncio service (see the module docstring).
+
+    mode: "serve" (watch ``watch_dir`` until stopped), "drain" (stop once nothing is collecting,
+    pending or in progress and ``input_done`` is set).
+    """
+
+    def __init__(self, root: str | Path, cfg: Config, *, mode: str = "serve", watch_dir: Path | None = None,
+                 timeout_scale: float = 1.0, install_signal_handlers: bool = True):
+        self.root = Path(root)
+        self.cfg = cfg
+        self.sc = cfg.service
+        self.mode = mode
+        self.watch_dir = Path(watch_dir) if watch_dir is not None else None
+        self.timeout_scale = timeout_scale  # replay at speed X shortens the collecting timeout by X
+        self.install_signal_handlers = install_signal_handlers
+        self.bus = StatusBus()
+        self.state_dir = self.root / "state"
+        self.ingest: IngestDB | None = None
+        self.products: ProductsDB | None = None
+        self.health: dict[str, str] = {}
+        self.in_hand: dict[str, GroupWork] = {}
+        self.outcomes: dict[str, dict] = {}
+        self.input_done = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.lag_s: deque[float] = deque(maxlen=1200)  # the event loop's timer lag, last minute
+        self.lag_max_s = 0.0
+        self.disk_state = "ok"
+        self.started_at = time.time()
+        self._wake = asyncio.Event()
+        self._current: dict[str, GroupWork | None] = {}
+        self._slot_holders: set[str] = set()
+        self._lock = _RootLock(self.root)
+        self._tasks: list[asyncio.Task] = []
+        self._watcher: FolderWatcher | None = None
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._lock.acquire()
+        self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,
+                               tolerance_s=self.cfg.grouping.group_tolerance_s)
+        self.products = ProductsDB(self.state_dir / "products.sqlite3")
+        for gid in self.ingest.recover_interrupted(max_retries=self.sc.max_retries):
+            row = self.ingest.row(gid)
+            log.warning("group %s was in progress when the service stopped: %s", gid,
+                        row["error"] if row["state"] == "pending" else f"failed: {row['error']}")
+            self.products.upsert_group(group_id=gid, status=row["state"], error=row["error"])
+
+    def close(self) -> None:
+        for db in (self.ingest, self.products):
+            if db is not None:
+                db.close()
+        self.ingest = self.products = None
+        self._lock.release()
+
+    def register_folder(self, folder: Path) -> int:
+        """Register every complete subband file in ``folder`` now (batch mode)."""
+        n = 0
+        for f in sorted(scan_folder(folder)):
+            st = f.path.stat()
+            if self._on_file(f.path, st):
+                n += 1
+        return n
+
+    def _on_file(self, path: Path, st: os.stat_result) -> bool:
+        gid = self.ingest.register_file(path, size=st.st_size, mtime=st.st_mtime)
+        if gid is None:
+            return False
+        row = self.ingest.row(gid)
+        log.debug("registered %s in group %s (%d/%d, %s)", path.name, gid, row["present_subbands"],
+                  row["expected_subbands"], row["state"])
+        if row["state"] == "pending":
+            self.bus.publish(GroupState(gid, "pending"))
+            self._wake.set()
+        return True
+
+    # ---- the tasks ----------------------------------------------------------------------------
+    async def _get(self, q: asyncio.Queue, *, drain: bool = False):
+        """The next item, or None once stopping (``drain``: not before ``q`` is empty)."""
+        while True:
+            if self.stopping.is_set() and not (drain and not q.empty()):
+                return None
+            getter = asyncio.ensure_future(q.get())
+            stopper = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+
+    async def _put(self, q: asyncio.Queue, work: GroupWork) -> bool:
+        """Hand ``work`` on; if the service stops first, put the group back and return False."""
+        putter = asyncio.ensure_future(q.put(work))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, _ = await asyncio.wait({putter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if putter in done:
+            return True
+        putter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await putter
+        self._put_back(work)
+        return False
+
+    async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds`` or until ``event`` (default: stopping) is set."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for((event or self.stopping).wait(), seconds)
+
+    async def _watcher_task(self) -> None:
+        self._watcher = FolderWatcher(self.watch_dir, settle_s=self.sc.settle_s,
+                                      poll_interval_s=self.sc.poll_interval_s, use_inotify=self.sc.use_inotify)
+        log.info("watching %s (%s)", self.watch_dir, "inotify + polling" if self.sc.use_inotify else "polling")
+        await self._watcher.run(self._on_file, self.stopping)
+
+    async def _scheduler_task(self) -> None:
+        while not self.stopping.is_set():
+            self._close_timed_out()
+            if self.disk_state == "critical":
+                await self._sleep(self.sc.poll_interval_s)
+                continue
+            await self._prioritise()
+            row = self.ingest.claim_next()
+            if row is None:
+                self._wake.clear()
+                wait = self.sc.poll_interval_s
+                nxt = self.ingest.next_retry_at()
+                if nxt:
+                    wait = min(wait, max(0.05, nxt - time.time()))
+                await self._sleep(wait, self._wake)
+                continue
+            gid = row["group_id"]
+            work = GroupWork(group=self.ingest.group(gid), root=self.root)
+            work.checkpoint = usable_checkpoint(work.out_dir, row["checkpoint"])
+            if work.checkpoint != (row["checkpoint"] or "") and row["checkpoint"] != "write":
+                log.warning("group %s: checkpoint %r incomplete on disk; resuming from %r", gid, row["checkpoint"],
+                            work.checkpoint)
+            if row["checkpoint"] == "write":  # a reprocess of everything after the images
+                work.checkpoint = usable_checkpoint(work.out_dir, "image")
+            work.attempt = row["retry_count"] + 1
+            self.in_hand[gid] = work
+            self.products.upsert_group(group_id=gid, status="in_progress", stage="read", error="")
+            self.bus.publish(GroupState(gid, "in_progress", "read"))
+            log.info("group %s: claimed (%d files, attempt %d, resume from %s)", gid, len(work.group.files),
+                     work.attempt, work.checkpoint or "the start")
+            await self._put(self.q_claim, work)
+
+    async def _prioritise(self) -> None:
+        """Calibrator groups first: a target group then finds a fresh solution."""
+        for row in self.ingest.db.query("SELECT group_id FROM ingest_queue WHERE state = 'pending' "
+                                        "AND priority IS NULL"):
+            group = self.ingest.group(row["group_id"])
+            has_cal = await run_in_thread(group_has_calibrator, group, self.cfg)
+            self.ingest.set_priority(row["group_id"], int(has_cal))
+
+    def _close_timed_out(self, *, input_exhausted: bool = False) -> None:
+        older = 0.0 if input_exhausted else self.sc.collecting_timeout_s / self.timeout_scale
+        for gid in self.ingest.close_collecting(older_than_s=older, on_incomplete=self.sc.on_incomplete,
+                                                reason="no more input" if input_exhausted else ""):
+            row = self.ingest.row(gid)
+            log.warning("%s", json.loads(row["problems"])[-1])
+            self.bus.publish(GroupState(gid, row["state"], error=row["error"]))
+            if row["state"] == "failed":
+                self.products.upsert_group(group_id=gid, status="failed", stage="collect", error=row["error"])
+                self.outcomes[gid] = {"group_id": gid, "status": "failed", "stage": "collect", "error": row["error"]}
+            self._wake.set()
+
+    async def _reader_task(self) -> None:
+        while (work := await self._get(self.q_claim)) is not None:
+            self._current["reader"] = work
+            await self.mem_slots.acquire()
+            self._slot_holders.add(work.group_id)
+            ok = await self._run_stage(work, "read", run_in_thread)
+            self._current["reader"] = None
+            if not ok:
+                continue
+            if self.stopping.is_set():
+                self._put_back(work)
+                continue
+            await self._put(self.q_read, work)
+
+    async def _processor_task(self) -> None:
+        while (work := await self._get(self.q_read)) is not None:
+            self._current["processor"] = work
+            ok = True
+            for stage in PROCESSOR_STAGES:
+                if self.stopping.is_set():
+                    ok = False
+                    self._put_back(work)
+                    break
+                ok = await self._run_stage(work, stage, self.device.run)
+                if not ok:
+                    break
+            work.chunk = None
+            self._release_slot(work)
+            self._current["processor"] = None
+            if ok:
+                await self._put(self.q_write, work)
+
+    async def _writer_task(self) -> None:
+        while (work := await self._get(self.q_write, drain=True)) is not None:
+            self._current["writer"] = work
+            if await self._run_stage(work, "write", run_in_thread):
+                self._record_completed(work)
+            self._current["writer"] = None
+
+    async def _run_stage(self, work: GroupWork, stage: str, runner) -> bool:
+        gid = work.group_id
+        self.ingest.set_stage(gid, stage)
+        self.products.upsert_group(group_id=gid, stage=stage)
+        self.bus.publish(StageTiming(gid, stage, "started"))
+        replayed = work.done("image" if stage == "read" else stage) and stage != "write"
+        t0 = time.perf_counter()
+        try:
+            await runner(run_stage, stage, work, self.cfg)
+        except Exception as exc:  # noqa: BLE001 - a group's failure is recorded, never fatal
+            self._record_failed(work, stage, exc, time.perf_counter() - t0)
+            return False
+        dt = time.perf_counter() - t0
+        work.timings_s[stage] = round(dt, 3)
+        self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
+        if stage in CHECKPOINT_FILES and not work.done(stage):
+            work.checkpoint = stage
+            self.ingest.set_checkpoint(gid, stage)
+        self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
+        return True
+
+    def _record_completed(self, work: GroupWork) -> None:
+        gid = work.group_id
+        for row in work.image_rows:
+            self.products.upsert_image(**row)
+        imgs, meta = work.imgs, work.meta
+        problems = list(meta.get("problems", [])) + json.loads(self.ingest.row(gid)["problems"] or "[]")
+        self.products.upsert_group(
+            group_id=gid, status="completed", stage="done", error="", start_mjd=meta.get("start_mjd"),
+            end_mjd=meta.get("end_mjd"), mid_mjd=meta.get("mid_mjd"), cal_applied=int(work.cal_applied),
+            calibrator=work.calibrator, image_name=str(work.out_dir / f"{gid}.restored.fits"),
+            ra_deg=float(np.degrees(imgs.ra_rad)), dec_deg=float(np.degrees(imgs.dec_rad)),
+            n_subbands=meta.get("n_subbands"), problems=json.dumps(problems))
+        self.ingest.complete(gid)
+        self.ingest.record_metric(gid, "loop_lag_max", self.lag_max_s, attempt=work.attempt)
+        self.lag_max_s = 0.0
+        self.in_hand.pop(gid, None)
+        stats = {"noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy, "dynamic_range": imgs.dynamic_range,
+                 "beam_arcsec": [float(np.degrees(b) * 3600) for b in imgs.beam_rad[:2]],
+                 "clean_iterations": imgs.clean_iterations}
+        self.outcomes[gid] = {"group_id": gid, "status": "completed", "stage": "done", "error": "",
+                              "files": [str(p) for p in work.group.files.values()], "problems": problems,
+                              "calibrator": work.calibrator, "cal_applied": work.cal_applied,
+                              "products": work.products, "timings_s": dict(work.timings_s), "image_stats": stats}
+        self.bus.publish(GroupState(gid, "completed", "done"))
+        self.bus.publish(QAResult(gid, stats))
+        log.info("group %s: completed (%s) in %.1f s", gid, ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                      work.timings_s.items()),
+                 sum(work.timings_s.values()))
+
+    def _record_failed(self, work: GroupWork, stage: str, exc: Exception, seconds: float) -> None:
+        gid = work.group_id
+        error = f"{type(exc).__name__}: {exc}"
+        permanent = isinstance(exc, ReadError)
+        if permanent:
+            log.error("group %s failed in stage %s: %s", gid, stage, error)
+        else:
+            log.exception("group %s failed in stage %s", gid, stage)
+        state = self.ingest.fail(gid, error, retry=not permanent, max_retries=self.sc.max_retries,
+                                 backoff_s=self.sc.retry_backoff_s)
+        self.ingest.record_metric(gid, f"{stage}_failed", seconds, attempt=work.attempt)
+        self.products.upsert_group(group_id=gid, status=state, stage=stage, error=error)
+        work.chunk = None
+        self._release_slot(work)
+        self.in_hand.pop(gid, None)
+        self.bus.publish(StageTiming(gid, stage, "failed", round(seconds, 3)))
+        self.bus.publish(GroupState(gid, state, stage, error))
+        if state == "failed":
+            self.outcomes[gid] = {"group_id": gid, "status": "failed", "stage": stage, "error": error,
+                                  "files": [str(p) for p in work.group.files.values()],
+                                  "timings_s": dict(work.timings_s)}
+            self.bus.publish(Alert("warning", "group_failed", f"group {gid} failed in {stage}: {error}"))
+        else:
+            log.warning("group %s: retry %d of %d in %.0f s", gid, self.ingest.row(gid)["retry_count"],
+                        self.sc.max_retries, self.sc.retry_backoff_s)
+        self._wake.set()
+
+    def _release_slot(self, work: GroupWork) -> None:
+        if work.group_id in self._slot_holders:
+            self._slot_holders.discard(work.group_id)
+            self.mem_slots.release()
+
+    def _put_back(self, work: GroupWork) -> None:
+        """An unfinished group goes back to pending at its checkpoint (shutdown, task restart)."""
+        gid = work.group_id
+        work.chunk = None
+        self._release_slot(work)
+        if self.in_hand.pop(gid, None) is not None and self.ingest is not None:
+            self.ingest.release(gid)
+            self.products.upsert_group(group_id=gid, status="pending", stage=work.checkpoint or "")
+            self.bus.publish(GroupState(gid, "pending", work.checkpoint))
+            log.info("group %s: back to pending at checkpoint %r", gid, work.checkpoint or "none")
+
+    async def _housekeeping_task(self) -> None:
+        while not self.stopping.is_set():
+            for gid in self.ingest.requeue_stuck(older_than_s=self.sc.stuck_timeout_s, exclude=set(self.in_hand)):
+                log.warning("group %s was stuck in progress: back to pending", gid)
+                self.bus.publish(Alert("warning", "stuck_group", f"group {gid} stuck in_progress: requeued"))
+                self._wake.set()
+            self._check_disk()
+            self.write_health()
+            await self._sleep(min(self.sc.housekeeping_interval_s, 2.0))
+
+    def _check_disk(self) -> None:
+        usage = shutil.disk_usage(self.root)
+        free = usage.free / usage.total
+        state = ("critical" if free < self.sc.disk_critical_fraction else
+                 "warning" if free < self.sc.disk_warning_fraction else "ok")
+        if state != self.disk_state:
+            text = f"{self.root}: {free:.1%} of the disk free ({usage.free / 2**30:.1f} GiB)"
+            if state == "ok":
+                log.info("disk space ok again: %s", text)
+            else:
+                log.warning("disk space %s: %s%s", state, text, "; no new group starts" if state == "critical" else "")
+                self.bus.publish(Alert(state, "disk_space", text))
+            self.disk_state = state
+
+    async def _lag_task(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 0.05
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(period)
+            lag = loop.time() - t0 - period
+            self.lag_s.append(lag)
+            self.lag_max_s = max(self.lag_max_s, lag)
+
+    async def _drain_task(self) -> None:
+        """Drain mode: stop when the input is done and no group is waiting or in hand."""
+        while not self.stopping.is_set():
+            await self._sleep(0.2)
+            if self.input_done.is_set():
+                self._close_timed_out(input_exhausted=True)
+                if not self.ingest.busy() and not self.in_hand:
+                    log.info("queue empty: stopping")
+                    self.stopping.set()
+
+    # ---- supervision --------------------------------------------------------------------------
+    def _set_health(self, task: str, state: str, detail: str = "") -> None:
+        if self.health.get(task) != state:
+            self.health[task] = state
+            self.bus.publish(Health(task, state, detail))
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable]) -> None:
+        restarts: deque[float] = deque()
+        delay = self.sc.restart_backoff_s
+        while True:
+            self._set_health(name, "ok")
+            try:
+                await factory()
+                self._set_health(name, "stopped")
+                return
+            except asyncio.CancelledError:
+                self._set_health(name, "stopped")
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged, published, restarted
+                log.exception("task %s crashed", name)
+                work = self._current.pop(name, None)
+                if work is not None:
+                    self._put_back(work)
+                now = time.time()
+                restarts.append(now)
+                while restarts and restarts[0] < now - 600:
+                    restarts.popleft()
+                if len(restarts) > self.sc.max_task_restarts:
+                    self._set_health(name, "failed", f"{type(exc).__name__}: {exc}")
+                    self.bus.publish(Alert("critical", "task_failed",
+                                           f"task {name} crashed {len(restarts)} times in 10 min: {exc}"))
+                    if name in ESSENTIAL:
+                        log.critical("essential task %s failed: stopping the service", name)
+                        self.exit_code = 1
+                        self.stopping.set()
+                    return
+                self._set_health(name, "degraded", f"{type(exc).__name__}: {exc}")
+                self.bus.publish(Alert("warning", "task_restarted", f"task {name} crashed ({exc}); restart in "
+                                       f"{delay:.1f} s"))
+                await self._sleep(delay)
+                if self.stopping.is_set():
+                    return
+                delay = min(2 * delay, 60.0)
+
+    def write_health(self) -> None:
+        """``state/health.json``: what `contimg status` shows about the running service."""
+        try:
+            import psutil
+
+            rss = psutil.Process().memory_info().rss
+        except ImportError:  # pragma: no cover
+            rss = None
+        lags = sorted(self.lag_s)
+        doc = {
+            "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "mode": self.mode,
+            "stopping": self.stopping.is_set(), "health": self.health, "backend": "cpu",
+            "queues": {"claim": self.q_claim.qsize(), "read": self.q_read.qsize(), "write": self.q_write.qsize()},
+            "in_hand": {gid: self.ingest.row(gid)["processing_stage"] if self.ingest else "" for gid in self.in_hand},
+            "loop_lag_ms": {"p99": 1e3 * lags[int(0.99 * (len(lags) - 1))] if lags else 0.0,
+                            "max": 1e3 * lags[-1] if lags else 0.0},
+            "rss_bytes": rss, "disk": self.disk_state,
+            "watcher": self._watcher.backend if self._watcher else None,
+        }
+        tmp = self.state_dir / "health.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, self.state_dir / "health.json")
+
+    # ---- the whole ----------------------------------------------------------------------------
+    def request_stop(self, why: str = "") -> None:
+        if not self.stopping.is_set():
+            log.info("stopping%s: no new work; finishing or checkpointing the group in hand",
+                     f" ({why})" if why else "")
+            self.stopping.set()
+
+    async def run(self, *extra: Callable[[], Awaitable]) -> int:
+        """Run until stopped (serve) or drained; returns the exit code. ``extra`` coroutine
+        factories (a replay feeder) run beside the tasks, supervised too."""
+        loop = asyncio.get_running_loop()
+        self.bus.bind(loop)
+        prefetch = self.sc.prefetch
+        self.q_claim: asyncio.Queue = asyncio.Queue(1)
+        self.q_read: asyncio.Queue = asyncio.Queue(max(prefetch, 1))
+        self.q_write: asyncio.Queue = asyncio.Queue(1)
+        self.mem_slots = asyncio.Semaphore(prefetch + 1)
+        self.device = DeviceWorker()
+        if self.ingest is None:
+            self.open()
+        if self.install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        lag = asyncio.create_task(self._lag_task(), name="loop-lag")
+        tasks = {"scheduler": self._scheduler_task, "reader": self._reader_task,
+                 "processor": self._processor_task, "writer": self._writer_task,
+                 "housekeeping": self._housekeeping_task}
+        if self.watch_dir is not None:
+            tasks["watcher"] = self._watcher_task
+        if self.mode == "drain":
+            tasks["drain"] = self._drain_task
+        for i, factory in enumerate(extra):
+            tasks[f"extra{i}"] = factory
+        self._tasks = [asyncio.create_task(self._supervise(name, f), name=name) for name, f in tasks.items()]
+        self._wake.set()
+        try:
+            await self.stopping.wait()
+            _, pending = await asyncio.wait(self._tasks, timeout=self.sc.shutdown_grace_s)
+            if pending:
+                log.warning("shutdown grace (%.0f s) over with %s still busy: leaving groups at their checkpoints",
+                            self.sc.shutdown_grace_s, ", ".join(t.get_name() for t in pending))
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            lag.cancel()
+            for gid in list(self.in_hand):
+                self._put_back(self.in_hand[gid])
+            if self.install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            if self.ingest is not None:
+                self.write_health()
+            self.device.close()
+            self.close()
+        return self.exit_code

@@ -1,0 +1,257 @@
+"""The stages of one group — read, flag, calibrate, image, write — as plain synchronous functions
+on a `GroupWork`, shared by the service, `contimg run`, `replay` and `reprocess`.
+
+Each stage after ``read`` leaves a Zarr intermediate in ``<root>/products/<group_id>/``
+(``flags.zarr``, ``cal.zarr``, ``image.zarr``); ``work.checkpoint`` names the last stage whose
+intermediate is stored. A resumed group re-reads the raw subband files (they are the archive)
+and replays the stored flags, gains and subtraction scales instead of recomputing them; a group
+whose images are stored goes straight to ``write``. These functions touch no database: they
+return what the service shell records, so they can run in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from contimg.calibrate import GainSolution, apply_gains, calibrator_model, smooth_over_channels, solve_gains
+from contimg.calibrators import find_transiting_calibrator
+from contimg.chunk import VisChunk
+from contimg.config import Config
+from contimg.flag import flag_basic, flag_stats
+from contimg.imaging.fitsio import image_header, write_fits
+from contimg.imaging.imager import ImageSet, make_images
+from contimg.io.naming import Group
+from contimg.io.reader import ReadError, read_group, read_subband_meta
+from contimg.store import find_solution, load_imageset, read_zarr, save_imageset, save_solution, write_zarr
+from contimg.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork", "run_stage", "usable_checkpoint", "checkpoint_before",
+           "group_has_calibrator"]
+
+STAGES = ("read", "flag", "calibrate", "image", "write")
+# the intermediate that a finished stage leaves; "read" leaves none (the raw files are the archive)
+CHECKPOINT_FILES = {"flag": "flags.zarr", "calibrate": "cal.zarr", "image": "image.zarr"}
+
+
+@dataclass
+class GroupWork:
+    """One group on its way through the stages, and what they found."""
+
+    group: Group
+    root: Path
+    checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
+    chunk: VisChunk | None = None
+    meta: dict = field(default_factory=dict)  # times (MJD), pointing, subbands, problems: kept for `write`
+    sol: GainSolution | None = None
+    calibrator: str = ""
+    cal_applied: bool = False
+    subtracted: list[SubtractedSource] = field(default_factory=list)
+    imgs: ImageSet | None = None
+    products: list[str] = field(default_factory=list)
+    image_rows: list[dict] = field(default_factory=list)
+    flag_fraction: float = float("nan")
+    attempt: int = 1
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        return self.group.group_id
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "products" / self.group_id
+
+    @property
+    def cal_dir(self) -> Path:
+        return self.root / "cal"
+
+    def done(self, stage: str) -> bool:
+        """Whether ``stage``'s result is stored (so the stage replays it instead of computing)."""
+        return bool(self.checkpoint) and STAGES.index(self.checkpoint) >= STAGES.index(stage)
+
+
+def group_has_calibrator(group: Group, cfg: Config) -> bool:
+    """Whether a listed calibrator transits during ``group`` (from the first readable header)."""
+    for sb in sorted(group.files):
+        try:
+            meta = read_subband_meta(group.files[sb])
+        except ReadError:
+            continue
+        return find_transiting_calibrator(
+            time_jd=meta.time_jd, pointing_dec_rad=meta.pointing_dec_rad,
+            min_flux_jy=cfg.calibrate.min_calibrator_flux_jy,
+            max_offset_deg=cfg.calibrate.max_calibrator_offset_deg) is not None
+    return False
+
+
+def checkpoint_before(stage: str) -> str:
+    """The checkpoint from which ``stage`` is re-run ("" for read and flag)."""
+    i = STAGES.index(stage)
+    return STAGES[i - 1] if i >= 2 else ""
+
+
+def usable_checkpoint(out_dir: Path, checkpoint: str) -> str:
+    """``checkpoint``, or the latest earlier one whose intermediates are all on disk (a crash
+    between replacing an intermediate and recording it can leave one missing)."""
+    stages = [s for s in ("flag", "calibrate", "image") if checkpoint and STAGES.index(s) <= STAGES.index(checkpoint)]
+    usable = ""
+    for s in stages:
+        if not (Path(out_dir) / CHECKPOINT_FILES[s]).is_dir():
+            break
+        usable = s
+    return usable
+
+
+def _read(work: GroupWork, cfg: Config) -> None:
+    if work.done("image"):
+        _, attrs = read_zarr(work.out_dir / "image.zarr")
+        work.meta = attrs["group_meta"]
+        return
+    chunk = read_group(work.group, n_subbands=cfg.grouping.n_subbands, on_bad_subband=cfg.grouping.on_bad_subband,
+                       min_subbands=cfg.grouping.min_subbands, read_threads=cfg.runtime.read_threads)
+    work.chunk = chunk
+    work.meta = {"start_mjd": float(chunk.time_jd[0] - 2400000.5), "end_mjd": float(chunk.time_jd[-1] - 2400000.5),
+                 "mid_mjd": float(np.mean(chunk.time_jd) - 2400000.5), "n_subbands": int(chunk.subbands_present.sum()),
+                 "problems": list(chunk.problems), "files": {str(k): v for k, v in chunk.files.items()}}
+
+
+def _flag(work: GroupWork, cfg: Config) -> None:
+    chunk = work.chunk
+    path = work.out_dir / "flags.zarr"
+    if work.done("image"):
+        return
+    if work.done("flag"):
+        arrays, attrs = read_zarr(path)
+        if arrays["flags"].shape != chunk.flags.shape:
+            raise ValueError(f"{path}: stored flags {arrays['flags'].shape} do not fit the data {chunk.flags.shape}")
+        chunk.flags = arrays["flags"]
+        work.flag_fraction = float(attrs["fraction"])
+        return
+    flags, n_mad = flag_basic(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                              flag_autocorrelations=cfg.flag.flag_autocorrelations,
+                              mad_threshold_sigma=cfg.flag.mad_threshold_sigma,
+                              extend_fraction=cfg.flag.extend_fraction)
+    chunk.flags = flags
+    stats = flag_stats(flags=flags, ant1=chunk.ant1, ant2=chunk.ant2, n_antennas=chunk.antenna_enu_m.shape[0],
+                       new_by_mad=n_mad)
+    work.flag_fraction = float(stats.fraction)
+    work.out_dir.mkdir(parents=True, exist_ok=True)
+    write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_channel": stats.per_channel,
+                             "per_time": stats.per_time},
+               attrs={"fraction": stats.fraction, "new_by_mad": n_mad, "group_id": work.group_id})
+
+
+def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
+    """Solve on a transiting calibrator, else the nearest stored solution within its validity."""
+    chunk, cc = work.chunk, cfg.calibrate
+    mid = float(np.mean(chunk.time_jd))
+    cal = find_transiting_calibrator(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
+                                     min_flux_jy=cc.min_calibrator_flux_jy, max_offset_deg=cc.max_calibrator_offset_deg)
+    if cal is None:
+        return find_solution(work.cal_dir, mid_jd=mid, freq_hz=chunk.freq_hz, validity_hours=cc.validity_hours)
+    others = [c for c in bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
+                                                min_flux_jy=cc.subtract_min_flux_jy, radius_deg=cc.subtract_radius_deg)
+              if c.name != cal.name]
+    model = calibrator_model(chunk=chunk, calibrators=[cal, *others])
+    nums, gains, gflags, snr, refant, iters = solve_gains(
+        vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+        antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
+        tolerance=cc.tolerance, min_snr=cc.min_snr,
+        baseline_m=np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1),
+        min_baseline_m=cc.min_baseline_m)
+    del model
+    gains = smooth_over_channels(gains=gains, flags=gflags, window=cc.smooth_channels)
+    sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, work.group_id, iters,
+                       {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr))})
+    work.cal_dir.mkdir(parents=True, exist_ok=True)
+    save_solution(work.cal_dir / f"{work.group_id}.zarr", sol)
+    log.info("group %s: solved gains on %s (refant %s, %d iterations, median SNR %.0f)",
+             work.group_id, cal.name, refant, iters, np.median(snr))
+    return sol
+
+
+def _calibrate(work: GroupWork, cfg: Config) -> None:
+    chunk = work.chunk
+    path = work.out_dir / "cal.zarr"
+    if work.done("image"):
+        return
+    if work.done("calibrate"):
+        arrays, attrs = read_zarr(path)
+        if attrs["applied"]:
+            work.sol = GainSolution(arrays["antenna_numbers"], chunk.freq_hz, arrays["gains"], arrays["flags"],
+                                    arrays["snr"], attrs["refant"], float(np.mean(chunk.time_jd)), attrs["calibrator"],
+                                    attrs["solved_on"], 0, {})
+        work.subtracted = [SubtractedSource(**s) for s in attrs["subtracted"]]
+    elif cfg.calibrate.enabled:
+        work.sol = _solve(work, cfg)
+    sol = work.sol
+    if sol is not None:
+        apply_gains(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                    antenna_numbers=sol.antenna_numbers, gains=sol.gains, gain_flags=sol.flags)
+        work.cal_applied, work.calibrator = True, sol.calibrator
+    else:
+        log.warning("group %s: no calibrator and no valid solution: imaging uncalibrated data", work.group_id)
+    if work.done("calibrate"):
+        subtract_fitted(chunk=chunk, subtracted=work.subtracted)
+        return
+    if sol is not None and cfg.calibrate.subtract_bright_sources:
+        bright = bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
+                                        min_flux_jy=cfg.calibrate.subtract_min_flux_jy,
+                                        radius_deg=cfg.calibrate.subtract_radius_deg)
+        work.subtracted = fit_and_subtract(chunk=chunk, sources=bright, min_baseline_m=cfg.calibrate.min_baseline_m)
+    arrays = {} if sol is None else {"antenna_numbers": sol.antenna_numbers, "gains": sol.gains, "flags": sol.flags,
+                                     "snr": sol.snr}
+    write_zarr(path, arrays=arrays,
+               attrs={"applied": sol is not None, "solved_on": sol.group_id if sol else "",
+                      "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
+                      "subtracted": [asdict(s) for s in work.subtracted]})
+
+
+def _image(work: GroupWork, cfg: Config) -> None:
+    path = work.out_dir / "image.zarr"
+    if work.done("image"):
+        work.imgs, attrs = load_imageset(path)
+        work.cal_applied, work.calibrator = bool(attrs["cal_applied"]), attrs["calibrator"]
+        return
+    work.imgs = make_images(work.chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
+    work.chunk = None  # the visibilities are no longer needed: free the group's memory now
+    save_imageset(path, work.imgs, extra={"group_meta": work.meta, "cal_applied": work.cal_applied,
+                                          "calibrator": work.calibrator})
+
+
+def _write(work: GroupWork, cfg: Config) -> None:
+    """FITS products, each written under a temporary name and renamed into place; the rows for
+    the products database are left in ``work.image_rows`` for the shell to record."""
+    imgs = work.imgs
+    work.products, work.image_rows = [], []
+    for kind in cfg.image.products:
+        image = imgs.images[kind]
+        header = image_header(
+            npix=image.shape[0], cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad,
+            freq_hz=imgs.freq_hz, bandwidth_hz=imgs.bandwidth_hz, time_start_jd=imgs.time_start_jd,
+            time_mid_jd=imgs.time_mid_jd, bunit={"model": "Jy/pixel"}.get(kind, "Jy/beam"),
+            beam_rad=imgs.beam_rad if kind in ("restored", "pbcor", "residual") else None,
+            extra={"OBJECT": work.group_id, "NITER": imgs.clean_iterations,
+                   "PBCUTOFF": cfg.image.pb_cutoff if kind == "pbcor" else 0.0})
+        path = write_fits(work.out_dir / f"{work.group_id}.{kind}.fits", image=image, header=header)
+        work.products.append(str(path))
+        work.image_rows.append(dict(
+            path=str(path), group_id=work.group_id, type=kind,
+            bmaj_arcsec=float(np.degrees(imgs.beam_rad[0]) * 3600),
+            bmin_arcsec=float(np.degrees(imgs.beam_rad[1]) * 3600), bpa_deg=float(np.degrees(imgs.beam_rad[2])),
+            noise_jy=imgs.noise_jy, peak_jy=float(np.nanmax(image)) if image.size else 0.0,
+            dynamic_range=imgs.dynamic_range, pbcor=int(kind == "pbcor")))
+
+
+_STAGE_FUNCS = {"read": _read, "flag": _flag, "calibrate": _calibrate, "image": _image, "write": _write}
+
+
+def run_stage(stage: str, work: GroupWork, cfg: Config) -> None:
+    """Run one stage on ``work`` (in place). Raises on bad data; the caller records the failure."""
+    _STAGE_FUNCS[stage](work, cfg)

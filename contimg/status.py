@@ -1,0 +1,96 @@
+"""`contimg status`: the queue, the service's health and the latest products, from the files the
+service keeps under ``<root>/state`` (read-only; works whether or not the service runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+__all__ = ["status_report", "format_status"]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_report(root: Path, *, n_recent: int = 5) -> dict:
+    """Everything `contimg status` prints, as one JSON-able dict."""
+    state = Path(root) / "state"
+    doc: dict = {"root": str(root), "service": None, "queue": {}, "in_progress": [], "pending": [],
+                 "recent_failures": [], "stage_median_s": {}, "latest_images": []}
+    health_path = state / "health.json"
+    if health_path.exists():
+        health = json.loads(health_path.read_text())
+        health["alive"] = _pid_alive(health["pid"]) and not health.get("stopping", False)
+        health["age_s"] = round(time.time() - health["updated_at"], 1)
+        doc["service"] = health
+    ingest_path = state / "ingest.sqlite3"
+    if ingest_path.exists():
+        db = sqlite_utils.Database(ingest_path)
+        doc["queue"] = {r["state"]: r["n"] for r in db.query(
+            "SELECT state, count(*) AS n FROM ingest_queue GROUP BY state")}
+        doc["in_progress"] = list(db.query(
+            "SELECT group_id, processing_stage, checkpoint, retry_count, started_at FROM ingest_queue "
+            "WHERE state = 'in_progress' ORDER BY start_unix"))
+        doc["pending"] = list(db.query(
+            "SELECT group_id, present_subbands, expected_subbands, retry_count, checkpoint, error FROM ingest_queue "
+            "WHERE state IN ('pending', 'collecting') ORDER BY start_unix LIMIT ?", [n_recent]))
+        doc["recent_failures"] = list(db.query(
+            "SELECT group_id, processing_stage, error, finished_at FROM ingest_queue WHERE state = 'failed' "
+            "ORDER BY finished_at DESC LIMIT ?", [n_recent]))
+        by_stage: dict[str, list[float]] = {}
+        for r in db.query("SELECT stage, seconds FROM performance_metrics ORDER BY id DESC LIMIT 500"):
+            by_stage.setdefault(r["stage"], []).append(r["seconds"])
+        doc["stage_median_s"] = {k: round(statistics.median(v), 3) for k, v in sorted(by_stage.items())}
+        db.close()
+    products_path = state / "products.sqlite3"
+    if products_path.exists():
+        db = sqlite_utils.Database(products_path)
+        if "images" in db.table_names():
+            doc["latest_images"] = list(db.query(
+                "SELECT group_id, path, noise_jy, peak_jy, dynamic_range, bmaj_arcsec, bmin_arcsec FROM images "
+                "WHERE type = 'restored' ORDER BY group_id DESC LIMIT ?", [n_recent]))
+        db.close()
+    return doc
+
+
+def format_status(doc: dict) -> str:
+    lines = [f"contimg status — {doc['root']}"]
+    svc = doc["service"]
+    if svc is None:
+        lines.append("service: never ran here")
+    else:
+        running = "running" if svc["alive"] else "not running"
+        lines.append(f"service: {running} (pid {svc['pid']}, {svc['mode']}, health updated {svc['age_s']} s ago, "
+                     f"backend {svc['backend']}, disk {svc['disk']})")
+        lines.append("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(svc["health"].items())))
+        lines.append(f"  queues: {svc['queues']}  loop lag p99 {svc['loop_lag_ms']['p99']:.1f} ms, "
+                     f"max {svc['loop_lag_ms']['max']:.1f} ms  rss {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
+    q = doc["queue"]
+    lines.append("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(q.items())) or "empty"))
+    for r in doc["in_progress"]:
+        lines.append(f"  in progress  {r['group_id']}  stage {r['processing_stage']}  "
+                     f"checkpoint {r['checkpoint'] or '-'}  attempt {r['retry_count'] + 1}")
+    for r in doc["pending"]:
+        lines.append(f"  waiting      {r['group_id']}  {r['present_subbands']}/{r['expected_subbands']} subbands"
+                     + (f"  ({r['error']})" if r["error"] else ""))
+    for r in doc["recent_failures"]:
+        lines.append(f"  failed       {r['group_id']}  {r['processing_stage'] or '-'}: {r['error']}")
+    if doc["stage_median_s"]:
+        lines.append("median stage time: " + ", ".join(f"{k} {v:.2f} s" for k, v in doc["stage_median_s"].items()))
+    for r in doc["latest_images"]:
+        lines.append(f"  image {r['group_id']}  rms {r['noise_jy'] * 1e3:.2f} mJy  peak {r['peak_jy']:.3f} Jy  "
+                     f"DR {r['dynamic_range']:.0f}  beam {r['bmaj_arcsec']:.1f}\" x {r['bmin_arcsec']:.1f}\"  "
+                     f"{r['path']}")
+    return "\n".join(lines)

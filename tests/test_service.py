@@ -1,0 +1,335 @@
+"""The service: replay with bad input, crash (SIGKILL) and resume, SIGTERM, reprocess, supervision,
+bounded memory. Small groups (4 integrations, 2 channels per subband) and small images: these
+tests are about state, not science (the science is asserted in test_pipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from contimg.config import load_config
+from contimg.io.naming import group_files, scan_folder, subband_name
+
+SERVICE_TOML = """
+base = "test"
+name = "service-test"
+[simulate]
+n_times = 4
+chans_per_subband = 2
+group_interval_s = 300.0
+n_faint_sources = 5
+[image]
+npix = {npix}
+cell_arcsec = 10.0
+niter = {niter}
+products = ["dirty", "restored"]
+[service]
+settle_s = 0.2
+poll_interval_s = 0.2
+retry_backoff_s = 0.1
+housekeeping_interval_s = 1.0
+shutdown_grace_s = {grace}
+"""
+
+
+def _config_file(folder: Path, *, npix=256, niter=50, grace=20.0) -> Path:
+    path = folder / "service.toml"
+    path.write_text(SERVICE_TOML.format(npix=npix, niter=niter, grace=grace))
+    return path
+
+
+@pytest.fixture(scope="module")
+def six_groups(tmp_path_factory) -> Path:
+    from contimg.sim import simulate
+
+    out = tmp_path_factory.mktemp("six")
+    cfg = load_config(_config_file(out), use_env=False)
+    simulate(out / "files", n_groups=6, cfg=cfg.simulate)
+    return out / "files"
+
+
+def _groups(folder):
+    return group_files(scan_folder(folder), tolerance_s=60)
+
+
+def _copy_groups(src: Path, dest: Path, indices) -> list:
+    dest.mkdir(parents=True, exist_ok=True)
+    groups = _groups(src)
+    for i in indices:
+        for p in groups[i].files.values():
+            shutil.copy(p, dest / p.name)
+    return [groups[i] for i in indices]
+
+
+def _ingest_rows(root: Path) -> dict[str, dict]:
+    con = sqlite3.connect(root / "state" / "ingest.sqlite3")
+    con.row_factory = sqlite3.Row
+    rows = {r["group_id"]: dict(r) for r in con.execute("SELECT * FROM ingest_queue")}
+    con.close()
+    return rows
+
+
+def _query(db: Path, sql: str, args=()) -> list[dict]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute(sql, args)]
+    con.close()
+    return rows
+
+
+def _assert_products_consistent(root: Path) -> None:
+    """Every image row points at a whole FITS file; no duplicate rows; databases intact."""
+    for name in ("ingest.sqlite3", "products.sqlite3"):
+        assert _query(root / "state" / name, "PRAGMA integrity_check")[0]["integrity_check"] == "ok"
+    images = _query(root / "state" / "products.sqlite3", "SELECT path, group_id, type FROM images")
+    assert len({(r["group_id"], r["type"]) for r in images}) == len(images)
+    for r in images:
+        with fits.open(r["path"]) as hdul:
+            assert hdul[0].data.shape[-1] > 0 and hdul[0].header["OBJECT"] == r["group_id"]
+
+
+def test_replay_with_bad_files(tmp_path, six_groups):
+    """Six groups replayed at 300x: one garbage file, one truncated, one missing subband, one
+    duplicate. Every group completes once; the bad subbands are flagged with their files named."""
+    from contimg.pipeline import run_replay
+
+    src = tmp_path / "in"
+    groups = _copy_groups(six_groups, src, range(6))
+    garbage = src / groups[1].files[5].name
+    garbage.write_bytes(os.urandom(garbage.stat().st_size))
+    truncated = src / groups[2].files[7].name
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    (src / groups[3].files[9].name).unlink()
+    first = groups[4].files[2]
+    ts = first.name.split("_sb")[0]
+    from datetime import datetime, timedelta
+
+    dup_name = subband_name(datetime.fromisoformat(ts) + timedelta(seconds=2), 2)
+    shutil.copy(first, src / dup_name)
+
+    cfg = load_config(_config_file(tmp_path), use_env=False)
+    root = tmp_path / "root"
+    results, code = run_replay(src, root=root, cfg=cfg, speed=300.0)
+    assert code == 0
+    by_id = {r.group_id: r for r in results}
+    assert sorted(by_id) == sorted(g.group_id for g in groups)
+    assert all(r.status == "completed" for r in results)
+    incoming = root / "incoming"
+    assert any(str(incoming / garbage.name) in p for p in by_id[groups[1].group_id].problems)
+    assert any(str(incoming / truncated.name) in p for p in by_id[groups[2].group_id].problems)
+    assert any("sb09" in p for p in by_id[groups[3].group_id].problems)
+    assert any(str(incoming / dup_name) in p for p in by_id[groups[4].group_id].problems)
+
+    rows = _ingest_rows(root)
+    assert {r["state"] for r in rows.values()} == {"completed"} and len(rows) == 6
+    reads = _query(root / "state" / "ingest.sqlite3",
+                   "SELECT group_id, count(*) AS n FROM performance_metrics WHERE stage = 'write' GROUP BY group_id")
+    assert {r["n"] for r in reads} == {1} and len(reads) == 6  # each written exactly once
+    ms = _query(root / "state" / "products.sqlite3", "SELECT group_id, status, n_subbands FROM ms_index")
+    assert len(ms) == 6 and {r["status"] for r in ms} == {"completed"}
+    n_sb = {r["group_id"]: r["n_subbands"] for r in ms}
+    assert [n_sb[g.group_id] for g in groups] == [16, 15, 15, 15, 16, 16]
+    dup = _query(root / "state" / "ingest.sqlite3", "SELECT role FROM subband_files WHERE path = ?",
+                 [str(incoming / dup_name)])
+    assert dup == [{"role": "duplicate"}]
+    _assert_products_consistent(root)
+
+    # the same files again: nothing is processed twice, no row is added
+    n_images = len(_query(root / "state" / "products.sqlite3", "SELECT path FROM images"))
+    results2, code2 = run_replay(src, root=root, cfg=cfg, speed=1000.0)
+    assert code2 == 0 and len(_query(root / "state" / "products.sqlite3", "SELECT path FROM images")) == n_images
+    assert len(_query(root / "state" / "ingest.sqlite3",
+                      "SELECT * FROM performance_metrics WHERE stage = 'write'")) == 6
+
+
+def _serve(root: Path, config: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log = open(root.parent / f"serve-{time.time():.0f}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "contimg.cli", "serve", "--root", str(root), "--config",
+                             str(config)], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        try:
+            value = predicate()
+        except (sqlite3.OperationalError, FileNotFoundError, KeyError):
+            value = None
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"service exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _in_stage(root: Path, stage: str):
+    rows = _ingest_rows(root)
+    hits = [g for g, r in rows.items() if r["state"] == "in_progress" and r["processing_stage"] == stage]
+    return hits[0] if hits else None
+
+
+def test_sigkill_mid_group_then_restart_resumes_from_checkpoint(tmp_path, six_groups):
+    root = tmp_path / "root"
+    groups = _copy_groups(six_groups, root / "incoming", [0, 1])
+    config = _config_file(tmp_path, npix=1024, niter=3000)
+    proc = _serve(root, config)
+    try:
+        victim = _wait_for(lambda: _in_stage(root, "image"), 240, "a group in the image stage", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert _ingest_rows(root)[victim]["checkpoint"] == "calibrate"
+        proc = _serve(root, config)
+        _wait_for(lambda: {r["state"] for r in _ingest_rows(root).values()} == {"completed"}
+                  and len(_ingest_rows(root)) == 2, 240, "both groups completed", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows = _ingest_rows(root)
+    assert rows[victim]["retry_count"] == 1 and rows[victim]["error"] == ""  # one interruption, then done
+    metrics = _query(root / "state" / "ingest.sqlite3",
+                     "SELECT stage, attempt FROM performance_metrics WHERE group_id = ? AND replayed = 0", [victim])
+    stages = [(m["stage"], m["attempt"]) for m in metrics]
+    # flag and calibrate were computed once (attempt 1); attempt 2 replayed them from the stored
+    # intermediates and computed only the image
+    assert [s for s in stages if s[0] in ("flag", "calibrate", "image")] == [("flag", 1), ("calibrate", 1),
+                                                                            ("image", 2)]
+    assert ("write", 1) not in stages and [s for s in stages if s[0] == "write"] == [("write", 2)]
+    ms = _query(root / "state" / "products.sqlite3", "SELECT group_id, status FROM ms_index")
+    assert sorted(r["group_id"] for r in ms) == sorted(g.group_id for g in groups)
+    assert {r["status"] for r in ms} == {"completed"}
+    _assert_products_consistent(root)
+
+
+def test_sigterm_exits_0_within_grace_with_consistent_state(tmp_path, six_groups):
+    root = tmp_path / "root"
+    _copy_groups(six_groups, root / "incoming", [0, 1])
+    grace = 5.0
+    proc = _serve(root, _config_file(tmp_path, npix=1024, niter=3000, grace=grace))
+    try:
+        _wait_for(lambda: _in_stage(root, "calibrate") or _in_stage(root, "image"), 240, "a group in progress",
+                  proc)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=grace + 30)  # the grace, plus interpreter start-up/teardown slack
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    rows = _ingest_rows(root)
+    assert not [g for g, r in rows.items() if r["state"] == "in_progress"]
+    assert {r["state"] for r in rows.values()} <= {"pending", "completed"}
+    health = json.loads((root / "state" / "health.json").read_text())
+    assert health["stopping"] and set(health["health"].values()) == {"stopped"}
+    _assert_products_consistent(root)
+
+
+def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
+    from contimg.cli import main
+    from contimg.pipeline import run_batch
+
+    src = tmp_path / "in"
+    groups = _copy_groups(six_groups, src, [0])
+    config = _config_file(tmp_path)
+    root = tmp_path / "root"
+    _, code = run_batch(src, root=root, cfg=load_config(config, use_env=False))
+    assert code == 0
+    gid = groups[0].group_id
+    restored = root / "products" / gid / f"{gid}.restored.fits"
+    before = restored.stat().st_mtime_ns
+    assert main(["reprocess", gid, "--root", str(root), "--from-stage", "image", "--config", str(config)]) == 0
+    assert restored.stat().st_mtime_ns > before
+    metrics = _query(root / "state" / "ingest.sqlite3",
+                     "SELECT stage FROM performance_metrics WHERE group_id = ? AND replayed = 0", [gid])
+    stages = [m["stage"] for m in metrics]
+    assert stages.count("flag") == 1 and stages.count("calibrate") == 1 and stages.count("image") == 2
+    assert len(_query(root / "state" / "products.sqlite3", "SELECT * FROM images")) == 2
+    _assert_products_consistent(root)
+    # a stage whose inputs are not stored is refused with the file named
+    shutil.rmtree(root / "products" / gid / "cal.zarr")
+    assert main(["reprocess", gid, "--root", str(root), "--from-stage", "image", "--config", str(config)]) == 1
+    assert main(["reprocess", "2000-01-01T00:00:00", "--root", str(root), "--config", str(config)]) == 1
+
+
+def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
+    """Read-to-imaged spans of groups never overlap more than prefetch + 1 deep."""
+    from contimg.service import Service
+
+    src = tmp_path / "in"
+    _copy_groups(six_groups, src, range(4))
+    cfg = load_config(_config_file(tmp_path), use_env=False)
+    svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
+    svc.open()
+    svc.register_folder(src)
+    svc.input_done.set()
+    sub = svc.bus.subscribe(maxsize=10000, types={"stage_timing"})
+    assert asyncio.run(svc.run()) == 0
+    live, depth = set(), 0
+    while not sub.queue.empty():
+        ev = sub.queue.get_nowait()
+        if ev.stage == "read" and ev.status == "started":
+            live.add(ev.group_id)
+        if ev.stage == "image" and ev.status in ("finished", "failed"):
+            live.discard(ev.group_id)
+        depth = max(depth, len(live))
+    assert depth == cfg.service.prefetch + 1  # the prefetch is used, and bounded
+
+
+def test_a_crashing_task_is_restarted_and_reported(tmp_path):
+    from contimg.service import Service
+
+    cfg = load_config("test", use_env=False, overrides={"service": {"restart_backoff_s": 0.05}})
+    svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
+    sub = svc.bus.subscribe(maxsize=1000, types={"health", "alert"})
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError(f"boom {len(calls)}")
+        svc.input_done.set()
+
+    assert asyncio.run(svc.run(flaky)) == 0
+    events = []
+    while not sub.queue.empty():
+        events.append(sub.queue.get_nowait())
+    extra = [(e.state, e.detail) for e in events if e.type == "health" and e.task == "extra0"]
+    assert extra[:4] == [("ok", ""), ("degraded", "RuntimeError: boom 1"), ("ok", ""),
+                         ("degraded", "RuntimeError: boom 2")]
+    assert extra[-1][0] == "stopped" and len(calls) == 3
+    assert sum(e.type == "alert" and e.category == "task_restarted" for e in events) == 2
+
+
+def test_status_and_a_second_service_is_refused(tmp_path, six_groups, capsys):
+    from contimg.cli import main
+    from contimg.pipeline import run_batch
+    from contimg.service import Service, ServiceLockError
+
+    src = tmp_path / "in"
+    groups = _copy_groups(six_groups, src, [0])
+    config = _config_file(tmp_path)
+    root = tmp_path / "root"
+    run_batch(src, root=root, cfg=load_config(config, use_env=False))
+    assert main(["status", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "completed 1" in out and groups[0].group_id in out and "not running" in out
+    holder = Service(root, load_config(config, use_env=False))
+    holder.open()
+    try:
+        with pytest.raises(ServiceLockError, match=str(os.getpid())):
+            Service(root, load_config(config, use_env=False)).open()
+    finally:
+        holder.close()
