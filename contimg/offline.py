@@ -12,7 +12,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["configure_astropy_offline", "use_iers_a_file"]
+__all__ = ["configure_astropy_offline", "use_iers_a_file", "load_earth_orientation"]
 
 
 def configure_astropy_offline() -> None:
@@ -34,3 +34,12 @@ def use_iers_a_file(path: str | Path) -> None:
     table = iers.IERS_A.open(str(path))
     iers.earth_orientation_table.set(table)
     log.info("using IERS-A table %s", path)
+
+
+def load_earth_orientation() -> None:
+    """Parse the Earth-orientation tables now (about a second of pure Python), not in the middle
+    of the first group, where it would hold the GIL against the service's event loop."""
+    from astropy.utils import iers
+
+    iers.earth_orientation_table.get()
+    iers.LeapSeconds.auto_open()

@@ -41,12 +41,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 
+from contimg.calibrators import vla_calibrators
 from contimg.bus import Alert, GroupState, Health, QAResult, StageTiming, StatusBus
 from contimg.config import Config
 from contimg.ingest import IngestDB
 from contimg.io.naming import scan_folder
 from contimg.io.reader import ReadError
+from contimg.offline import load_earth_orientation
 from contimg.products import ProductsDB
 from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
 from contimg.watch import FolderWatcher
@@ -214,6 +217,8 @@ class Service:
     # ---- set-up -------------------------------------------------------------------------------
     def open(self) -> None:
         self._lock.acquire()
+        load_earth_orientation()
+        vla_calibrators()  # parse the calibrator list once, before any group
         self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,
                                tolerance_s=self.cfg.grouping.group_tolerance_s)
         self.products = ProductsDB(self.state_dir / "products.sqlite3")
@@ -566,12 +571,7 @@ class Service:
 
     def write_health(self) -> None:
         """``state/health.json``: what `contimg status` shows about the running service."""
-        try:
-            import psutil
-
-            rss = psutil.Process().memory_info().rss
-        except ImportError:  # pragma: no cover
-            rss = None
+        rss = psutil.Process().memory_info().rss
         lags = sorted(self.lag_s)
         doc = {
             "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "mode": self.mode,

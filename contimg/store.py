@@ -25,6 +25,15 @@ __all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "find_so
            "load_imageset"]
 
 
+def _chunks(arr: np.ndarray, target_bytes: int = 32 * 2**20) -> tuple[int, ...]:
+    """Few, large chunks split along the first axis (each chunk is a task in zarr's own thread
+    pool; thousands of small ones keep the GIL busy and the service's event loop waiting)."""
+    if arr.ndim == 0 or arr.nbytes <= target_bytes:
+        return arr.shape or ()
+    per_row = max(arr.nbytes // max(arr.shape[0], 1), 1)
+    return (max(1, target_bytes // per_row), *arr.shape[1:])
+
+
 def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Path:
     """Write arrays and JSON attrs to a Zarr group at ``path``, replacing it whole."""
     path = Path(path)
@@ -33,7 +42,7 @@ def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Pat
     grp = zarr.open_group(str(tmp), mode="w")
     for name, arr in arrays.items():
         arr = np.asarray(arr)
-        grp.create_array(name, data=arr)
+        grp.create_array(name, data=arr, chunks=_chunks(arr))
     grp.attrs.update(json.loads(json.dumps(attrs, default=float)))
     if path.exists():
         shutil.rmtree(path)

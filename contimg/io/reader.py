@@ -108,15 +108,16 @@ def _mismatch(meta: SubbandMeta, ref: SubbandMeta, sb: int, ref_sb: int) -> str 
 
 
 def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
+    """One subband's data into its channels of the group arrays, one integration per h5py call:
+    h5py holds the GIL while it reads, and short reads keep the service's event loop responsive."""
     nt, nb, nc, npol = meta.ntime, meta.nbl, meta.nchan, meta.npol
     with h5py.File(meta.path, "r") as f:
         d = f["Data"]
-        v = d["visdata"][()].reshape(nt, nb, nc, npol)
-        fl = d["flags"][()].reshape(nt, nb, nc, npol)
-        ns = d["nsamples"][()].reshape(nt, nb, nc, npol)
-    vis[:, :, chans, :] = v[:, :, ::-1, :]
-    flags[:, :, chans, :] = fl[:, :, ::-1, :]
-    weights[:, :, chans, :] = ns[:, :, ::-1, :]
+        for t in range(nt):
+            rows = slice(t * nb, (t + 1) * nb)
+            vis[t, :, chans, :] = d["visdata"][rows].reshape(nb, nc, npol)[:, ::-1, :]
+            flags[t, :, chans, :] = d["flags"][rows].reshape(nb, nc, npol)[:, ::-1, :]
+            weights[t, :, chans, :] = d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :]
 
 
 def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "flag", min_subbands: int = 1,
