@@ -46,6 +46,11 @@ class IngestDB:
         self.tolerance_s = tolerance_s
         self.db = sqlite_utils.Database(path)
         self.db.enable_wal()
+        # WAL with synchronous=NORMAL: a commit does not wait for fsync (checkpoints do); the
+        # database stays consistent through a crash of the process or the machine, and only a
+        # power loss can drop the last commits. Commits run on the event loop's thread, where a
+        # busy disk's fsync stalled it for up to half a second.
+        self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA busy_timeout = 10000")
         self.db["subband_files"].create(
             {"path": str, "group_id": str, "subband": int, "file_time": str, "size": int, "mtime": float,

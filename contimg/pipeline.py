@@ -14,7 +14,7 @@ from pathlib import Path
 
 from contimg.config import Config
 from contimg.io.naming import SubbandFile, scan_folder, subband_name
-from contimg.service import Service, run_in_thread
+from contimg.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: floa
                 await svc._sleep(wait)
             if svc.stopping.is_set():
                 return
-            final = await run_in_thread(_deliver, f.path, incoming, f.path.name,
+            final = await svc.workers["misc"].run(_deliver, f.path, incoming, f.path.name,
                                         subband_name(f.timestamp, f.subband, incomplete=True))
             delivered.add(str(final))
         log.info("replay: all %d files delivered; waiting for the watcher", len(schedule))

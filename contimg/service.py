@@ -6,9 +6,9 @@
     scheduler ─q_claim─► reader ─q_read─► processor (device thread) ─q_write─► writer
                           (read)          (flag, calibrate, image)            (FITS, DB rows)
 
-Every edge is a bounded queue and the reader takes one of ``prefetch + 1`` memory slots before it
-reads a group (the processor gives it back once the group is imaged), so at most ``prefetch + 1``
-groups' visibilities are in memory. Flagging, calibration and imaging run one at a time in the
+Every edge is a bounded queue and the scheduler claims a group only when one of ``prefetch + 1``
+memory slots is free (the processor gives it back once the group is imaged), so at most
+``prefetch + 1`` groups' visibilities are in memory. Flagging, calibration and imaging run one at a time in the
 device worker thread; reading and writing run in their own threads; the event loop only moves
 work, records state and publishes events, so it stays responsive.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import json
 import logging
@@ -56,29 +57,11 @@ from contimg.watch import FolderWatcher
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Service", "ServiceLockError", "DeviceWorker", "run_in_thread", "service_running"]
+__all__ = ["Service", "ServiceLockError", "Worker", "service_running"]
 
 
 class ServiceLockError(RuntimeError):
     """Another service already runs on this root."""
-
-
-def run_in_thread(fn: Callable, *args, name: str = "contimg-io") -> Awaitable:
-    """Run ``fn(*args)`` in a new daemon thread; await its result. Daemon threads never hold up
-    the process's exit (a group left mid-stage is resumed from its checkpoint)."""
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-
-    def target():
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_settle, fut, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, fut, result, None)
-
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return fut
 
 
 def _settle(fut: asyncio.Future, result, exc) -> None:
@@ -90,10 +73,23 @@ def _settle(fut: asyncio.Future, result, exc) -> None:
         fut.set_result(result)
 
 
-class DeviceWorker:
-    """One daemon thread that runs the device work (flag, calibrate, image) one job at a time."""
+def _write_json(path: Path, doc: dict) -> None:
+    """Write ``doc`` to ``path`` under a temporary name, then rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
 
-    def __init__(self, name: str = "contimg-device"):
+
+class Worker:
+    """One long-lived daemon thread that runs jobs one at a time; ``await worker.run(fn, *args)``.
+
+    Long-lived, so that a service running for months does not make a thread (and a malloc
+    arena) per group; daemon, so that a stage still running past the shutdown grace never holds
+    up the process's exit (its group resumes from its checkpoint).
+    """
+
+    def __init__(self, name: str):
+        self.name = name
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -108,7 +104,7 @@ class DeviceWorker:
             self.busy = True
             try:
                 result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
                 loop.call_soon_threadsafe(_settle, fut, None, exc)
             else:
                 loop.call_soon_threadsafe(_settle, fut, result, None)
@@ -192,7 +188,8 @@ class Service:
         self.mode = mode
         self.watch_dir = Path(watch_dir) if watch_dir is not None else None
         self.timeout_scale = timeout_scale  # replay at speed X shortens the collecting timeout by X
-        self.install_signal_handlers = install_signal_handlers
+        # signal handlers can only be installed from the main thread
+        self.install_signal_handlers = install_signal_handlers and threading.current_thread() is threading.main_thread()
         self.bus = StatusBus()
         self.state_dir = self.root / "state"
         self.ingest: IngestDB | None = None
@@ -204,7 +201,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.lag_s: deque[float] = deque(maxlen=1200)  # the event loop's timer lag, last minute
-        self.lag_max_s = 0.0
+        self._lag_window: list[float] = []  # since the last completed group
         self.disk_state = "ok"
         self.started_at = time.time()
         self._wake = asyncio.Event()
@@ -297,15 +294,36 @@ class Service:
         log.info("watching %s (%s)", self.watch_dir, "inotify + polling" if self.sc.use_inotify else "polling")
         await self._watcher.run(self._on_file, self.stopping)
 
+    async def _take_slot(self) -> bool:
+        """Wait for a free memory slot; False if the service stops first."""
+        taker = asyncio.ensure_future(self.mem_slots.acquire())
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({taker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not taker.done():
+            taker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await taker
+            return False
+        if self.stopping.is_set():
+            self.mem_slots.release()
+            return False
+        return True
+
     async def _scheduler_task(self) -> None:
+        """Claim the next group only when a memory slot is free, so that a claimed group is read
+        at once and the choice (calibrator groups first) is made as late as possible."""
         while not self.stopping.is_set():
             self._close_timed_out()
             if self.disk_state == "critical":
                 await self._sleep(self.sc.poll_interval_s)
                 continue
             await self._prioritise()
+            if not await self._take_slot():
+                break
             row = self.ingest.claim_next()
             if row is None:
+                self.mem_slots.release()
                 self._wake.clear()
                 wait = self.sc.poll_interval_s
                 nxt = self.ingest.next_retry_at()
@@ -315,6 +333,7 @@ class Service:
                 continue
             gid = row["group_id"]
             work = GroupWork(group=self.ingest.group(gid), root=self.root)
+            self._slot_holders.add(gid)
             work.checkpoint = usable_checkpoint(work.out_dir, row["checkpoint"])
             if work.checkpoint != (row["checkpoint"] or "") and row["checkpoint"] != "write":
                 log.warning("group %s: checkpoint %r incomplete on disk; resuming from %r", gid, row["checkpoint"],
@@ -334,7 +353,7 @@ class Service:
         for row in self.ingest.db.query("SELECT group_id FROM ingest_queue WHERE state = 'pending' "
                                         "AND priority IS NULL"):
             group = self.ingest.group(row["group_id"])
-            has_cal = await run_in_thread(group_has_calibrator, group, self.cfg)
+            has_cal = await self.workers['misc'].run(group_has_calibrator, group, self.cfg)
             self.ingest.set_priority(row["group_id"], int(has_cal))
 
     def _close_timed_out(self, *, input_exhausted: bool = False) -> None:
@@ -352,9 +371,7 @@ class Service:
     async def _reader_task(self) -> None:
         while (work := await self._get(self.q_claim)) is not None:
             self._current["reader"] = work
-            await self.mem_slots.acquire()
-            self._slot_holders.add(work.group_id)
-            ok = await self._run_stage(work, "read", run_in_thread)
+            ok = await self._run_stage(work, "read", self.workers["read"].run)
             self._current["reader"] = None
             if not ok:
                 continue
@@ -372,7 +389,7 @@ class Service:
                     ok = False
                     self._put_back(work)
                     break
-                ok = await self._run_stage(work, stage, self.device.run)
+                ok = await self._run_stage(work, stage, self.workers["device"].run)
                 if not ok:
                     break
             work.chunk = None
@@ -384,7 +401,7 @@ class Service:
     async def _writer_task(self) -> None:
         while (work := await self._get(self.q_write, drain=True)) is not None:
             self._current["writer"] = work
-            if await self._run_stage(work, "write", run_in_thread):
+            if await self._run_stage(work, "write", self.workers["write"].run):
                 self._record_completed(work)
             self._current["writer"] = None
 
@@ -422,8 +439,11 @@ class Service:
             ra_deg=float(np.degrees(imgs.ra_rad)), dec_deg=float(np.degrees(imgs.dec_rad)),
             n_subbands=meta.get("n_subbands"), problems=json.dumps(problems))
         self.ingest.complete(gid)
-        self.ingest.record_metric(gid, "loop_lag_max", self.lag_max_s, attempt=work.attempt)
-        self.lag_max_s = 0.0
+        if self._lag_window:  # the event loop's timer lag while this group was worked on
+            self.ingest.record_metric(gid, "loop_lag_max", max(self._lag_window), attempt=work.attempt)
+            self.ingest.record_metric(gid, "loop_lag_p99", float(np.percentile(self._lag_window, 99)),
+                                      attempt=work.attempt)
+            self._lag_window = []
         self.in_hand.pop(gid, None)
         stats = {"noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy, "dynamic_range": imgs.dynamic_range,
                  "beam_arcsec": [float(np.degrees(b) * 3600) for b in imgs.beam_rad[:2]],
@@ -487,12 +507,14 @@ class Service:
                 log.warning("group %s was stuck in progress: back to pending", gid)
                 self.bus.publish(Alert("warning", "stuck_group", f"group {gid} stuck in_progress: requeued"))
                 self._wake.set()
-            self._check_disk()
-            self.write_health()
+            # file-system calls go to a worker thread: on a busy disk even statvfs can block for
+            # a third of a second, which the event loop (and the web page) must not feel
+            self._set_disk_state(await self.workers["misc"].run(shutil.disk_usage, self.root))
+            await self.workers["misc"].run(_write_json, self.state_dir / "health.json", self.health_doc())
             await self._sleep(min(self.sc.housekeeping_interval_s, 2.0))
 
-    def _check_disk(self) -> None:
-        usage = shutil.disk_usage(self.root)
+    def _set_disk_state(self, usage) -> None:
+        """From ``shutil.disk_usage`` of the root: ok, warning or critical, alerting on changes."""
         free = usage.free / usage.total
         state = ("critical" if free < self.sc.disk_critical_fraction else
                  "warning" if free < self.sc.disk_warning_fraction else "ok")
@@ -506,14 +528,25 @@ class Service:
             self.disk_state = state
 
     async def _lag_task(self) -> None:
+        """The event loop's timer lag every 50 ms; with ``stall_trace_ms`` set, a C watchdog
+        (faulthandler) writes every thread's traceback when the loop stalls that long."""
         loop = asyncio.get_running_loop()
         period = 0.05
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(period)
-            lag = loop.time() - t0 - period
-            self.lag_s.append(lag)
-            self.lag_max_s = max(self.lag_max_s, lag)
+        trace = self.sc.stall_trace_ms / 1e3
+        fh = open(self.state_dir / "stalls.log", "a") if trace > 0 else None
+        try:
+            while True:
+                if fh is not None:
+                    faulthandler.dump_traceback_later(period + trace, file=fh)
+                t0 = loop.time()
+                await asyncio.sleep(period)
+                lag = loop.time() - t0 - period
+                self.lag_s.append(lag)
+                self._lag_window.append(lag)
+        finally:
+            if fh is not None:
+                faulthandler.cancel_dump_traceback_later()
+                fh.close()
 
     async def _drain_task(self) -> None:
         """Drain mode: stop when the input is done and no group is waiting or in hand."""
@@ -569,8 +602,8 @@ class Service:
                     return
                 delay = min(2 * delay, 60.0)
 
-    def write_health(self) -> None:
-        """``state/health.json``: what `contimg status` shows about the running service."""
+    def health_doc(self) -> dict:
+        """What ``state/health.json`` holds, and `contimg status` shows, about the running service."""
         rss = psutil.Process().memory_info().rss
         lags = sorted(self.lag_s)
         doc = {
@@ -583,9 +616,7 @@ class Service:
             "rss_bytes": rss, "disk": self.disk_state,
             "watcher": self._watcher.backend if self._watcher else None,
         }
-        tmp = self.state_dir / "health.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self.state_dir / "health.json")
+        return doc
 
     # ---- the whole ----------------------------------------------------------------------------
     def request_stop(self, why: str = "") -> None:
@@ -604,7 +635,9 @@ class Service:
         self.q_read: asyncio.Queue = asyncio.Queue(max(prefetch, 1))
         self.q_write: asyncio.Queue = asyncio.Queue(1)
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
-        self.device = DeviceWorker()
+        # flagging, calibration and imaging one group at a time in the device thread; reading and
+        # writing beside it; header look-ups (calibrator priority) and the replay feeder apart
+        self.workers = {name: Worker(f"contimg-{name}") for name in ("device", "read", "write", "misc")}
         if self.ingest is None:
             self.open()
         if self.install_signal_handlers:
@@ -639,7 +672,8 @@ class Service:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             if self.ingest is not None:
-                self.write_health()
-            self.device.close()
+                _write_json(self.state_dir / "health.json", self.health_doc())
+            for worker in self.workers.values():
+                worker.close()
             self.close()
         return self.exit_code

@@ -19,6 +19,7 @@ from pathlib import Path
 from contimg.io.naming import parse_subband_name
 
 log = logging.getLogger(__name__)
+logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of changes at INFO
 
 __all__ = ["FolderWatcher", "settled_files"]
 

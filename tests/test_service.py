@@ -333,3 +333,20 @@ def test_status_and_a_second_service_is_refused(tmp_path, six_groups, capsys):
             Service(root, load_config(config, use_env=False)).open()
     finally:
         holder.close()
+
+
+def test_low_disk_space_raises_an_alert_and_holds_new_groups(tmp_path):
+    import shutil as sh
+
+    from contimg.service import Service
+
+    usage = sh.disk_usage(tmp_path)
+    free = usage.free / usage.total
+    cfg = load_config("test", use_env=False, overrides={"service": {
+        "disk_warning_fraction": min(0.999, free + 0.01), "disk_critical_fraction": min(0.998, free + 0.005)}})
+    svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
+    (tmp_path / "root").mkdir()
+    svc._set_disk_state(sh.disk_usage(tmp_path))
+    assert svc.disk_state == "critical"
+    alerts = [e for e in svc.bus.recent if e.type == "alert"]
+    assert alerts and alerts[-1].category == "disk_space" and alerts[-1].severity == "critical"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import h5py
@@ -120,6 +121,13 @@ def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
             weights[t, :, chans, :] = d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :]
 
 
+@lru_cache(maxsize=4)
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: threads made once, not per group (a new thread per read
+    gets its own malloc arena, and a long-running service's memory then creeps up)."""
+    return ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="contimg-h5")
+
+
 def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "flag", min_subbands: int = 1,
                read_threads: int = 4) -> VisChunk:
     """Read ``group`` into a `VisChunk` (ascending frequency, uvw cast to float64).
@@ -165,14 +173,13 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
         except (OSError, KeyError, ValueError) as exc:
             return sb, f"{metas[sb].path}: cannot read the data ({type(exc).__name__}: {exc})"
 
-    with ThreadPoolExecutor(max_workers=read_threads) as pool:
-        for sb, err in pool.map(work, sorted(metas)):
-            if err:
-                problems[sb] = err
-                metas.pop(sb)
-                flags[:, :, chans_of(sb), :] = True
-                vis[:, :, chans_of(sb), :] = 0
-                weights[:, :, chans_of(sb), :] = 0
+    for sb, err in _pool(read_threads).map(work, sorted(metas)):
+        if err:
+            problems[sb] = err
+            metas.pop(sb)
+            flags[:, :, chans_of(sb), :] = True
+            vis[:, :, chans_of(sb), :] = 0
+            weights[:, :, chans_of(sb), :] = 0
     if problems and on_bad_subband == "fail":
         raise ReadError("; ".join(problems[sb] for sb in sorted(problems)))
     if len(metas) < min_subbands:
