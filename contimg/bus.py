@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Event", "GroupState", "StageTiming", "QAResult", "Alert", "Health", "StatusBus", "Subscription"]
+__all__ = ["Event", "GroupState", "StageTiming", "QAResult", "Alert", "Health", "Waterfall", "StatusBus",
+           "Subscription", "EVENT_TYPES"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,26 @@ class Health(Event):
     at: float = field(default_factory=time.time)
 
 
-_TYPES = {GroupState: "group_state", StageTiming: "stage_timing", QAResult: "qa", Alert: "alert", Health: "health"}
+@dataclass(frozen=True)
+class Waterfall(Event):
+    """Amplitude rows (time × frequency bins) of one group as it was read, for one selection
+    (``avg``: every cross-correlation; ``ant:N``: those of antenna N; ``bl:A-B``: one baseline)
+    and polarization; ``flagged`` is the flagged fraction of each cell."""
+
+    group_id: str
+    selection: str
+    pol: str
+    time_mjd: list
+    freq_mhz: list
+    amp: list  # (ntime, nbins), NaN where everything is flagged
+    flagged: list  # (ntime, nbins) in [0, 1]
+    at: float = field(default_factory=time.time)
+
+
+_TYPES = {GroupState: "group_state", StageTiming: "stage_timing", QAResult: "qa", Alert: "alert", Health: "health",
+          Waterfall: "waterfall"}
+EVENT_TYPES = tuple(_TYPES.values())
+_NOT_KEPT = {"waterfall"}  # too big for the history; the web view keeps the latest per selection
 
 
 class Subscription:
@@ -117,7 +137,8 @@ class StatusBus:
             self._subs.remove(sub)
 
     def publish(self, event: Event) -> None:
-        self.recent.append(event)
+        if event.type not in _NOT_KEPT:
+            self.recent.append(event)
         for sub in list(self._subs):
             sub.offer(event)
 

@@ -141,6 +141,17 @@ class ServiceConfig(_Section):
     stall_trace_ms: float = Field(0.0, ge=0, description="diagnostics: when > 0, every thread's traceback goes to state/stalls.log whenever the event loop stalls this long")
 
 
+class WebConfig(_Section):
+    """The web view served by the service (REST under /api, WebSockets, the page)."""
+
+    enabled: bool = Field(True, description="serve the web view from the service process")
+    host: str = Field("127.0.0.1", description="bind address; anything but loopback exposes the page to the network")
+    port: int = Field(8765, ge=0, le=65535, description="0 = any free port (it is logged and written to state/health.json)")
+    token: str = Field("", description="bearer token for state-changing requests (reprocess); env CONTIMG_WEB_TOKEN wins; empty = refused")
+    client_queue: int = Field(100, ge=1, description="events a WebSocket client may fall behind before its oldest are dropped")
+    waterfall_bins: int = Field(192, ge=8, le=4096, description="frequency bins of a waterfall row")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -151,6 +162,7 @@ class Config(_Section):
     astropy: AstropyConfig = AstropyConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     service: ServiceConfig = ServiceConfig()
+    web: WebConfig = WebConfig()
 
 
 def packaged_config_names() -> list[str]:

@@ -37,7 +37,7 @@ import shutil
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -45,7 +45,7 @@ import numpy as np
 import psutil
 
 from contimg.calibrators import vla_calibrators
-from contimg.bus import Alert, GroupState, Health, QAResult, StageTiming, StatusBus
+from contimg.bus import Alert, GroupState, Health, QAResult, StageTiming, StatusBus, Waterfall
 from contimg.config import Config
 from contimg.ingest import IngestDB
 from contimg.io.naming import scan_folder
@@ -54,6 +54,7 @@ from contimg.offline import load_earth_orientation
 from contimg.products import ProductsDB
 from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
 from contimg.watch import FolderWatcher
+from contimg.waterfall import waterfall_rows
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,24 @@ def _settle(fut: asyncio.Future, result, exc) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+def _waterfalls(chunk, keys: list[tuple[str, str]], n_bins: int) -> list[Waterfall]:
+    """Waterfall events of a freshly read group for every (selection, pol) in ``keys``."""
+    out = []
+    time_mjd = [float(t - 2400000.5) for t in chunk.time_jd]
+    for selection, pol in keys:
+        try:
+            amp, flagged = waterfall_rows(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                                          pols=list(chunk.pols), selection=selection, pol=pol, n_bins=n_bins)
+        except ValueError:  # e.g. an antenna that is not in this group
+            continue
+        nchan = chunk.freq_hz.size
+        edges = np.linspace(0, nchan, amp.shape[1] + 1).astype(int)
+        freq_mhz = [float(chunk.freq_hz[a:b].mean() / 1e6) for a, b in zip(edges[:-1], edges[1:])]
+        amp_rows = [[None if not np.isfinite(x) else round(float(x), 6) for x in row] for row in amp]
+        out.append(Waterfall(chunk.group_id, selection, pol, time_mjd, freq_mhz, amp_rows, flagged.round(3).tolist()))
+    return out
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -169,7 +188,7 @@ def service_running(root: Path) -> bool:
     return _RootLock.held(root)
 
 
-ESSENTIAL = ("scheduler", "reader", "processor", "writer")
+ESSENTIAL = ("scheduler", "reader", "processor", "writer")  # without one of these nothing moves
 PROCESSOR_STAGES = ("flag", "calibrate", "image")
 
 
@@ -177,11 +196,12 @@ class Service:
     """The pipeline as a long-running asyncio service (see the module docstring).
 
     mode: "serve" (watch ``watch_dir`` until stopped), "drain" (stop once nothing is collecting,
-    pending or in progress and ``input_done`` is set).
+    pending or in progress and ``input_done`` is set). web: serve the web view (default: in
+    "serve" mode, when ``web.enabled``).
     """
 
     def __init__(self, root: str | Path, cfg: Config, *, mode: str = "serve", watch_dir: Path | None = None,
-                 timeout_scale: float = 1.0, install_signal_handlers: bool = True):
+                 timeout_scale: float = 1.0, install_signal_handlers: bool = True, web: bool | None = None):
         self.root = Path(root)
         self.cfg = cfg
         self.sc = cfg.service
@@ -208,6 +228,11 @@ class Service:
         self._current: dict[str, GroupWork | None] = {}
         self._slot_holders: set[str] = set()
         self._lock = _RootLock(self.root)
+        self.web_enabled = web if web is not None else (mode == "serve" and cfg.web.enabled)
+        self.web_port: int | None = None
+        self.ws_clients = 0
+        self.waterfall_watch: Counter = Counter()  # (selection, pol) → clients watching it
+        self.last_waterfall: dict[tuple[str, str], Waterfall] = {}
         self._tasks: list[asyncio.Task] = []
         self._watcher: FolderWatcher | None = None
 
@@ -375,10 +400,64 @@ class Service:
             self._current["reader"] = None
             if not ok:
                 continue
+            if work.chunk is not None:  # raw amplitudes, before the processor changes the data
+                await self._publish_waterfall(work)
             if self.stopping.is_set():
                 self._put_back(work)
                 continue
             await self._put(self.q_read, work)
+
+    def watch_waterfall(self, key: tuple[str, str], delta: int) -> None:
+        """A web client starts (+1) or stops (-1) watching a waterfall selection."""
+        self.waterfall_watch[key] += delta
+        if self.waterfall_watch[key] <= 0:
+            del self.waterfall_watch[key]
+
+    async def _publish_waterfall(self, work: GroupWork) -> None:
+        keys = {("avg", "XX"), ("avg", "YY"), *self.waterfall_watch}
+        try:
+            rows = await self.workers["read"].run(_waterfalls, work.chunk, sorted(keys), self.cfg.web.waterfall_bins)
+        except Exception:  # noqa: BLE001 - a display aid: never fails a group
+            log.exception("group %s: waterfall rows failed", work.group_id)
+            return
+        for event in rows:
+            self.last_waterfall[(event.selection, event.pol)] = event
+            self.bus.publish(event)
+
+    def wake(self) -> None:
+        """New work may be waiting (a reprocess request)."""
+        self._wake.set()
+
+    def flag_fraction(self, group_id: str) -> float | None:
+        row = self.products.db.execute("SELECT flag_fraction FROM ms_index WHERE group_id = ?", [group_id]).fetchone() \
+            if "flag_fraction" in self.products.db["ms_index"].columns_dict else None
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def _web_task(self) -> None:
+        import uvicorn
+
+        from contimg.web.app import create_app
+
+        app = create_app(self)
+        server = uvicorn.Server(uvicorn.Config(app, host=self.cfg.web.host, port=self.cfg.web.port, log_level="warning",
+                                               lifespan="off", ws_ping_interval=20))
+        server.install_signal_handlers = lambda: None  # ours stop the service; it stops the server
+        stopper = asyncio.ensure_future(self._stop_server_when_stopping(server))
+        try:
+            serving = asyncio.ensure_future(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.05)
+            if server.started:
+                sock = server.servers[0].sockets[0].getsockname()
+                self.web_port = sock[1]
+                log.info("web view on http://%s:%d/", self.cfg.web.host, self.web_port)
+            await serving
+        finally:
+            stopper.cancel()
+
+    async def _stop_server_when_stopping(self, server) -> None:
+        await self.stopping.wait()
+        server.should_exit = True
 
     async def _processor_task(self) -> None:
         while (work := await self._get(self.q_read)) is not None:
@@ -436,6 +515,7 @@ class Service:
             group_id=gid, status="completed", stage="done", error="", start_mjd=meta.get("start_mjd"),
             end_mjd=meta.get("end_mjd"), mid_mjd=meta.get("mid_mjd"), cal_applied=int(work.cal_applied),
             calibrator=work.calibrator, image_name=str(work.out_dir / f"{gid}.restored.fits"),
+            flag_fraction=None if not np.isfinite(work.flag_fraction) else work.flag_fraction,
             ra_deg=float(np.degrees(imgs.ra_rad)), dec_deg=float(np.degrees(imgs.dec_rad)),
             n_subbands=meta.get("n_subbands"), problems=json.dumps(problems))
         self.ingest.complete(gid)
@@ -615,6 +695,7 @@ class Service:
                             "max": 1e3 * lags[-1] if lags else 0.0},
             "rss_bytes": rss, "disk": self.disk_state,
             "watcher": self._watcher.backend if self._watcher else None,
+            "device": "cpu", "web_port": self.web_port,
         }
         return doc
 
@@ -649,6 +730,8 @@ class Service:
                  "housekeeping": self._housekeeping_task}
         if self.watch_dir is not None:
             tasks["watcher"] = self._watcher_task
+        if self.web_enabled:
+            tasks["web"] = self._web_task
         if self.mode == "drain":
             tasks["drain"] = self._drain_task
         for i, factory in enumerate(extra):

@@ -1,0 +1,1 @@
+"""The web view (FastAPI + WebSockets + a page with no build step)."""
