@@ -94,7 +94,10 @@ def _cmd_replay(args) -> int:
     from contimg.pipeline import run_replay
 
     cfg = _config(args)
-    results, code = run_replay(args.input, root=Path(args.root), cfg=cfg, speed=args.speed)
+    if args.port is not None:
+        cfg = cfg.model_validate({**cfg.model_dump(), "web": {**cfg.web.model_dump(), "port": args.port}})
+    results, code = run_replay(args.input, root=Path(args.root), cfg=cfg, speed=args.speed, web=args.web,
+                               on_web=lambda url: print(f"web view: {url}", flush=True))
     _print_summary(results, Path(args.root))
     if code:
         print(f"failures: {Path(args.root) / 'failures.json'}")
@@ -152,17 +155,28 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from contimg.config import load_config
-    from contimg.pipeline import run_batch
+    import webbrowser
+
+    from contimg.pipeline import run_replay
     from contimg.sim import simulate
 
-    cfg = load_config(args.config)
+    cfg = _config(args)
+    if args.port is not None:
+        cfg = cfg.model_validate({**cfg.model_dump(), "web": {**cfg.web.model_dump(), "port": args.port}})
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="contimg-demo-"))
-    incoming = root / "incoming"
-    print(f"contimg demo: simulating {args.groups} small group(s) into {incoming}")
-    simulate(incoming, n_groups=args.groups, cfg=cfg.simulate)
-    print("running the pipeline (read -> flag -> calibrate -> image -> FITS)")
-    results, code = run_batch(incoming, root=root, cfg=cfg)
+    archive = root / "simulated"
+    print(f"contimg demo: simulating {args.groups} small group(s) into {archive}")
+    simulate(archive, n_groups=args.groups, cfg=cfg.simulate)
+    print(f"replaying them into {root / cfg.service.incoming_dir} at {args.speed:g}x their cadence; the service "
+          f"watches it (read -> flag -> calibrate -> image -> FITS)")
+
+    def opened(url: str) -> None:
+        print(f"web view: {url}" + ("" if args.exit_when_done else "   (Ctrl-C stops the demo)"), flush=True)
+        if not args.exit_when_done and not args.no_browser:
+            webbrowser.open(url)
+
+    results, code = run_replay(archive, root=root, cfg=cfg, speed=args.speed, web=True,
+                               keep_serving=not args.exit_when_done, on_web=opened)
     _print_summary(results, root)
     print(json.dumps({"root": str(root), "exit_code": code}))
     return code
@@ -200,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True)
     p.add_argument("--speed", type=float, default=1.0, help="N x the real cadence (default 1)")
     p.add_argument("--config", default="dsa110")
+    p.add_argument("--web", action="store_true", help="serve the web view while replaying")
+    p.add_argument("--port", type=int, help="web view port (default: web.port of the config)")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("reprocess", help="re-run a group from a stage with its stored intermediates")
@@ -218,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", type=int, default=2)
     p.add_argument("--config", default="test")
     p.add_argument("--root", help="output root (default: a fresh temporary folder)")
-    p.add_argument("--exit-when-done", action="store_true",
-                   help="exit after the summary (the default until the web view exists)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit once every group is done (for scripts)")
+    p.add_argument("--speed", type=float, default=60.0, help="replay at this many times the real cadence")
+    p.add_argument("--port", type=int, help="web view port (default: web.port of the config)")
+    p.add_argument("--no-browser", action="store_true", help="do not try to open a browser")
     p.set_defaults(func=_cmd_demo)
 
     args = parser.parse_args(argv)

@@ -127,10 +127,13 @@ def _deliver(src: Path, dest_dir: Path, name: str, incomplete_name: str) -> Path
     return final
 
 
-def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: float) -> tuple[list[GroupResult], int]:
+def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: float, web: bool = False,
+               keep_serving: bool = False, on_web=None) -> tuple[list[GroupResult], int]:
     """Feed ``in_dir``'s files into ``<root>/<incoming_dir>`` at ``speed``× their real cadence
     (written as ``_incomplete``, then renamed, as the correlator does) while the service watches
-    that folder; stop when every fed group is done."""
+    that folder; stop when every fed group is done — or, with ``keep_serving``, go on serving
+    (and watching) until SIGTERM/Ctrl-C. ``web`` serves the web view; ``on_web(url)`` is called
+    once it is up."""
     root, in_dir = Path(root), Path(in_dir)
     root.mkdir(parents=True, exist_ok=True)
     files = scan_folder(in_dir)
@@ -140,11 +143,17 @@ def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: floa
     incoming = incoming if incoming.is_absolute() else root / incoming
     incoming.mkdir(parents=True, exist_ok=True)
     schedule = replay_schedule(files, speed=speed)
-    svc = Service(root, cfg, mode="drain", watch_dir=incoming, timeout_scale=speed)
+    svc = Service(root, cfg, mode="serve" if keep_serving else "drain", watch_dir=incoming, timeout_scale=speed,
+                  web=web)
     delivered: set[str] = set()
 
     async def feeder():
         loop = asyncio.get_running_loop()
+        if web and on_web is not None:
+            while svc.web_port is None and not svc.stopping.is_set():
+                await svc._sleep(0.05)
+            if svc.web_port is not None:
+                on_web(f"http://{cfg.web.host}:{svc.web_port}/")
         start = loop.time()
         for due, f in schedule:
             wait = start + due - loop.time()

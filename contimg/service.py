@@ -451,9 +451,14 @@ class Service:
                 sock = server.servers[0].sockets[0].getsockname()
                 self.web_port = sock[1]
                 log.info("web view on http://%s:%d/", self.cfg.web.host, self.web_port)
-            await serving
+            try:
+                await serving
+            except SystemExit:  # uvicorn exits the process when it cannot bind: make it a task failure
+                raise RuntimeError(f"web view cannot listen on {self.cfg.web.host}:{self.cfg.web.port} "
+                                   f"(in use? set web.port)") from None
         finally:
             stopper.cancel()
+            self.web_port = None
 
     async def _stop_server_when_stopping(self, server) -> None:
         await self.stopping.wait()

@@ -57,7 +57,7 @@ function onStatus(ev) {
   if (ev.type === "group_state") {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id };
     g.state = ev.state; g.stage = ev.stage || g.stage; g.error = ev.error || "";
-    state.groups.set(ev.group_id, g); renderQueue();
+    state.groups.set(ev.group_id, g); renderQueue(); refreshStatusSoon();
     if (ev.state === "completed") { refreshImages(); refreshFlags(ev.group_id); refreshCal(); }
   } else if (ev.type === "stage_timing") {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id, state: "in_progress" };
@@ -69,8 +69,12 @@ function onStatus(ev) {
     li.className = ev.severity === "critical" ? "state-failed" : ev.severity === "warning" ? "state-in_progress" : "";
     $("alerts").prepend(li);
   } else if (ev.type === "health") {
-    refreshStatus();
+    refreshStatusSoon();
   }
+}
+let statusTimer = null;
+function refreshStatusSoon() {  // at most one /api/status call per second, however many events arrive
+  if (!statusTimer) statusTimer = setTimeout(() => { statusTimer = null; refreshStatus(); }, 1000);
 }
 async function refreshStatus() {
   try {
