@@ -138,6 +138,7 @@ class ServiceConfig(_Section):
     shutdown_grace_s: float = Field(30.0, gt=0, description="SIGTERM: finish or checkpoint the group in hand within this, then exit 0")
     restart_backoff_s: float = Field(1.0, gt=0, description="first restart delay of a crashed task (doubles, capped at 60 s)")
     max_task_restarts: int = Field(10, ge=0, description="a task crashing more often than this in 10 minutes is marked failed")
+    worker_nice: int = Field(10, ge=0, le=19, description="niceness added to the worker threads (and the threads they start: h5py, numba, ducc0), so the event loop gets a core at once on a busy machine")
     stall_trace_ms: float = Field(0.0, ge=0, description="diagnostics: when > 0, every thread's traceback goes to state/stalls.log whenever the event loop stalls this long")
 
 

@@ -107,14 +107,23 @@ class Worker:
     up the process's exit (its group resumes from its checkpoint).
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, nice: int = 0):
         self.name = name
+        self.nice = nice
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
         self.busy = False
 
     def _loop(self) -> None:
+        if self.nice:
+            # Linux niceness is per thread and inherited by the threads this one starts (the h5py
+            # pool, numba's and ducc0's): under load the scheduler then favours the event loop
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+            except (OSError, AttributeError):  # not Linux: leave it
+                pass
         while True:
             job = self._jobs.get()
             if job is None:
@@ -723,7 +732,8 @@ class Service:
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
         # flagging, calibration and imaging one group at a time in the device thread; reading and
         # writing beside it; header look-ups (calibrator priority) and the replay feeder apart
-        self.workers = {name: Worker(f"contimg-{name}") for name in ("device", "read", "write", "misc")}
+        self.workers = {name: Worker(f"contimg-{name}", nice=self.sc.worker_nice)
+                        for name in ("device", "read", "write", "misc")}
         if self.ingest is None:
             self.open()
         if self.install_signal_handlers:

@@ -140,6 +140,8 @@ def test_reprocess_needs_the_token_then_runs(web):
 
 
 def test_status_websocket_pushes_events_and_validates_types(web):
+    from contimg.bus import Alert
+
     st, groups, _ = web
     ws_url = st.url.replace("http", "ws")
 
@@ -147,6 +149,12 @@ def test_status_websocket_pushes_events_and_validates_types(web):
         async with websockets.connect(ws_url + "/ws/status?types=health") as ws:
             first = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert first["type"] == "health"
+        async with websockets.connect(ws_url + "/ws/status?types=alert") as ws:
+            st.loop.call_soon_threadsafe(st.svc.bus.publish, Alert("warning", "test", "a test alert"))
+            ev = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert ev["type"] == "alert" and ev["message"] == "a test alert"
+        alerts = httpx.get(st.url + "/api/alerts").json()
+        assert alerts[0]["category"] == "test" and alerts[0]["severity"] == "warning"
         with pytest.raises(websockets.exceptions.WebSocketException):
             async with websockets.connect(ws_url + "/ws/status?types=nonsense") as ws:
                 await asyncio.wait_for(ws.recv(), 10)
