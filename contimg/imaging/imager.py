@@ -122,5 +122,5 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
         bandwidth_hz=float(chunk.freq_hz[-1] - chunk.freq_hz[0] + chunk.chan_width_hz),
         time_start_jd=float(chunk.time_jd[0] - chunk.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
         noise_jy=noise, peak_jy=float(np.nanmax(restored)), clean_iterations=iters,
-        stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": int(np.count_nonzero(wgt))},
+        stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": int(np.sum(wgt > 0, dtype=np.int64))},
     )
