@@ -44,8 +44,12 @@ def psf_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, npix: 
 
 
 def predict_from_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, model: np.ndarray, cell_rad: float,
-                       epsilon: float, nthreads: int = 1) -> np.ndarray:
-    """Model visibilities (nrow, nchan) complex64 of a sky image (npix, npix), FITS order, Jy/pixel."""
+                       epsilon: float, nthreads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """Model visibilities (nrow, nchan) complex64 of a sky image (npix, npix), FITS order, Jy/pixel.
+
+    ``out``: a (nrow, nchan) complex64 buffer to fill. Pass one that is reused: ducc0 allocates
+    its output while it holds the GIL, and the first touch of ~700 MB of fresh pages (a real-size
+    group) then stalls every other Python thread for a few hundred milliseconds."""
     return wg.dirty2vis(uvw=uvw_m, freq=freq_hz, dirty=np.ascontiguousarray(model.T, np.float32),
                         pixsize_x=cell_rad, pixsize_y=cell_rad, epsilon=epsilon, do_wgridding=True,
-                        divide_by_n=False, nthreads=nthreads, **_FLIPS)
+                        divide_by_n=False, nthreads=nthreads, vis=out, **_FLIPS)

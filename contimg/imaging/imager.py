@@ -91,10 +91,13 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
     n = cfg.npix
     beam = fit_beam(psf=psf[n // 2:n // 2 + n, n // 2:n // 2 + n], cell_rad=cell)
 
+    scratch = np.empty_like(vis)  # model, then residual, visibilities: one buffer for every major cycle
+
     def residual_image(model_img: np.ndarray) -> np.ndarray:
-        model_vis = predict_from_image(uvw_m=uvw, freq_hz=chunk.freq_hz, model=model_img, cell_rad=cell,
-                                       epsilon=cfg.epsilon, nthreads=nthreads)
-        return dirty_image(vis=vis - model_vis, npix=n, **common)
+        predict_from_image(uvw_m=uvw, freq_hz=chunk.freq_hz, model=model_img, cell_rad=cell, epsilon=cfg.epsilon,
+                           nthreads=nthreads, out=scratch)
+        np.subtract(vis, scratch, out=scratch)
+        return dirty_image(vis=scratch, npix=n, **common)
 
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=residual_image, niter=cfg.niter, gain=cfg.loop_gain,
