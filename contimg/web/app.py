@@ -426,9 +426,8 @@ def create_app(svc: "Service") -> FastAPI:
         sub = svc.bus.subscribe(maxsize=svc.cfg.web.client_queue, types=wanted)
         svc.ws_clients += 1
         try:
-            for e in list(svc.bus.recent)[-50:]:
-                if e.type in wanted:
-                    await ws.send_text(json.dumps(e.to_dict(), default=float))
+            for e in [e for e in svc.bus.recent if e.type in wanted][-50:]:  # the latest 50 of the kinds asked for
+                await ws.send_text(json.dumps(e.to_dict(), default=float))
             sender = asyncio.create_task(pump(ws, sub))
             receiver = asyncio.create_task(_drain_client(ws))
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
