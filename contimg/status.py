@@ -76,7 +76,8 @@ def format_status(doc: dict) -> str:
                      f"backend {svc['backend']}, disk {svc['disk']})")
         lines.append("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(svc["health"].items())))
         lines.append(f"  queues: {svc['queues']}  loop lag p99 {svc['loop_lag_ms']['p99']:.1f} ms, "
-                     f"max {svc['loop_lag_ms']['max']:.1f} ms  rss {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
+                     f"max {svc['loop_lag_ms']['max']:.1f} ms  longest GC {svc.get('gc_max_ms', 0):.0f} ms  "
+                     f"rss {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
     q = doc["queue"]
     lines.append("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(q.items())) or "empty"))
     for r in doc["in_progress"]:

@@ -85,12 +85,13 @@ def run_once(args, in_dir: Path, prefetch: int) -> dict:
     done = sorted(r["finished_at"] for r in rows if r["stage"] == "write")
     lag = [r["seconds"] for r in rows if r["stage"] == "loop_lag_max"]
     lag99 = [r["seconds"] for r in rows if r["stage"] == "loop_lag_p99"]
+    gcmax = [r["seconds"] for r in rows if r["stage"] == "gc_max"]
     by_stage: dict[str, list[float]] = {}
     for r in rows:
         if r["stage"] in ("read", "flag", "calibrate", "image", "write"):
             by_stage.setdefault(r["stage"], []).append(r["seconds"])
     return {"prefetch": prefetch, "code": code, "wall": wall, "samples": samples, "done": done, "lag": lag,
-            "lag99": lag99,
+            "lag99": lag99, "gc": gcmax,
             "stages": {k: statistics.median(v) for k, v in by_stage.items()}, "launched": launched}
 
 
@@ -154,6 +155,9 @@ def main() -> int:
             print("\nEvent-loop timer lag (a 50 ms timer's lateness) per group, ms — largest: "
                   + ", ".join(f"{1e3 * x:.0f}" for x in r["lag"]) + "; 99th percentile: "
                   + ", ".join(f"{1e3 * x:.0f}" for x in r["lag99"]))
+        if r["gc"]:
+            print("\nLongest garbage collection per group (it stops every thread), ms: "
+                  + ", ".join(f"{1e3 * x:.0f}" for x in r["gc"]))
     if len(results) == 2 and all(len(r["done"]) > 1 for r in results):
         a, b = results
         print(f"\nWall time prefetch {a['prefetch']} / prefetch {b['prefetch']}: {a['wall'] / b['wall']:.2f}")

@@ -28,7 +28,8 @@ class _ServiceCollector:
                                     labels=["stage"])
         runs = CounterMetricFamily("contimg_stage_runs", "stage runs (computed, not replayed)", labels=["stage"])
         for r in svc.ingest.db.query("SELECT stage, sum(seconds) AS s, count(*) AS n FROM performance_metrics "
-                                     "WHERE replayed = 0 AND stage NOT LIKE 'loop_lag%' GROUP BY stage"):
+                                     "WHERE replayed = 0 AND stage IN ('read', 'flag', 'calibrate', 'image', 'write') "
+                                     "GROUP BY stage"):
             stage.add_metric([r["stage"]], r["s"])
             runs.add_metric([r["stage"]], r["n"])
         yield stage
