@@ -29,11 +29,9 @@ import asyncio
 import contextlib
 import faulthandler
 import gc
-import fcntl
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
 import threading
@@ -55,147 +53,12 @@ from contimg.offline import load_earth_orientation
 from contimg.products import ProductsDB
 from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
 from contimg.watch import FolderWatcher
-from contimg.waterfall import waterfall_rows
+from contimg.runtime import RootLock, ServiceLockError, Worker, service_running, write_json
+from contimg.waterfall import waterfall_events
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Service", "ServiceLockError", "Worker", "service_running"]
-
-
-class ServiceLockError(RuntimeError):
-    """Another service already runs on this root."""
-
-
-def _settle(fut: asyncio.Future, result, exc) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-def _waterfalls(chunk, keys: list[tuple[str, str]], n_bins: int) -> list[Waterfall]:
-    """Waterfall events of a freshly read group for every (selection, pol) in ``keys``."""
-    out = []
-    time_mjd = [float(t - 2400000.5) for t in chunk.time_jd]
-    for selection, pol in keys:
-        try:
-            amp, flagged = waterfall_rows(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                                          pols=list(chunk.pols), selection=selection, pol=pol, n_bins=n_bins)
-        except ValueError:  # e.g. an antenna that is not in this group
-            continue
-        nchan = chunk.freq_hz.size
-        edges = np.linspace(0, nchan, amp.shape[1] + 1).astype(int)
-        freq_mhz = [float(chunk.freq_hz[a:b].mean() / 1e6) for a, b in zip(edges[:-1], edges[1:])]
-        amp_rows = [[None if not np.isfinite(x) else round(float(x), 6) for x in row] for row in amp]
-        out.append(Waterfall(chunk.group_id, selection, pol, time_mjd, freq_mhz, amp_rows, flagged.round(3).tolist()))
-    return out
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    """Write ``doc`` to ``path`` under a temporary name, then rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
-
-
-class Worker:
-    """One long-lived daemon thread that runs jobs one at a time; ``await worker.run(fn, *args)``.
-
-    Long-lived, so that a service running for months does not make a thread (and a malloc
-    arena) per group; daemon, so that a stage still running past the shutdown grace never holds
-    up the process's exit (its group resumes from its checkpoint).
-    """
-
-    def __init__(self, name: str, *, nice: int = 0):
-        self.name = name
-        self.nice = nice
-        self._jobs: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-        self.busy = False
-
-    def _loop(self) -> None:
-        if self.nice:
-            # Linux niceness is per thread and inherited by the threads this one starts (the h5py
-            # pool, numba's and ducc0's): under load the scheduler then favours the event loop
-            try:
-                tid = threading.get_native_id()
-                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
-            except (OSError, AttributeError):  # not Linux: leave it
-                pass
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, fut, loop = job
-            self.busy = True
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                loop.call_soon_threadsafe(_settle, fut, None, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, fut, result, None)
-            finally:
-                self.busy = False
-
-    def run(self, fn: Callable, *args) -> Awaitable:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._jobs.put((fn, args, fut, loop))
-        return fut
-
-    def close(self) -> None:
-        self._jobs.put(None)
-
-
-class _RootLock:
-    """An exclusive ``flock`` on ``<root>/state/service.lock``: one service per root."""
-
-    def __init__(self, root: Path):
-        self.path = Path(root) / "state" / "service.lock"
-        self._fh = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise ServiceLockError(f"another contimg service (pid {holder}) holds {self.path}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-    @staticmethod
-    def held(root: Path) -> bool:
-        path = Path(root) / "state" / "service.lock"
-        if not path.exists():
-            return False
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
-
-
-def service_running(root: Path) -> bool:
-    """Whether a service holds ``root``'s lock now."""
-    return _RootLock.held(root)
 
 
 ESSENTIAL = ("scheduler", "reader", "processor", "writer")  # without one of these nothing moves
@@ -240,7 +103,7 @@ class Service:
         self._wake = asyncio.Event()
         self._current: dict[str, GroupWork | None] = {}
         self._slot_holders: set[str] = set()
-        self._lock = _RootLock(self.root)
+        self._lock = RootLock(self.root)
         self.web_enabled = web if web is not None else (mode == "serve" and cfg.web.enabled)
         self.web_port: int | None = None
         self.ws_clients = 0
@@ -445,7 +308,7 @@ class Service:
     async def _publish_waterfall(self, work: GroupWork) -> None:
         keys = {("avg", "XX"), ("avg", "YY"), *self.waterfall_watch}
         try:
-            rows = await self.workers["read"].run(_waterfalls, work.chunk, sorted(keys), self.cfg.web.waterfall_bins)
+            rows = await self.workers["read"].run(waterfall_events, work.chunk, sorted(keys), self.cfg.web.waterfall_bins)
         except Exception:  # noqa: BLE001 - a display aid: never fails a group
             log.exception("group %s: waterfall rows failed", work.group_id)
             return
@@ -626,7 +489,7 @@ class Service:
             # file-system calls go to a worker thread: on a busy disk even statvfs can block for
             # a third of a second, which the event loop (and the web page) must not feel
             self._set_disk_state(await self.workers["misc"].run(shutil.disk_usage, self.root))
-            await self.workers["misc"].run(_write_json, self.state_dir / "health.json", self.health_doc())
+            await self.workers["misc"].run(write_json, self.state_dir / "health.json", self.health_doc())
             await self._sleep(min(self.sc.housekeeping_interval_s, 2.0))
 
     def _set_disk_state(self, usage) -> None:
@@ -792,7 +655,7 @@ class Service:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             if self.ingest is not None:
-                _write_json(self.state_dir / "health.json", self.health_doc())
+                write_json(self.state_dir / "health.json", self.health_doc())
             for worker in self.workers.values():
                 worker.close()
             self.close()

@@ -7,7 +7,9 @@ import re
 
 import numpy as np
 
-__all__ = ["parse_selection", "waterfall_rows"]
+from contimg.bus import Waterfall
+
+__all__ = ["parse_selection", "waterfall_rows", "waterfall_events"]
 
 _POL_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL", -4: "LR", 1: "I"}  # AIPS codes
 _SEL = re.compile(r"^(avg|ant:(\d{1,3})|bl:(\d{1,3})-(\d{1,3}))$")
@@ -74,3 +76,22 @@ def waterfall_rows(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2
         amp = np.where(g > 0, s / g, np.nan).astype(np.float32)
     flagged = (1.0 - g / (n_all * width)).astype(np.float32)
     return amp, flagged
+
+
+def waterfall_events(chunk, keys: list[tuple[str, str]], n_bins: int) -> list[Waterfall]:
+    """`Waterfall` events of a freshly read `VisChunk` for every (selection, pol) in ``keys``
+    (selections with no data in this group are left out)."""
+    out = []
+    time_mjd = [float(t - 2400000.5) for t in chunk.time_jd]
+    for selection, pol in keys:
+        try:
+            amp, flagged = waterfall_rows(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                                          pols=list(chunk.pols), selection=selection, pol=pol, n_bins=n_bins)
+        except ValueError:  # e.g. an antenna that is not in this group
+            continue
+        nchan = chunk.freq_hz.size
+        edges = np.linspace(0, nchan, amp.shape[1] + 1).astype(int)
+        freq_mhz = [float(chunk.freq_hz[a:b].mean() / 1e6) for a, b in zip(edges[:-1], edges[1:])]
+        amp_rows = [[None if not np.isfinite(x) else round(float(x), 6) for x in row] for row in amp]
+        out.append(Waterfall(chunk.group_id, selection, pol, time_mjd, freq_mhz, amp_rows, flagged.round(3).tolist()))
+    return out

@@ -151,8 +151,10 @@ def test_status_websocket_pushes_events_and_validates_types(web):
             assert first["type"] == "health"
         async with websockets.connect(ws_url + "/ws/status?types=alert") as ws:
             st.loop.call_soon_threadsafe(st.svc.bus.publish, Alert("warning", "test", "a test alert"))
-            ev = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            assert ev["type"] == "alert" and ev["message"] == "a test alert"
+            seen = []  # the machine may have raised real alerts before (low disk space, say)
+            while not seen or seen[-1]["message"] != "a test alert":
+                seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            assert {e["type"] for e in seen} == {"alert"}
         alerts = httpx.get(st.url + "/api/alerts").json()
         assert alerts[0]["category"] == "test" and alerts[0]["severity"] == "warning"
         with pytest.raises(websockets.exceptions.WebSocketException):
