@@ -48,10 +48,14 @@ class GainSolution:
     meta: dict = field(default_factory=dict)
 
 
-def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator]) -> np.ndarray:
-    """Model visibilities (ntime, nbl, nchan) complex64 of listed calibrators (XX = YY): the
-    transiting one and any other bright listed source in the beam."""
+def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator],
+                     field_sources: PointSources | None = None) -> np.ndarray:
+    """Model visibilities (ntime, nbl, nchan) complex64 (XX = YY) of listed calibrators — the
+    transiting one and any other bright listed source in the beam — plus the field's sources
+    of the sky catalogue (``field_sources``), each through the primary beam."""
     src = PointSources.from_calibrators(calibrators)
+    if field_sources is not None and len(field_sources):
+        src = PointSources.concat([src, field_sources])
     b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
     return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
                             pointing_dec_rad=chunk.pointing_dec_rad)

@@ -54,6 +54,8 @@ class SimulateConfig(_Section):
     rfi: bool = Field(True, description="narrow-band, burst and spike RFI, recorded in truth.h5")
     clock_jitter_s: float = Field(3.0, ge=0, description="spread of the per-subband file timestamps")
     group_interval_s: float | None = Field(None, gt=0, description="None = n_times * int_time_s")
+    variable_flux_jy: list[float] = Field(default_factory=list, description="a variable source near the middle group's field centre: its flux (1.4 GHz, flat spectrum) in each group; empty = none")
+    variable_offset_deg: float = Field(0.2, description="its declination offset from that field centre")
     seed: int = 2026
 
 
@@ -85,6 +87,9 @@ class CalibrateConfig(_Section):
     subtract_bright_sources: bool = Field(True, description="subtract listed calibrators in the beam before imaging, restore them analytically")
     subtract_min_flux_jy: float = Field(1.0, gt=0)
     subtract_radius_deg: float = Field(3.0, gt=0)
+    model_catalogue: bool = Field(True, description="add the sky catalogue's sources near the field to the calibrator model (unmodelled flux biases the gains)")
+    model_radius_deg: float = Field(3.0, gt=0, description="catalogue sources within this of the field centre enter the model")
+    model_min_flux_jy: float = Field(0.0, ge=0, description="... if at least this bright at the reference frequency")
 
 
 class ImageConfig(_Section):
@@ -153,6 +158,63 @@ class WebConfig(_Section):
     waterfall_bins: int = Field(192, ge=8, le=4096, description="frequency bins of a waterfall row")
 
 
+class SkyConfig(_Section):
+    """The sky catalogue: the calibration model's field sources, QA's cross-match, photometry."""
+
+    catalogue: str = Field("", description="catalogue CSV (name, ra_deg, dec_deg, flux_jy, spectral_index, ref_freq_hz), relative to the root unless absolute; empty = the shipped VLA calibrator list")
+
+
+class QAConfig(_Section):
+    """Quality gates per stage (`contimg.qa.gates`), source finding and cross-match, plots."""
+
+    enabled: bool = Field(True, description="run the gates, cross-match and photometry; a failed gate marks the group and alerts, it never discards products")
+    min_subband_fraction: float = Field(0.75, ge=0, le=1, description="read: usable subbands / expected at least this")
+    max_zero_fraction: float = Field(0.05, ge=0, le=1, description="read: zero or non-finite cross-correlation samples at most this")
+    max_flag_fraction: float = Field(0.5, ge=0, le=1, description="flag: flagged cross-correlation samples at most this")
+    dead_antenna_fraction: float = Field(0.95, gt=0, le=1, description="an antenna flagged more than this is dead")
+    max_dead_antennas: int = Field(10, ge=0, description="flag: dead antennas at most this many")
+    min_median_snr: float = Field(10.0, ge=0, description="calibrate: median solution SNR at least this")
+    max_solution_flag_fraction: float = Field(0.3, ge=0, le=1, description="calibrate: flagged solutions at most this")
+    max_phase_scatter_deg: float = Field(20.0, gt=0, description="calibrate: median scatter of the gain phase across channels about a delay fit")
+    max_bandpass_roughness: float = Field(0.1, gt=0, description="calibrate: median channel-to-channel amplitude jitter / amplitude")
+    max_solution_age_hours: float = Field(24.0, gt=0, description="calibrate: an applied solution older than this is stale")
+    min_dynamic_range: float = Field(20.0, ge=0, description="image: restored peak / robust RMS at least this")
+    max_noise_jy: float = Field(1.0, gt=0, description="image: robust RMS of the residual at most this")
+    beam_tolerance: float = Field(0.25, gt=0, description="image: fitted beam axes within this fraction of the reference beam")
+    reference_beam_arcsec: list[float] = Field(default_factory=list, description="image: expected (bmaj, bmin); empty = the median beam of the last 10 images that passed")
+    source_threshold_sigma: float = Field(7.0, gt=0, description="source finding: islands peaking above this many robust RMS")
+    max_sources: int = Field(500, ge=1, description="source finding: at most this many islands (brightest first) are fitted")
+    min_pb: float = Field(0.3, gt=0, le=1, description="cross-match and photometry only where the averaged primary beam is at least this")
+    match_radius_beam: float = Field(1.0, gt=0, description="cross-match radius in beam major axes")
+    min_match_snr: float = Field(20.0, ge=0, description="matches this bright (peak / local RMS) enter the flux ratio and offsets")
+    min_matches: int = Field(1, ge=0, description="image: at least this many catalogue matches (when the field holds catalogue sources above the detection limit)")
+    max_offset_beam: float = Field(0.2, gt=0, description="image: systematic (median vector) position offset at most this many beams")
+    max_flux_ratio_error: float = Field(0.1, gt=0, description="image: |median flux ratio - 1| at most this")
+    plots: bool = Field(True, description="diagnostic PNGs per group (bandpass, flags, uv coverage) into qa_artifacts")
+
+
+class PhotometryConfig(_Section):
+    """Forced photometry at catalogue positions and the variability statistics."""
+
+    enabled: bool = Field(True, description="measure every catalogue source in each image that passed its gate")
+    min_flux_jy: float = Field(0.0, ge=0, description="catalogue sources fainter than this (at the image frequency) are skipped")
+    systematic_fraction: float = Field(0.02, ge=0, description="fractional flux-scale error added in quadrature to each measurement's error")
+    eta_threshold: float = Field(5.0, gt=0, description="variability: weighted reduced chi-square eta above this ...")
+    v_threshold: float = Field(0.1, gt=0, description="... and modulation index V above this make a candidate")
+    min_points: int = Field(4, ge=2, description="measurements a source needs before it can be a candidate")
+
+
+class AlertsConfig(_Section):
+    """Alerts: severities info/warning/critical, to the log, the status bus and a webhook."""
+
+    webhook_url: str = Field("", description="POST a Slack-compatible JSON body here (env CONTIMG_ALERT_WEBHOOK wins); empty = none")
+    webhook_min_severity: Literal["info", "warning", "critical"] = Field("warning", description="alerts below this are not posted")
+    max_per_category: int = Field(10, ge=1, description="at most this many alerts of one category per window; the rest are counted, not sent")
+    window_s: float = Field(300.0, gt=0, description="the rate-limit window")
+    dedup_s: float = Field(300.0, ge=0, description="the same alert (category and key) is sent once in this long")
+    queue_depth_warning: int = Field(12, ge=1, description="pending groups above this raise a queue-depth alert")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -164,6 +226,10 @@ class Config(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
     service: ServiceConfig = ServiceConfig()
     web: WebConfig = WebConfig()
+    sky: SkyConfig = SkyConfig()
+    qa: QAConfig = QAConfig()
+    photometry: PhotometryConfig = PhotometryConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def packaged_config_names() -> list[str]:

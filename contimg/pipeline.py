@@ -34,6 +34,8 @@ class GroupResult:
     products: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image_stats: dict = field(default_factory=dict)
+    qa_passed: bool | None = None  # every gate passed (None: QA off or not reached)
+    gates: dict = field(default_factory=dict)  # stage → Gate.to_dict()
     note: str = ""
 
 

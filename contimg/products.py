@@ -1,9 +1,14 @@
-"""``<root>/state/products.sqlite3``: ``ms_index`` (one row per group) and ``images`` (one row
-per image file), through sqlite-utils in WAL mode. Rows are upserted, so a replay of the same
-files creates no duplicates; a row points only at a file that was written whole."""
+"""``<root>/state/products.sqlite3`` through sqlite-utils in WAL mode: ``ms_index`` (one row per
+group), ``images`` (one row per image file), and the QA tables — ``qa`` (one gate per group and
+stage), ``qa_artifacts`` (diagnostic PNGs), ``detections`` (sources found per group, with their
+catalogue match), ``photometry`` (forced photometry per group and catalogue source),
+``variables`` (variability statistics per source) and ``alerts`` (every alert sent). Rows are
+upserted, so a replay of the same files creates no duplicates; a row points only at a file that
+was written whole."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -33,6 +38,23 @@ class ProductsDB:
              "noise_jy": float, "peak_jy": float, "dynamic_range": float, "pbcor": int, "created_at": float},
             pk="path", if_not_exists=True)
         self.db["images"].create_index(["group_id"], if_not_exists=True)
+        self.db["qa"].create({"group_id": str, "stage": str, "passed": int, "metrics": str, "reasons": str,
+                              "created_at": float}, pk=("group_id", "stage"), if_not_exists=True)
+        self.db["qa_artifacts"].create({"path": str, "group_id": str, "kind": str, "created_at": float}, pk="path",
+                                       if_not_exists=True)
+        self.db["qa_artifacts"].create_index(["group_id"], if_not_exists=True)
+        self.db["detections"].create({"group_id": str, "n": int, "ra_deg": float, "dec_deg": float, "x": float,
+                                      "y": float, "peak_jy": float, "flux_jy": float, "rms_jy": float, "snr": float,
+                                      "pb": float, "match": str}, pk=("group_id", "n"), if_not_exists=True)
+        self.db["photometry"].create({"group_id": str, "source": str, "mid_mjd": float, "ra_deg": float,
+                                      "dec_deg": float, "x": float, "y": float, "pb": float, "flux_jy": float,
+                                      "noise_jy": float, "err_jy": float, "catalogue_flux_jy": float,
+                                      "freq_hz": float}, pk=("group_id", "source"), if_not_exists=True)
+        self.db["photometry"].create_index(["source"], if_not_exists=True)
+        self.db["variables"].create({"source": str, "n": int, "mean_flux_jy": float, "eta": float, "v": float,
+                                     "candidate": int, "updated_at": float}, pk="source", if_not_exists=True)
+        self.db["alerts"].create({"id": int, "severity": str, "category": str, "message": str, "at": float},
+                                 pk="id", if_not_exists=True)
 
     def upsert_group(self, **row) -> None:
         row["updated_at"] = time.time()
@@ -41,6 +63,55 @@ class ProductsDB:
     def upsert_image(self, **row) -> None:
         row["created_at"] = time.time()
         self.db["images"].upsert(row, pk="path", alter=True)
+
+    def record_qa(self, *, group_id: str, gates: list, artifacts: list[tuple[str, str]]) -> None:
+        """Gates (`contimg.qa.gates.Gate`) and diagnostic PNGs (kind, path) of one group."""
+        now = time.time()
+        with self.db.conn:
+            for gate in gates:
+                self.db["qa"].upsert({"group_id": group_id, "stage": gate.stage, "passed": int(gate.passed),
+                                      "metrics": json.dumps(gate.metrics), "reasons": json.dumps(gate.reasons),
+                                      "created_at": now}, pk=("group_id", "stage"))
+            for kind, path in artifacts:
+                self.db["qa_artifacts"].upsert({"path": path, "group_id": group_id, "kind": kind, "created_at": now},
+                                               pk="path")
+
+    def record_sources(self, *, group_id: str, mid_mjd: float, freq_hz: float, detections: list[dict],
+                       photometry: list[dict]) -> None:
+        """A group's detections and forced photometry, replacing what an earlier run stored."""
+        with self.db.conn:
+            self.db.execute("DELETE FROM detections WHERE group_id = ?", [group_id])
+            self.db.execute("DELETE FROM photometry WHERE group_id = ?", [group_id])
+            if detections:
+                self.db["detections"].insert_all([{"group_id": group_id, **d} for d in detections],
+                                                 pk=("group_id", "n"), alter=True)
+            if photometry:
+                self.db["photometry"].insert_all([{"group_id": group_id, "mid_mjd": mid_mjd, "freq_hz": freq_hz, **r}
+                                                  for r in photometry], pk=("group_id", "source"), alter=True)
+
+    def lightcurve(self, source: str) -> list[dict]:
+        """The forced-photometry rows of ``source``, in time order (only completed groups)."""
+        return list(self.db.query(
+            "SELECT p.* FROM photometry p JOIN ms_index m ON m.group_id = p.group_id "
+            "WHERE p.source = ? AND m.status = 'completed' ORDER BY p.mid_mjd", [source]))
+
+    def upsert_variable(self, **row) -> None:
+        row["updated_at"] = time.time()
+        self.db["variables"].upsert(row, pk="source")
+
+    def record_alert(self, *, severity: str, category: str, message: str, at: float) -> None:
+        self.db["alerts"].insert({"severity": severity, "category": category, "message": message, "at": at})
+
+    def recent_beams(self, n: int = 10) -> list[tuple[float, float]]:
+        """(bmaj, bmin) arcsec of the last ``n`` images whose image gate passed."""
+        rows = self.db.query("SELECT metrics FROM qa WHERE stage = 'image' AND passed = 1 "
+                             "ORDER BY created_at DESC LIMIT ?", [n])
+        out = []
+        for r in rows:
+            m = json.loads(r["metrics"])
+            if m.get("bmaj_arcsec") and m.get("bmin_arcsec"):
+                out.append((m["bmaj_arcsec"], m["bmin_arcsec"]))
+        return out
 
     def groups(self) -> list[dict]:
         return list(self.db["ms_index"].rows_where(order_by="group_id"))

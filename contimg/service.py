@@ -51,6 +51,9 @@ from contimg.io.naming import scan_folder
 from contimg.io.reader import ReadError
 from contimg.offline import load_earth_orientation
 from contimg.products import ProductsDB
+from contimg.qa.alerts import AlertManager
+from contimg.qa.catalogue import load_catalogue, resolve_catalogue
+from contimg.qa.photometry import variability
 from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
 from contimg.watch import FolderWatcher
 from contimg.runtime import RootLock, ServiceLockError, Worker, service_running, write_json
@@ -111,6 +114,8 @@ class Service:
         self.last_waterfall: dict[tuple[str, str], Waterfall] = {}
         self._tasks: list[asyncio.Task] = []
         self._watcher: FolderWatcher | None = None
+        self.alerts = AlertManager(cfg.alerts, publish=self.bus.publish, record=self._record_alert)
+        self.catalogue = None  # the sky catalogue for QA (loaded at open)
 
     # ---- set-up -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -120,6 +125,9 @@ class Service:
         self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,
                                tolerance_s=self.cfg.grouping.group_tolerance_s)
         self.products = ProductsDB(self.state_dir / "products.sqlite3")
+        # a bad catalogue is refused at start-up, naming the file
+        self.catalogue = load_catalogue(resolve_catalogue(self.cfg.sky.catalogue, self.root))
+        log.info("sky catalogue: %d sources (%s)", len(self.catalogue), self.cfg.sky.catalogue or "VLA calibrators")
         for gid in self.ingest.recover_interrupted(max_retries=self.sc.max_retries):
             row = self.ingest.row(gid)
             log.warning("group %s was in progress when the service stopped: %s", gid,
@@ -258,6 +266,10 @@ class Service:
             if row["checkpoint"] == "write":  # a reprocess of everything after the images
                 work.checkpoint = usable_checkpoint(work.out_dir, "image")
             work.attempt = row["retry_count"] + 1
+            work.catalogue = self.catalogue
+            beams = self.products.recent_beams(10)
+            if beams:
+                work.reference_beam_arcsec = tuple(float(x) for x in np.median(np.array(beams), axis=0))
             self.in_hand[gid] = work
             self.products.upsert_group(group_id=gid, status="in_progress", stage="read", error="")
             self.bus.publish(GroupState(gid, "in_progress", "read"))
@@ -395,12 +407,62 @@ class Service:
             return False
         dt = time.perf_counter() - t0
         work.timings_s[stage] = round(dt, 3)
+        self._record_gates(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
         if stage in CHECKPOINT_FILES and not work.done(stage):
             work.checkpoint = stage
             self.ingest.set_checkpoint(gid, stage)
         self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
         return True
+
+    def _record_alert(self, alert: Alert) -> None:
+        if self.products is not None:
+            self.products.record_alert(severity=alert.severity, category=alert.category, message=alert.message,
+                                       at=alert.at)
+
+    def _record_gates(self, work: GroupWork) -> None:
+        """Store the gates and artifacts a stage left; one alert per failed gate."""
+        gates = [g for g in work.gates.values() if not getattr(g, "_recorded", False)]
+        if not gates and not work.artifacts:
+            return
+        self.products.record_qa(group_id=work.group_id, gates=gates, artifacts=work.artifacts)
+        work.artifacts = []
+        for gate in gates:
+            gate._recorded = True
+            if gate.passed:
+                continue
+            log.warning("group %s: %s gate failed: %s", work.group_id, gate.stage, "; ".join(gate.reasons))
+            self.alerts.raise_alert("warning", f"qa_{gate.stage}",
+                                    f"group {work.group_id}: {gate.stage} gate failed: {'; '.join(gate.reasons)}")
+            if gate.stage == "calibrate" and (not gate.metrics.get("applied")
+                                              or gate.metrics.get("solution_age_hours", 0) > self.cfg.qa.max_solution_age_hours):
+                self.alerts.raise_alert("warning", "stale_calibration",
+                                        f"group {work.group_id}: no fresh calibration applied", key="stale")
+
+    def _record_photometry(self, work: GroupWork) -> None:
+        """Detections and forced photometry of a completed group; the variability statistics of
+        the sources it measured, with an alert for each new candidate."""
+        imgs, pc = work.imgs, self.cfg.photometry
+        if not self.cfg.qa.enabled:
+            return
+        self.products.record_sources(group_id=work.group_id, mid_mjd=float(imgs.time_mid_jd - 2400000.5),
+                                     freq_hz=float(imgs.freq_hz), detections=work.detections,
+                                     photometry=work.photometry)
+        for row in work.photometry:
+            curve = self.products.lightcurve(row["source"])
+            stats = variability(flux_jy=np.array([r["flux_jy"] for r in curve]),
+                                err_jy=np.array([r["err_jy"] for r in curve]))
+            candidate = bool(stats["n"] >= pc.min_points and stats["eta"] > pc.eta_threshold
+                             and stats["v"] > pc.v_threshold)
+            before = self.products.db["variables"].rows_where("source = ?", [row["source"]])
+            was = any(r["candidate"] for r in before)
+            self.products.upsert_variable(source=row["source"], candidate=int(candidate),
+                                          **{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                             for k, v in stats.items()})
+            if candidate and not was:
+                self.alerts.raise_alert("info", "variability",
+                                        f"{row['source']} is a variability candidate: eta {stats['eta']:.1f}, "
+                                        f"V {stats['v']:.2f} over {stats['n']} groups", key=row["source"])
 
     def _record_completed(self, work: GroupWork) -> None:
         gid = work.group_id
@@ -414,8 +476,10 @@ class Service:
             calibrator=work.calibrator, image_name=str(work.out_dir / f"{gid}.restored.fits"),
             flag_fraction=None if not np.isfinite(work.flag_fraction) else work.flag_fraction,
             ra_deg=float(np.degrees(imgs.ra_rad)), dec_deg=float(np.degrees(imgs.dec_rad)),
-            n_subbands=meta.get("n_subbands"), problems=json.dumps(problems))
+            n_subbands=meta.get("n_subbands"), problems=json.dumps(problems),
+            qa_passed=int(all(g.passed for g in work.gates.values())) if work.gates else None)
         self.ingest.complete(gid)
+        self._record_photometry(work)
         if self._lag_window:  # the event loop's timer lag while this group was worked on
             self.ingest.record_metric(gid, "loop_lag_max", max(self._lag_window), attempt=work.attempt)
             self.ingest.record_metric(gid, "loop_lag_p99", float(np.percentile(self._lag_window, 99)),
@@ -427,12 +491,15 @@ class Service:
         stats = {"noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy, "dynamic_range": imgs.dynamic_range,
                  "beam_arcsec": [float(np.degrees(b) * 3600) for b in imgs.beam_rad[:2]],
                  "clean_iterations": imgs.clean_iterations}
+        gates = {stage: gate.to_dict() for stage, gate in work.gates.items()}
+        qa_passed = all(g.passed for g in work.gates.values())
         self.outcomes[gid] = {"group_id": gid, "status": "completed", "stage": "done", "error": "",
                               "files": [str(p) for p in work.group.files.values()], "problems": problems,
                               "calibrator": work.calibrator, "cal_applied": work.cal_applied,
-                              "products": work.products, "timings_s": dict(work.timings_s), "image_stats": stats}
+                              "products": work.products, "timings_s": dict(work.timings_s), "image_stats": stats,
+                              "qa_passed": qa_passed, "gates": gates}
         self.bus.publish(GroupState(gid, "completed", "done"))
-        self.bus.publish(QAResult(gid, stats))
+        self.bus.publish(QAResult(gid, {**stats, "gates": gates}, qa_passed))
         log.info("group %s: completed (%s) in %.1f s", gid, ", ".join(f"{k} {v:.1f}" for k, v in
                                                                       work.timings_s.items()),
                  sum(work.timings_s.values()))
@@ -458,7 +525,7 @@ class Service:
             self.outcomes[gid] = {"group_id": gid, "status": "failed", "stage": stage, "error": error,
                                   "files": [str(p) for p in work.group.files.values()],
                                   "timings_s": dict(work.timings_s)}
-            self.bus.publish(Alert("warning", "group_failed", f"group {gid} failed in {stage}: {error}"))
+            self.alerts.raise_alert("warning", "group_failed", f"group {gid} failed in {stage}: {error}")
         else:
             log.warning("group %s: retry %d of %d in %.0f s", gid, self.ingest.row(gid)["retry_count"],
                         self.sc.max_retries, self.sc.retry_backoff_s)
@@ -484,11 +551,16 @@ class Service:
         while not self.stopping.is_set():
             for gid in self.ingest.requeue_stuck(older_than_s=self.sc.stuck_timeout_s, exclude=set(self.in_hand)):
                 log.warning("group %s was stuck in progress: back to pending", gid)
-                self.bus.publish(Alert("warning", "stuck_group", f"group {gid} stuck in_progress: requeued"))
+                self.alerts.raise_alert("warning", "stuck_group", f"group {gid} stuck in_progress: requeued")
                 self._wake.set()
             # file-system calls go to a worker thread: on a busy disk even statvfs can block for
             # a third of a second, which the event loop (and the web page) must not feel
             self._set_disk_state(await self.workers["misc"].run(shutil.disk_usage, self.root))
+            pending = self.ingest.db.execute("SELECT COUNT(*) FROM ingest_queue WHERE state = 'pending'").fetchone()[0]
+            if pending > self.cfg.alerts.queue_depth_warning:
+                self.alerts.raise_alert("warning", "queue_depth",
+                                        f"{pending} groups pending (> {self.cfg.alerts.queue_depth_warning}): "
+                                        "the pipeline is falling behind", key="queue_depth")
             await self.workers["misc"].run(write_json, self.state_dir / "health.json", self.health_doc())
             await self._sleep(min(self.sc.housekeeping_interval_s, 2.0))
 
@@ -503,7 +575,7 @@ class Service:
                 log.info("disk space ok again: %s", text)
             else:
                 log.warning("disk space %s: %s%s", state, text, "; no new group starts" if state == "critical" else "")
-                self.bus.publish(Alert(state, "disk_space", text))
+                self.alerts.raise_alert(state, "disk_space", text, key=state)
             self.disk_state = state
 
     async def _lag_task(self) -> None:
@@ -566,16 +638,16 @@ class Service:
                     restarts.popleft()
                 if len(restarts) > self.sc.max_task_restarts:
                     self._set_health(name, "failed", f"{type(exc).__name__}: {exc}")
-                    self.bus.publish(Alert("critical", "task_failed",
-                                           f"task {name} crashed {len(restarts)} times in 10 min: {exc}"))
+                    self.alerts.raise_alert("critical", "task_failed",
+                                            f"task {name} crashed {len(restarts)} times in 10 min: {exc}")
                     if name in ESSENTIAL:
                         log.critical("essential task %s failed: stopping the service", name)
                         self.exit_code = 1
                         self.stopping.set()
                     return
                 self._set_health(name, "degraded", f"{type(exc).__name__}: {exc}")
-                self.bus.publish(Alert("warning", "task_restarted", f"task {name} crashed ({exc}); restart in "
-                                       f"{delay:.1f} s"))
+                self.alerts.raise_alert("warning", "task_restarted", f"task {name} crashed ({exc}); restart in "
+                                        f"{delay:.1f} s")
                 await self._sleep(delay)
                 if self.stopping.is_set():
                     return

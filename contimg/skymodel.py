@@ -37,14 +37,22 @@ class PointSources:
                             np.array([c.dec_rad for c in calibrators]), np.array([c.flux_jy for c in calibrators]),
                             np.array([c.spectral_index for c in calibrators]), calibrators[0].ref_freq_hz)
 
+    def at_ref(self, ref_freq_hz: float) -> "PointSources":
+        """The same sources with fluxes given at ``ref_freq_hz``."""
+        flux = self.flux_jy * (ref_freq_hz / self.ref_freq_hz) ** self.spectral_index
+        return PointSources(self.name, self.ra_rad, self.dec_rad, flux, self.spectral_index, float(ref_freq_hz))
+
+    def select(self, mask: np.ndarray) -> "PointSources":
+        return PointSources(self.name[mask], self.ra_rad[mask], self.dec_rad[mask], self.flux_jy[mask],
+                            self.spectral_index[mask], self.ref_freq_hz)
+
     def __len__(self) -> int:
         return self.ra_rad.size
 
     @staticmethod
     def concat(parts: list["PointSources"]) -> "PointSources":
         ref = parts[0].ref_freq_hz
-        if any(p.ref_freq_hz != ref for p in parts):
-            raise ValueError("cannot concatenate sources with different reference frequencies")
+        parts = [p if p.ref_freq_hz == ref else p.at_ref(ref) for p in parts]
         return PointSources(*(np.concatenate([getattr(p, k) for p in parts])
                               for k in ("name", "ra_rad", "dec_rad", "flux_jy", "spectral_index")), ref)
 

@@ -26,6 +26,10 @@ from contimg.imaging.fitsio import image_header, write_fits
 from contimg.imaging.imager import ImageSet, make_images
 from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
+from contimg.geometry import hadec_to_icrs
+from contimg.qa.catalogue import sources_near
+from contimg.qa.gates import Gate, calibrate_gate, flag_gate, image_gate, read_gate
+from contimg.skymodel import PointSources
 from contimg.store import find_solution, load_imageset, read_zarr, save_imageset, save_solution, write_zarr
 from contimg.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 
@@ -58,6 +62,14 @@ class GroupWork:
     flag_fraction: float = float("nan")
     attempt: int = 1
     timings_s: dict[str, float] = field(default_factory=dict)
+    # QA: set by the shell before the stages run ...
+    catalogue: PointSources | None = None  # cross-match and photometry (None: skipped)
+    reference_beam_arcsec: tuple[float, float] | None = None
+    # ... and filled by them, for the shell to record
+    gates: dict[str, Gate] = field(default_factory=dict)
+    artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path) of diagnostic PNGs
+    detections: list[dict] = field(default_factory=list)
+    photometry: list[dict] = field(default_factory=list)
 
     @property
     def group_id(self) -> str:
@@ -119,6 +131,9 @@ def _read(work: GroupWork, cfg: Config) -> None:
     work.meta = {"start_mjd": float(chunk.time_jd[0] - 2400000.5), "end_mjd": float(chunk.time_jd[-1] - 2400000.5),
                  "mid_mjd": float(np.mean(chunk.time_jd) - 2400000.5), "n_subbands": int(chunk.subbands_present.sum()),
                  "problems": list(chunk.problems), "files": {str(k): v for k, v in chunk.files.items()}}
+    if cfg.qa.enabled:
+        work.gates["read"] = read_gate(subbands_present=chunk.subbands_present, vis=chunk.vis, cross=chunk.cross,
+                                       cfg=cfg.qa)
 
 
 def _flag(work: GroupWork, cfg: Config) -> None:
@@ -132,6 +147,9 @@ def _flag(work: GroupWork, cfg: Config) -> None:
             raise ValueError(f"{path}: stored flags {arrays['flags'].shape} do not fit the data {chunk.flags.shape}")
         chunk.flags = arrays["flags"]
         work.flag_fraction = float(attrs["fraction"])
+        if cfg.qa.enabled:
+            work.gates["flag"] = flag_gate(fraction=work.flag_fraction, per_antenna=arrays["per_antenna"],
+                                           new_by_mad=int(attrs["new_by_mad"]), cfg=cfg.qa)
         return
     flags, n_mad = flag_basic(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                               flag_autocorrelations=cfg.flag.flag_autocorrelations,
@@ -141,10 +159,25 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     stats = flag_stats(flags=flags, ant1=chunk.ant1, ant2=chunk.ant2, n_antennas=chunk.antenna_enu_m.shape[0],
                        new_by_mad=n_mad)
     work.flag_fraction = float(stats.fraction)
+    cross = chunk.cross
+    per_time_channel = np.stack([flags[t][cross].mean(axis=(0, 2)) for t in range(flags.shape[0])])
     work.out_dir.mkdir(parents=True, exist_ok=True)
     write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_channel": stats.per_channel,
-                             "per_time": stats.per_time},
+                             "per_time": stats.per_time, "per_time_channel": per_time_channel},
                attrs={"fraction": stats.fraction, "new_by_mad": n_mad, "group_id": work.group_id})
+    if cfg.qa.enabled:
+        work.gates["flag"] = flag_gate(fraction=stats.fraction, per_antenna=stats.per_antenna, new_by_mad=n_mad,
+                                       cfg=cfg.qa)
+        if cfg.qa.plots:
+            from contimg.qa.plots import flags_png, uv_coverage_png
+
+            qa_dir = work.out_dir / "qa"
+            work.artifacts.append(("flags", str(flags_png(
+                qa_dir / f"{work.group_id}.flags.png", per_time_channel=per_time_channel,
+                per_antenna=stats.per_antenna, freq_hz=chunk.freq_hz, title=f"{work.group_id}: flags"))))
+            work.artifacts.append(("uv_coverage", str(uv_coverage_png(
+                qa_dir / f"{work.group_id}.uv.png", uvw_m=chunk.uvw_m[:, cross], freq_hz=chunk.freq_hz,
+                title=f"{work.group_id}: uv coverage"))))
 
 
 def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
@@ -158,7 +191,13 @@ def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
     others = [c for c in bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                                 min_flux_jy=cc.subtract_min_flux_jy, radius_deg=cc.subtract_radius_deg)
               if c.name != cal.name]
-    model = calibrator_model(chunk=chunk, calibrators=[cal, *others])
+    field_sources = None
+    if cc.model_catalogue and work.catalogue is not None:
+        ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
+        field_sources = sources_near(work.catalogue, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cc.model_radius_deg,
+                                     min_flux_jy=cc.model_min_flux_jy,
+                                     exclude=PointSources.from_calibrators([cal, *others]))
+    model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources)
     nums, gains, gflags, snr, refant, iters = solve_gains(
         vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
         antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
@@ -168,7 +207,8 @@ def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
     del model
     gains = smooth_over_channels(gains=gains, flags=gflags, window=cc.smooth_channels)
     sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, work.group_id, iters,
-                       {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr))})
+                       {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr)),
+                        "field_sources": 0 if field_sources is None else len(field_sources)})
     work.cal_dir.mkdir(parents=True, exist_ok=True)
     save_solution(work.cal_dir / f"{work.group_id}.zarr", sol)
     log.info("group %s: solved gains on %s (refant %s, %d iterations, median SNR %.0f)",
@@ -197,6 +237,8 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
         work.cal_applied, work.calibrator = True, sol.calibrator
     else:
         log.warning("group %s: no calibrator and no valid solution: imaging uncalibrated data", work.group_id)
+    if cfg.qa.enabled:
+        _calibrate_qa(work, cfg)
     if work.done("calibrate"):
         subtract_fitted(chunk=chunk, subtracted=work.subtracted)
         return
@@ -211,6 +253,23 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
                attrs={"applied": sol is not None, "solved_on": sol.group_id if sol else "",
                       "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
                       "subtracted": [asdict(s) for s in work.subtracted]})
+
+
+def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
+    sol, chunk = work.sol, work.chunk
+    mid = float(np.mean(chunk.time_jd))
+    work.gates["calibrate"] = calibrate_gate(
+        gains=None if sol is None else sol.gains, flags=None if sol is None else sol.flags,
+        snr=None if sol is None else sol.snr, freq_hz=chunk.freq_hz,
+        solution_age_hours=0.0 if sol is None else abs(mid - sol.mid_jd) * 24.0,
+        solved_here=sol is not None and sol.group_id == work.group_id, cfg=cfg.qa)
+    if sol is not None and cfg.qa.plots and not work.done("calibrate"):
+        from contimg.qa.plots import bandpass_png
+
+        work.artifacts.append(("bandpass", str(bandpass_png(
+            work.out_dir / "qa" / f"{work.group_id}.bandpass.png", gains=sol.gains, flags=sol.flags,
+            freq_hz=chunk.freq_hz, antenna_numbers=sol.antenna_numbers,
+            title=f"{work.group_id}: gains applied (solved on {sol.group_id}, {sol.calibrator})"))))
 
 
 def _image(work: GroupWork, cfg: Config) -> None:
@@ -247,6 +306,54 @@ def _write(work: GroupWork, cfg: Config) -> None:
             bmin_arcsec=float(np.degrees(imgs.beam_rad[1]) * 3600), bpa_deg=float(np.degrees(imgs.beam_rad[2])),
             noise_jy=imgs.noise_jy, peak_jy=float(np.nanmax(image)) if image.size else 0.0,
             dynamic_range=imgs.dynamic_range, pbcor=int(kind == "pbcor")))
+    if cfg.qa.enabled:
+        _image_qa(work, cfg)
+
+
+def _image_qa(work: GroupWork, cfg: Config) -> None:
+    """The image gate: sources found and cross-matched with the catalogue, noise, dynamic range
+    and beam; forced photometry when the gate passed; the restored thumbnail as an artifact."""
+    from contimg.qa.photometry import forced_photometry
+    from contimg.qa.sources import catalogue_in_field, crossmatch, find_sources, image_wcs, rms_map
+
+    imgs, qc = work.imgs, cfg.qa
+    restored, residual, pb = imgs.images["restored"], imgs.images["residual"], imgs.images["pb"]
+    npix = restored.shape[0]
+    beam_pix = np.sqrt(imgs.beam_rad[0] * imgs.beam_rad[1]) / imgs.cell_rad
+    rms = rms_map(residual=residual, tile=int(min(max(32, 10 * beam_pix), npix)))
+    wcs = image_wcs(npix=npix, cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad)
+    found = find_sources(restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=imgs.beam_rad, cell_rad=imgs.cell_rad,
+                         threshold_sigma=qc.source_threshold_sigma, min_pb=qc.min_pb, max_sources=qc.max_sources)
+    summary, matches = {"n_found": int(found["x"].size)}, []
+    if work.catalogue is not None:
+        field = catalogue_in_field(catalogue=work.catalogue, wcs=wcs, pb=pb, min_pb=qc.min_pb, freq_hz=imgs.freq_hz)
+        summary, matches = crossmatch(found=found, catalogue=work.catalogue, field=field, rms=rms,
+                                      beam_rad=imgs.beam_rad, threshold_sigma=qc.source_threshold_sigma,
+                                      match_radius_beam=qc.match_radius_beam, min_match_snr=qc.min_match_snr)
+    matched = {(round(m["ra_deg"], 9), round(m["dec_deg"], 9)): m["source"] for m in matches}
+    work.detections = [{"n": k, **{key: float(found[key][k]) for key in found},
+                        "match": matched.get((round(float(found["ra_deg"][k]), 9),
+                                              round(float(found["dec_deg"][k]), 9)), "")}
+                       for k in range(found["x"].size)]
+    beam_arcsec = (float(np.degrees(imgs.beam_rad[0]) * 3600), float(np.degrees(imgs.beam_rad[1]) * 3600),
+                   float(np.degrees(imgs.beam_rad[2])))
+    reference = tuple(qc.reference_beam_arcsec) if qc.reference_beam_arcsec else work.reference_beam_arcsec
+    gate = image_gate(noise_jy=imgs.noise_jy, peak_jy=imgs.peak_jy, beam_arcsec=beam_arcsec,
+                      reference_beam_arcsec=reference, crossmatch=summary, cfg=qc)
+    work.gates["image"] = gate
+    pc = cfg.photometry
+    work.photometry = []
+    if pc.enabled and gate.passed and work.catalogue is not None:
+        work.photometry = forced_photometry(
+            restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=imgs.beam_rad, cell_rad=imgs.cell_rad,
+            catalogue=work.catalogue, freq_hz=imgs.freq_hz, min_pb=qc.min_pb, min_flux_jy=pc.min_flux_jy,
+            systematic_fraction=pc.systematic_fraction)
+    if qc.plots:
+        from contimg.web.thumbs import render_png
+
+        (work.out_dir / "qa").mkdir(parents=True, exist_ok=True)
+        work.artifacts.append(("thumbnail", str(render_png(
+            restored, work.out_dir / "qa" / f"{work.group_id}.restored.png", size=512))))
 
 
 _STAGE_FUNCS = {"read": _read, "flag": _flag, "calibrate": _calibrate, "image": _image, "write": _write}

@@ -1,4 +1,5 @@
-"""`contimg simulate`: DSA-110 groups with a known sky, gains, noise and RFI, plus ``truth.h5``.
+"""`contimg simulate`: DSA-110 groups with a known sky, gains, noise and RFI, plus ``truth.h5``
+and ``catalogue.csv`` (the simulated sky as a source catalogue, for QA cross-match and photometry).
 
 Truth file (HDF5, beside the data), in the pipeline's conventions (ascending frequency):
 - attrs: ``pointing_dec_rad`` (apparent, HA-Dec frame), ``calibrator``, ``sigma_jy`` (thermal
@@ -6,6 +7,8 @@ Truth file (HDF5, beside the data), in the pipeline's conventions (ascending fre
 - ``sources/{name,ra_rad,dec_rad,flux_jy,spectral_index,group}`` (group -1: listed calibrators) with
   attr ``ref_freq_hz``; ``antenna_numbers`` (nant,), ``ant1``/``ant2`` (nbl,), ``freq_hz`` (nchan,);
 - ``bandpass`` (nant, nchan, npol) complex128;
+- ``variable/flux_jy`` (ngroups,) with attr ``name``: the light curve of the variable source, if
+  one was asked for (its ``sources`` entry, group -2, holds the mean flux);
 - ``groups/<group_id>/``: ``time_jd`` (ntime,), ``gain`` (ntime, nant, npol) complex128,
   ``rfi_mask`` (ntime, nbl, nchan) bool, attrs ``rfi_events`` (JSON), ``has_calibrator``,
   ``files`` (JSON list of names).
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from contimg.calibrators import calibrator_by_name, vla_calibrators
 from contimg.config import SimulateConfig
 from contimg.geometry import angular_separation_rad, hadec_basis, hadec_to_icrs
 from contimg.io.naming import subband_name
+from contimg.qa.catalogue import write_catalogue
 from contimg.sim.corrupt import inject_rfi, random_gains, thermal_sigma_jy
 from contimg.sim.sky import random_sources_around
 from contimg.skymodel import PointSources, sky_visibilities
@@ -133,6 +137,16 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
         avoid += list(zip(faint.ra_rad, faint.dec_rad))
         parts.append(faint)
         group_of.append(np.full(len(faint), g))
+    light_curve = np.asarray(cfg.variable_flux_jy, float)
+    if light_curve.size:
+        if light_curve.size != n_groups:
+            raise ValueError(f"simulate.variable_flux_jy has {light_curve.size} fluxes for {n_groups} groups")
+        mid = group_times[n_groups // 2]
+        ra_v, dec_v = hadec_to_icrs(ha_rad=0.0, dec_rad=dec0 + np.radians(cfg.variable_offset_deg),
+                                    time_jd=float(mid.mean()))
+        parts.append(PointSources(np.array(["var000"]), np.array([ra_v % (2 * np.pi)]), np.array([dec_v]),
+                                  np.array([float(light_curve.mean())]), np.zeros(1), 1.4e9))
+        group_of.append(np.full(1, -2))
     sources = PointSources.concat(parts) if parts else None
     source_group = np.concatenate(group_of) if group_of else np.zeros(0, int)
 
@@ -166,6 +180,10 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
             src["name"] = np.array([n.encode() for n in sources.name])
             src["group"] = source_group
             src.attrs["ref_freq_hz"] = sources.ref_freq_hz
+            write_catalogue(out / "catalogue.csv", sources)
+        if light_curve.size:
+            truth["variable/flux_jy"] = light_curve
+            truth["variable"].attrs["name"] = "var000"
         truth["antenna_numbers"] = ants
         truth["ant1"], truth["ant2"] = ant1, ant2
         truth["freq_hz"] = freq_desc[::-1]
@@ -174,7 +192,10 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
             start = Time(times[0] - int_d / 2, format="jd").to_datetime()
             start = start.replace(microsecond=0)
             lst = Time(times, format="jd").sidereal_time("apparent", longitude=np.degrees(ARRAY_LON_RAD) * u.deg).rad
-            sky = (sky_visibilities(sources=sources, time_jd=times, freq_hz=freq_desc, b_enu_m=b_enu,
+            sky_g = sources
+            if light_curve.size:  # the variable source (last) has this group's flux
+                sky_g = replace(sources, flux_jy=np.concatenate([sources.flux_jy[:-1], light_curve[g:g + 1]]))
+            sky = (sky_visibilities(sources=sky_g, time_jd=times, freq_hz=freq_desc, b_enu_m=b_enu,
                                     pointing_dec_rad=dec0) if sources is not None
                    else np.zeros((times.size, ant1.size, freq_desc.size), np.complex64))
             tsel = slice(g * cfg.n_times, (g + 1) * cfg.n_times)

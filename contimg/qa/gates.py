@@ -1,0 +1,177 @@
+"""Quality gates, one per stage: pure functions of the stage's arrays returning a `Gate` —
+``passed``, the ``metrics`` measured (JSON-ready) and the ``reasons`` it failed for.
+
+A failed gate never discards data: the group's products are kept, the gate is stored in
+``products.sqlite3`` (``qa``), the group is marked, and the service raises one alert per
+failing stage (rate-limited, see `contimg.qa.alerts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from contimg.config import QAConfig
+
+__all__ = ["Gate", "read_gate", "flag_gate", "calibrate_gate", "image_gate", "zero_fraction",
+           "phase_scatter_deg", "bandpass_roughness"]
+
+
+@dataclass
+class Gate:
+    stage: str
+    passed: bool
+    metrics: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "passed": self.passed, "metrics": self.metrics, "reasons": self.reasons}
+
+
+def _finish(stage: str, metrics: dict, reasons: list[str]) -> Gate:
+    clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+    return Gate(stage, not reasons, clean, reasons)
+
+
+def zero_fraction(*, vis: np.ndarray, cross: np.ndarray) -> tuple[float, float]:
+    """(zero fraction, non-finite fraction) of the cross-correlations.
+
+    vis: (ntime, nbl, nchan, npol) complex64; cross: (nbl,) bool. One integration at a time
+    (bounded temporaries; numpy's comparisons release the GIL)."""
+    zeros = nonfinite = 0
+    n = 0
+    for t in range(vis.shape[0]):
+        v = vis[t][cross]
+        zeros += int(np.sum(v == 0))
+        nonfinite += int(np.sum(~np.isfinite(v)))
+        n += v.size
+    return (zeros / n, nonfinite / n) if n else (0.0, 0.0)
+
+
+def read_gate(*, subbands_present: np.ndarray, vis: np.ndarray, cross: np.ndarray, cfg: QAConfig) -> Gate:
+    """After reading: the subbands that arrived whole, and how much of the data is zero or NaN.
+
+    subbands_present: (n_subbands,) bool; vis: (ntime, nbl, nchan, npol); cross: (nbl,) bool."""
+    present = np.asarray(subbands_present, bool)
+    frac_sb = float(present.mean()) if present.size else 0.0
+    zero, nonfinite = zero_fraction(vis=vis, cross=cross)
+    reasons = []
+    if frac_sb < cfg.min_subband_fraction:
+        missing = [f"sb{k:02d}" for k in np.flatnonzero(~present)]
+        reasons.append(f"{present.sum()} of {present.size} subbands usable (missing {', '.join(missing)})")
+    if zero + nonfinite > cfg.max_zero_fraction:
+        reasons.append(f"{zero + nonfinite:.1%} of the samples are zero or not finite (> {cfg.max_zero_fraction:.1%})")
+    return _finish("read", {"n_subbands": int(present.sum()), "subband_fraction": frac_sb, "zero_fraction": zero,
+                            "nonfinite_fraction": nonfinite}, reasons)
+
+
+def flag_gate(*, fraction: float, per_antenna: np.ndarray, new_by_mad: int, cfg: QAConfig) -> Gate:
+    """After flagging. per_antenna: (nant_telescope,) flagged fraction, NaN for absent antennas."""
+    per_ant = np.asarray(per_antenna, float)
+    present = np.isfinite(per_ant)
+    dead = np.flatnonzero(present & (per_ant > cfg.dead_antenna_fraction))
+    reasons = []
+    if fraction > cfg.max_flag_fraction:
+        reasons.append(f"{fraction:.1%} of the data flagged (> {cfg.max_flag_fraction:.0%})")
+    if dead.size > cfg.max_dead_antennas:
+        reasons.append(f"{dead.size} dead antennas (> {cfg.max_dead_antennas}): {', '.join(map(str, dead[:20]))}")
+    worst = float(np.max(per_ant[present])) if present.any() else float("nan")
+    return _finish("flag", {"flag_fraction": float(fraction), "n_dead_antennas": int(dead.size),
+                            "dead_antennas": [int(a) for a in dead], "max_antenna_fraction": worst,
+                            "new_by_mad": int(new_by_mad)}, reasons)
+
+
+def phase_scatter_deg(*, gains: np.ndarray, flags: np.ndarray, freq_hz: np.ndarray) -> np.ndarray:
+    """Per antenna and polarization: RMS (deg) of the gain phase across channels about a fitted
+    delay (a straight line in unwrapped phase). gains/flags: (nant, nchan, npol); → (nant, npol),
+    NaN where fewer than 3 channels are unflagged."""
+    nant, nchan, npol = gains.shape
+    out = np.full((nant, npol), np.nan)
+    x = (np.asarray(freq_hz, float) - np.mean(freq_hz)) / 1e6
+    for a in range(nant):
+        for p in range(npol):
+            ok = ~flags[a, :, p] & np.isfinite(gains[a, :, p]) & (np.abs(gains[a, :, p]) > 0)
+            if ok.sum() < 3:
+                continue
+            phase = np.unwrap(np.angle(gains[a, ok, p]))
+            coef = np.polyfit(x[ok], phase, 1)
+            out[a, p] = np.degrees(np.sqrt(np.mean((phase - np.polyval(coef, x[ok])) ** 2)))
+    return out
+
+
+def bandpass_roughness(*, gains: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per antenna and polarization: RMS of the amplitude's channel-to-channel difference over
+    √2 × median amplitude (≈ the fractional noise of the solutions; a smooth bandpass gives ~0).
+    gains/flags: (nant, nchan, npol); → (nant, npol), NaN with fewer than 3 good channels."""
+    amp = np.where(flags, np.nan, np.abs(gains)).astype(float)
+    diff = np.diff(amp, axis=1)
+    with np.errstate(all="ignore"):
+        n_ok = np.sum(np.isfinite(diff), axis=1)
+        rough = np.sqrt(np.nanmean(diff**2, axis=1)) / np.sqrt(2.0) / np.nanmedian(amp, axis=1)
+    return np.where(n_ok >= 2, rough, np.nan)
+
+
+def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: np.ndarray | None,
+                   freq_hz: np.ndarray, solution_age_hours: float, solved_here: bool, cfg: QAConfig) -> Gate:
+    """After calibration, on the solution applied (None: nothing was applied).
+
+    gains/flags/snr: (nant, nchan, npol); solution_age_hours: |group mid − solution mid|."""
+    if gains is None:
+        return _finish("calibrate", {"applied": False}, ["no calibration applied (no calibrator, no valid solution)"])
+    good = ~flags
+    med_snr = float(np.median(snr[good])) if good.any() else 0.0
+    flagged = float(np.mean(flags))
+    with np.errstate(all="ignore"):
+        scatter = float(np.nanmedian(phase_scatter_deg(gains=gains, flags=flags, freq_hz=freq_hz)))
+        rough = float(np.nanmedian(bandpass_roughness(gains=gains, flags=flags)))
+    reasons = []
+    if med_snr < cfg.min_median_snr:
+        reasons.append(f"median solution SNR {med_snr:.1f} < {cfg.min_median_snr}")
+    if flagged > cfg.max_solution_flag_fraction:
+        reasons.append(f"{flagged:.1%} of the solutions flagged (> {cfg.max_solution_flag_fraction:.0%})")
+    if not scatter <= cfg.max_phase_scatter_deg:
+        reasons.append(f"gain phase scatter {scatter:.1f} deg about a delay fit (> {cfg.max_phase_scatter_deg})")
+    if not rough <= cfg.max_bandpass_roughness:
+        reasons.append(f"bandpass roughness {rough:.3f} (> {cfg.max_bandpass_roughness})")
+    if solution_age_hours > cfg.max_solution_age_hours:
+        reasons.append(f"solution is {solution_age_hours:.1f} h old (> {cfg.max_solution_age_hours} h): stale")
+    return _finish("calibrate", {"applied": True, "solved_here": solved_here, "median_snr": med_snr,
+                                 "flagged_fraction": flagged, "phase_scatter_deg": scatter,
+                                 "bandpass_roughness": rough, "solution_age_hours": float(solution_age_hours)},
+                   reasons)
+
+
+def image_gate(*, noise_jy: float, peak_jy: float, beam_arcsec: tuple[float, float, float],
+               reference_beam_arcsec: tuple[float, float] | None, crossmatch: dict, cfg: QAConfig) -> Gate:
+    """After imaging: noise, dynamic range, beam against the reference, and the cross-match
+    summary (`contimg.qa.sources.crossmatch_summary`)."""
+    dr = peak_jy / noise_jy if noise_jy > 0 else float("inf")
+    reasons = []
+    if not noise_jy <= cfg.max_noise_jy:
+        reasons.append(f"RMS {noise_jy * 1e3:.2f} mJy/beam (> {cfg.max_noise_jy * 1e3:.1f})")
+    if dr < cfg.min_dynamic_range:
+        reasons.append(f"dynamic range {dr:.1f} (< {cfg.min_dynamic_range})")
+    metrics = {"noise_jy": float(noise_jy), "peak_jy": float(peak_jy), "dynamic_range": float(dr),
+               "bmaj_arcsec": float(beam_arcsec[0]), "bmin_arcsec": float(beam_arcsec[1]),
+               "bpa_deg": float(beam_arcsec[2])}
+    if reference_beam_arcsec:
+        ratio = (beam_arcsec[0] / reference_beam_arcsec[0], beam_arcsec[1] / reference_beam_arcsec[1])
+        metrics.update(reference_bmaj_arcsec=float(reference_beam_arcsec[0]),
+                       reference_bmin_arcsec=float(reference_beam_arcsec[1]),
+                       beam_ratio=[float(ratio[0]), float(ratio[1])])
+        if max(abs(ratio[0] - 1), abs(ratio[1] - 1)) > cfg.beam_tolerance:
+            reasons.append(f"beam {beam_arcsec[0]:.1f}\"x{beam_arcsec[1]:.1f}\" differs from the reference "
+                           f"{reference_beam_arcsec[0]:.1f}\"x{reference_beam_arcsec[1]:.1f}\" by more than "
+                           f"{cfg.beam_tolerance:.0%}")
+    metrics.update(crossmatch)
+    expected = crossmatch.get("n_catalogue_detectable", 0)
+    if expected >= cfg.min_matches and crossmatch.get("n_matched", 0) < cfg.min_matches:
+        reasons.append(f"{crossmatch.get('n_matched', 0)} of {expected} detectable catalogue sources found")
+    offset = crossmatch.get("systematic_offset_beam")
+    if offset is not None and offset > cfg.max_offset_beam:
+        reasons.append(f"systematic position offset {offset:.2f} beam (> {cfg.max_offset_beam})")
+    ratio = crossmatch.get("flux_ratio")
+    if ratio is not None and abs(ratio - 1) > cfg.max_flux_ratio_error:
+        reasons.append(f"flux ratio to the catalogue {ratio:.3f} (off by > {cfg.max_flux_ratio_error:.0%})")
+    return _finish("image", metrics, reasons)

@@ -1,0 +1,95 @@
+"""Diagnostic PNGs per group (matplotlib's object API on the Agg canvas: no pyplot state, safe
+in worker threads). Each function writes one file by a rename and returns its path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["bandpass_png", "flags_png", "uv_coverage_png"]
+
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=90)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def bandpass_png(path: Path, *, gains: np.ndarray, flags: np.ndarray, freq_hz: np.ndarray,
+                 antenna_numbers: np.ndarray, title: str) -> Path:
+    """Amplitude and phase of every antenna's solution against frequency, one panel pair per
+    polarization; the median over antennas in black. gains/flags: (nant, nchan, npol)."""
+    nant, nchan, npol = gains.shape
+    fig = _figure((10, 5.5))
+    axes = fig.subplots(2, npol, sharex=True, squeeze=False)
+    f_mhz = np.asarray(freq_hz) / 1e6
+    g = np.where(flags, np.nan, gains)
+    for p in range(npol):
+        amp, ph = np.abs(g[:, :, p]), np.degrees(np.angle(g[:, :, p]))
+        for a in range(nant):
+            axes[0, p].plot(f_mhz, amp[a], lw=0.5, alpha=0.5)
+            axes[1, p].plot(f_mhz, ph[a], lw=0.5, alpha=0.5)
+        with np.errstate(all="ignore"):
+            axes[0, p].plot(f_mhz, np.nanmedian(amp, axis=0), "k", lw=1.2)
+        axes[0, p].set_title(f"pol {p}: amplitude")
+        axes[1, p].set_title(f"pol {p}: phase (deg)")
+        axes[1, p].set_xlabel("frequency (MHz)")
+        axes[1, p].set_ylim(-180, 180)
+    fig.suptitle(f"{title}  ({nant} antennas)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def flags_png(path: Path, *, per_time_channel: np.ndarray, per_antenna: np.ndarray, freq_hz: np.ndarray,
+              title: str) -> Path:
+    """The flagged fraction as a time × frequency heat map and per antenna.
+    per_time_channel: (ntime, nchan); per_antenna: (nant_telescope,), NaN for absent antennas."""
+    fig = _figure((10, 4.5))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    f_mhz = np.asarray(freq_hz) / 1e6
+    im = ax1.imshow(per_time_channel, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
+                    extent=(f_mhz[0], f_mhz[-1], 0, per_time_channel.shape[0]), interpolation="nearest")
+    ax1.set_xlabel("frequency (MHz)")
+    ax1.set_ylabel("integration")
+    ax1.set_title("flagged fraction")
+    fig.colorbar(im, ax=ax1)
+    present = np.flatnonzero(np.isfinite(per_antenna))
+    ax2.bar(present, per_antenna[present], width=1.0)
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("antenna number")
+    ax2.set_title("flagged fraction per antenna")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def uv_coverage_png(path: Path, *, uvw_m: np.ndarray, freq_hz: np.ndarray, title: str,
+                    max_points: int = 50000) -> Path:
+    """The (u, v) tracks in kλ at the band centre (both signs). uvw_m: (ntime, nbl, 3)."""
+    uv = uvw_m[..., :2].reshape(-1, 2)
+    step = max(1, uv.shape[0] // max_points)
+    uv = uv[::step] * float(np.mean(freq_hz)) / 299792458.0 / 1e3
+    fig = _figure((5, 5))
+    ax = fig.add_subplot()
+    ax.plot(uv[:, 0], uv[:, 1], ",", color="C0")
+    ax.plot(-uv[:, 0], -uv[:, 1], ",", color="C0")
+    ax.set_aspect("equal")
+    ax.set_xlabel("u (kλ)")
+    ax.set_ylabel("v (kλ)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
