@@ -154,6 +154,37 @@ def _cmd_status(args) -> int:
     return 0
 
 
+def _cmd_lightcurve(args) -> int:
+    from contimg.products import ProductsDB
+    from contimg.qa.photometry import variability, write_lightcurve
+
+    db_path = Path(args.root) / "state" / "products.sqlite3"
+    if not db_path.is_file():
+        print(f"contimg: {db_path}: no products database under this root", file=sys.stderr)
+        return 1
+    db = ProductsDB(db_path)
+    try:
+        rows = db.lightcurve(args.source)
+    finally:
+        db.close()
+    if not rows:
+        print(f"contimg: no measurements of {args.source!r} in {db_path}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.root) / "lightcurves"
+    out.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "+-._" else "_" for c in args.source)
+    keys = ("group_id", "mid_mjd", "flux_jy", "err_jy", "noise_jy", "pb", "catalogue_flux_jy", "freq_hz")
+    points = [{k: r[k] for k in keys} for r in rows]
+    stats = variability(flux_jy=[r["flux_jy"] for r in rows], err_jy=[r["err_jy"] for r in rows])
+    written = write_lightcurve(points, csv_path=out / f"{safe}.csv", png_path=None if args.no_plot else out / f"{safe}.png",
+                               title=f"{args.source}: eta {stats['eta']:.2f}, V {stats['v']:.3f}, {stats['n']} points")
+    print(f"{args.source}: {stats['n']} measurements, mean {stats['mean_flux_jy'] * 1e3:.2f} mJy, "
+          f"eta {stats['eta']:.2f}, V {stats['v']:.3f}")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     import webbrowser
 
@@ -167,6 +198,8 @@ def _cmd_demo(args) -> int:
     archive = root / "simulated"
     print(f"contimg demo: simulating {args.groups} small group(s) into {archive}")
     simulate(archive, n_groups=args.groups, cfg=cfg.simulate)
+    if not cfg.sky.catalogue:  # cross-match and photometry against the simulated sky
+        cfg = cfg.model_validate({**cfg.model_dump(), "sky": {"catalogue": str(archive / "catalogue.csv")}})
     print(f"replaying them into {root / cfg.service.incoming_dir} at {args.speed:g}x their cadence; the service "
           f"watches it (read -> flag -> calibrate -> image -> FITS)")
 
@@ -229,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("lightcurve", help="one catalogue source's forced photometry across groups: CSV and PNG")
+    p.add_argument("source", help="the catalogue name")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", help="output folder (default: <root>/lightcurves)")
+    p.add_argument("--no-plot", action="store_true", help="CSV only")
+    p.set_defaults(func=_cmd_lightcurve)
 
     p = sub.add_parser("demo", help="simulate a few small groups and run them end to end")
     p.add_argument("--groups", type=int, default=2)

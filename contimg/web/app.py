@@ -172,6 +172,54 @@ class QAOut(BaseModel):
     bmin_arcsec: float | None
     cal_applied: bool
     calibrator: str
+    qa_passed: bool | None = None
+    gates: list[GateOut] = []
+
+
+class GateOut(BaseModel):
+    stage: str
+    passed: bool
+    metrics: dict
+    reasons: list[str]
+
+
+class ArtifactOut(BaseModel):
+    kind: str
+    url: str
+
+
+class PhotometryOut(BaseModel):
+    group_id: str
+    source: str
+    mid_mjd: float
+    flux_jy: float
+    err_jy: float
+    noise_jy: float
+    pb: float
+    catalogue_flux_jy: float
+
+
+class QADetail(BaseModel):
+    group_id: str
+    gates: list[GateOut]
+    artifacts: list[ArtifactOut]
+    n_detections: int
+    photometry: list[PhotometryOut]
+
+
+class VariableOut(BaseModel):
+    source: str
+    n: int
+    mean_flux_jy: float | None
+    eta: float | None
+    v: float | None
+    candidate: bool
+
+
+class LightcurveOut(BaseModel):
+    source: str
+    points: list[PhotometryOut]
+    stats: VariableOut | None
 
 
 class AlertOut(BaseModel):
@@ -235,6 +283,23 @@ def create_app(svc: "Service") -> FastAPI:
                     checkpoint=r["checkpoint"] or "", present_subbands=r["present_subbands"],
                     expected_subbands=r["expected_subbands"], retry_count=r["retry_count"], error=r["error"] or "",
                     received_at=r["received_at"], finished_at=r["finished_at"])
+
+    def gates_of(group_id: str) -> list[GateOut]:
+        rows = svc.products.db.query("SELECT * FROM qa WHERE group_id = ?", [group_id])
+        order = {"read": 0, "flag": 1, "calibrate": 2, "image": 3}
+        gates = [GateOut(stage=r["stage"], passed=bool(r["passed"]), metrics=json.loads(r["metrics"]),
+                         reasons=json.loads(r["reasons"])) for r in rows]
+        return sorted(gates, key=lambda g: order.get(g.stage, 9))
+
+    def product_url(path: str) -> str:
+        return "/api/products/" + Path(path).resolve().relative_to(products_root).as_posix()
+
+    def photometry_out(r: dict) -> PhotometryOut:
+        return PhotometryOut(**{k: r[k] for k in PhotometryOut.model_fields})
+
+    def variable_out(r: dict) -> VariableOut:
+        return VariableOut(source=r["source"], n=r["n"], mean_flux_jy=r["mean_flux_jy"], eta=r["eta"], v=r["v"],
+                           candidate=bool(r["candidate"]))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -375,11 +440,40 @@ def create_app(svc: "Service") -> FastAPI:
             "WHERE m.status = 'completed' ORDER BY m.group_id DESC LIMIT ?", [limit])
         out = []
         for r in rows:
+            gates = gates_of(r["group_id"])
             out.append(QAOut(flag_fraction=svc.flag_fraction(r["group_id"]), cal_applied=bool(r["cal_applied"]),
-                             calibrator=r["calibrator"] or "",
+                             calibrator=r["calibrator"] or "", gates=gates,
+                             qa_passed=all(g.passed for g in gates) if gates else None,
                              **{k: r[k] for k in ("group_id", "noise_jy", "peak_jy", "dynamic_range", "bmaj_arcsec",
                                                   "bmin_arcsec")}))
         return out
+
+    @app.get("/api/qa/{group_id}", response_model=QADetail, summary="one group's gates, plots and photometry")
+    async def qa_group(group_id: str = PathParam(pattern=GROUP_ID)) -> QADetail:
+        gates = gates_of(group_id)
+        if not gates:
+            raise HTTPException(404, f"no QA for group {group_id}")
+        arts = svc.products.db.query("SELECT kind, path FROM qa_artifacts WHERE group_id = ? ORDER BY kind", [group_id])
+        n_det = svc.products.db.execute("SELECT COUNT(*) FROM detections WHERE group_id = ?", [group_id]).fetchone()[0]
+        phot = svc.products.db.query("SELECT * FROM photometry WHERE group_id = ? ORDER BY source", [group_id])
+        return QADetail(group_id=group_id, gates=gates, n_detections=n_det,
+                        artifacts=[ArtifactOut(kind=a["kind"], url=product_url(a["path"])) for a in arts],
+                        photometry=[photometry_out(r) for r in phot])
+
+    @app.get("/api/variables", response_model=list[VariableOut], summary="variability statistics, highest eta first")
+    async def variables(candidates_only: bool = False, limit: int = Query(100, ge=1, le=10000)) -> list[VariableOut]:
+        where = "WHERE candidate = 1 " if candidates_only else ""
+        rows = svc.products.db.query(f"SELECT * FROM variables {where}ORDER BY eta DESC LIMIT ?", [limit])
+        return [variable_out(r) for r in rows]
+
+    @app.get("/api/lightcurves/{source}", response_model=LightcurveOut, summary="one catalogue source's light curve")
+    async def lightcurve(source: str = PathParam(min_length=1, max_length=100, pattern=r"^[\w+\-. ]+$")) -> LightcurveOut:
+        points = svc.products.lightcurve(source)
+        if not points:
+            raise HTTPException(404, f"no measurements of {source}")
+        stats = list(svc.products.db["variables"].rows_where("source = ?", [source]))
+        return LightcurveOut(source=source, points=[photometry_out(r) for r in points],
+                             stats=variable_out(stats[0]) if stats else None)
 
     @app.get("/api/alerts", response_model=list[AlertOut], summary="recent alerts, newest first")
     async def alerts(limit: int = Query(100, ge=1, le=500)) -> list[AlertOut]:
