@@ -80,6 +80,8 @@ def test_live_page_waterfall_queue_images_and_restart(tmp_path, sim_dir):
             expect(page.locator("#images img")).to_have_js_property("complete", True)
             assert page.locator("#images img").evaluate("img => img.naturalWidth") == 256
             expect(page.locator("#cal-info")).to_contain_text("1156+314", timeout=30_000)
+            qa_row = page.locator(f'#qa tr[data-group="{groups[0].group_id}"]')
+            expect(qa_row.locator("td")).to_have_count(8, timeout=30_000)  # the four gates and the cross-match
             page.screenshot(path=str(ARTIFACTS / "page-first-group.png"), full_page=True)
 
             # the service restarts: the page notices and reconnects by itself
@@ -92,6 +94,7 @@ def test_live_page_waterfall_queue_images_and_restart(tmp_path, sim_dir):
             row1 = page.locator(f'#queue tr[data-group="{groups[1].group_id}"]')
             expect(row1).to_have_attribute("data-state", "completed", timeout=120_000)
             expect(page.locator("#images figure")).to_have_count(2, timeout=30_000)
+            expect(page.locator("#qa tbody tr")).to_have_count(2, timeout=30_000)
             rows = int(page.locator("#waterfall").get_attribute("data-rows"))
             assert rows >= 24  # the new group's rows arrived on the reconnected socket
             page.screenshot(path=str(ARTIFACTS / "page-after-restart.png"), full_page=True)

@@ -58,7 +58,7 @@ function onStatus(ev) {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id };
     g.state = ev.state; g.stage = ev.stage || g.stage; g.error = ev.error || "";
     state.groups.set(ev.group_id, g); renderQueue(); refreshStatusSoon();
-    if (ev.state === "completed") { refreshImages(); refreshFlags(ev.group_id); refreshCal(); }
+    if (ev.state === "completed") { refreshImages(); refreshFlags(ev.group_id); refreshCal(); refreshQA(); }
   } else if (ev.type === "stage_timing") {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id, state: "in_progress" };
     if (ev.status === "started") { g.stage = ev.stage; g.state = "in_progress"; }
@@ -201,12 +201,33 @@ async function refreshImages() {
   } catch (e) { /* restarting */ }
 }
 
+// ---- QA --------------------------------------------------------------------------------------
+const fmt = (x, d) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
+async function refreshQA() {
+  try {
+    const rows = await api("/api/qa?limit=12");
+    $("qa").tBodies[0].innerHTML = rows.map((q) => {
+      const by = Object.fromEntries(q.gates.map((g) => [g.stage, g]));
+      const cell = (st) => by[st] ? `<td class="${by[st].passed ? "state-completed" : "state-failed"}" title="${
+        (by[st].reasons.join("; ") || "passed").replace(/"/g, "&quot;")}">${by[st].passed ? "pass" : "FAIL"}</td>` : "<td>–</td>";
+      const m = (by.image || {}).metrics || {};
+      return `<tr data-group="${q.group_id}"><td>${q.group_id}</td>${cell("read")}${cell("flag")}${cell("calibrate")}${cell("image")}` +
+        `<td>${m.n_matched ?? "–"}/${m.n_catalogue_detectable ?? "–"}</td><td>${fmt(m.median_offset_beam, 3)} beam</td>` +
+        `<td>${fmt(m.flux_ratio, 3)}</td></tr>`;
+    }).join("");
+    const vars = await api("/api/variables?candidates_only=true&limit=20");
+    $("variables").tBodies[0].innerHTML = vars.map((v) =>
+      `<tr><td><a href="/api/lightcurves/${encodeURIComponent(v.source)}">${v.source}</a></td><td>${v.n}</td>` +
+      `<td>${fmt(v.mean_flux_jy * 1e3, 1)}</td><td>${fmt(v.eta, 1)}</td><td>${fmt(v.v, 3)}</td></tr>`).join("");
+  } catch (e) { /* restarting */ }
+}
+
 // ---- wiring ----------------------------------------------------------------------------------
 $("wf-mode").onchange = () => { $("wf-ant-label").hidden = $("wf-mode").value !== "ant"; $("wf-bl-label").hidden = $("wf-mode").value !== "bl"; };
 const wf = connect(() => `/ws/waterfall?select=${encodeURIComponent(selection())}&pol=${$("wf-pol").value}`, onWaterfall, clearWaterfall);
 $("wf-apply").onclick = () => wf.send({ select: selection(), pol: $("wf-pol").value });
 $("cal-apply").onclick = refreshCal;
 $("zoom-close").onclick = () => $("zoom").close();
-connect(() => "/ws/status", onStatus, () => { refreshGroups(); refreshStatus(); refreshImages(); refreshCal(); });
+connect(() => "/ws/status", onStatus, () => { refreshGroups(); refreshStatus(); refreshImages(); refreshCal(); refreshQA(); });
 clearWaterfall();
 setInterval(() => { refreshStatus(); refreshGroups(); }, 10000);
