@@ -270,6 +270,27 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
             work.out_dir / "qa" / f"{work.group_id}.bandpass.png", gains=sol.gains, flags=sol.flags,
             freq_hz=chunk.freq_hz, antenna_numbers=sol.antenna_numbers,
             title=f"{work.group_id}: gains applied (solved on {sol.group_id}, {sol.calibrator})"))))
+        if sol.group_id == work.group_id:
+            _gain_history_plot(work)
+
+
+def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
+    """Gain phase against time over the latest stored solutions (one per calibrator transit)."""
+    from contimg.qa.plots import gain_phase_png
+    from contimg.store import load_solution
+
+    paths = sorted(p for p in work.cal_dir.glob("*.zarr") if not p.name.endswith(".tmp"))[-max_solutions:]
+    sols = [load_solution(p) for p in paths]
+    sols = [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
+    if len(sols) < 1:
+        return
+    with np.errstate(all="ignore"):
+        phase = np.array([np.degrees(np.angle(np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].real), axis=1)
+                                                + 1j * np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].imag), axis=1)))
+                          for s in sols])
+    work.artifacts.append(("gain_phase", str(gain_phase_png(
+        work.out_dir / "qa" / f"{work.group_id}.gain_phase.png", time_mjd=np.array([s.mid_jd - 2400000.5 for s in sols]),
+        phase_deg=phase, title=f"gain phase of the last {len(sols)} solutions"))))
 
 
 def _image(work: GroupWork, cfg: Config) -> None:

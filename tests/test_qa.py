@@ -97,7 +97,7 @@ def test_lightcurve_command_and_artifacts(lc_run, tmp_path):
     assert (tmp_path / "var000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["lightcurve", "no-such-source", "--root", str(lc_run["root"]), "--out", str(tmp_path)]) == 2
     kinds = {a["kind"] for a in arts}
-    assert kinds == {"flags", "uv_coverage", "bandpass", "thumbnail"}
+    assert kinds == {"flags", "uv_coverage", "bandpass", "gain_phase", "thumbnail"}
     assert all(Path(a["path"]).read_bytes()[:4] == b"\x89PNG" for a in arts)
 
 

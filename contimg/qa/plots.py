@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bandpass_png", "flags_png", "uv_coverage_png"]
+__all__ = ["bandpass_png", "flags_png", "uv_coverage_png", "gain_phase_png"]
 
 
 def _figure(figsize):
@@ -91,5 +91,22 @@ def uv_coverage_png(path: Path, *, uvw_m: np.ndarray, freq_hz: np.ndarray, title
     ax.set_xlabel("u (kλ)")
     ax.set_ylabel("v (kλ)")
     ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def gain_phase_png(path: Path, *, time_mjd: np.ndarray, phase_deg: np.ndarray, title: str) -> Path:
+    """Each antenna's gain phase (band median, first polarization, relative to the reference
+    antenna) against the time of the solutions. time_mjd: (nsol,); phase_deg: (nsol, nant)."""
+    fig = _figure((8, 4))
+    ax = fig.add_subplot()
+    hours = (np.asarray(time_mjd) - time_mjd[0]) * 24.0
+    for a in range(phase_deg.shape[1]):
+        ax.plot(hours, phase_deg[:, a], "o-", ms=3, lw=0.6, alpha=0.6)
+    ax.set_xlabel(f"hours since MJD {time_mjd[0]:.4f}")
+    ax.set_ylabel("gain phase (deg)")
+    ax.set_ylim(-180, 180)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
