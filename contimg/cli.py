@@ -66,7 +66,12 @@ def _cmd_run(args) -> int:
     from contimg.pipeline import run_batch
 
     cfg = _config(args)
-    results, code = run_batch(args.input, root=Path(args.root), cfg=cfg)
+    cluster = None
+    if args.cluster or args.workers:
+        from contimg.cluster import ClusterBackend
+
+        cluster = ClusterBackend(address=args.cluster, n_workers=args.workers, cfg=cfg)
+    results, code = run_batch(args.input, root=Path(args.root), cfg=cfg, cluster=cluster, web=args.web)
     _print_summary(results, Path(args.root))
     if code:
         print(f"failures: {Path(args.root) / 'failures.json'}")
@@ -235,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input", help="folder of subband files")
     p.add_argument("--root", required=True, help="output root (products/, state/, cal/)")
     p.add_argument("--config", default="dsa110")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="ADDRESS", help="run the groups as tasks on this Dask scheduler (tcp://host:8786)")
+    where.add_argument("--workers", type=int, metavar="N", help="run the groups on a local Dask cluster of N worker processes")
+    p.add_argument("--web", action="store_true", help="serve the web view (web.port) while the run lasts")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("serve", help="the always-on service: watch <root>/incoming and process every group")

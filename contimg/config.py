@@ -215,6 +215,14 @@ class AlertsConfig(_Section):
     queue_depth_warning: int = Field(12, ge=1, description="pending groups above this raise a queue-depth alert")
 
 
+class ClusterConfig(_Section):
+    """Reprocessing on a Dask cluster (`contimg run --cluster ADDRESS` or `--workers N`)."""
+
+    worker_resources: dict[str, float] = Field(default_factory=dict, description="resources each group's task needs, e.g. {GPU = 1}; workers advertise them (dask worker --resources GPU=1)")
+    allowed_failures: int = Field(3, ge=0, description="times a group's task may lose its worker before the group fails (then retried per service.max_retries)")
+    connect_timeout_s: float = Field(60.0, gt=0, description="wait this long for the first worker")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -230,6 +238,7 @@ class Config(_Section):
     qa: QAConfig = QAConfig()
     photometry: PhotometryConfig = PhotometryConfig()
     alerts: AlertsConfig = AlertsConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def packaged_config_names() -> list[str]:

@@ -34,6 +34,7 @@ class GroupResult:
     products: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image_stats: dict = field(default_factory=dict)
+    worker: str = ""  # cluster mode: the Dask worker that ran it
     qa_passed: bool | None = None  # every gate passed (None: QA off or not reached)
     gates: dict = field(default_factory=dict)  # stage → Gate.to_dict()
     note: str = ""
@@ -78,16 +79,19 @@ def _groups_of(svc: Service, paths: set[str]) -> list[str]:
     return sorted({f["group_id"] for f in svc.ingest.files() if f["path"] in paths})
 
 
-def run_batch(in_dir: str | Path, *, root: str | Path, cfg: Config) -> tuple[list[GroupResult], int]:
+def run_batch(in_dir: str | Path, *, root: str | Path, cfg: Config, cluster=None,
+              web: bool = False) -> tuple[list[GroupResult], int]:
     """Every group in ``in_dir`` as fast as possible (calibrator groups first), through the
-    service's reader/processor/writer with prefetch. Groups completed by an earlier run into the
-    same root are not redone; failed ones are tried again."""
+    service's reader/processor/writer with prefetch — or, with ``cluster`` (a
+    `contimg.cluster.ClusterBackend`), as Dask tasks on its workers. Groups completed by an
+    earlier run into the same root are not redone; failed ones are tried again. ``web``: serve the
+    web view while it runs."""
     root, in_dir = Path(root), Path(in_dir)
     root.mkdir(parents=True, exist_ok=True)
     files = scan_folder(in_dir)
     if not files:
         return _nothing(root, in_dir)
-    svc = Service(root, cfg, mode="drain")
+    svc = Service(root, cfg, mode="drain", cluster=cluster, web=web or None)
     svc.open()
     try:
         svc.register_folder(in_dir)

@@ -53,7 +53,7 @@ from contimg.offline import load_earth_orientation
 from contimg.products import ProductsDB
 from contimg.qa.alerts import AlertManager
 from contimg.qa.catalogue import load_catalogue, resolve_catalogue
-from contimg.qa.photometry import variability
+from contimg.qa.recorder import QARecorder
 from contimg.stages import CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint
 from contimg.watch import FolderWatcher
 from contimg.runtime import RootLock, ServiceLockError, Worker, service_running, write_json
@@ -77,7 +77,8 @@ class Service:
     """
 
     def __init__(self, root: str | Path, cfg: Config, *, mode: str = "serve", watch_dir: Path | None = None,
-                 timeout_scale: float = 1.0, install_signal_handlers: bool = True, web: bool | None = None):
+                 timeout_scale: float = 1.0, install_signal_handlers: bool = True, web: bool | None = None,
+                 cluster=None):
         self.root = Path(root)
         self.cfg = cfg
         self.sc = cfg.service
@@ -115,7 +116,11 @@ class Service:
         self._tasks: list[asyncio.Task] = []
         self._watcher: FolderWatcher | None = None
         self.alerts = AlertManager(cfg.alerts, publish=self.bus.publish, record=self._record_alert)
-        self.catalogue = None  # the sky catalogue for QA (loaded at open)
+        self.cluster = cluster  # a `contimg.cluster.ClusterBackend`: groups run as Dask tasks
+        self._remote: dict[str, GroupWork] = {}  # groups whose task is on the cluster
+        self._remote_done = asyncio.Event()
+        self.catalogue = None  # the sky catalogue (loaded at open)
+        self.qa: QARecorder | None = None  # records what QA the stages left (made at open)
 
     # ---- set-up -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -125,6 +130,7 @@ class Service:
         self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,
                                tolerance_s=self.cfg.grouping.group_tolerance_s)
         self.products = ProductsDB(self.state_dir / "products.sqlite3")
+        self.qa = QARecorder(products=self.products, alerts=self.alerts, cfg=self.cfg)
         # a bad catalogue is refused at start-up, naming the file
         self.catalogue = load_catalogue(resolve_catalogue(self.cfg.sky.catalogue, self.root))
         log.info("sky catalogue: %d sources (%s)", len(self.catalogue), self.cfg.sky.catalogue or "VLA calibrators")
@@ -266,6 +272,7 @@ class Service:
             if row["checkpoint"] == "write":  # a reprocess of everything after the images
                 work.checkpoint = usable_checkpoint(work.out_dir, "image")
             work.attempt = row["retry_count"] + 1
+            work.calibrator_group = bool(row.get("priority"))
             work.catalogue = self.catalogue
             beams = self.products.recent_beams(10)
             if beams:
@@ -368,6 +375,62 @@ class Service:
         await self.stopping.wait()
         server.should_exit = True
 
+    async def _cluster_task(self) -> None:
+        """Cluster mode: each claimed group becomes a Dask task (`contimg.cluster.run_group`);
+        the memory slots bound how many are in flight. A group without a calibrator waits until
+        the calibrator groups in flight are done, so it finds their solutions as in batch."""
+        running: set[asyncio.Task] = set()
+        try:
+            while (work := await self._get(self.q_claim)) is not None:
+                while not work.calibrator_group and any(w.calibrator_group for w in self._remote.values()):
+                    self._remote_done.clear()
+                    await self._remote_done.wait()
+                self._remote[work.group_id] = work
+                task = asyncio.create_task(self._run_remote(work), name=f"remote-{work.group_id}")
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running)
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            raise
+
+    async def _run_remote(self, work: GroupWork) -> None:
+        gid = work.group_id
+        self.bus.publish(StageTiming(gid, "read", "started"))
+        t0 = time.perf_counter()
+        try:
+            try:
+                outcome = await self.cluster.run(work)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: recorded, retried per max_retries
+                self._record_failed(work, "cluster", exc, time.perf_counter() - t0)
+                return
+            done = outcome.work
+            self.in_hand[gid] = done
+            for stage, seconds in done.timings_s.items():
+                self.ingest.record_metric(gid, stage, seconds, attempt=done.attempt)
+                self.bus.publish(StageTiming(gid, stage, "finished", seconds))
+            self.qa.record_stage(done)
+            log.info("group %s: back from worker %s (pid %d)", gid, outcome.worker, outcome.pid)
+            if outcome.failed_stage:
+                error_type = outcome.error.split(":", 1)[0]
+                message = outcome.error.split(": ", 1)[-1]
+                exc = ReadError(message) if outcome.read_error else type(error_type, (RuntimeError,), {})(message)
+                self._record_failed(done, outcome.failed_stage, exc, 0.0)
+                return
+            done.checkpoint = "image"
+            self.ingest.set_checkpoint(gid, "image")
+            self._record_completed(done)
+            self.outcomes[gid]["worker"] = f"{outcome.worker} (pid {outcome.pid})"
+            self.cluster.completed_times.append(time.time())
+            self._release_slot(done)
+        finally:
+            self._remote.pop(gid, None)
+            self._remote_done.set()
+
     async def _processor_task(self) -> None:
         while (work := await self._get(self.q_read)) is not None:
             self._current["processor"] = work
@@ -407,7 +470,7 @@ class Service:
             return False
         dt = time.perf_counter() - t0
         work.timings_s[stage] = round(dt, 3)
-        self._record_gates(work)
+        self.qa.record_stage(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
         if stage in CHECKPOINT_FILES and not work.done(stage):
             work.checkpoint = stage
@@ -419,50 +482,6 @@ class Service:
         if self.products is not None:
             self.products.record_alert(severity=alert.severity, category=alert.category, message=alert.message,
                                        at=alert.at)
-
-    def _record_gates(self, work: GroupWork) -> None:
-        """Store the gates and artifacts a stage left; one alert per failed gate."""
-        gates = [g for g in work.gates.values() if not getattr(g, "_recorded", False)]
-        if not gates and not work.artifacts:
-            return
-        self.products.record_qa(group_id=work.group_id, gates=gates, artifacts=work.artifacts)
-        work.artifacts = []
-        for gate in gates:
-            gate._recorded = True
-            if gate.passed:
-                continue
-            log.warning("group %s: %s gate failed: %s", work.group_id, gate.stage, "; ".join(gate.reasons))
-            self.alerts.raise_alert("warning", f"qa_{gate.stage}",
-                                    f"group {work.group_id}: {gate.stage} gate failed: {'; '.join(gate.reasons)}")
-            if gate.stage == "calibrate" and (not gate.metrics.get("applied")
-                                              or gate.metrics.get("solution_age_hours", 0) > self.cfg.qa.max_solution_age_hours):
-                self.alerts.raise_alert("warning", "stale_calibration",
-                                        f"group {work.group_id}: no fresh calibration applied", key="stale")
-
-    def _record_photometry(self, work: GroupWork) -> None:
-        """Detections and forced photometry of a completed group; the variability statistics of
-        the sources it measured, with an alert for each new candidate."""
-        imgs, pc = work.imgs, self.cfg.photometry
-        if not self.cfg.qa.enabled:
-            return
-        self.products.record_sources(group_id=work.group_id, mid_mjd=float(imgs.time_mid_jd - 2400000.5),
-                                     freq_hz=float(imgs.freq_hz), detections=work.detections,
-                                     photometry=work.photometry)
-        for row in work.photometry:
-            curve = self.products.lightcurve(row["source"])
-            stats = variability(flux_jy=np.array([r["flux_jy"] for r in curve]),
-                                err_jy=np.array([r["err_jy"] for r in curve]))
-            candidate = bool(stats["n"] >= pc.min_points and stats["eta"] > pc.eta_threshold
-                             and stats["v"] > pc.v_threshold)
-            before = self.products.db["variables"].rows_where("source = ?", [row["source"]])
-            was = any(r["candidate"] for r in before)
-            self.products.upsert_variable(source=row["source"], candidate=int(candidate),
-                                          **{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                             for k, v in stats.items()})
-            if candidate and not was:
-                self.alerts.raise_alert("info", "variability",
-                                        f"{row['source']} is a variability candidate: eta {stats['eta']:.1f}, "
-                                        f"V {stats['v']:.2f} over {stats['n']} groups", key=row["source"])
 
     def _record_completed(self, work: GroupWork) -> None:
         gid = work.group_id
@@ -479,7 +498,7 @@ class Service:
             n_subbands=meta.get("n_subbands"), problems=json.dumps(problems),
             qa_passed=int(all(g.passed for g in work.gates.values())) if work.gates else None)
         self.ingest.complete(gid)
-        self._record_photometry(work)
+        self.qa.record_completed(work)
         if self._lag_window:  # the event loop's timer lag while this group was worked on
             self.ingest.record_metric(gid, "loop_lag_max", max(self._lag_window), attempt=work.attempt)
             self.ingest.record_metric(gid, "loop_lag_p99", float(np.percentile(self._lag_window, 99)),
@@ -556,6 +575,9 @@ class Service:
             # file-system calls go to a worker thread: on a busy disk even statvfs can block for
             # a third of a second, which the event loop (and the web page) must not feel
             self._set_disk_state(await self.workers["misc"].run(shutil.disk_usage, self.root))
+            if self.cluster is not None and self.cluster.client is not None:
+                with contextlib.suppress(Exception):  # the scheduler's view, for the page and health.json
+                    await self.cluster.refresh()
             pending = self.ingest.db.execute("SELECT COUNT(*) FROM ingest_queue WHERE state = 'pending'").fetchone()[0]
             if pending > self.cfg.alerts.queue_depth_warning:
                 self.alerts.raise_alert("warning", "queue_depth",
@@ -640,7 +662,7 @@ class Service:
                     self._set_health(name, "failed", f"{type(exc).__name__}: {exc}")
                     self.alerts.raise_alert("critical", "task_failed",
                                             f"task {name} crashed {len(restarts)} times in 10 min: {exc}")
-                    if name in ESSENTIAL:
+                    if name in ESSENTIAL or name == "cluster":
                         log.critical("essential task %s failed: stopping the service", name)
                         self.exit_code = 1
                         self.stopping.set()
@@ -667,6 +689,7 @@ class Service:
             "rss_bytes": rss, "disk": self.disk_state, "gc_max_ms": round(1e3 * self.gc_max_s, 1),
             "watcher": self._watcher.backend if self._watcher else None,
             "device": "cpu", "web_port": self.web_port,
+            "cluster": self.cluster.status() if self.cluster is not None and self.cluster.client is not None else None,
         }
         return doc
 
@@ -687,6 +710,9 @@ class Service:
         self.q_read: asyncio.Queue = asyncio.Queue(max(prefetch, 1))
         self.q_write: asyncio.Queue = asyncio.Queue(1)
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
+        if self.cluster is not None:  # the groups in flight on the cluster: workers × max(prefetch, 1)
+            await self.cluster.start()
+            self.mem_slots = asyncio.Semaphore(self.cluster.capacity())
         # flagging, calibration and imaging one group at a time in the device thread; reading and
         # writing beside it; header look-ups (calibrator priority) and the replay feeder apart
         self.workers = {name: Worker(f"contimg-{name}", nice=self.sc.worker_nice)
@@ -700,6 +726,10 @@ class Service:
         tasks = {"scheduler": self._scheduler_task, "reader": self._reader_task,
                  "processor": self._processor_task, "writer": self._writer_task,
                  "housekeeping": self._housekeeping_task}
+        if self.cluster is not None:
+            for name in ("reader", "processor", "writer"):
+                del tasks[name]
+            tasks["cluster"] = self._cluster_task
         if self.watch_dir is not None:
             tasks["watcher"] = self._watcher_task
         if self.web_enabled:
@@ -726,9 +756,15 @@ class Service:
             if self.install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            if self.cluster is not None and self.cluster.client is not None:
+                with contextlib.suppress(Exception):
+                    await self.cluster.refresh()
             if self.ingest is not None:
                 write_json(self.state_dir / "health.json", self.health_doc())
             for worker in self.workers.values():
                 worker.close()
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    await self.cluster.close()
             self.close()
         return self.exit_code

@@ -61,12 +61,14 @@ class GroupWork:
     image_rows: list[dict] = field(default_factory=list)
     flag_fraction: float = float("nan")
     attempt: int = 1
+    calibrator_group: bool = False  # a listed calibrator transits (scheduled first)
     timings_s: dict[str, float] = field(default_factory=dict)
     # QA: set by the shell before the stages run ...
     catalogue: PointSources | None = None  # cross-match and photometry (None: skipped)
     reference_beam_arcsec: tuple[float, float] | None = None
     # ... and filled by them, for the shell to record
     gates: dict[str, Gate] = field(default_factory=dict)
+    gates_recorded: set[str] = field(default_factory=set)  # stages whose gate the shell has stored
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path) of diagnostic PNGs
     detections: list[dict] = field(default_factory=list)
     photometry: list[dict] = field(default_factory=list)
@@ -351,10 +353,8 @@ def _image_qa(work: GroupWork, cfg: Config) -> None:
         summary, matches = crossmatch(found=found, catalogue=work.catalogue, field=field, rms=rms,
                                       beam_rad=imgs.beam_rad, threshold_sigma=qc.source_threshold_sigma,
                                       match_radius_beam=qc.match_radius_beam, min_match_snr=qc.min_match_snr)
-    matched = {(round(m["ra_deg"], 9), round(m["dec_deg"], 9)): m["source"] for m in matches}
-    work.detections = [{"n": k, **{key: float(found[key][k]) for key in found},
-                        "match": matched.get((round(float(found["ra_deg"][k]), 9),
-                                              round(float(found["dec_deg"][k]), 9)), "")}
+    matched = {m["detection"]: m["source"] for m in matches}
+    work.detections = [{"n": k, **{key: float(found[key][k]) for key in found}, "match": matched.get(k, "")}
                        for k in range(found["x"].size)]
     beam_arcsec = (float(np.degrees(imgs.beam_rad[0]) * 3600), float(np.degrees(imgs.beam_rad[1]) * 3600),
                    float(np.degrees(imgs.beam_rad[2])))

@@ -8,6 +8,7 @@ failing stage (rate-limited, see `contimg.qa.alerts`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,7 +107,8 @@ def bandpass_roughness(*, gains: np.ndarray, flags: np.ndarray) -> np.ndarray:
     gains/flags: (nant, nchan, npol); → (nant, npol), NaN with fewer than 3 good channels."""
     amp = np.where(flags, np.nan, np.abs(gains)).astype(float)
     diff = np.diff(amp, axis=1)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-flagged antennas: NaN, as documented
         n_ok = np.sum(np.isfinite(diff), axis=1)
         rough = np.sqrt(np.nanmean(diff**2, axis=1)) / np.sqrt(2.0) / np.nanmedian(amp, axis=1)
     return np.where(n_ok >= 2, rough, np.nan)
@@ -122,7 +124,8 @@ def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: n
     good = ~flags
     med_snr = float(np.median(snr[good])) if good.any() else 0.0
     flagged = float(np.mean(flags))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every antenna flagged: NaN fails the gate
         scatter = float(np.nanmedian(phase_scatter_deg(gains=gains, flags=flags, freq_hz=freq_hz)))
         rough = float(np.nanmedian(bandpass_roughness(gains=gains, flags=flags)))
     reasons = []

@@ -111,6 +111,7 @@ def crossmatch(*, found: dict[str, np.ndarray], catalogue: PointSources, field: 
     ``median_offset_arcsec`` / ``median_offset_beam`` (median separation), the vector median
     ``systematic_offset_arcsec`` [east, north] and ``systematic_offset_beam``, and the median
     ``flux_ratio`` (found, primary-beam corrected / catalogue); None where nothing is used.
+    Each match names its catalogue ``source`` and its ``detection`` (index into ``found``).
     The beam unit is the geometric mean of BMAJ and BMIN."""
     beam_arcsec = float(np.degrees(np.sqrt(beam_rad[0] * beam_rad[1])) * 3600)
     ix, iy = np.round(field["x"]).astype(int), np.round(field["y"]).astype(int)
@@ -131,7 +132,7 @@ def crossmatch(*, found: dict[str, np.ndarray], catalogue: PointSources, field: 
     for k in np.flatnonzero(sep.to_value(u.arcsec) <= radius):
         j = int(nearest[k])
         east, north = cat[k].spherical_offsets_to(det[j])
-        matches.append({"source": str(catalogue.name[field["index"][k]]), "ra_deg": float(found["ra_deg"][j]),
+        matches.append({"source": str(catalogue.name[field["index"][k]]), "detection": j, "ra_deg": float(found["ra_deg"][j]),
                         "dec_deg": float(found["dec_deg"][j]), "sep_arcsec": float(sep[k].to_value(u.arcsec)),
                         "east_arcsec": float(east.to_value(u.arcsec)), "north_arcsec": float(north.to_value(u.arcsec)),
                         "flux_jy": float(found["flux_jy"][j]), "catalogue_flux_jy": float(field["flux_jy"][k]),

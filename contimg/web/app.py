@@ -64,6 +64,7 @@ class StatusOut(BaseModel):
     device: str
     loop_lag_ms_p99: float
     loop_lag_ms_max: float
+    cluster: dict | None = None  # cluster mode: scheduler, workers, groups in flight (s), completed in the last hour
     rss_bytes: int
     disk: str
     watcher: str | None
@@ -320,7 +321,8 @@ def create_app(svc: "Service") -> FastAPI:
                          queue=svc.ingest.counts(), queues_in_memory=h["queues"], in_progress=h["in_hand"],
                          completed_last_hour=done, backend=h["backend"], device=h.get("device", "cpu"),
                          loop_lag_ms_p99=h["loop_lag_ms"]["p99"], loop_lag_ms_max=h["loop_lag_ms"]["max"],
-                         rss_bytes=h["rss_bytes"], disk=h["disk"], watcher=h["watcher"], ws_clients=svc.ws_clients)
+                         rss_bytes=h["rss_bytes"], disk=h["disk"], watcher=h["watcher"], ws_clients=svc.ws_clients,
+                         cluster=h.get("cluster"))
 
     @app.get("/api/groups", response_model=list[GroupOut], summary="groups, newest first")
     async def groups(state: Literal["collecting", "pending", "in_progress", "completed", "failed"] | None = None,

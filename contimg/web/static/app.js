@@ -83,7 +83,10 @@ async function refreshStatus() {
       `loop lag p99 ${s.loop_lag_ms_p99.toFixed(0)} ms · ${(s.rss_bytes / 2 ** 30).toFixed(2)} GiB · disk ${s.disk}`;
     $("tasks").tBodies[0].innerHTML = s.tasks.map((t) =>
       `<tr><td>${t.task}</td><td><span class="pill ${t.state === "ok" ? "ok" : t.state === "degraded" ? "warn" : "bad"}">${t.state}</span></td></tr>`).join("") +
-      Object.entries(s.queue).map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
+      Object.entries(s.queue).map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("") +
+      (s.cluster ? `<tr><td>cluster</td><td>${s.cluster.workers.length} workers · ${Object.keys(s.cluster.in_flight).length} ` +
+        `in flight · ${s.cluster.completed_last_hour} done in the last hour</td></tr>` +
+        s.cluster.workers.map((w) => `<tr><td>${w.name}</td><td>${w.host} · ${w.nthreads} thread(s)</td></tr>`).join("") : "");
   } catch (e) { /* restarting */ }
 }
 
