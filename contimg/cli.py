@@ -295,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except Exception as exc:  # a clear message, not a traceback, for bad input at the top level
+        from contimg.cluster import ClusterError
         from contimg.config import ConfigError
         from contimg.service import ServiceLockError
 
-        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError)):
+        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError)):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1
         raise

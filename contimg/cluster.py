@@ -23,7 +23,11 @@ from contimg.stages import STAGES, GroupWork, run_stage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RemoteOutcome", "run_group", "ClusterBackend"]
+__all__ = ["ClusterError", "RemoteOutcome", "run_group", "ClusterBackend"]
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot run the groups (no scheduler, no worker, missing resources)."""
 
 
 @dataclass
@@ -95,6 +99,7 @@ class ClusterBackend:
         self.in_flight: dict[str, dict] = {}  # group → {"submitted": t, "key": ...}
         self._workers: dict[str, dict] = {}  # the scheduler's last word on its workers
         self.completed_times: list[float] = []
+        self.max_in_flight = 0  # the most groups in flight at once (back-pressure, for checks)
 
     async def start(self) -> None:
         import dask
@@ -103,14 +108,26 @@ class ClusterBackend:
         cc = self.cfg.cluster
         dask.config.set({"distributed.scheduler.allowed-failures": cc.allowed_failures})
         if self.address:
-            self.client = await Client(self.address, asynchronous=True)
+            try:
+                self.client = await Client(self.address, asynchronous=True, timeout=cc.connect_timeout_s)
+            except OSError as exc:
+                raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
         else:
             self.cluster = await LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
                                               asynchronous=True, dashboard_address=None,
                                               resources=dict(cc.worker_resources) or None)
             self.client = await Client(self.cluster, asynchronous=True)
-        await self.client.wait_for_workers(1, timeout=cc.connect_timeout_s)
+        try:
+            await self.client.wait_for_workers(1, timeout=cc.connect_timeout_s)
+        except TimeoutError as exc:
+            raise ClusterError(f"no Dask worker joined {self.client.scheduler.address} within "
+                               f"{cc.connect_timeout_s:.0f} s (cluster.connect_timeout_s)") from exc
         await self.refresh()
+        need = dict(cc.worker_resources)
+        if need and not any(all(w["resources"].get(k, 0) >= v for k, v in need.items())
+                            for w in self._workers.values()):
+            raise ClusterError(f"cluster.worker_resources {need}: no worker offers them (start workers with "
+                               f"--resources, e.g. dask worker ADDRESS --resources GPU=1); groups would wait forever")
         log.info("dask cluster at %s: %d workers", self.client.scheduler.address, len(self.workers()))
 
     async def refresh(self) -> None:
@@ -133,6 +150,7 @@ class ClusterBackend:
         """Submit one group and wait for its outcome (retried by Dask if a worker dies)."""
         cc = self.cfg.cluster
         self.in_flight[work.group_id] = {"submitted": time.time()}
+        self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
         try:
             future = self.client.submit(run_group, work, self.cfg, pure=False, retries=0,
                                         key=f"group-{work.group_id}-{work.attempt}-{time.time_ns()}",
@@ -152,6 +170,7 @@ class ClusterBackend:
         return {"scheduler": self.client.scheduler.address if self.client is not None else self.address,
                 "workers": list(self.workers().values()),
                 "in_flight": {g: round(now - v["submitted"], 1) for g, v in self.in_flight.items()},
+                "capacity": self.capacity(), "max_in_flight": self.max_in_flight,
                 "completed_last_hour": len(self.completed_times)}
 
     async def close(self) -> None:

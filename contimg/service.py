@@ -711,7 +711,13 @@ class Service:
         self.q_write: asyncio.Queue = asyncio.Queue(1)
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
         if self.cluster is not None:  # the groups in flight on the cluster: workers × max(prefetch, 1)
-            await self.cluster.start()
+            try:
+                await self.cluster.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.cluster.close()
+                self.close()
+                raise
             self.mem_slots = asyncio.Semaphore(self.cluster.capacity())
         # flagging, calibration and imaging one group at a time in the device thread; reading and
         # writing beside it; header look-ups (calibrator priority) and the replay feeder apart

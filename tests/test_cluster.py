@@ -82,6 +82,8 @@ def test_two_workers_give_the_single_process_products_bit_for_bit(archive, tmp_p
     assert all(n == 1 for n in counts["writes"].values()) and len(counts["writes"]) == 7
     health = json.loads((tmp_path / "dask" / "state" / "health.json").read_text())
     assert len(health["cluster"]["workers"]) == 2 and health["cluster"]["completed_last_hour"] == 7
+    # back-pressure: never more than workers × max(prefetch, 1) groups in flight, and that many used
+    assert health["cluster"]["max_in_flight"] == health["cluster"]["capacity"] == 2 * max(cfg.service.prefetch, 1)
 
 
 def test_a_killed_worker_loses_no_group(archive, tmp_path):
@@ -127,11 +129,43 @@ def test_a_killed_worker_loses_no_group(archive, tmp_path):
                 assert np.isfinite(hdul[0].data).any()
 
 
-def test_cluster_needs_an_address_or_workers():
-    from contimg.cluster import ClusterBackend
+def test_cluster_needs_an_address_or_workers_with_the_resources():
+    import asyncio
+
+    from distributed import LocalCluster
+
+    from contimg.cluster import ClusterBackend, ClusterError
 
     with pytest.raises(ValueError, match="scheduler address or a number of local workers"):
         ClusterBackend(cfg=_config())
+    cfg = _config().model_validate({**_config().model_dump(), "cluster": {"worker_resources": {"GPU": 1}}})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        backend = ClusterBackend(address=cluster.scheduler_address, cfg=cfg)
+
+        async def start():
+            try:
+                await backend.start()
+            finally:
+                await backend.close()
+
+        with pytest.raises(ClusterError, match="no worker offers them"):
+            asyncio.run(start())
+
+
+def test_run_command_refuses_an_unreachable_scheduler(archive, tmp_path, capsys):
+    from contimg.cli import main
+
+    src, _ = archive
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('base = "test"\n[cluster]\nconnect_timeout_s = 2.0\n')
+    assert main(["run", str(src), "--root", str(tmp_path / "root"), "--config", str(cfg_path),
+                 "--cluster", "tcp://127.0.0.1:9"]) == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+    from contimg.runtime import RootLock
+
+    lock = RootLock(tmp_path / "root")
+    lock.acquire()  # the failed run let go of the root (raises ServiceLockError if it had not)
+    lock.release()
 
 
 def test_run_command_with_workers(archive, tmp_path, capsys):
@@ -144,6 +178,7 @@ def test_run_command_with_workers(archive, tmp_path, capsys):
         shutil.copy(path, good / Path(path).name)
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text('base = "test"\n[image]\nnpix = 256\ncell_arcsec = 20.0\nniter = 50\n'
-                        'products = ["restored"]\n[runtime]\nnthreads = 1\n')
+                        'products = ["restored"]\n[runtime]\nnthreads = 1\n'
+                        '[cluster]\nworker_resources = {GPU = 1}\n')  # tasks need the resource the workers offer
     assert main(["run", str(good), "--root", str(tmp_path / "root"), "--config", str(cfg_path), "--workers", "1"]) == 0
     assert "completed" in capsys.readouterr().out
