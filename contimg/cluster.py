@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import time
+import traceback
 from dataclasses import dataclass
 
 from contimg.config import Config
@@ -39,6 +40,7 @@ class RemoteOutcome:
     failed_stage: str = ""
     error: str = ""
     read_error: bool = False
+    traceback: str = ""
     worker: str = ""
     pid: int = 0
 
@@ -76,6 +78,7 @@ def run_group(work: GroupWork, cfg: Config) -> RemoteOutcome:
         except Exception as exc:  # noqa: BLE001 - sent back and recorded by the service
             out.failed_stage, out.error = stage, f"{type(exc).__name__}: {exc}"
             out.read_error = isinstance(exc, ReadError)
+            out.traceback = traceback.format_exc()
             break
         work.timings_s[stage] = round(time.perf_counter() - t0, 3)
     work.chunk = None

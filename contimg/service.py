@@ -416,10 +416,11 @@ class Service:
             self.qa.record_stage(done)
             log.info("group %s: back from worker %s (pid %d)", gid, outcome.worker, outcome.pid)
             if outcome.failed_stage:
-                error_type = outcome.error.split(":", 1)[0]
-                message = outcome.error.split(": ", 1)[-1]
-                exc = ReadError(message) if outcome.read_error else type(error_type, (RuntimeError,), {})(message)
-                self._record_failed(done, outcome.failed_stage, exc, 0.0)
+                if not outcome.read_error:
+                    log.error("group %s failed in stage %s on worker %s:\n%s", gid, outcome.failed_stage,
+                              outcome.worker, outcome.traceback)
+                self._record_failure(done, outcome.failed_stage, outcome.error, permanent=outcome.read_error,
+                                     seconds=0.0)
                 return
             done.checkpoint = "image"
             self.ingest.set_checkpoint(gid, "image")
@@ -524,13 +525,17 @@ class Service:
                  sum(work.timings_s.values()))
 
     def _record_failed(self, work: GroupWork, stage: str, exc: Exception, seconds: float) -> None:
-        gid = work.group_id
-        error = f"{type(exc).__name__}: {exc}"
+        """A stage raised ``exc`` here (called from its except clause: the traceback is logged)."""
         permanent = isinstance(exc, ReadError)
+        if not permanent:
+            log.exception("group %s failed in stage %s", work.group_id, stage)
+        self._record_failure(work, stage, f"{type(exc).__name__}: {exc}", permanent=permanent, seconds=seconds)
+
+    def _record_failure(self, work: GroupWork, stage: str, error: str, *, permanent: bool, seconds: float) -> None:
+        """The group failed in ``stage``: retried later (unless ``permanent``: bad input) or failed."""
+        gid = work.group_id
         if permanent:
             log.error("group %s failed in stage %s: %s", gid, stage, error)
-        else:
-            log.exception("group %s failed in stage %s", gid, stage)
         state = self.ingest.fail(gid, error, retry=not permanent, max_retries=self.sc.max_retries,
                                  backoff_s=self.sc.retry_backoff_s)
         self.ingest.record_metric(gid, f"{stage}_failed", seconds, attempt=work.attempt)
