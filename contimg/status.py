@@ -78,6 +78,11 @@ def format_status(doc: dict) -> str:
         lines.append(f"  queues: {svc['queues']}  loop lag p99 {svc['loop_lag_ms']['p99']:.1f} ms, "
                      f"max {svc['loop_lag_ms']['max']:.1f} ms  longest GC {svc.get('gc_max_ms', 0):.0f} ms  "
                      f"rss {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
+        cl = svc.get("cluster")
+        if cl:
+            lines.append(f"  cluster {cl['scheduler']}: {len(cl['workers'])} workers "
+                         f"({', '.join(w['name'] for w in cl['workers'])}), {len(cl['in_flight'])} groups in flight, "
+                         f"{cl['completed_last_hour']} completed in the last hour")
     q = doc["queue"]
     lines.append("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(q.items())) or "empty"))
     for r in doc["in_progress"]:

@@ -84,6 +84,9 @@ def test_two_workers_give_the_single_process_products_bit_for_bit(archive, tmp_p
     assert len(health["cluster"]["workers"]) == 2 and health["cluster"]["completed_last_hour"] == 7
     # back-pressure: never more than workers × max(prefetch, 1) groups in flight, and that many used
     assert health["cluster"]["max_in_flight"] == health["cluster"]["capacity"] == 2 * max(cfg.service.prefetch, 1)
+    from contimg.status import format_status, status_report
+
+    assert "2 workers" in format_status(status_report(tmp_path / "dask"))
 
 
 def test_a_killed_worker_loses_no_group(archive, tmp_path):
