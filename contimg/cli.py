@@ -159,6 +159,15 @@ def _cmd_status(args) -> int:
     return 0
 
 
+def _cmd_export_ms(args) -> int:
+    from contimg.interop.ms import export_ms
+
+    cfg = _config(args)
+    path = export_ms(args.group, root=Path(args.root), out=Path(args.out), cfg=cfg, phasing=args.phasing)
+    print(f"{path}")
+    return 0
+
+
 def _cmd_lightcurve(args) -> int:
     from contimg.products import ProductsDB
     from contimg.qa.photometry import variability, write_lightcurve
@@ -271,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("export-ms", help="one processed group as a Measurement Set (DATA, CORRECTED_DATA, MODEL_DATA)")
+    p.add_argument("group", help="group id, e.g. 2026-03-22T07:48:54")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True, help="the .ms folder to write (replaced)")
+    p.add_argument("--config", default="dsa110")
+    p.add_argument("--phasing", choices=["midtime", "per_integration"], help="default: interop.ms_phasing")
+    p.set_defaults(func=_cmd_export_ms)
 
     p = sub.add_parser("lightcurve", help="one catalogue source's forced photometry across groups: CSV and PNG")
     p.add_argument("source", help="the catalogue name")

@@ -223,6 +223,12 @@ class ClusterConfig(_Section):
     connect_timeout_s: float = Field(60.0, gt=0, description="wait this long for the first worker")
 
 
+class InteropConfig(_Section):
+    """Exports for other tools (`contimg export-ms`)."""
+
+    ms_phasing: Literal["midtime", "per_integration"] = Field("midtime", description="MS fields: one at the meridian at mid-group (what contimg images), or one per integration at its meridian")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -239,6 +245,7 @@ class Config(_Section):
     photometry: PhotometryConfig = PhotometryConfig()
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
+    interop: InteropConfig = InteropConfig()
 
 
 def packaged_config_names() -> list[str]:

@@ -1,0 +1,219 @@
+"""Measurement Set export of one group: DATA (raw), CORRECTED_DATA (the gains contimg applied),
+MODEL_DATA (the sky catalogue through the primary beam), FLAG (contimg's flags), WEIGHT and
+WEIGHT_SPECTRUM, UVW and the subtables CASA and WSClean read — written by pyuvdata's MS writer
+(python-casacore, no CASA installation), the two extra data columns added with python-casacore.
+
+The files hold data fringe-stopped to the meridian (HA 0 at the pointing declination) at every
+integration: to pyuvdata a "driftscan" phase centre fixed in azimuth and elevation. For the MS it
+is rephased (pyuvdata computes the new uvw from the antenna positions) to
+
+- ``"midtime"``: one field, the ICRS position of the meridian at mid-group (what contimg
+  images), or
+- ``"per_integration"``: one field per integration, the ICRS position of the meridian at that
+  integration (the real pipeline's convention).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from contimg.chunk import VisChunk
+
+log = logging.getLogger(__name__)
+
+__all__ = ["chunk_to_uvdata", "export_ms", "write_ms"]
+
+
+def _telescope():
+    from astropy import units as u
+    from pyuvdata import Telescope
+
+    from contimg.telescope import array_location, stations
+
+    st = stations()
+    loc = array_location()
+    return Telescope.new(name="DSA-110", location=loc, instrument="DSA",
+                         antenna_positions=st.ecef_m - loc.itrs.cartesian.xyz.to_value(u.m),
+                         antenna_names=list(st.names), antenna_numbers=list(st.numbers),
+                         antenna_diameters=np.full(st.numbers.size, 4.65), feeds=["x", "y"], x_orientation="east",
+                         mount_type="alt-az", update_from_known=False)
+
+
+def chunk_to_uvdata(chunk: VisChunk, *, vis: np.ndarray | None = None):
+    """A pyuvdata `UVData` of ``chunk`` (or of ``vis`` with the chunk's metadata): the driftscan
+    phase centre at the meridian of the pointing declination, time-major baseline-times,
+    ascending frequencies, flags and nsamples from the chunk. vis: (ntime, nbl, nchan, npol)."""
+    from astropy import units as u
+    from astropy.coordinates import AltAz, HADec, SkyCoord
+    from astropy.time import Time
+    from pyuvdata import UVData
+
+    from contimg.telescope import array_location
+
+    ntime, nbl, nchan, npol = chunk.shape
+    mid = Time(float(np.mean(chunk.time_jd)), format="jd", scale="utc")
+    loc = array_location()
+    hadec = SkyCoord(ha=0 * u.rad, dec=chunk.pointing_dec_rad * u.rad,
+                     frame=HADec(obstime=mid, location=loc, pressure=0 * u.hPa))
+    altaz = hadec.transform_to(AltAz(obstime=mid, location=loc, pressure=0 * u.hPa))
+    catalog = {0: {"cat_name": "meridian", "cat_type": "driftscan", "cat_lon": float(altaz.az.rad),
+                   "cat_lat": float(altaz.alt.rad), "cat_frame": "altaz", "cat_epoch": None,
+                   "cat_times": None, "cat_pm_ra": None, "cat_pm_dec": None, "cat_dist": None, "cat_vrad": None,
+                   "info_source": "contimg"}}
+    data = chunk.vis if vis is None else vis
+    with warnings.catch_warnings():  # the uvw it computes are those of the data: nothing to adjust
+        warnings.filterwarnings("ignore", message="Recalculating uvw_array")
+        uv = _new_uvdata(UVData, chunk, data, catalog)
+    return uv
+
+
+def _new_uvdata(UVData, chunk: VisChunk, data: np.ndarray, catalog: dict):
+    ntime, nbl, nchan, npol = chunk.shape
+    return UVData.new(
+        freq_array=chunk.freq_hz, polarization_array=chunk.pols, times=chunk.time_jd, telescope=_telescope(),
+        antpairs=np.stack([chunk.ant1, chunk.ant2], axis=1), do_blt_outer=True, time_axis_faster_than_bls=False,
+        integration_time=chunk.int_time_s, channel_width=chunk.chan_width_hz,
+        data_array=data.reshape(ntime * nbl, nchan, npol).copy(),  # phasing works in place: never on the caller's array
+        flag_array=chunk.flags.reshape(ntime * nbl, nchan, npol).copy(),
+        nsample_array=chunk.weights.reshape(ntime * nbl, nchan, npol).astype(np.float32),
+        phase_center_catalog=catalog, phase_center_id_array=np.zeros(ntime * nbl, int), vis_units="Jy",
+        history=f"contimg export of group {chunk.group_id}")
+
+
+def _phase(uv, *, phasing: str, pointing_dec_rad: float) -> None:
+    """Rephase ``uv`` (in place) from the meridian driftscan to ICRS field(s)."""
+    from contimg.geometry import hadec_to_icrs
+
+    dec_app = pointing_dec_rad
+    times = np.unique(uv.time_array)
+    if phasing == "midtime":
+        ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=dec_app, time_jd=float(np.mean(times)))
+        uv.phase(ra=ra, dec=dec, epoch="J2000", cat_name="meridian_midtime", cat_type="sidereal")
+    elif phasing == "per_integration":
+        for k, t in enumerate(times):
+            ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=dec_app, time_jd=float(t))
+            uv.phase(ra=ra, dec=dec, epoch="J2000", cat_name=f"meridian_{k:03d}", cat_type="sidereal",
+                     select_mask=np.isclose(uv.time_array, t, rtol=0, atol=1e-9))
+    else:
+        raise ValueError(f"MS phasing must be 'midtime' or 'per_integration', got {phasing!r}")
+
+
+def write_ms(path: Path, *, chunk: VisChunk, corrected: np.ndarray | None, model: np.ndarray | None,
+             phasing: str = "midtime") -> Path:
+    """Write ``chunk`` (DATA) with ``corrected`` and ``model`` (like chunk.vis) as a Measurement
+    Set at ``path`` (replaced whole: written under a temporary name, then renamed)."""
+    from casacore import tables
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    uvs = {"DATA": chunk_to_uvdata(chunk)}
+    for column, vis in (("CORRECTED_DATA", corrected), ("MODEL_DATA", model)):
+        if vis is not None:
+            uvs[column] = chunk_to_uvdata(chunk, vis=vis)
+    for uv in uvs.values():
+        _phase(uv, phasing=phasing, pointing_dec_rad=chunk.pointing_dec_rad)
+    uvs["DATA"].write_ms(str(tmp), clobber=True, flip_conj=False, run_check=False)
+    with tables.table(str(tmp), readonly=False, ack=False) as ms:
+        row_of = _row_index(ms, uvs["DATA"])
+        desc = ms.getcoldesc("DATA")
+        for column, uv in uvs.items():
+            if column == "DATA":
+                continue
+            cd = dict(desc)
+            cd["comment"] = {"CORRECTED_DATA": "calibrated by contimg", "MODEL_DATA": "sky catalogue model"}[column]
+            ms.addcols(tables.maketabdesc(tables.makecoldesc(column, cd)))
+            values = np.empty((ms.nrows(),) + uv.data_array.shape[1:], np.complex64)
+            values[row_of] = uv.data_array
+            ms.putcol(column, values)
+        if "WEIGHT_SPECTRUM" not in ms.colnames():
+            wdesc = ms.getcoldesc("WEIGHT")
+            wdesc = dict(wdesc, ndim=2, comment="per-channel weight (nsamples)")
+            wdesc.pop("shape", None)
+            ms.addcols(tables.maketabdesc(tables.makecoldesc("WEIGHT_SPECTRUM", wdesc)))
+            spectrum = np.empty((ms.nrows(),) + uvs["DATA"].nsample_array.shape[1:], np.float32)
+            spectrum[row_of] = uvs["DATA"].nsample_array
+            ms.putcol("WEIGHT_SPECTRUM", spectrum)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    log.info("wrote %s (%s, %d rows) in %.1f s", path, phasing, uvs["DATA"].Nblts, time.perf_counter() - t0)
+    return path
+
+
+def _row_index(ms, uv) -> np.ndarray:
+    """For each baseline-time of ``uv``, its row in ``ms`` (matched on time and antennas)."""
+    t = np.round((ms.getcol("TIME") / 86400.0 + 2400000.5 - uv.time_array.min()) * 86400.0 * 1e3).astype(np.int64)
+    a1, a2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
+    key_ms = (t * 1000 + a1) * 1000 + a2
+    tu = np.round((uv.time_array - uv.time_array.min()) * 86400.0 * 1e3).astype(np.int64)
+    # pyuvdata's MS antenna index is the position in the telescope's antenna list
+    index = {n: k for k, n in enumerate(uv.telescope.antenna_numbers)}
+    k1 = np.array([index[a] for a in uv.ant_1_array])
+    k2 = np.array([index[a] for a in uv.ant_2_array])
+    key_uv = (tu * 1000 + k1) * 1000 + k2
+    order = np.argsort(key_ms)
+    pos = np.searchsorted(key_ms[order], key_uv)
+    if np.any(pos >= key_ms.size) or np.any(key_ms[order][np.minimum(pos, key_ms.size - 1)] != key_uv):
+        raise RuntimeError("the Measurement Set's rows do not match the data written (time/antenna keys)")
+    return order[pos]
+
+
+def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None = None) -> Path:
+    """The group ``group_id`` of ``root`` as an MS: its raw files re-read, its stored flags
+    (``flags.zarr``) and gains (``cal.zarr``) applied for FLAG and CORRECTED_DATA (the raw data
+    where no gains were applied), the sky catalogue predicted for MODEL_DATA."""
+    from contimg.calibrate import apply_gains
+    from contimg.ingest import IngestDB
+    from contimg.qa.catalogue import load_catalogue, resolve_catalogue, sources_near
+    from contimg.geometry import hadec_to_icrs
+    from contimg.skymodel import sky_visibilities
+    from contimg.stages import GroupWork, run_stage, usable_checkpoint
+    from contimg.store import read_zarr
+
+    root = Path(root)
+    db = IngestDB(root / "state" / "ingest.sqlite3", n_subbands=cfg.grouping.n_subbands,
+                  tolerance_s=cfg.grouping.group_tolerance_s)
+    try:
+        if db.row(group_id) is None:
+            raise FileNotFoundError(f"{root}: no group {group_id} in its ingest database")
+        group = db.group(group_id)
+    finally:
+        db.close()
+    work = GroupWork(group=group, root=root)
+    work.checkpoint = usable_checkpoint(work.out_dir, "flag")
+    if work.checkpoint != "flag":
+        raise FileNotFoundError(f"{work.out_dir / 'flags.zarr'}: group {group_id} has no stored flags; "
+                                "process it first (contimg run / reprocess)")
+    qa_off = cfg.model_validate({**cfg.model_dump(), "qa": {**cfg.qa.model_dump(), "enabled": False}})
+    run_stage("read", work, qa_off)
+    run_stage("flag", work, qa_off)
+    chunk = work.chunk
+    corrected = chunk.vis.copy()
+    cal_path = work.out_dir / "cal.zarr"
+    if cal_path.is_dir():
+        arrays, attrs = read_zarr(cal_path)
+        if attrs.get("applied"):
+            flags = chunk.flags.copy()
+            apply_gains(vis=corrected, flags=flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                        antenna_numbers=arrays["antenna_numbers"], gains=arrays["gains"], gain_flags=arrays["flags"])
+            chunk.flags = flags
+    catalogue = load_catalogue(resolve_catalogue(cfg.sky.catalogue, root))
+    ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=float(np.mean(chunk.time_jd)))
+    field = sources_near(catalogue, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cfg.calibrate.model_radius_deg,
+                         min_flux_jy=0.0)
+    b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
+    sky = sky_visibilities(sources=field, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
+                           pointing_dec_rad=chunk.pointing_dec_rad) if len(field) else None
+    model = np.zeros_like(chunk.vis)
+    if sky is not None:
+        model[...] = sky[..., None]
+    return write_ms(out, chunk=chunk, corrected=corrected, model=model, phasing=phasing or cfg.interop.ms_phasing)
