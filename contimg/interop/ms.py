@@ -22,6 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from contimg.chunk import VisChunk
@@ -46,10 +47,11 @@ def _telescope():
                          mount_type="alt-az", update_from_known=False)
 
 
-def chunk_to_uvdata(chunk: VisChunk, *, vis: np.ndarray | None = None):
+def chunk_to_uvdata(chunk: VisChunk, *, vis: np.ndarray | None = None, metadata_only: bool = False):
     """A pyuvdata `UVData` of ``chunk`` (or of ``vis`` with the chunk's metadata): the driftscan
     phase centre at the meridian of the pointing declination, time-major baseline-times,
-    ascending frequencies, flags and nsamples from the chunk. vis: (ntime, nbl, nchan, npol)."""
+    ascending frequencies, flags and nsamples from the chunk. vis: (ntime, nbl, nchan, npol).
+    The arrays are copies (pyuvdata phases in place); ``metadata_only``: no data arrays at all."""
     from astropy import units as u
     from astropy.coordinates import AltAz, HADec, SkyCoord
     from astropy.time import Time
@@ -70,19 +72,21 @@ def chunk_to_uvdata(chunk: VisChunk, *, vis: np.ndarray | None = None):
     data = chunk.vis if vis is None else vis
     with warnings.catch_warnings():  # the uvw it computes are those of the data: nothing to adjust
         warnings.filterwarnings("ignore", message="Recalculating uvw_array")
-        uv = _new_uvdata(UVData, chunk, data, catalog)
+        uv = _new_uvdata(UVData, chunk, None if metadata_only else data, catalog)
     return uv
 
 
-def _new_uvdata(UVData, chunk: VisChunk, data: np.ndarray, catalog: dict):
+def _new_uvdata(UVData, chunk: VisChunk, data: np.ndarray | None, catalog: dict):
     ntime, nbl, nchan, npol = chunk.shape
+    shape = (ntime * nbl, nchan, npol)
+    arrays = {} if data is None else {
+        "data_array": data.reshape(shape).copy(), "flag_array": chunk.flags.reshape(shape).copy(),
+        "nsample_array": chunk.weights.reshape(shape).astype(np.float32)}
     return UVData.new(
         freq_array=chunk.freq_hz, polarization_array=chunk.pols, times=chunk.time_jd, telescope=_telescope(),
         antpairs=np.stack([chunk.ant1, chunk.ant2], axis=1), do_blt_outer=True, time_axis_faster_than_bls=False,
         integration_time=chunk.int_time_s, channel_width=chunk.chan_width_hz,
-        data_array=data.reshape(ntime * nbl, nchan, npol).copy(),  # phasing works in place: never on the caller's array
-        flag_array=chunk.flags.reshape(ntime * nbl, nchan, npol).copy(),
-        nsample_array=chunk.weights.reshape(ntime * nbl, nchan, npol).astype(np.float32),
+        **arrays,
         phase_center_catalog=catalog, phase_center_id_array=np.zeros(ntime * nbl, int), vis_units="Jy",
         history=f"contimg export of group {chunk.group_id}")
 
@@ -115,38 +119,70 @@ def write_ms(path: Path, *, chunk: VisChunk, corrected: np.ndarray | None, model
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    uvs = {"DATA": chunk_to_uvdata(chunk)}
-    for column, vis in (("CORRECTED_DATA", corrected), ("MODEL_DATA", model)):
-        if vis is not None:
-            uvs[column] = chunk_to_uvdata(chunk, vis=vis)
-    for uv in uvs.values():
-        _phase(uv, phasing=phasing, pointing_dec_rad=chunk.pointing_dec_rad)
-    uvs["DATA"].write_ms(str(tmp), clobber=True, flip_conj=False, run_check=False)
+    # Rephasing multiplies each baseline-time and channel by exp(-2πi Δw f / c), the same for every
+    # polarization and column (pyuvdata's w projection): phase the metadata with pyuvdata, then
+    # apply that factor to each column here, in parallel.
+    uv = chunk_to_uvdata(chunk, metadata_only=True)
+    w_before = uv.uvw_array[:, 2].copy()
+    _phase(uv, phasing=phasing, pointing_dec_rad=chunk.pointing_dec_rad)
+    factor = np.empty((uv.Nblts, uv.Nfreqs), np.complex64)
+    _w_factor(uv.uvw_array[:, 2] - w_before, np.asarray(uv.freq_array, np.float64).ravel() / 299792458.0, factor)
+    shape = (uv.Nblts, uv.Nfreqs, uv.Npols)
+
+    def phased(vis: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """``vis`` rephased, its baseline-times put at ``rows`` (default: in order)."""
+        out = np.empty(shape, np.complex64)
+        _phase_rows(vis.reshape(shape), factor, np.arange(shape[0]) if rows is None else rows, out)
+        return out
+
+    uv.data_array = phased(chunk.vis)
+    uv.flag_array = chunk.flags.reshape(shape).copy()
+    uv.nsample_array = chunk.weights.reshape(shape).astype(np.float32)
+    uv.write_ms(str(tmp), clobber=True, flip_conj=False, run_check=False)
     with tables.table(str(tmp), readonly=False, ack=False) as ms:
-        row_of = _row_index(ms, uvs["DATA"])
+        row_of = _row_index(ms, uv)
         desc = ms.getcoldesc("DATA")
-        for column, uv in uvs.items():
-            if column == "DATA":
+        for column, vis in (("CORRECTED_DATA", corrected), ("MODEL_DATA", model)):
+            if vis is None:
                 continue
             cd = dict(desc)
             cd["comment"] = {"CORRECTED_DATA": "calibrated by contimg", "MODEL_DATA": "sky catalogue model"}[column]
             ms.addcols(tables.maketabdesc(tables.makecoldesc(column, cd)))
-            values = np.empty((ms.nrows(),) + uv.data_array.shape[1:], np.complex64)
-            values[row_of] = uv.data_array
-            ms.putcol(column, values)
+            ms.putcol(column, phased(vis, row_of))
         if "WEIGHT_SPECTRUM" not in ms.colnames():
             wdesc = ms.getcoldesc("WEIGHT")
             wdesc = dict(wdesc, ndim=2, comment="per-channel weight (nsamples)")
             wdesc.pop("shape", None)
             ms.addcols(tables.maketabdesc(tables.makecoldesc("WEIGHT_SPECTRUM", wdesc)))
-            spectrum = np.empty((ms.nrows(),) + uvs["DATA"].nsample_array.shape[1:], np.float32)
-            spectrum[row_of] = uvs["DATA"].nsample_array
+            spectrum = np.empty((ms.nrows(),) + uv.nsample_array.shape[1:], np.float32)
+            spectrum[row_of] = uv.nsample_array
             ms.putcol("WEIGHT_SPECTRUM", spectrum)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
-    log.info("wrote %s (%s, %d rows) in %.1f s", path, phasing, uvs["DATA"].Nblts, time.perf_counter() - t0)
+    log.info("wrote %s (%s, %d rows) in %.1f s", path, phasing, uv.Nblts, time.perf_counter() - t0)
     return path
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _w_factor(delta_w_m, freq_over_c, out):
+    """out[b, c] = exp(-2πi Δw[b] f[c] / c) (pyuvdata's sign), per baseline-time in parallel."""
+    for b in numba.prange(delta_w_m.size):
+        for c in range(freq_over_c.size):
+            phase = -2.0 * np.pi * delta_w_m[b] * freq_over_c[c]
+            out[b, c] = np.cos(phase) + 1j * np.sin(phase)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _phase_rows(vis, factor, rows, out):
+    """out[rows[b]] = vis[b] * factor[b] (per channel, every polarization), in parallel."""
+    nblt, nchan, npol = vis.shape
+    for b in numba.prange(nblt):
+        r = rows[b]
+        for c in range(nchan):
+            f = factor[b, c]
+            for p in range(npol):
+                out[r, c, p] = vis[b, c, p] * f
 
 
 def _row_index(ms, uv) -> np.ndarray:
