@@ -168,6 +168,13 @@ def _cmd_export_ms(args) -> int:
     return 0
 
 
+def _cmd_export_uv(args) -> int:
+    from contimg.interop.ms import export_calibrated
+
+    print(export_calibrated(args.group, root=Path(args.root), out=Path(args.out), cfg=_config(args)))
+    return 0
+
+
 def _cmd_lightcurve(args) -> int:
     from contimg.products import ProductsDB
     from contimg.qa.photometry import variability, write_lightcurve
@@ -289,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phasing", choices=["midtime", "per_integration"], help="default: interop.ms_phasing")
     p.set_defaults(func=_cmd_export_ms)
 
+    p = sub.add_parser("export-uv", help="one processed group's calibrated data as UVFITS or UVH5 (pyuvdata)")
+    p.add_argument("group", help="group id")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True, help="X.uvfits or X.uvh5")
+    p.add_argument("--config", default="dsa110")
+    p.set_defaults(func=_cmd_export_uv)
+
     p = sub.add_parser("lightcurve", help="one catalogue source's forced photometry across groups: CSV and PNG")
     p.add_argument("source", help="the catalogue name")
     p.add_argument("--root", required=True)
@@ -316,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         from contimg.config import ConfigError
         from contimg.service import ServiceLockError
 
-        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError)):
+        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError)) or (
+                isinstance(exc, ValueError) and args.command.startswith("export")):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1
         raise

@@ -1,4 +1,7 @@
-"""Measurement Set export of one group: DATA (raw), CORRECTED_DATA (the gains contimg applied),
+"""Exports of one processed group: a Measurement Set (`export_ms`) and UVFITS/UVH5 of the
+calibrated data (`export_calibrated`).
+
+Measurement Set: DATA (raw), CORRECTED_DATA (the gains contimg applied),
 MODEL_DATA (the sky catalogue through the primary beam), FLAG (contimg's flags), WEIGHT and
 WEIGHT_SPECTRUM, UVW and the subtables CASA and WSClean read — written by pyuvdata's MS writer
 (python-casacore, no CASA installation), the two extra data columns added with python-casacore.
@@ -29,7 +32,7 @@ from contimg.chunk import VisChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["chunk_to_uvdata", "export_ms", "write_ms"]
+__all__ = ["chunk_to_uvdata", "stored_group", "export_ms", "export_calibrated", "write_ms"]
 
 
 def _telescope():
@@ -203,15 +206,12 @@ def _row_index(ms, uv) -> np.ndarray:
     return order[pos]
 
 
-def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None = None) -> Path:
-    """The group ``group_id`` of ``root`` as an MS: its raw files re-read, its stored flags
-    (``flags.zarr``) and gains (``cal.zarr``) applied for FLAG and CORRECTED_DATA (the raw data
-    where no gains were applied), the sky catalogue predicted for MODEL_DATA."""
+def stored_group(group_id: str, *, root: Path, cfg) -> tuple[VisChunk, np.ndarray]:
+    """A processed group's data as contimg used it: its raw files re-read, its stored flags
+    (``flags.zarr``) and gains (``cal.zarr``) applied. Returns (chunk with the raw visibilities
+    and the final flags, the calibrated visibilities (raw where no gains were applied))."""
     from contimg.calibrate import apply_gains
     from contimg.ingest import IngestDB
-    from contimg.qa.catalogue import load_catalogue, resolve_catalogue, sources_near
-    from contimg.geometry import hadec_to_icrs
-    from contimg.skymodel import sky_visibilities
     from contimg.stages import GroupWork, run_stage, usable_checkpoint
     from contimg.store import read_zarr
 
@@ -242,7 +242,18 @@ def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None 
             apply_gains(vis=corrected, flags=flags, ant1=chunk.ant1, ant2=chunk.ant2,
                         antenna_numbers=arrays["antenna_numbers"], gains=arrays["gains"], gain_flags=arrays["flags"])
             chunk.flags = flags
-    catalogue = load_catalogue(resolve_catalogue(cfg.sky.catalogue, root))
+    return chunk, corrected
+
+
+def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None = None) -> Path:
+    """The group ``group_id`` of ``root`` as an MS (`stored_group` for DATA, FLAG and
+    CORRECTED_DATA; the sky catalogue predicted for MODEL_DATA)."""
+    from contimg.geometry import hadec_to_icrs
+    from contimg.qa.catalogue import load_catalogue, resolve_catalogue, sources_near
+    from contimg.skymodel import sky_visibilities
+
+    chunk, corrected = stored_group(group_id, root=root, cfg=cfg)
+    catalogue = load_catalogue(resolve_catalogue(cfg.sky.catalogue, Path(root)))
     ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=float(np.mean(chunk.time_jd)))
     field = sources_near(catalogue, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cfg.calibrate.model_radius_deg,
                          min_flux_jy=0.0)
@@ -253,3 +264,21 @@ def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None 
     if sky is not None:
         model[...] = sky[..., None]
     return write_ms(out, chunk=chunk, corrected=corrected, model=model, phasing=phasing or cfg.interop.ms_phasing)
+
+
+def export_calibrated(group_id: str, *, root: Path, out: Path, cfg) -> Path:
+    """The group's calibrated visibilities (`stored_group`) as UVFITS (``.uvfits``) or UVH5
+    (``.uvh5``), phased to the meridian at mid-group, written by pyuvdata under a temporary name."""
+    out = Path(out)
+    kinds = {".uvfits": "write_uvfits", ".uvh5": "write_uvh5"}
+    if out.suffix not in kinds:
+        raise ValueError(f"{out}: the name must end in .uvfits or .uvh5")
+    chunk, corrected = stored_group(group_id, root=root, cfg=cfg)
+    uv = chunk_to_uvdata(chunk, vis=corrected)
+    _phase(uv, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
+    uv.history += " (calibrated: CORRECTED data)"
+    tmp = out.with_name(out.name + ".tmp" + out.suffix)
+    tmp.unlink(missing_ok=True)
+    getattr(uv, kinds[out.suffix])(str(tmp), run_check=False)
+    os.replace(tmp, out)
+    return out
