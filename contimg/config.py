@@ -67,9 +67,26 @@ class GroupingConfig(_Section):
 
 
 class FlagConfig(_Section):
-    flag_autocorrelations: bool = True
-    mad_threshold_sigma: float = Field(6.0, gt=0, description="clip |V| further than this many robust sigmas from the baseline's median")
-    extend_fraction: float = Field(0.6, gt=0, le=1.0, description="a time or channel flagged more than this is flagged whole")
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu: CuPy array code on the device; cpu: the numba twin; auto: gpu when a CUDA device is usable")
+    keep_input_flags: bool = Field(True, description="keep the flags the files carry (False: start from none)")
+    flag_autocorrelations: bool = Field(True, description="flag autocorrelations (out of imaging; their data stay in the chunk for QA)")
+    first_threshold_sigma: float = Field(5.0, gt=0, description="SumThreshold chi_1: a single sample this many robust sigmas from the background is flagged")
+    threshold_rho: float = Field(1.41421356, gt=1, description="chi_M = chi_1 / rho^log2(M) for windows of M = 1, 2, 4, ... samples (sqrt 2: the same significance for every window; AOFlagger's 1.5 flags a calibrator's smooth slope)")
+    max_window: int = Field(16, ge=1, description="longest SumThreshold window (samples), along time and along frequency")
+    iterations: int = Field(3, ge=1, description="background fits; iteration i uses the thresholds x iteration_factor^(iterations-1-i)")
+    iteration_factor: float = Field(2.0, ge=1)
+    background_box_time: int = Field(5, ge=1, description="width (integrations, odd) of the box applied three times along time for the smooth background")
+    background_box_chan: int = Field(7, ge=1, description="width (channels, odd) of the box applied three times along frequency")
+    respect_subbands: bool = Field(True, description="the frequency background stops at subband edges (when a subband has at least 2 x background_box_chan channels)")
+    combine_polarizations: bool = Field(True, description="a sample flagged in one polarization is flagged in all")
+    sir_eta: float = Field(0.2, ge=0, lt=1, description="scale-invariant rank dilation: an interval flagged for >= 1 - eta of its length is flagged whole (0: off)")
+    baseline_average: bool = Field(True, description="also search the baseline-averaged residual plane (RFI below one baseline's noise)")
+    average_threshold_sigma: float = Field(5.0, gt=0, description="chi_1 on the baseline-averaged plane, in its own robust sigmas")
+    average_max_window: int = Field(1, ge=1, description="longest SumThreshold window on that plane (1: a robust clip per time and channel; longer windows catch the residue that strong RFI leaves around itself)")
+    average_min_excess: float = Field(0.15, ge=0, description="... and at least this mean residual, in one baseline's robust sigmas (a bright source's common residual is not RFI)")
+    dead_antenna_fraction: float = Field(0.95, gt=0, le=1, description="an antenna flagged more than this is flagged whole")
+    dead_channel_fraction: float = Field(0.95, gt=0, le=1, description="a channel flagged more than this (over cross-correlations) is flagged whole")
+    extend_fraction: float = Field(0.6, gt=0, le=1.0, description="a time or channel flagged more than this (per baseline, or over all) is flagged whole")
 
 
 class CalibrateConfig(_Section):

@@ -21,7 +21,7 @@ from contimg.calibrate import GainSolution, apply_gains, calibrator_model, smoot
 from contimg.calibrators import find_transiting_calibrator
 from contimg.chunk import VisChunk
 from contimg.config import Config
-from contimg.flag import flag_basic, flag_stats
+from contimg.flag import flag_group
 from contimg.imaging.fitsio import image_header, write_fits
 from contimg.imaging.imager import ImageSet, make_images
 from contimg.io.naming import Group
@@ -151,25 +151,26 @@ def _flag(work: GroupWork, cfg: Config) -> None:
         work.flag_fraction = float(attrs["fraction"])
         if cfg.qa.enabled:
             work.gates["flag"] = flag_gate(fraction=work.flag_fraction, per_antenna=arrays["per_antenna"],
-                                           new_by_mad=int(attrs["new_by_mad"]), cfg=cfg.qa)
+                                           reasons=attrs.get("reasons", {}), cfg=cfg.qa)
         return
-    flags, n_mad = flag_basic(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                              flag_autocorrelations=cfg.flag.flag_autocorrelations,
-                              mad_threshold_sigma=cfg.flag.mad_threshold_sigma,
-                              extend_fraction=cfg.flag.extend_fraction)
+    nchan = chunk.vis.shape[2]
+    result = flag_group(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                        n_antennas=chunk.antenna_enu_m.shape[0],
+                        chans_per_subband=nchan // max(len(chunk.subbands_present), 1), cfg=cfg.flag)
+    flags, stats = result.flags, result.stats
     chunk.flags = flags
-    stats = flag_stats(flags=flags, ant1=chunk.ant1, ant2=chunk.ant2, n_antennas=chunk.antenna_enu_m.shape[0],
-                       new_by_mad=n_mad)
     work.flag_fraction = float(stats.fraction)
     cross = chunk.cross
     per_time_channel = np.stack([flags[t][cross].mean(axis=(0, 2)) for t in range(flags.shape[0])])
     work.out_dir.mkdir(parents=True, exist_ok=True)
-    write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_channel": stats.per_channel,
-                             "per_time": stats.per_time, "per_time_channel": per_time_channel},
-               attrs={"fraction": stats.fraction, "new_by_mad": n_mad, "group_id": work.group_id})
+    write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_baseline": stats.per_baseline,
+                             "per_channel": stats.per_channel, "per_time": stats.per_time,
+                             "per_time_channel": per_time_channel},
+               attrs={"fraction": stats.fraction, "reasons": stats.reasons, "detected": stats.detected,
+                      "backend": result.backend, "group_id": work.group_id})
     if cfg.qa.enabled:
-        work.gates["flag"] = flag_gate(fraction=stats.fraction, per_antenna=stats.per_antenna, new_by_mad=n_mad,
-                                       cfg=cfg.qa)
+        work.gates["flag"] = flag_gate(fraction=stats.fraction, per_antenna=stats.per_antenna,
+                                       reasons=stats.reasons, cfg=cfg.qa)
         if cfg.qa.plots:
             from contimg.qa.plots import flags_png, uv_coverage_png
 

@@ -1,66 +1,144 @@
-"""The basic flagger against a plain numpy implementation of the same rules, and on the
-simulator's RFI truth."""
+"""The flagger against the simulator's RFI truth, and its twins against each other.
+
+One test body runs every implementation of the per-plane search: the numba CPU twin, the device
+path's array code on numpy, and (with a CUDA device) the same array code on cupy.
+"""
+
 
 import h5py
 import numpy as np
+import pytest
 
-from contimg.flag import flag_basic, flag_stats
+from contimg.flag import REASONS, flag_group, flag_stats
+from contimg.sim.flagscore import score_flags
 
-
-def _numpy_reference(vis, flags, autos, threshold, extend):
-    out = flags | (vis == 0) | ~np.isfinite(vis)
-    out[:, autos] = True
-    cross = ~autos
-    a = np.where(out[:, cross], np.nan, np.abs(vis[:, cross])).transpose(1, 3, 0, 2)  # (b, p, t, c)
-    shape = a.shape
-    a = a.reshape(shape[0], shape[1], -1)
-    med = np.nanmedian(a, axis=-1, keepdims=True)
-    sigma = 1.4826 * np.nanmedian(np.abs(a - med), axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore"):
-        clip = (np.abs(a - med) > threshold * sigma).reshape(shape).transpose(2, 0, 3, 1)
-    sub = out[:, cross] | clip
-    sub |= (sub.mean(axis=2, keepdims=True) > extend) | (sub.mean(axis=0, keepdims=True) > extend)
-    out[:, cross] = sub
-    return out
+IMPLEMENTATIONS = [
+    pytest.param(("cpu", False), id="numba"),
+    pytest.param(("cpu", True), id="array-code-numpy"),
+    pytest.param(("gpu", True), id="array-code-cupy", marks=pytest.mark.gpu),
+]
 
 
-def test_flagger_matches_numpy_reference():
-    rng = np.random.default_rng(3)
-    ntime, nbl, nchan, npol = 12, 40, 32, 2
-    vis = (rng.normal(size=(ntime, nbl, nchan, npol)) + 1j * rng.normal(size=(ntime, nbl, nchan, npol)))
-    vis = (vis + 3.0).astype(np.complex64)
-    ant1 = np.repeat(np.arange(8), 5)[:nbl]
-    ant2 = np.tile(np.arange(5), 8)[:nbl] + 3
-    vis[2, 5, 7, 0] = 40  # a spike
-    vis[4, 6, :, 1] += 25  # a burst on one baseline
-    vis[:, 9, 11, :] += 30  # narrow-band on one baseline
-    vis[1, 2, 3, 0] = 0
-    vis[1, 2, 4, 1] = np.nan
-    flags = np.zeros(vis.shape, bool)
-    flags[0, 0, 0, 0] = True
-    ours, n_mad = flag_basic(vis=vis, flags=flags, ant1=ant1, ant2=ant2, flag_autocorrelations=True,
-                             mad_threshold_sigma=5.0, extend_fraction=0.6)
-    ref = _numpy_reference(vis, flags, ant1 == ant2, 5.0, 0.6)
-    assert np.array_equal(ours, ref)
-    assert ours[2, 5, 7, 0] and ours[4, 6, :, 1].all() and ours[:, 9, 11, :].all()
-    assert ours[1, 2, 3, 0] and ours[1, 2, 4, 1] and ours[0, 0, 0, 0]
-    assert n_mad > 0
-
-
-def test_strong_spikes_in_simulated_data_are_flagged(sim_dir):
-    """Single-baseline spikes are injected at 20-100 sigma: the MAD clip must catch them."""
+def _read(sim_dir, index):
     from contimg.io.naming import group_files, scan_folder
     from contimg.io.reader import read_group
 
-    group = group_files(scan_folder(sim_dir), tolerance_s=60)[1]  # the group without the calibrator
+    group = group_files(scan_folder(sim_dir), tolerance_s=60)[index]
     chunk = read_group(group)
-    flags, _ = flag_basic(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                          flag_autocorrelations=True, mad_threshold_sigma=6.0, extend_fraction=0.6)
     with h5py.File(sim_dir / "truth.h5") as f:
-        mask = f[f"groups/{group.group_id}/rfi_mask"][()]
-    cross = chunk.cross
-    found = flags[:, cross].any(axis=-1)[mask[:, cross]].mean()
-    false = flags[:, cross].any(axis=-1)[~mask[:, cross]].mean()
-    assert found > 0.9 and false < 0.01
-    stats = flag_stats(flags=flags, ant1=chunk.ant1, ant2=chunk.ant2, n_antennas=chunk.antenna_enu_m.shape[0])
-    assert 0 < stats.fraction < 0.2 and np.nanmax(stats.per_antenna) < 0.5
+        tg = f[f"groups/{group.group_id}"]
+        amp = tg["rfi_amp_sigma"][()] if "rfi_amp_sigma" in tg else np.zeros(chunk.vis.shape[:3], np.float32)
+        has_cal = bool(tg.attrs["has_calibrator"])
+    return chunk, amp, has_cal
+
+
+def _flag(chunk, cfg, impl):
+    backend, array_code = impl
+    return flag_group(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                      n_antennas=chunk.antenna_enu_m.shape[0],
+                      chans_per_subband=chunk.vis.shape[2] // len(chunk.subbands_present), cfg=cfg,
+                      backend=backend, array_code=array_code)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_field_group_rfi_found_with_few_false_flags(sim_dir, test_config, impl):
+    """Group 1 (no calibrator): narrow-band, burst, drifting carrier and spikes at 5-60 sigma
+    and a persistent channel at 1.5 sigma (below one baseline's noise)."""
+    chunk, amp, has_cal = _read(sim_dir, 1)
+    assert not has_cal and (amp >= 5).any()
+    result = _flag(chunk, test_config.flag, impl)
+    score = score_flags(flags=result.flags, amp_sigma=amp, cross=chunk.cross)
+    assert score.true_positive_rate >= 0.95, score
+    assert score.false_flag_rate <= 0.01, score
+    assert score.weak_detected >= 0.9, score  # only the baseline-averaged search can see it
+    assert result.flags[:, ~chunk.cross].all()  # autocorrelations out of imaging
+    assert set(result.stats.reasons) <= set(REASONS) and result.stats.reasons["baseline_average"] > 0
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_calibrator_group_rfi_found(sim_dir, test_config, impl):
+    """Group 0: the same kinds of RFI on a 3 Jy calibrator transit (a few sigma per visibility,
+    where RFI in quadrature with the sky hardly changes the amplitude)."""
+    chunk, amp, has_cal = _read(sim_dir, 0)
+    assert has_cal
+    result = _flag(chunk, test_config.flag, impl)
+    score = score_flags(flags=result.flags, amp_sigma=amp, cross=chunk.cross)
+    assert score.true_positive_rate >= 0.95, score
+    assert score.false_flag_rate <= 0.01, score
+
+
+@pytest.fixture(scope="module")
+def bright_transit(tmp_path_factory, test_config):
+    """A 3C286 (15 Jy) transit without RFI."""
+    from contimg.sim import simulate
+
+    out = tmp_path_factory.mktemp("transit")
+    cfg = replace_sim(test_config.simulate, calibrator="1331+305", rfi=False, n_faint_sources=10)
+    simulate(out, n_groups=1, cfg=cfg)
+    return out
+
+
+def replace_sim(sim_cfg, **changes):
+    return sim_cfg.model_copy(update=changes)
+
+
+@pytest.mark.xfail(strict=True, reason="open in issue 4: a 15 Jy transit (20 sigma per visibility at test size) "
+                   "is 10.7 % flagged; the amplitude background does not follow its structure")
+def test_bright_calibrator_transit_is_not_rfi(bright_transit, test_config):
+    """No RFI in the data: at most 1 % flagged, and no time or channel flagged whole."""
+    chunk, amp, has_cal = _read(bright_transit, 0)
+    assert has_cal and not amp.any()
+    result = _flag(chunk, test_config.flag, ("cpu", False))
+    stats = result.stats
+    assert stats.fraction <= 0.01, stats.reasons
+    assert stats.per_time.max() < 0.5 and stats.per_channel.max() < 0.5
+
+
+def test_array_code_equals_numba_twin_bit_for_bit(sim_dir, test_config):
+    """On the host the device path's array code and the numba twin do the same arithmetic in
+    the same order: identical flags and identical reason counts."""
+    chunk, _, _ = _read(sim_dir, 1)
+    a = _flag(chunk, test_config.flag, ("cpu", False))
+    b = _flag(chunk, test_config.flag, ("cpu", True))
+    assert np.array_equal(a.flags, b.flags)
+    assert a.stats.reasons == b.stats.reasons
+
+
+@pytest.mark.gpu
+def test_gpu_flags_equal_cpu_twin(sim_dir, test_config):
+    """On a device the prefix sums round differently: the flags must agree on all but 1e-4 of
+    the samples."""
+    chunk, _, _ = _read(sim_dir, 1)
+    a = _flag(chunk, test_config.flag, ("cpu", False))
+    b = _flag(chunk, test_config.flag, ("gpu", True))
+    assert b.backend == "gpu"
+    assert (a.flags != b.flags).mean() <= 1e-4
+
+
+def test_rules_on_a_small_plane(test_config):
+    """Zeros, non-finite values, kept input flags, dead antenna and a mostly flagged time."""
+    rng = np.random.default_rng(3)
+    ntime, nchan, npol, nant = 16, 32, 2, 6
+    a1, a2 = np.triu_indices(nant)
+    vis = (rng.normal(size=(ntime, a1.size, nchan, npol)) + 1j * rng.normal(size=(ntime, a1.size, nchan, npol)))
+    vis = (vis + 3.0).astype(np.complex64)
+    flags = np.zeros(vis.shape, bool)
+    flags[0, 1, 0, 0] = True
+    vis[2, 3, 4, 0] = 0
+    vis[3, 3, 5, 1] = np.nan
+    dead = (a1 == 4) | (a2 == 4)
+    vis[:, dead & (a1 != a2)] = 0  # antenna 4 sends zeros
+    vis[7, a1 != a2, 2:, :] = 50  # a time almost all bad
+    cfg = test_config.flag
+    res = flag_group(vis=vis, flags=flags, ant1=a1, ant2=a2, n_antennas=nant, chans_per_subband=nchan, cfg=cfg,
+                     backend="cpu")
+    f = res.flags
+    assert f[0, 1, 0, 0] and f[2, 3, 4, 0] and f[3, 3, 5, 1]
+    assert f[:, dead].all() and f[7, a1 != a2].all()
+    assert res.stats.reasons["input"] == 1 and res.stats.reasons["invalid"] > 0
+    assert res.stats.per_antenna[4] == 1.0
+    reset = flag_group(vis=vis, flags=flags, ant1=a1, ant2=a2, n_antennas=nant, chans_per_subband=nchan,
+                       cfg=cfg.model_copy(update={"keep_input_flags": False}), backend="cpu")
+    assert reset.stats.reasons["input"] == 0
+    stats = flag_stats(flags=f, ant1=a1, ant2=a2, n_antennas=nant)
+    assert np.isnan(stats.per_baseline[a1 == a2]).all() and stats.per_baseline[dead & (a1 != a2)].min() == 1.0

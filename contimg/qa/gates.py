@@ -67,20 +67,21 @@ def read_gate(*, subbands_present: np.ndarray, vis: np.ndarray, cross: np.ndarra
                             "nonfinite_fraction": nonfinite}, reasons)
 
 
-def flag_gate(*, fraction: float, per_antenna: np.ndarray, new_by_mad: int, cfg: QAConfig) -> Gate:
-    """After flagging. per_antenna: (nant_telescope,) flagged fraction, NaN for absent antennas."""
+def flag_gate(*, fraction: float, per_antenna: np.ndarray, reasons: dict[str, int], cfg: QAConfig) -> Gate:
+    """After flagging. per_antenna: (nant_telescope,) flagged fraction, NaN for absent antennas;
+    reasons: cross-correlation samples each flagging rule added (`contimg.flag.REASONS`)."""
     per_ant = np.asarray(per_antenna, float)
     present = np.isfinite(per_ant)
     dead = np.flatnonzero(present & (per_ant > cfg.dead_antenna_fraction))
-    reasons = []
+    out_reasons = []
     if fraction > cfg.max_flag_fraction:
-        reasons.append(f"{fraction:.1%} of the data flagged (> {cfg.max_flag_fraction:.0%})")
+        out_reasons.append(f"{fraction:.1%} of the data flagged (> {cfg.max_flag_fraction:.0%})")
     if dead.size > cfg.max_dead_antennas:
-        reasons.append(f"{dead.size} dead antennas (> {cfg.max_dead_antennas}): {', '.join(map(str, dead[:20]))}")
+        out_reasons.append(f"{dead.size} dead antennas (> {cfg.max_dead_antennas}): {', '.join(map(str, dead[:20]))}")
     worst = float(np.max(per_ant[present])) if present.any() else float("nan")
     return _finish("flag", {"flag_fraction": float(fraction), "n_dead_antennas": int(dead.size),
                             "dead_antennas": [int(a) for a in dead], "max_antenna_fraction": worst,
-                            "new_by_mad": int(new_by_mad)}, reasons)
+                            "flagged_by": {k: int(v) for k, v in reasons.items()}}, out_reasons)
 
 
 def phase_scatter_deg(*, gains: np.ndarray, flags: np.ndarray, freq_hz: np.ndarray) -> np.ndarray:

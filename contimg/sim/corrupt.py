@@ -48,42 +48,69 @@ def thermal_sigma_jy(*, sefd_jy: float, chan_width_hz: float, int_time_s: float)
 
 @dataclass(frozen=True)
 class RfiTruth:
-    mask: np.ndarray  # (ntime, nbl, nchan) bool: samples the RFI touched (both polarizations)
+    amp_sigma: np.ndarray  # (ntime, nbl, nchan) float32: the RFI amplitude in thermal sigmas, 0 = clean
     events: list[dict]  # kind, where, amplitude in units of sigma
 
+    @property
+    def mask(self) -> np.ndarray:
+        """(ntime, nbl, nchan) bool: samples the RFI touched (both polarizations)."""
+        return self.amp_sigma > 0
 
-def inject_rfi(*, rng: np.random.Generator, vis: np.ndarray, cross: np.ndarray, sigma_jy: float) -> RfiTruth:
+
+def inject_rfi(*, rng: np.random.Generator, vis: np.ndarray, cross: np.ndarray, sigma_jy: float,
+               amp_sigma_range: tuple[float, float] = (5.0, 30.0), weak_amp_sigma: float = 1.5) -> RfiTruth:
     """Add RFI in place to ``vis`` (ntime, nbl, nchan, npol) on cross-correlations ``cross``
-    (nbl,) bool: one or two narrow-band persistent channels, one broadband burst, and
-    single-baseline spikes. Amplitudes are 10-100 x the thermal sigma."""
+    (nbl,) bool. Amplitudes are in units of the thermal ``sigma_jy`` per real/imaginary part;
+    each sample gets an independent random phase per polarization (both polarizations hit).
+
+    - one or two narrow-band persistent channels on every cross baseline,
+    - one broadband burst (one integration, every channel and cross baseline),
+    - a slowly drifting carrier (one channel per integration, moving by ~nchan/8 over the group),
+    - 60 single-baseline, single-sample spikes (amplitudes up to 2 x the range's top),
+    each drawn uniformly from ``amp_sigma_range``; and one persistent channel at
+    ``weak_amp_sigma`` on every cross baseline (below one baseline's noise; 0 = none).
+    """
     ntime, nbl, nchan, npol = vis.shape
-    mask = np.zeros((ntime, nbl, nchan), bool)
+    amp_map = np.zeros((ntime, nbl, nchan), np.float32)
     events: list[dict] = []
     xbl = np.flatnonzero(cross)
+    lo, hi = amp_sigma_range
 
-    def add(sel, amp_sigma: float) -> None:
-        shape = vis[sel].shape
+    def add(t, b, c, amp_sigma: float) -> None:
+        """RFI of amplitude ``amp_sigma`` at (t, b, c) (any index forms numpy accepts)."""
+        shape = vis[t, b, c, :].shape
         phase = rng.uniform(0, 2 * np.pi, shape)
-        vis[sel] += (amp_sigma * sigma_jy * np.exp(1j * phase)).astype(vis.dtype)
+        vis[t, b, c, :] += (amp_sigma * sigma_jy * np.exp(1j * phase)).astype(vis.dtype)
+        amp_map[t, b, c] = np.maximum(amp_map[t, b, c], amp_sigma)
 
+    used = set()
     for _ in range(rng.integers(1, 3)):  # narrow-band, persistent, all cross baselines
         c = int(rng.integers(0, nchan))
-        a = float(rng.uniform(10, 30))
-        add((slice(None), xbl, c, slice(None)), a)
-        mask[:, xbl, c] = True
+        used.add(c)
+        a = float(rng.uniform(lo, hi))
+        add(slice(None), xbl, c, a)
         events.append({"kind": "narrowband", "chan": c, "amp_sigma": a})
     t = int(rng.integers(0, ntime))  # broadband burst, one integration
-    a = float(rng.uniform(10, 30))
-    add((t, xbl, slice(None), slice(None)), a)
-    mask[t, xbl, :] = True
+    a = float(rng.uniform(lo, hi))
+    add(t, xbl, slice(None), a)
     events.append({"kind": "burst", "time": t, "amp_sigma": a})
-    n_spikes = 50
+    if ntime > 1 and nchan > 8:  # a carrier drifting across ~nchan/8 channels
+        c0 = int(rng.integers(0, nchan - nchan // 8))
+        a = float(rng.uniform(lo, hi))
+        chans = np.rint(c0 + np.linspace(0, nchan // 8, ntime)).astype(int)
+        for ti, ci in enumerate(chans):
+            add(ti, xbl, int(ci), a)
+        events.append({"kind": "drifting", "chan_start": int(chans[0]), "chan_end": int(chans[-1]), "amp_sigma": a})
+    n_spikes = 60
     ts = rng.integers(0, ntime, n_spikes)
     bs = xbl[rng.integers(0, xbl.size, n_spikes)]
     cs = rng.integers(0, nchan, n_spikes)
-    amps = rng.uniform(20, 100, n_spikes)
+    amps = rng.uniform(lo, 2 * hi, n_spikes)
     for ti, bi, ci, ai in zip(ts, bs, cs, amps):
-        add((ti, bi, ci, slice(None)), float(ai))
-        mask[ti, bi, ci] = True
-    events.append({"kind": "spikes", "count": n_spikes})
-    return RfiTruth(mask=mask, events=events)
+        add(int(ti), int(bi), int(ci), float(ai))
+    events.append({"kind": "spikes", "count": n_spikes, "amp_sigma_min": float(amps.min())})
+    if weak_amp_sigma > 0 and nchan > len(used) + 1:  # persistent, below one baseline's noise
+        c = int(rng.choice([k for k in range(nchan) if k not in used]))
+        add(slice(None), xbl, c, float(weak_amp_sigma))
+        events.append({"kind": "weak_narrowband", "chan": c, "amp_sigma": float(weak_amp_sigma)})
+    return RfiTruth(amp_sigma=amp_map, events=events)

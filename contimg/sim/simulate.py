@@ -10,7 +10,8 @@ Truth file (HDF5, beside the data), in the pipeline's conventions (ascending fre
 - ``variable/flux_jy`` (ngroups,) with attr ``name``: the light curve of the variable source, if
   one was asked for (its ``sources`` entry, group -2, holds the mean flux);
 - ``groups/<group_id>/``: ``time_jd`` (ntime,), ``gain`` (ntime, nant, npol) complex128,
-  ``rfi_mask`` (ntime, nbl, nchan) bool, attrs ``rfi_events`` (JSON), ``has_calibrator``,
+  ``rfi_mask`` (ntime, nbl, nchan) bool, ``rfi_amp_sigma`` (same shape, float32: the RFI
+  amplitude in thermal sigmas), attrs ``rfi_events`` (JSON), ``has_calibrator``,
   ``files`` (JSON list of names).
 The visibility of baseline (a1, a2) is ``g[a1] * conj(g[a2]) * sky + noise (+ RFI)``, with
 ``g[t, a, c, p] = bandpass[a, c, p] * gain[t, a, p]``.
@@ -226,6 +227,8 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
             tg["gain"] = gains.gain[tsel]
             if rfi is not None:
                 tg.create_dataset("rfi_mask", data=rfi.mask[:, :, ::-1], compression="gzip", compression_opts=1)
+                tg.create_dataset("rfi_amp_sigma", data=rfi.amp_sigma[:, :, ::-1], compression="gzip",
+                                  compression_opts=1)
                 tg.attrs["rfi_events"] = json.dumps(rfi.events)
             has_cal = cal is not None and g == cfg.calibrator_group
             tg.attrs["has_calibrator"] = has_cal

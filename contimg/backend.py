@@ -1,0 +1,44 @@
+"""Which array module runs device code: cupy when a CUDA device is usable, else numpy.
+
+Array code written against ``xp`` takes the module as a keyword (``xp=np`` or ``xp=cupy``), so
+the same function runs on the host in CI and on the device where one is present.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import numpy as np
+
+__all__ = ["gpu_available", "array_module", "to_host"]
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """True when cupy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no cupy, no driver, no device: all mean "no GPU"
+        return False
+
+
+def array_module(backend: str) -> ModuleType:
+    """``numpy`` for "cpu"; ``cupy`` for "gpu" (raises when there is none); "auto" picks cupy
+    when a device is usable."""
+    if backend == "cpu" or (backend == "auto" and not gpu_available()):
+        return np
+    if backend in ("gpu", "auto"):
+        if not gpu_available():
+            raise RuntimeError("backend 'gpu' asked for, but cupy finds no CUDA device")
+        import cupy
+
+        return cupy
+    raise ValueError(f"unknown backend {backend!r} (cpu, gpu or auto)")
+
+
+def to_host(arr):
+    """A numpy array from a numpy or cupy array."""
+    return arr.get() if hasattr(arr, "get") else np.asarray(arr)
