@@ -69,29 +69,45 @@ def test_calibrator_group_rfi_found(sim_dir, test_config, impl):
 
 @pytest.fixture(scope="module")
 def bright_transit(tmp_path_factory, test_config):
-    """A 3C286 (15 Jy) transit without RFI."""
+    """A 3C286 (15 Jy) transit without RFI, at the real channel width (48 channels per subband,
+    768 in all; 32 antennas keep it small)."""
     from contimg.sim import simulate
 
     out = tmp_path_factory.mktemp("transit")
-    cfg = replace_sim(test_config.simulate, calibrator="1331+305", rfi=False, n_faint_sources=10)
+    cfg = test_config.simulate.model_copy(update={"calibrator": "1331+305", "rfi": False, "n_faint_sources": 10,
+                                                  "n_antennas": 32, "chans_per_subband": 48})
     simulate(out, n_groups=1, cfg=cfg)
     return out
 
 
-def replace_sim(sim_cfg, **changes):
-    return sim_cfg.model_copy(update=changes)
-
-
-@pytest.mark.xfail(strict=True, reason="open in issue 4: a 15 Jy transit (20 sigma per visibility at test size) "
-                   "is 10.7 % flagged; the amplitude background does not follow its structure")
 def test_bright_calibrator_transit_is_not_rfi(bright_transit, test_config):
-    """No RFI in the data: at most 1 % flagged, and no time or channel flagged whole."""
+    """No RFI in the data: at most 1 % flagged (cross-correlations), and no time or channel
+    flagged whole. (At the test config's 2.9 MHz channels the same transit is ~10 % flagged:
+    its beating with the field's other bright sources changes faster than the background can
+    follow — docs/benchmarks/flagging.md.)"""
     chunk, amp, has_cal = _read(bright_transit, 0)
-    assert has_cal and not amp.any()
+    assert has_cal and not amp.any() and chunk.vis.shape[2] == 768
     result = _flag(chunk, test_config.flag, ("cpu", False))
     stats = result.stats
     assert stats.fraction <= 0.01, stats.reasons
     assert stats.per_time.max() < 0.5 and stats.per_channel.max() < 0.5
+
+
+@pytest.fixture(scope="module")
+def real_width_rfi(tmp_path_factory, test_config):
+    """One calibrator group with RFI at the real channel width (768 channels, 32 antennas)."""
+    from contimg.sim import simulate
+
+    out = tmp_path_factory.mktemp("realwidth")
+    simulate(out, n_groups=1, cfg=test_config.simulate.model_copy(update={"n_antennas": 32, "chans_per_subband": 48}))
+    return out
+
+
+def test_rfi_at_the_real_channel_width(real_width_rfi, test_config):
+    chunk, amp, _ = _read(real_width_rfi, 0)
+    result = _flag(chunk, test_config.flag, ("cpu", False))
+    score = score_flags(flags=result.flags, amp_sigma=amp, cross=chunk.cross)
+    assert score.true_positive_rate >= 0.95 and score.false_flag_rate <= 0.01 and score.weak_detected >= 0.9, score
 
 
 def test_array_code_equals_numba_twin_bit_for_bit(sim_dir, test_config):

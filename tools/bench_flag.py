@@ -2,6 +2,7 @@
 same simulated group: detection against the simulator's RFI truth, and wall time.
 
     python tools/bench_flag.py --out docs/benchmarks/flagging.json [--config test] [--groups 2]
+        [--antennas 32 --chans-per-subband 48]   # the real channel width
 
 Both flag every cross-correlation of each group (ntime x nchan planes, both polarizations);
 AOFlagger runs one baseline per call in ``--threads`` threads, contimg's CPU twin uses numba's
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="test")
     ap.add_argument("--groups", type=int, default=2)
+    ap.add_argument("--antennas", type=int, default=None, help="simulate this many antennas (default: the config's)")
+    ap.add_argument("--chans-per-subband", type=int, default=None, help="48 = the real channel width")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, required=True)
@@ -68,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     from contimg.sim.flagscore import score_flags
 
     cfg = load_config(args.config, use_env=False)
+    changes = {k: v for k, v in (("n_antennas", args.antennas), ("chans_per_subband", args.chans_per_subband))
+               if v is not None}
+    sim_cfg = cfg.simulate.model_copy(update=changes)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         sim = Path(tmp)
-        simulate(sim, n_groups=args.groups, cfg=cfg.simulate)
+        simulate(sim, n_groups=args.groups, cfg=sim_cfg)
         for group in group_files(scan_folder(sim), tolerance_s=60):
             chunk = read_group(group)
             with h5py.File(sim / "truth.h5") as f:
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row, indent=1))
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
               "versions": {"aoflagger": aoflagger.AOFlagger().get_version_string(), "numpy": np.__version__},
-              "config": args.config, "threads": args.threads, "groups": rows}
+              "config": args.config, "simulate_changes": changes, "threads": args.threads, "groups": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return 0
