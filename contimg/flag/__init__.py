@@ -81,6 +81,9 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     algorithm on numpy, which the tests compare with the numba twin.
     Returns the new flags (host) and their statistics.
     """
+    if vis.ndim != 4 or tuple(flags.shape) != tuple(vis.shape) or len(ant1) != vis.shape[1] or len(ant2) != vis.shape[1]:
+        raise ValueError(f"flag_group: vis {tuple(vis.shape)}, flags {tuple(flags.shape)}, ant1/ant2 "
+                         f"({len(ant1)}, {len(ant2)}) do not describe one (ntime, nbl, nchan, npol) group")
     xp = array_module(backend or cfg.backend)
     on_gpu = xp is not np
     use_xp = on_gpu if array_code is None else bool(array_code)
@@ -152,7 +155,7 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     out[:, cross] = fx
     before = out.copy()
     per_bl = out.mean(axis=(0, 2, 3))
-    ant_frac = _per_antenna(xp=xp, per_bl=per_bl, ant1=ant1, ant2=ant2, cross=cross_h, n_antennas=n_antennas)
+    ant_frac = _per_antenna(per_bl=per_bl, ant1=ant1, ant2=ant2, cross=cross_h, n_antennas=n_antennas)
     dead = xp.asarray(np.flatnonzero(np.nan_to_num(to_host(ant_frac)) > cfg.dead_antenna_fraction))
     if dead.size:
         bl_dead = xp.isin(xp.asarray(ant1), dead) | xp.isin(xp.asarray(ant2), dead)
@@ -242,7 +245,7 @@ def baseline_average_hits(*, xp, z, flags, chi1: float, min_excess: float, rho: 
     return xp.ascontiguousarray(hits.transpose(1, 2, 0))
 
 
-def _per_antenna(*, xp, per_bl, ant1, ant2, cross, n_antennas: int) -> np.ndarray:
+def _per_antenna(*, per_bl, ant1, ant2, cross, n_antennas: int) -> np.ndarray:
     pb = to_host(per_bl)[cross]
     a1, a2 = ant1[cross], ant2[cross]
     tot = np.bincount(a1, pb, n_antennas) + np.bincount(a2, pb, n_antennas)
@@ -260,7 +263,7 @@ def flag_stats(*, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_anten
     per_bl_x = f.mean(axis=(0, 2, 3))
     per_bl = np.full(ant1.size, np.nan)
     per_bl[cross] = per_bl_x
-    per_ant = _per_antenna(xp=np, per_bl=flags.mean(axis=(0, 2, 3)), ant1=ant1, ant2=ant2, cross=cross,
+    per_ant = _per_antenna(per_bl=flags.mean(axis=(0, 2, 3)), ant1=ant1, ant2=ant2, cross=cross,
                            n_antennas=n_antennas)
     return FlagStats(fraction=float(f.mean()), per_antenna=per_ant, per_baseline=per_bl,
                      per_channel=f.mean(axis=(0, 1, 3)), per_time=f.mean(axis=(1, 2, 3)),
