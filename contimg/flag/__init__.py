@@ -92,22 +92,25 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     ant2 = np.asarray(ant2)
     cross_h = ant1 != ant2
     cross_idx = np.flatnonzero(cross_h)
-    cross = xp.asarray(cross_h)
+    auto_idx = np.flatnonzero(~cross_h)
     v = xp.asarray(vis)
     reasons: dict[str, int] = {}
 
-    def count_new(new, old, name: str) -> None:
-        reasons[name] = reasons.get(name, 0) + int((new & ~old)[:, cross].sum())
+    def n_cross(mask) -> int:
+        """Samples of a full (ntime, nbl, …) mask that are True on cross-correlations."""
+        return int(xp.count_nonzero(mask)) - int(xp.count_nonzero(mask[:, auto_idx]))
 
+    # 1. input flags, invalid values, autocorrelations
     base = xp.asarray(flags).copy() if cfg.keep_input_flags else xp.zeros(v.shape, bool)
-    reasons["input"] = int(base[:, cross].sum())
-    invalid = (v.real == 0) & (v.imag == 0) | ~xp.isfinite(v.real) | ~xp.isfinite(v.imag)
-    count_new(invalid, base, "invalid")
+    reasons["input"] = n_cross(base)
+    invalid = (v == 0) | ~xp.isfinite(v)
+    invalid &= ~base
+    reasons["invalid"] = n_cross(invalid)
     base |= invalid
-    autos = ~cross
-    if cfg.flag_autocorrelations and bool(autos.any()):
-        reasons["autocorrelation"] = int((~base[:, autos]).sum())
-        base[:, autos] = True
+    del invalid
+    if cfg.flag_autocorrelations and auto_idx.size:
+        reasons["autocorrelation"] = int((~base[:, auto_idx]).sum())
+        base[:, auto_idx] = True
 
     # 2. background + SumThreshold per plane
     lo_t, hi_t = _windows(chans_per_subband=ntime, nchan=ntime, half=cfg.background_box_time // 2, respect=False)
@@ -118,64 +121,112 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     chis_f = _xp.window_thresholds(chi1=cfg.first_threshold_sigma, rho=cfg.threshold_rho, n=nchan,
                                    max_window=cfg.max_window)
     if use_xp:
-        det, z = _detect_xp(xp=xp, vis=v[:, cross], base=base[:, cross], lo_t=lo_t, hi_t=hi_t, lo_f=lo_f,
+        base_x = base[:, cross_idx]
+        det, z = _detect_xp(xp=xp, vis=v[:, cross_idx], base=base_x, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f,
                             hi_f=hi_f, chis_t=chis_t, chis_f=chis_f, cfg=cfg)
     else:
         det, z = _cpu.detect(vis=v, base=base, cross_idx=cross_idx, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f,
                              chis_t=chis_t, chis_f=chis_f, n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
-    base_x = base[:, cross]
-    reasons["sumthreshold"] = int(det.sum())
+    reasons["sumthreshold"] = int(xp.count_nonzero(det))
 
-    # 3. polarizations together, then dilation
-    if cfg.combine_polarizations:
-        det = xp.broadcast_to(det.any(axis=3, keepdims=True), det.shape).copy()
-    if cfg.sir_eta > 0:
-        if use_xp:
+    # 3. polarizations together, then dilation; fx: the cross-correlations' flags from here on
+    if use_xp:
+        if cfg.combine_polarizations:
+            det = xp.broadcast_to(det.any(axis=3, keepdims=True), det.shape).copy()
+        if cfg.sir_eta > 0:
             det = _dilate_xp(xp=xp, mask=det, eta=cfg.sir_eta)
-        else:
-            det = _cpu.sir_dilate(mask=det, eta_time=cfg.sir_eta, eta_freq=cfg.sir_eta)
-    det &= ~base_x
-    reasons["dilation"] = int(det.sum()) - reasons["sumthreshold"]
-    fx = base_x | det
+        det &= ~base_x
+        added = int(xp.count_nonzero(det))
+        fx = base_x | det
+        del base_x
+    else:
+        fx, added = _cpu.combine_and_dilate(det=det, base=base, cross_idx=cross_idx,
+                                            combine=cfg.combine_polarizations, eta=cfg.sir_eta)
+    del det
+    reasons["dilation"] = added - reasons["sumthreshold"]
 
     # 4. the baseline-averaged plane
     if cfg.baseline_average and fx.shape[1] > 1:
-        avg_hits = baseline_average_hits(xp=xp, z=z, flags=base_x, chi1=cfg.average_threshold_sigma,
+        if use_xp:
+            ok = ~base[:, cross_idx]
+            count = ok.sum(axis=1)  # (ntime, nchan, npol)
+            total = xp.where(ok, xp.clip(z, -_AVERAGE_CLIP, _AVERAGE_CLIP), 0).sum(axis=1, dtype=xp.float64)
+            mean = xp.where(count > 0, total / xp.maximum(count, 1), 0.0)
+            del ok, total
+        else:
+            mean, count = _cpu.baseline_mean(z=z, base=base, cross_idx=cross_idx, clip=_AVERAGE_CLIP)
+        avg_hits = baseline_average_hits(xp=xp, mean=mean, count=count, chi1=cfg.average_threshold_sigma,
                                          min_excess=cfg.average_min_excess, rho=cfg.threshold_rho,
-                                         max_window=cfg.average_max_window, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f)  # (ntime, nchan, npol)
+                                         max_window=cfg.average_max_window, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f)
         if cfg.combine_polarizations:
             avg_hits = xp.broadcast_to(avg_hits.any(axis=2, keepdims=True), avg_hits.shape)
-        new = avg_hits[:, None, :, :] & ~fx
-        reasons["baseline_average"] = int(new.sum())
-        fx |= new
+        reasons["baseline_average"] = _or_broadcast(xp, use_xp, fx, tcp=avg_hits)
     del z
 
-    # 5. dead antennas and channels, extension
-    out = base
-    out[:, cross] = fx
-    before = out.copy()
-    per_bl = out.mean(axis=(0, 2, 3))
-    ant_frac = _per_antenna(per_bl=per_bl, ant1=ant1, ant2=ant2, cross=cross_h, n_antennas=n_antennas)
-    dead = xp.asarray(np.flatnonzero(np.nan_to_num(to_host(ant_frac)) > cfg.dead_antenna_fraction))
-    if dead.size:
-        bl_dead = xp.isin(xp.asarray(ant1), dead) | xp.isin(xp.asarray(ant2), dead)
-        out[:, bl_dead] = True
-    count_new(out, before, "dead_antenna")
-    before = out.copy()
-    chan_dead = out[:, cross].mean(axis=(0, 1, 3)) > cfg.dead_channel_fraction
-    out[:, :, chan_dead] = True
-    count_new(out, before, "dead_channel")
-    before = out.copy()
-    ox = out[:, cross]
+    # 5. dead antennas and channels, extension (counted on the cross-correlations)
+    tbp, bcp = _count_axes(xp, use_xp, fx)
+    per_bl = to_host(tbp.sum(axis=(0, 2))) / float(ntime * nchan * npol)
+    ant_frac = _per_antenna_cross(per_bl=per_bl, ant1=ant1[cross_idx], ant2=ant2[cross_idx], n_antennas=n_antennas)
+    dead = np.flatnonzero(np.nan_to_num(ant_frac) > cfg.dead_antenna_fraction)
+    bl_dead = np.isin(ant1, dead) | np.isin(ant2, dead)  # (nbl,) host
+    reasons["dead_antenna"] = _or_broadcast(
+        xp, use_xp, fx, tbp=xp.broadcast_to(xp.asarray(bl_dead[cross_idx])[None, :, None], tbp.shape))
+    if reasons["dead_antenna"]:
+        tbp, bcp = _count_axes(xp, use_xp, fx)
+    chan_dead = bcp.sum(axis=(0, 2)) / float(ntime * cross_idx.size * npol) > cfg.dead_channel_fraction
+    reasons["dead_channel"] = _or_broadcast(xp, use_xp, fx, c=chan_dead)
+    if reasons["dead_channel"]:
+        tbp, bcp = _count_axes(xp, use_xp, fx)
     ef = cfg.extend_fraction
-    ox |= (ox.mean(axis=2, keepdims=True) > ef) | (ox.mean(axis=0, keepdims=True) > ef)
-    ox |= (ox.mean(axis=(1, 2, 3), keepdims=True) > ef) | (ox.mean(axis=(0, 1, 3), keepdims=True) > ef)
-    out[:, cross] = ox
-    count_new(out, before, "extension")
+    n_ext = _or_broadcast(xp, use_xp, fx, tbp=tbp / float(nchan) > ef, bcp=bcp / float(ntime) > ef)
+    if n_ext:
+        tbp, bcp = _count_axes(xp, use_xp, fx)
+    n_ext += _or_broadcast(xp, use_xp, fx, t=tbp.sum(axis=(1, 2)) / float(cross_idx.size * nchan * npol) > ef,
+                           c=bcp.sum(axis=(0, 2)) / float(ntime * cross_idx.size * npol) > ef)
+    reasons["extension"] = n_ext
 
+    out = base
+    out[:, cross_idx] = fx
+    if auto_idx.size and not cfg.flag_autocorrelations:  # dead antennas and channels flag their autos too
+        autos = out[:, auto_idx]
+        autos |= xp.asarray(bl_dead[auto_idx])[None, :, None, None] | xp.asarray(chan_dead)[None, None, :, None]
+        out[:, auto_idx] = autos
     flags_h = to_host(out)
     stats = flag_stats(flags=flags_h, ant1=ant1, ant2=ant2, n_antennas=n_antennas, reasons=reasons)
     return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu")
+
+
+_AVERAGE_CLIP = 3.0  # one baseline's residual counts at most this many sigmas in the baseline average
+
+
+def _count_axes(xp, use_xp: bool, mask):
+    """(over channels (ntime, nbl, npol), over times (nbl, nchan, npol)) flagged counts."""
+    if use_xp:
+        return mask.sum(axis=2), mask.sum(axis=0)
+    return _cpu.count_axes(mask)
+
+
+def _or_broadcast(xp, use_xp: bool, mask, *, tbp=None, bcp=None, tcp=None, t=None, c=None) -> int:
+    """Flag, in place, the samples of ``mask`` (ntime, nbl, nchan, npol) whose (time, baseline,
+    pol), (baseline, channel, pol), (time, channel, pol), time or channel is flagged in the
+    given arrays; returns how many were new."""
+    if not use_xp:
+        return _cpu.or_broadcast(mask, tbp=to_host(tbp) if tbp is not None else None,
+                                 bcp=to_host(bcp) if bcp is not None else None,
+                                 tcp=to_host(tcp) if tcp is not None else None,
+                                 t=to_host(t) if t is not None else None, c=to_host(c) if c is not None else None)
+    before = int(xp.count_nonzero(mask))
+    if tbp is not None:
+        mask |= xp.asarray(tbp)[:, :, None, :]
+    if bcp is not None:
+        mask |= xp.asarray(bcp)[None]
+    if tcp is not None:
+        mask |= xp.asarray(tcp)[:, None]
+    if t is not None:
+        mask |= xp.asarray(t)[:, None, None, None]
+    if c is not None:
+        mask |= xp.asarray(c)[None, None, :, None]
+    return int(xp.count_nonzero(mask)) - before
 
 
 def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, cfg):
@@ -202,26 +253,22 @@ def _dilate_xp(*, xp, mask, eta: float):
     return xp.ascontiguousarray(out.reshape(nx, npol, ntime, nchan).transpose(2, 0, 3, 1))
 
 
-def baseline_average_hits(*, xp, z, flags, chi1: float, min_excess: float, rho: float, max_window: int,
-                          lo_t, hi_t, lo_f, hi_f, clip: float = 3.0):
+def baseline_average_hits(*, xp, mean, count, chi1: float, min_excess: float, rho: float, max_window: int,
+                          lo_t, hi_t, lo_f, hi_f):
     """SumThreshold on the baseline-averaged residual plane.
 
-    z: (ntime, nx, nchan, npol) float32 residuals in robust sigmas; flags: same shape bool, the
-    samples to leave out (bad on input). The mean over baselines of z clipped to ±``clip``
-    (strong RFI on one baseline counts no more than a 3-sigma sample; RFI below the noise counts
-    whole) per (time, channel, polarization), less its own smooth background (the boxes of the
-    per-baseline search: lo_t, hi_t, lo_f, hi_f on the host), is put in units of its robust
-    sigma (1.4826 MAD over the plane) and searched along time and frequency for excesses (RFI
-    adds amplitude; a deficit is what a background leaves beside it); every
+    mean: (ntime, nchan, npol) float64, the mean over baselines of the residuals in robust
+    sigmas, each clipped to ±3 (strong RFI on one baseline counts no more than a 3-sigma sample;
+    RFI below the noise counts whole), leaving out samples bad on input; count: (ntime, nchan,
+    npol) the samples in each mean. Per polarization, the plane less its own smooth background
+    (the boxes of the per-baseline search: lo_t, hi_t, lo_f, hi_f on the host) is put in units
+    of its robust sigma (1.4826 MAD over the plane) and searched along time and frequency for
+    excesses (RFI adds amplitude; a deficit is what a background leaves beside it); every
     window's mean must also exceed the median by ``min_excess`` of one baseline's sigma.
     Returns (ntime, nchan, npol) bool: samples to flag on every cross-correlation.
     """
-    ok = ~flags
-    n = ok.sum(axis=1)  # (ntime, nchan, npol)
-    s = xp.where(ok, xp.clip(z, -clip, clip), 0).sum(axis=1, dtype=xp.float64)
-    mean = xp.where(n > 0, s / xp.maximum(n, 1), 0.0)
-    planes = xp.ascontiguousarray(mean.transpose(2, 0, 1))  # (npol, ntime, nchan)
-    valid = xp.ascontiguousarray((n > 0).transpose(2, 0, 1))
+    planes = xp.ascontiguousarray(xp.asarray(mean).transpose(2, 0, 1))  # (npol, ntime, nchan)
+    valid = xp.ascontiguousarray((xp.asarray(count) > 0).transpose(2, 0, 1))
     npol, ntime, nchan = planes.shape
     hits = xp.zeros(planes.shape, bool)
     for _ in range(2):  # a smooth background of the plane (a bright source's common residual), refit without hits
@@ -246,8 +293,13 @@ def baseline_average_hits(*, xp, z, flags, chi1: float, min_excess: float, rho: 
 
 
 def _per_antenna(*, per_bl, ant1, ant2, cross, n_antennas: int) -> np.ndarray:
-    pb = to_host(per_bl)[cross]
-    a1, a2 = ant1[cross], ant2[cross]
+    return _per_antenna_cross(per_bl=to_host(per_bl)[cross], ant1=ant1[cross], ant2=ant2[cross], n_antennas=n_antennas)
+
+
+def _per_antenna_cross(*, per_bl: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_antennas: int) -> np.ndarray:
+    """Mean of a per-baseline fraction over each antenna's cross-correlations; NaN for antennas
+    in none."""
+    pb, a1, a2 = per_bl, ant1, ant2
     tot = np.bincount(a1, pb, n_antennas) + np.bincount(a2, pb, n_antennas)
     cnt = np.bincount(a1, None, n_antennas) + np.bincount(a2, None, n_antennas)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -259,12 +311,14 @@ def flag_stats(*, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_anten
     """Flag fractions over cross-correlations: overall, per antenna (by number), baseline,
     channel and time. flags: (ntime, nbl, nchan, npol) bool (host)."""
     cross = ant1 != ant2
-    f = flags[:, cross]
-    per_bl_x = f.mean(axis=(0, 2, 3))
-    per_bl = np.full(ant1.size, np.nan)
-    per_bl[cross] = per_bl_x
-    per_ant = _per_antenna(per_bl=flags.mean(axis=(0, 2, 3)), ant1=ant1, ant2=ant2, cross=cross,
-                           n_antennas=n_antennas)
-    return FlagStats(fraction=float(f.mean()), per_antenna=per_ant, per_baseline=per_bl,
-                     per_channel=f.mean(axis=(0, 1, 3)), per_time=f.mean(axis=(1, 2, 3)),
-                     reasons=dict(reasons or {}))
+    ntime, nbl, nchan, npol = flags.shape
+    nx = int(cross.sum())
+    tbp, bcp = _cpu.count_axes(np.ascontiguousarray(flags, bool))
+    per_bl_all = tbp.sum(axis=(0, 2)) / float(ntime * nchan * npol)
+    per_bl = np.where(cross, per_bl_all, np.nan)
+    per_ant = _per_antenna(per_bl=per_bl_all, ant1=ant1, ant2=ant2, cross=cross, n_antennas=n_antennas)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return FlagStats(fraction=float(tbp[:, cross].sum() / float(ntime * nx * nchan * npol)), per_antenna=per_ant,
+                         per_baseline=per_bl, per_channel=bcp[cross].sum(axis=(0, 2)) / float(ntime * nx * npol),
+                         per_time=tbp[:, cross].sum(axis=(1, 2)) / float(nx * nchan * npol),
+                         reasons=dict(reasons or {}))

@@ -10,64 +10,167 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["detect", "sir_dilate"]
+__all__ = ["detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _box(x, lo, hi, axis):
-    """Box sums of a (T, C) float64 plane along axis 0 (time) or 1 (frequency)."""
-    nt, nc = x.shape
-    out = np.empty_like(x)
-    if axis == 0:
-        p = np.empty(nt + 1)
+def _box_time(num, den, lo, hi, p, q, out_num, out_den):
+    """Box sums along time (axis 0) of two (T, C) float64 planes at once, rows vectorised over
+    channels: ``p``, ``q`` (T + 1, C) scratch prefix sums."""
+    nt, nc = num.shape
+    for c in range(nc):
+        p[0, c] = 0.0
+        q[0, c] = 0.0
+    for t in range(nt):
         for c in range(nc):
-            p[0] = 0.0
-            for t in range(nt):
-                p[t + 1] = p[t] + x[t, c]
-            for t in range(nt):
-                out[t, c] = p[hi[t] + 1] - p[lo[t]]
-    else:
-        p = np.empty(nc + 1)
-        for t in range(nt):
-            p[0] = 0.0
-            for c in range(nc):
-                p[c + 1] = p[c] + x[t, c]
-            for c in range(nc):
-                out[t, c] = p[hi[c] + 1] - p[lo[c]]
-    return out
+            p[t + 1, c] = p[t, c] + num[t, c]
+            q[t + 1, c] = q[t, c] + den[t, c]
+    for t in range(nt):
+        a = hi[t] + 1
+        b = lo[t]
+        for c in range(nc):
+            out_num[t, c] = p[a, c] - p[b, c]
+            out_den[t, c] = q[a, c] - q[b, c]
 
 
 @numba.njit(cache=True, nogil=True)
-def _sumthreshold_line(z, mask, chis, out):
-    """SumThreshold along one line: z (n,) float64, mask (n,) bool in; out (n,) bool grown."""
-    n = z.size
-    for i in range(n):
-        out[i] = mask[i]
-    pv = np.empty(n + 1)
-    pc = np.empty(n + 1)
-    h = np.empty(n + 1, np.int64)
+def _box_freq(num, den, lo, hi, p, q, out_num, out_den):
+    """Box sums along frequency (axis 1) of two (T, C) float64 planes: ``p``, ``q`` (C + 1,)
+    scratch."""
+    nt, nc = num.shape
+    for t in range(nt):
+        p[0] = 0.0
+        q[0] = 0.0
+        for c in range(nc):
+            p[c + 1] = p[c] + num[t, c]
+            q[c + 1] = q[c] + den[t, c]
+        for c in range(nc):
+            out_num[t, c] = p[hi[c] + 1] - p[lo[c]]
+            out_den[t, c] = q[hi[c] + 1] - q[lo[c]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(a, n, k):
+    """Partially order ``a[:n]`` in place so that ``a[k]`` is its k-th smallest value and
+    ``a[:k]`` holds values not above it (Hoare partition around a median of three); returns
+    ``a[k]``. Exact: it only moves values."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+_SAMPLES = 256  # values sampled to bracket an order statistic
+_BRACKET = 20  # sample ranks either side (2.5 sigma of the rank's sampling scatter)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_inplace(a, n, scratch):
+    """The median of ``a[:n]`` (n >= 1), exactly as numpy computes it (the mean of the two
+    middle values for even n). Reorders ``a[:n]``; ``scratch`` (>= n,) float64.
+
+    Floyd–Rivest style: the order statistics are bracketed by two values of a strided sample,
+    one pass counts the values below the bracket and gathers those inside it, and the exact
+    selection runs on that ~15 % only; a missed bracket (rare) falls back to all values."""
+    k = n // 2
+    lo_k = k - 1 if n % 2 == 0 else k  # the lower middle rank
+    if n >= 8 * _SAMPLES:
+        step = n // _SAMPLES
+        samp = np.empty(_SAMPLES)
+        for i in range(_SAMPLES):
+            samp[i] = a[i * step]
+        samp.sort()
+        r = (k * _SAMPLES) // n
+        i_lo = r - _BRACKET
+        i_hi = r + _BRACKET
+        lo = samp[i_lo] if i_lo >= 0 else -np.inf
+        hi = samp[i_hi] if i_hi < _SAMPLES else np.inf
+        below = 0
+        m = 0
+        for i in range(n):
+            x = a[i]
+            if x < lo:
+                below += 1
+            elif x <= hi:
+                scratch[m] = x
+                m += 1
+        if below <= lo_k and k < below + m:
+            upper = _select(scratch, m, k - below)
+            if n % 2:
+                return upper
+            lower = scratch[0]
+            for i in range(1, k - below):
+                if scratch[i] > lower:
+                    lower = scratch[i]
+            return (lower + upper) / 2.0
+    upper = _select(a, n, k)
+    if n % 2:
+        return upper
+    lower = a[0]
+    for i in range(1, k):
+        if a[i] > lower:
+            lower = a[i]
+    return (lower + upper) / 2.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _sumthreshold_axis0(z, mask, chis, pv, pc, hit, out):
+    """SumThreshold along axis 0 of an (N, W) plane, all W lines at once (rows vectorised).
+    z float64, mask bool in; out bool (N, W) = mask grown; pv, pc (N + 1, W) float64 and
+    hit (N, W) bool scratch. Along frequency it runs on the transposed plane."""
+    nt, nc = z.shape
+    for t in range(nt):
+        for c in range(nc):
+            out[t, c] = mask[t, c]
     for k in range(chis.size):
         m = 1 << k
         chi = chis[k]
-        pv[0] = 0.0
-        pc[0] = 0.0
-        for i in range(n):
-            if out[i]:
-                pv[i + 1] = pv[i] + 0.0
-                pc[i + 1] = pc[i] + 0.0
-            else:
-                pv[i + 1] = pv[i] + z[i]
-                pc[i + 1] = pc[i] + 1.0
-        h[0] = 0
-        for s in range(n - m + 1):
-            sm = pv[s + m] - pv[s]
-            cnt = pc[s + m] - pc[s]
-            h[s + 1] = h[s] + (1 if (cnt > 0 and abs(sm) > chi * cnt) else 0)
-        for i in range(n):
-            lo = min(max(i - m + 1, 0), n - m)
-            hi = min(max(i, 0), n - m)
-            if h[hi + 1] - h[lo] > 0:
-                out[i] = True
+        for c in range(nc):
+            pv[0, c] = 0.0
+            pc[0, c] = 0.0
+        for t in range(nt):
+            for c in range(nc):
+                if out[t, c]:
+                    pv[t + 1, c] = pv[t, c] + 0.0
+                    pc[t + 1, c] = pc[t, c] + 0.0
+                else:
+                    pv[t + 1, c] = pv[t, c] + z[t, c]
+                    pc[t + 1, c] = pc[t, c] + 1.0
+        for s in range(nt - m + 1):
+            for c in range(nc):
+                sm = pv[s + m, c] - pv[s, c]
+                cnt = pc[s + m, c] - pc[s, c]
+                hit[s, c] = cnt > 0 and abs(sm) > chi * cnt
+        for s in range(nt - m + 1):
+            for c in range(nc):
+                if hit[s, c]:
+                    for i in range(s, s + m):
+                        out[i, c] = True
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -79,8 +182,29 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
         j = sp // npol
         p = sp % npol
         b = cross_idx[j]
+        # every buffer of this plane, allocated once
         amp = np.empty((ntime, nchan))
         valid = np.empty((ntime, nchan), np.bool_)
+        mask = np.empty((ntime, nchan), np.bool_)
+        z = np.empty((ntime, nchan))
+        num = np.empty((ntime, nchan))
+        den = np.empty((ntime, nchan))
+        num2 = np.empty((ntime, nchan))
+        den2 = np.empty((ntime, nchan))
+        pt = np.empty((ntime + 1, nchan))
+        qt = np.empty((ntime + 1, nchan))
+        pf = np.empty(nchan + 1)
+        qf = np.empty(nchan + 1)
+        hit_t = np.empty((ntime, nchan), np.bool_)
+        zf = np.empty((nchan, ntime))  # the transposed plane for the frequency direction
+        mask_f = np.empty((nchan, ntime), np.bool_)
+        pff = np.empty((nchan + 1, ntime))
+        qff = np.empty((nchan + 1, ntime))
+        hit_f = np.empty((nchan, ntime), np.bool_)
+        mt = np.empty((ntime, nchan), np.bool_)
+        mf = np.empty((nchan, ntime), np.bool_)
+        buf = np.empty(ntime * nchan)
+        scratch = np.empty(ntime * nchan)
         for t in range(ntime):
             for c in range(nchan):
                 v = vis[t, b, c, p]
@@ -88,51 +212,47 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
                 im = np.float64(v.imag)
                 amp[t, c] = np.sqrt(re * re + im * im)
                 valid[t, c] = not base[t, b, c, p]
-        mask = ~valid
-        z = np.zeros((ntime, nchan))
-        buf = np.empty(ntime * nchan)
-        line_t = np.empty(ntime, np.bool_)
-        line_f = np.empty(nchan, np.bool_)
+                mask[t, c] = base[t, b, c, p]
         for it in range(n_iter):
-            num = np.empty((ntime, nchan))
-            den = np.empty((ntime, nchan))
             for t in range(ntime):
                 for c in range(nchan):
                     num[t, c] = 0.0 if mask[t, c] else amp[t, c]
                     den[t, c] = 0.0 if mask[t, c] else 1.0
             for _ in range(passes):
-                num = _box(num, lo_t, hi_t, 0)
-                den = _box(den, lo_t, hi_t, 0)
+                _box_time(num, den, lo_t, hi_t, pt, qt, num2, den2)
+                num, num2 = num2, num
+                den, den2 = den2, den
             for _ in range(passes):
-                num = _box(num, lo_f, hi_f, 1)
-                den = _box(den, lo_f, hi_f, 1)
+                _box_freq(num, den, lo_f, hi_f, pf, qf, num2, den2)
+                num, num2 = num2, num
+                den, den2 = den2, den
             n = 0
-            resid = np.empty((ntime, nchan))
             for t in range(ntime):
                 for c in range(nchan):
                     bg = num[t, c] / den[t, c] if den[t, c] > 0 else 0.0
-                    resid[t, c] = amp[t, c] - bg
+                    r = amp[t, c] - bg
+                    z[t, c] = r  # the residual; in sigmas below
                     if not mask[t, c]:
-                        buf[n] = resid[t, c]
+                        buf[n] = r
                         n += 1
             sigma = 0.0
             if n >= 3:
-                med = np.median(buf[:n])
+                med = _median_inplace(buf, n, scratch)
                 for i in range(n):
                     buf[i] = abs(buf[i] - med)
-                sigma = 1.4826 * np.median(buf[:n])
+                sigma = 1.4826 * _median_inplace(buf, n, scratch)
             for t in range(ntime):
                 for c in range(nchan):
-                    z[t, c] = resid[t, c] / sigma if (sigma > 0 and valid[t, c]) else 0.0
-            mt = np.empty((ntime, nchan), np.bool_)
+                    z[t, c] = z[t, c] / sigma if (sigma > 0 and valid[t, c]) else 0.0
             for c in range(nchan):
-                _sumthreshold_line(z[:, c].copy(), mask[:, c].copy(), chis_t[it], line_t)
                 for t in range(ntime):
-                    mt[t, c] = line_t[t]
+                    zf[c, t] = z[t, c]
+                    mask_f[c, t] = mask[t, c]
+            _sumthreshold_axis0(z, mask, chis_t[it], pt, qt, hit_t, mt)
+            _sumthreshold_axis0(zf, mask_f, chis_f[it], pff, qff, hit_f, mf)
             for t in range(ntime):
-                _sumthreshold_line(z[t, :].copy(), mask[t, :].copy(), chis_f[it], line_f)
                 for c in range(nchan):
-                    mask[t, c] = mt[t, c] or line_f[c]
+                    mask[t, c] = mt[t, c] or mf[c, t]
         for t in range(ntime):
             for c in range(nchan):
                 det[t, j, c, p] = mask[t, c] and valid[t, c]
@@ -179,33 +299,142 @@ def _sir_line(line, eta, out):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _sir_kernel(mask, eta_t, eta_f, out):
-    ntime, nx, nchan, npol = mask.shape
-    for sp in numba.prange(nx * npol):
-        j = sp // npol
-        p = sp % npol
+def _dilate_kernel(det, base, cross_idx, combine, eta, out, new_count):
+    ntime, nx, nchan, npol = det.shape
+    nline = npol if not combine else 1
+    for sp in numba.prange(nx * nline):
+        j = sp // nline
+        p0 = sp % nline
+        b = cross_idx[j]
         res = np.zeros((ntime, nchan), np.bool_)
-        lt = np.empty(ntime, np.bool_)
-        lf = np.empty(nchan, np.bool_)
-        for c in range(nchan):
-            for t in range(ntime):
-                lt[t] = mask[t, j, c, p]
-            col = np.zeros(ntime, np.bool_)
-            _sir_line(lt, eta_t, col)
-            for t in range(ntime):
-                res[t, c] = col[t]
         for t in range(ntime):
             for c in range(nchan):
-                lf[c] = mask[t, j, c, p]
-            row = np.zeros(nchan, np.bool_)
-            _sir_line(lf, eta_f, row)
+                if combine:
+                    for p in range(npol):
+                        res[t, c] = res[t, c] or det[t, j, c, p]
+                else:
+                    res[t, c] = det[t, j, c, p0]
+        if eta > 0:
+            dil = np.zeros((ntime, nchan), np.bool_)
+            lt = np.empty(ntime, np.bool_)
+            col = np.empty(ntime, np.bool_)
             for c in range(nchan):
-                out[t, j, c, p] = res[t, c] or row[c]
+                for t in range(ntime):
+                    lt[t] = res[t, c]
+                    col[t] = False
+                _sir_line(lt, eta, col)
+                for t in range(ntime):
+                    dil[t, c] = col[t]
+            row = np.empty(nchan, np.bool_)
+            for t in range(ntime):
+                for c in range(nchan):
+                    row[c] = False
+                _sir_line(res[t], eta, row)
+                for c in range(nchan):
+                    dil[t, c] = dil[t, c] or row[c]
+            res = dil
+        n = 0
+        for p in range(npol):
+            if not combine and p != p0:
+                continue
+            for t in range(ntime):
+                for c in range(nchan):
+                    bad = base[t, b, c, p]
+                    d = res[t, c] and not bad
+                    out[t, j, c, p] = bad or d
+                    n += d
+        new_count[sp] = n
 
 
-def sir_dilate(*, mask: np.ndarray, eta_time: float, eta_freq: float) -> np.ndarray:
-    """Scale-invariant rank dilation of ``mask`` (ntime, nx, nchan, npol) bool along time and
-    along frequency (OR of the two)."""
-    out = np.empty_like(mask)
-    _sir_kernel(mask, float(eta_time), float(eta_freq), out)
-    return out
+def combine_and_dilate(*, det: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, combine: bool,
+                       eta: float) -> tuple[np.ndarray, int]:
+    """OR the polarizations of ``det`` (when ``combine``), dilate along time and frequency
+    (scale-invariant rank, ``eta``; 0 = none), and join with the flags already there.
+
+    det: (ntime, nx, nchan, npol) bool, the search's new flags on the cross-correlations
+    ``cross_idx`` of ``base`` (ntime, nbl, nchan, npol) bool. Returns (base[:, cross_idx] |
+    dilated, the number of samples added to base)."""
+    ntime, nx, nchan, npol = det.shape
+    out = np.empty(det.shape, bool)
+    counts = np.zeros(nx * (1 if combine else npol), np.int64)
+    _dilate_kernel(det, base, np.asarray(cross_idx, np.int64), bool(combine), float(eta), out, counts)
+    return out, int(counts.sum())
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _baseline_mean_kernel(z, base, cross_idx, clip, total, count):
+    ntime, nx, nchan, npol = z.shape
+    for t in numba.prange(ntime):
+        for j in range(nx):
+            b = cross_idx[j]
+            for c in range(nchan):
+                for p in range(npol):
+                    if not base[t, b, c, p]:
+                        v = z[t, j, c, p]
+                        v = min(max(v, np.float32(-clip)), np.float32(clip))
+                        total[t, c, p] += np.float64(v)
+                        count[t, c, p] += 1
+
+
+def baseline_mean(*, z: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the cross-correlations of ``z`` (ntime, nx, nchan, npol) float32 clipped to
+    ±clip, leaving out the samples flagged in ``base`` (ntime, nbl, nchan, npol); float64 sums
+    in baseline order. Returns (mean (ntime, nchan, npol) float64, 0 where none; count int64)."""
+    ntime, nx, nchan, npol = z.shape
+    total = np.zeros((ntime, nchan, npol))
+    count = np.zeros((ntime, nchan, npol), np.int64)
+    _baseline_mean_kernel(z, base, np.asarray(cross_idx, np.int64), float(clip), total, count)
+    mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return mean, count
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _count_axes_kernel(mask, tbp, bcp):
+    ntime, nbl, nchan, npol = mask.shape
+    for b in numba.prange(nbl):
+        for t in range(ntime):
+            for c in range(nchan):
+                for p in range(npol):
+                    if mask[t, b, c, p]:
+                        tbp[t, b, p] += 1
+                        bcp[b, c, p] += 1
+
+
+def count_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flagged samples of ``mask`` (ntime, nbl, nchan, npol) bool summed over channels,
+    (ntime, nbl, npol), and over times, (nbl, nchan, npol); int64, one pass."""
+    ntime, nbl, nchan, npol = mask.shape
+    tbp = np.zeros((ntime, nbl, npol), np.int64)
+    bcp = np.zeros((nbl, nchan, npol), np.int64)
+    _count_axes_kernel(mask, tbp, bcp)
+    return tbp, bcp
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _or_kernel(mask, tbp, bcp, tcp, t_any, c_any, new_count):
+    ntime, nbl, nchan, npol = mask.shape
+    for b in numba.prange(nbl):
+        n = 0
+        for t in range(ntime):
+            for c in range(nchan):
+                for p in range(npol):
+                    if not mask[t, b, c, p] and (tbp[t, b, p] or bcp[b, c, p] or tcp[t, c, p] or t_any[t]
+                                                 or c_any[c]):
+                        mask[t, b, c, p] = True
+                        n += 1
+        new_count[b] = n
+
+
+def or_broadcast(mask: np.ndarray, *, tbp=None, bcp=None, tcp=None, t=None, c=None) -> int:
+    """In place: flag every sample of ``mask`` (ntime, nbl, nchan, npol) bool whose (time,
+    baseline, pol), (baseline, channel, pol), (time, channel, pol), time or channel is True in
+    the given bool arrays (None = none). Returns the number of samples newly flagged."""
+    ntime, nbl, nchan, npol = mask.shape
+
+    def given(a, shape):
+        return np.zeros(shape, bool) if a is None else np.ascontiguousarray(a, bool)
+
+    counts = np.zeros(nbl, np.int64)
+    _or_kernel(mask, given(tbp, (ntime, nbl, npol)), given(bcp, (nbl, nchan, npol)), given(tcp, (ntime, nchan, npol)),
+               given(t, (ntime,)), given(c, (nchan,)), counts)
+    return int(counts.sum())
