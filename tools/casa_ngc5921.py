@@ -5,9 +5,11 @@ Runs with the CASA venv's python (``bash tools/install_casa.sh`` makes it), neve
 
     /work/casa-venv/bin/python tools/casa_ngc5921.py calibrate \\
         --out docs/benchmarks/ngc5921_casa.json [--workdir DIR] [--keep]
+    /work/casa-venv/bin/python tools/casa_ngc5921.py prepare --ms DIR/ngc5921.ms
     /work/casa-venv/bin/python tools/casa_ngc5921.py applycal --ms DIR/ngc5921.ms \\
         --caltable T1 [--caltable T2 ...] [--gainfield F1 ...] [--interp linear ...] \\
         --field 1445+099 --out corrected.npz
+    python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json   # markdown, no CASA
 
 ``calibrate`` does the CASA NGC5921 tutorial (the "Use Case Script for NGC 5921" of the CASA
 cookbook) with today's tasks, step by step, timing each:
@@ -67,6 +69,8 @@ PHASECAL = "1445+099"  # gaincal; fluxscale transfers 3C286's scale to it
 TARGET = "N5921"
 REFANT = "15"  # VLA:N2 (ID 14), the tutorial's reference antenna
 GAIN_CHANS = "6~56"  # the tutorial's: the bandpass rolls off outside these
+# Perley & Butler 2017 (ApJS 230, 7), 3C286: log10 S[Jy] = sum a_k log10(nu/GHz)^k
+PB2017_3C286 = (1.2481, -0.4507, -0.1798, 0.0357)
 PUBLISHED_1445 = {
     "flux_jy": 2.48576,
     "err_jy": 0.00123122,
@@ -163,6 +167,7 @@ def ms_summary(ms: str) -> dict:
     tb.open(f"{ms}/SPECTRAL_WINDOW")
     freqs = tb.getcol("CHAN_FREQ")[:, 0]
     widths = tb.getcol("CHAN_WIDTH")[:, 0]
+    ref_freq = float(tb.getcol("REF_FREQUENCY")[0])
     tb.close()
     tb.open(f"{ms}/POLARIZATION")
     corr = tb.getcol("CORR_TYPE")[:, 0]
@@ -195,6 +200,7 @@ def ms_summary(ms: str) -> dict:
         "antennas": [a | {"flag_row": bool(f), "in_main": a["id"] in used} for a, f in zip(ants, flagged_row)],
         "fields": fields, "scans": scans,
         "spw": {"nchan": int(len(freqs)), "freq0_hz": float(freqs[0]), "chan_width_hz": float(widths[0]),
+                "ref_freq_hz": ref_freq,
                 "freqs_hz": freqs.tolist()},
         "corr": [stokes.get(int(c), str(c)) for c in corr],
         "cross_baselines": int(len({(x, y) for x, y in zip(a1, a2) if x != y})),
@@ -202,18 +208,19 @@ def ms_summary(ms: str) -> dict:
 
 
 def field_id(ms: str, name: str) -> int:
-    """Field ID whose name starts with ``name`` (the MS names carry AIPS qualifiers) or equals an int."""
-    if name.isdigit():
-        return int(name)
+    """Field ID whose name starts with ``name`` (the MS names carry AIPS qualifiers), else ``name``
+    read as an ID."""
     casatools, _ = _casa()
     tb = casatools.table()
     tb.open(f"{ms}/FIELD")
     names = list(tb.getcol("NAME"))
     tb.close()
     hits = [i for i, n in enumerate(names) if n.startswith(name)]
-    if len(hits) != 1:
-        raise SystemExit(f"field {name!r}: {len(hits)} matches in {names}")
-    return hits[0]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and name.isdigit() and int(name) < len(names):
+        return int(name)
+    raise SystemExit(f"field {name!r}: {len(hits)} matches in {names}")
 
 
 def read_caltable(path: str, ms: str, nant: int) -> dict:
@@ -309,7 +316,7 @@ def dump_field(ms: str, fid: int, out: Path | None = None) -> dict:
     tb.close()
     d["field_id"] = np.int64(fid)
     if out is not None:
-        np.savez_compressed(out, **d)
+        np.savez(out, **d)
     return d
 
 
@@ -440,6 +447,11 @@ def _setup_log(path: Path | None) -> None:
     _, ct = _casa()
     if path is not None:
         ct.casalog.setlogfile(str(path))
+
+
+def pb2017_3c286(freq_hz: float) -> float:
+    x = np.log10(freq_hz / 1e9)
+    return float(10 ** sum(a * x**k for k, a in enumerate(PB2017_3C286)))
 
 
 def fluxscale_json(fs: dict, transfer_id: int) -> dict:
@@ -616,11 +628,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "gain_convention": "V_obs_ij = g_i conj(g_j) B_i conj(B_j) V_true_ij; phases referred to refant",
         },
         "setjy": {"field_id": fc, "field": sj[str(fc)]["fieldName"], "stokes_iquv_jy": _jsonable(setjy_flux),
-                  "flux_jy": float(setjy_flux[0])},
+                  # setjy reports the flux at channel 0's frequency (its log: "@ 1.4127e+09Hz");
+                  # with scalebychan each channel's model follows the PB2017 spectrum
+                  "flux_jy": float(setjy_flux[0]), "at_freq_hz": summary["spw"]["freqs_hz"][0],
+                  "pb2017_polynomial_jy": pb2017_3c286(summary["spw"]["freqs_hz"][0]),
+                  "band_centre_hz": fsj["freq_hz"],
+                  "pb2017_polynomial_at_band_centre_jy": pb2017_3c286(fsj["freq_hz"]),
+                  "pb2017_coefficients": list(PB2017_3C286)},
         "fluxscale": fsj,
         "published_tutorial_1445": PUBLISHED_1445
-        | {"scaled_to_setjy_jy": PUBLISHED_1445["flux_jy"] * float(setjy_flux[0]) / 14.76,
-           "note": "the published value times (this setjy flux / 14.76 Jy): the same gain ratio at today's 3C286 flux"},
+        | {"scaled_to_pb2017_jy": PUBLISHED_1445["flux_jy"] * pb2017_3c286(fsj["freq_hz"]) / 14.76,
+           "note": "the published value times (PB2017's 3C286 at the band centre / 14.76 Jy): the same gain "
+                   "ratio at today's 3C286 flux (approximate to a few 0.01 %: the 2007 setjy's frequency "
+                   "and per-channel scaling are not known here)"},
         "timings_s": timer.times | {"casa_tasks_total": round(sum(v for k, v in timer.times.items()
                                                                   if not k.startswith("pyuvdata.")), 3),
                                     "tool_wall_total": None},  # filled just before writing
@@ -643,6 +663,97 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """The MS a later comparison runs on: importuvfits (as ``calibrate`` does), autocorrelations
+    flagged; its summary (antennas, fields, scans, channels) as JSON beside it."""
+    _, ct = _casa()
+    _setup_log(args.log)
+    ms = str(args.ms)
+    for p in (ms, ms + ".flagversions"):
+        shutil.rmtree(p, ignore_errors=True)
+    timer = Timer()
+    timer.run("importuvfits", ct.importuvfits, fitsfile=str(args.fits), vis=ms)
+    timer.run("flagdata_autocorr", ct.flagdata, vis=ms, mode="manual", autocorr=True, flagbackup=False)
+    summary = ms_summary(ms) | {"fits": str(args.fits), "timings_s": timer.times}
+    Path(ms + ".json").write_text(_dumps(_jsonable(summary)))
+    print(f"wrote {ms} and {ms}.json")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Markdown figures from a calibrate JSON (no CASA needed): what docs/benchmarks/ngc5921.md quotes."""
+    r = json.loads(Path(args.json).read_text())
+    fs, sj, pub, ck, t = r["fluxscale"], r["setjy"], r["published_tutorial_1445"], r["checks"], r["timings_s"]
+    pu = r["pyuvdata_ms"]
+    L = []
+    L.append(f"CASA {r['versions']['casa']} (casatools {r['versions']['casatools']}, casadata "
+             f"{r['versions']['casadata']}), {r['date_utc']}, {r['machine']['cpus']} CPUs.")
+    L.append("")
+    L.append("| quantity | value |")
+    L.append("|---|---|")
+    L.append(f"| 3C286 (setjy, Perley-Butler 2017) at {sj['at_freq_hz'] / 1e6:.3f} MHz | {sj['flux_jy']:.4f} Jy "
+             f"(the PB2017 polynomial there: {sj['pb2017_polynomial_jy']:.4f} Jy) |")
+    L.append(f"| **1445+099, fluxscale** | **{fs['flux_jy']:.5f} ± {fs['flux_err_jy']:.5f} Jy** "
+             f"(SNR {fs['snr']:.0f}, {fs['n_solutions']} antenna-pol solutions) |")
+    L.append(f"| spectral index | {'fitted' if fs['spectral_index_fitted'] else 'not fitted (one spw)'} |")
+    L.append(f"| 1445+099, published tutorial (3C286 = 14.76 Jy) | {pub['flux_jy']} ± {pub['err_jy']} Jy |")
+    L.append(f"| the same, scaled to PB2017's 3C286 ({sj['pb2017_polynomial_at_band_centre_jy']:.4f} Jy at "
+             f"{sj['band_centre_hz'] / 1e6:.3f} MHz) | {pub['scaled_to_pb2017_jy']:.5f} Jy "
+             f"(CASA 6.7 / scaled = {fs['flux_jy'] / pub['scaled_to_pb2017_jy']:.5f}) |")
+    c = ck[f"corrected_{PHASECAL}"]
+    L.append(f"| 1445+099 corrected, vector mean (ch {c['channels']}) | {c['vector_mean_re_jy']:.5f} "
+             f"{c['vector_mean_im_jy']:+.5f}i Jy |")
+    c = ck[f"corrected_{FLUXCAL}"]
+    L.append(f"| 3C286 corrected, vector mean (ch {c['channels']}) | {c['vector_mean_re_jy']:.5f} "
+             f"{c['vector_mean_im_jy']:+.5f}i Jy |")
+    m = ck[f"manual_apply_vs_casa_{FLUXCAL}"]
+    L.append(f"| numpy apply of the caltables vs CASA's CORRECTED_DATA (3C286) | max rel. diff "
+             f"{m['max_rel_diff']:.1e} over {m['samples']} samples |")
+    a = ck[f"applycal_subcommand_vs_tutorial_apply_{PHASECAL}"]
+    L.append(f"| `applycal` subcommand vs the tutorial apply (1445+099) | max diff {a['max_abs_diff_jy']} Jy, "
+             f"{a['flags_differ']} flags differ |")
+    if "casa_calibration_on_it" in pu:
+        q = pu["casa_calibration_on_it"]
+        L.append(f"| 1445+099 on pyuvdata's MS (same CASA steps) | {q['flux_1445_jy']:.5f} ± "
+                 f"{q['flux_1445_err_jy']:.5f} Jy (ratio {q['flux_1445_ratio_to_importuvfits_ms']:.5f}) |")
+    L.append("")
+    L.append("| step | wall (s) |")
+    L.append("|---|---|")
+    for k, v in t.items():
+        if v is not None:
+            L.append(f"| {k} | {v:.2f} |")
+    L.append("")
+    if "rows_matched" in pu:
+        L.append(f"pyuvdata's MS vs importuvfits': {pu['rows_matched']}/{pu['rows'][0]} rows matched, data max rel. "
+                 f"diff {pu['data_max_abs_diff_rel']}, uvw max diff {pu['uvw_max_abs_diff_m']} m, antennas "
+                 f"{pu['n_antennas'][0]} vs {pu['n_antennas'][1]} rows, frequency frame {pu['freq_frame'][0]} vs "
+                 f"{pu['freq_frame'][1]}, scans {len(pu['scans'][0])} vs {len(pu['scans'][1])}, autocorrelations "
+                 f"flagged {pu['autocorrelations_flagged_fraction'][0]:.0%} vs "
+                 f"{pu['autocorrelations_flagged_fraction'][1]:.0%}, flags differing outside them "
+                 f"{pu['flags_differ_outside_autocorrelations']}, WEIGHT ratio "
+                 f"{pu['weight_ratio_importuvfits_over_pyuvdata'][0]:g}.")
+        L.append("")
+    # per-antenna fluxscaled band-averaged gains on 1445+099: spread over its scans
+    g = r["gains_fluxscaled"]["solutions"]
+    names = [x["name"] for x in r["antennas"]]
+    pc = [s for s in g if s["field_id"] == r["choices"]["phase_calibrator"]["field_id"]]
+    amps = np.array([[[np.nan if v is None else v for v in ant] for ant in s["amp_bandavg"]] for s in pc], float)
+    ph = np.array([[[np.nan if v is None else v for v in ant] for ant in s["phase_deg_bandavg"]] for s in pc], float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanmax(amps, 0) / np.nanmin(amps, 0) - 1
+        rel = (ph - ph[:1] + 180) % 360 - 180  # change from the first scan, wrapped
+        dph = np.nanmax(rel, 0) - np.nanmin(rel, 0)
+    good = np.isfinite(spread)
+    L.append(f"1445+099's {len(pc)} scans, band-averaged fluxscaled gains ({int(good[:, 0].sum())} antennas with "
+             f"solutions): amplitude {np.nanmin(amps):.4f}–{np.nanmax(amps):.4f}; largest change of one antenna's "
+             f"amplitude over the scans {np.nanmax(spread):.2%} (median {np.nanmedian(spread):.2%}); largest phase "
+             f"change {np.nanmax(dph):.1f}° (median {np.nanmedian(dph):.1f}°, antenna "
+             f"{names[int(np.nanargmax(np.where(good, dph, -1).max(1)))]}).")
+    print("\n".join(L))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -662,8 +773,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--field", required=True, help="field name prefix (e.g. 1445+099) or ID")
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--log", type=Path, default=None)
+    p = sub.add_parser("prepare", help="importuvfits the UVFITS to an MS, autocorrelations flagged")
+    p.add_argument("--fits", type=Path, default=DATA)
+    p.add_argument("--ms", type=Path, required=True)
+    p.add_argument("--log", type=Path, default=None)
+    m = sub.add_parser("summary", help="markdown figures from a calibrate JSON (no CASA needed)")
+    m.add_argument("json", type=Path)
     args = ap.parse_args(argv)
-    return cmd_calibrate(args) if args.cmd == "calibrate" else cmd_applycal(args)
+    return {"calibrate": cmd_calibrate, "prepare": cmd_prepare, "applycal": cmd_applycal,
+            "summary": cmd_summary}[args.cmd](args)
 
 
 if __name__ == "__main__":
