@@ -529,6 +529,7 @@ def solve(timer: Timer, ms: str, prefix: str, refant: str, chans: tuple[int, int
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     _, ct = _casa()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="casa_ngc5921_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -603,7 +604,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "tool": "tools/casa_ngc5921.py calibrate",
         "command": " ".join([Path(sys.executable).as_posix(), *sys.argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1_5_15_at_start": load_at_start},
         "versions": _versions(),
         "input": {"fits": str(args.fits), "bytes": args.fits.stat().st_size, "sha256": _sha256(args.fits)},
         "ms": summary,
@@ -686,8 +688,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     fs, sj, pub, ck, t = r["fluxscale"], r["setjy"], r["published_tutorial_1445"], r["checks"], r["timings_s"]
     pu = r["pyuvdata_ms"]
     L = []
+    load = r["machine"].get("load_average_1_5_15_at_start")
     L.append(f"CASA {r['versions']['casa']} (casatools {r['versions']['casatools']}, casadata "
-             f"{r['versions']['casadata']}), {r['date_utc']}, {r['machine']['cpus']} CPUs.")
+             f"{r['versions']['casadata']}), {r['date_utc']}, {r['machine']['cpus']} CPUs"
+             + (f" (load average {load[0]} at the start: shared machine)." if load else "."))
     L.append("")
     L.append("| quantity | value |")
     L.append("|---|---|")
