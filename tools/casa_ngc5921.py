@@ -14,16 +14,15 @@ Runs with the CASA venv's python (``bash tools/install_casa.sh`` makes it), neve
 ``calibrate`` does the CASA NGC5921 tutorial (the "Use Case Script for NGC 5921" of the CASA
 cookbook) with today's tasks, step by step, timing each:
 
-1. ``importuvfits`` of ``NGC5921.fits`` to an MS; ``listobs``. The same UVFITS is also written
-   to an MS by pyuvdata and the two MSs are compared (rows, antennas, times, uvw, data, flags);
-   the differences go into the JSON (``pyuvdata_ms``).
+1. ``importuvfits`` of ``NGC5921.fits`` to an MS; ``listobs``.
 2. ``flagdata`` autocorrelations (the tutorial's ``flagautocorr``).
 3. ``setjy`` on 1331+305 (3C286), Perley-Butler 2017, no model image (3C286 is unresolved at
    L band in D configuration, as the tutorial says), scaled per channel.
 4. ``bandpass`` on 1331+305: bandtype B, one solution over its one scan (solint inf), all 63
    channels, ``solnorm=True`` (the bandpass carries the shape only, the band-average amplitude
    goes to the gains; the tutorial's older CASA had no normalisation, which moves amplitude
-   between the tables but not the fluxscale result).
+   between the tables but not the fluxscale result: steps 4-6 are run again with
+   ``solnorm=False`` and that flux is recorded in ``checks``).
 5. ``gaincal`` on 1331+305 and 1445+099 with the bandpass applied: gaintype G, calmode ap,
    solint inf without combining scans (one solution per scan and antenna), channels 6~56
    (the tutorial's choice: the bandpass rolls off in the first six and last six channels),
@@ -33,6 +32,11 @@ cookbook) with today's tasks, step by step, timing each:
    (nearest) to both calibrators, checked two ways: CORRECTED_DATA of 1331+305 against the
    caltables applied by hand in numpy (V / (g_i conj(g_j)) / (b_i conj(b_j))), and the vector
    mean of 1445+099's corrected visibilities against fluxscale's flux density.
+
+Then the same UVFITS is written to an MS by pyuvdata, compared with importuvfits' (antennas
+matched by station, rows by time and baseline: data, uvw, flags, weights, scans, frequency
+frame), and calibrated with steps 2-7; the differences and its 1445+099 flux go into
+``pyuvdata_ms``.
 
 The reference antenna is the tutorial's: antenna name "15" (VLA:N2, ID 14; the archive's VA15).
 
@@ -562,6 +566,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "corrected_" + PHASECAL: vector_mean(ms, pc, (lo, hi)),
         "corrected_" + FLUXCAL: vector_mean(ms, fc, (lo, hi)),
     }
+    # solnorm moves amplitude between bandpass and gains; the transferred flux must not care.
+    nb, ng, nf = (str(work / f"solnorm_false.{x}") for x in ("bcal", "gcal", "fluxscale"))
+    for p in (nb, ng, nf):
+        shutil.rmtree(p, ignore_errors=True)
+    ct.bandpass(vis=ms, caltable=nb, field=str(fc), spw="", solint="inf", combine="scan", refant=args.refant,
+                bandtype="B", solnorm=False, minsnr=3.0)
+    ct.gaincal(vis=ms, caltable=ng, field=f"{fc},{pc}", spw=f"0:{lo}~{hi}", gaintype="G", calmode="ap",
+               solint="inf", combine="", refant=args.refant, minsnr=1.0, gaintable=[nb], interp=["nearest"])
+    fs_n = fluxscale_json(ct.fluxscale(vis=ms, caltable=ng, fluxtable=nf, reference=str(fc), transfer=[str(pc)]), pc)
+    checks["fluxscale_with_bandpass_solnorm_false"] = {"flux_jy": fs_n["flux_jy"], "flux_err_jy": fs_n["flux_err_jy"]}
     # The applycal subcommand (what a later test runs on contimg's exported table), here with
     # CASA's own tables: it must reproduce the tutorial apply above exactly.
     before = np.load(work / f"corrected_{PHASECAL}.npz")
@@ -716,6 +730,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     a = ck[f"applycal_subcommand_vs_tutorial_apply_{PHASECAL}"]
     L.append(f"| `applycal` subcommand vs the tutorial apply (1445+099) | max diff {a['max_abs_diff_jy']} Jy, "
              f"{a['flags_differ']} flags differ |")
+    if "fluxscale_with_bandpass_solnorm_false" in ck:
+        q = ck["fluxscale_with_bandpass_solnorm_false"]
+        L.append(f"| 1445+099 with the bandpass not normalised (solnorm=False) | {q['flux_jy']:.5f} ± "
+                 f"{q['flux_err_jy']:.5f} Jy (ratio {q['flux_jy'] / fs['flux_jy']:.6f}) |")
     if "casa_calibration_on_it" in pu:
         q = pu["casa_calibration_on_it"]
         L.append(f"| 1445+099 on pyuvdata's MS (same CASA steps) | {q['flux_1445_jy']:.5f} ± "
