@@ -34,7 +34,7 @@ def test_doc_figures_come_from_the_json():
     block = re.search(r"<!-- summary: begin[^\n]*-->\n(.*?)<!-- summary: end -->", DOC.read_text(), re.S)
     assert block, "ngc5921.md lost its summary markers"
     assert block.group(1).strip() == out.getvalue().strip(), \
-        "regenerate the block: python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json"
+        "regenerate: python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json --md docs/benchmarks/ngc5921.md"
 
 
 def test_result_shape():

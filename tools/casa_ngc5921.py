@@ -9,7 +9,8 @@ Runs with the CASA venv's python (``bash tools/install_casa.sh`` makes it), neve
     /work/casa-venv/bin/python tools/casa_ngc5921.py applycal --ms DIR/ngc5921.ms \\
         --caltable T1 [--caltable T2 ...] [--gainfield F1 ...] [--interp linear ...] \\
         --field 1445+099 --out corrected.npz
-    python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json   # markdown, no CASA
+    python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json \\
+        [--md docs/benchmarks/ngc5921.md]   # markdown figures (into the doc's markers); no CASA
 
 ``calibrate`` does the CASA NGC5921 tutorial (the "Use Case Script for NGC 5921" of the CASA
 cookbook) with today's tasks, step by step, timing each:
@@ -773,7 +774,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
              f"amplitude over the scans {np.nanmax(spread):.2%} (median {np.nanmedian(spread):.2%}); largest phase "
              f"change {np.nanmax(dph):.1f}° (median {np.nanmedian(dph):.1f}°, antenna "
              f"{names[int(np.nanargmax(np.where(good, dph, -1).max(1)))]}).")
-    print("\n".join(L))
+    text = "\n".join(L)
+    if args.md is None:
+        print(text)
+        return 0
+    md_text = args.md.read_text()
+    pat = re.compile(r"(<!-- summary: begin[^\n]*-->\n)(.*?)(<!-- summary: end -->)", re.S)
+    if not pat.search(md_text):
+        raise SystemExit(f"{args.md}: no <!-- summary: begin ... --> / <!-- summary: end --> markers")
+    args.md.write_text(pat.sub(lambda m: m.group(1) + text + "\n" + m.group(3), md_text, count=1))
+    print(f"updated {args.md}")
     return 0
 
 
@@ -802,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", type=Path, default=None)
     m = sub.add_parser("summary", help="markdown figures from a calibrate JSON (no CASA needed)")
     m.add_argument("json", type=Path)
+    m.add_argument("--md", type=Path, default=None, help="replace the block between the summary markers of this file")
     args = ap.parse_args(argv)
     return {"calibrate": cmd_calibrate, "prepare": cmd_prepare, "applycal": cmd_applycal,
             "summary": cmd_summary}[args.cmd](args)
