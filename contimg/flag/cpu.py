@@ -173,6 +173,48 @@ def _sumthreshold_axis0(z, mask, chis, pv, pc, hit, out):
                         out[i, c] = True
 
 
+@numba.njit(cache=True, nogil=True)
+def _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den, num2, den2, pt, qt, pf, qf, buf,
+                     scratch, z, zf, mask_f):
+    """One plane's residual from its masked smooth background, in robust sigmas: z (T, C) and
+    its transpose zf (C, T), with mask_f = mask transposed. The rest are scratch buffers."""
+    ntime, nchan = amp.shape
+    for t in range(ntime):
+        for c in range(nchan):
+            num[t, c] = 0.0 if mask[t, c] else amp[t, c]
+            den[t, c] = 0.0 if mask[t, c] else 1.0
+    for _ in range(passes):
+        _box_time(num, den, lo_t, hi_t, pt, qt, num2, den2)
+        num, num2 = num2, num
+        den, den2 = den2, den
+    for _ in range(passes):
+        _box_freq(num, den, lo_f, hi_f, pf, qf, num2, den2)
+        num, num2 = num2, num
+        den, den2 = den2, den
+    n = 0
+    for t in range(ntime):
+        for c in range(nchan):
+            bg = num[t, c] / den[t, c] if den[t, c] > 0 else 0.0
+            r = amp[t, c] - bg
+            z[t, c] = r  # the residual; in sigmas below
+            if not mask[t, c]:
+                buf[n] = r
+                n += 1
+    sigma = 0.0
+    if n >= 3:
+        med = _median_inplace(buf, n, scratch)
+        for i in range(n):
+            buf[i] = abs(buf[i] - med)
+        sigma = 1.4826 * _median_inplace(buf, n, scratch)
+    for t in range(ntime):
+        for c in range(nchan):
+            z[t, c] = z[t, c] / sigma if (sigma > 0 and valid[t, c]) else 0.0
+    for c in range(nchan):
+        for t in range(ntime):
+            zf[c, t] = z[t, c]
+            mask_f[c, t] = mask[t, c]
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, passes, det, zout):
     ntime, _, nchan, npol = vis.shape
@@ -213,46 +255,24 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
                 amp[t, c] = np.sqrt(re * re + im * im)
                 valid[t, c] = not base[t, b, c, p]
                 mask[t, c] = base[t, b, c, p]
-        for it in range(n_iter):
-            for t in range(ntime):
-                for c in range(nchan):
-                    num[t, c] = 0.0 if mask[t, c] else amp[t, c]
-                    den[t, c] = 0.0 if mask[t, c] else 1.0
-            for _ in range(passes):
-                _box_time(num, den, lo_t, hi_t, pt, qt, num2, den2)
-                num, num2 = num2, num
-                den, den2 = den2, den
-            for _ in range(passes):
-                _box_freq(num, den, lo_f, hi_f, pf, qf, num2, den2)
-                num, num2 = num2, num
-                den, den2 = den2, den
-            n = 0
-            for t in range(ntime):
-                for c in range(nchan):
-                    bg = num[t, c] / den[t, c] if den[t, c] > 0 else 0.0
-                    r = amp[t, c] - bg
-                    z[t, c] = r  # the residual; in sigmas below
-                    if not mask[t, c]:
-                        buf[n] = r
-                        n += 1
-            sigma = 0.0
-            if n >= 3:
-                med = _median_inplace(buf, n, scratch)
-                for i in range(n):
-                    buf[i] = abs(buf[i] - med)
-                sigma = 1.4826 * _median_inplace(buf, n, scratch)
-            for t in range(ntime):
-                for c in range(nchan):
-                    z[t, c] = z[t, c] / sigma if (sigma > 0 and valid[t, c]) else 0.0
+        n_masked = 0
+        for t in range(ntime):
             for c in range(nchan):
-                for t in range(ntime):
-                    zf[c, t] = z[t, c]
-                    mask_f[c, t] = mask[t, c]
+                n_masked += mask[t, c]
+        refit = True
+        for it in range(n_iter):
+            if refit:  # else the mask did not grow: the background, sigma and z are the last iteration's
+                _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den, num2, den2, pt, qt, pf, qf,
+                                 buf, scratch, z, zf, mask_f)
             _sumthreshold_axis0(z, mask, chis_t[it], pt, qt, hit_t, mt)
             _sumthreshold_axis0(zf, mask_f, chis_f[it], pff, qff, hit_f, mf)
+            grown = 0
             for t in range(ntime):
                 for c in range(nchan):
                     mask[t, c] = mt[t, c] or mf[c, t]
+                    grown += mask[t, c]
+            refit = grown != n_masked
+            n_masked = grown
         for t in range(ntime):
             for c in range(nchan):
                 det[t, j, c, p] = mask[t, c] and valid[t, c]
@@ -281,13 +301,13 @@ def detect(*, vis: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, lo_t, hi
 
 
 @numba.njit(cache=True, nogil=True)
-def _sir_line(line, eta, out):
+def _sir_line(line, eta, out, w, pmin):
+    """Scale-invariant rank dilation of one line (n,) bool, OR-ed into ``out``; w (n + 1,),
+    pmin (n,) float64 scratch."""
     n = line.size
-    w = np.empty(n + 1)
     w[0] = 0.0
     for i in range(n):
         w[i + 1] = w[i] + (eta if line[i] else eta - 1.0)
-    pmin = np.empty(n)
     cur = w[0]
     for y in range(n):
         cur = min(cur, w[y])
@@ -315,6 +335,9 @@ def _dilate_kernel(det, base, cross_idx, combine, eta, out, new_count):
                 else:
                     res[t, c] = det[t, j, c, p0]
         if eta > 0:
+            n_line = max(ntime, nchan)
+            w = np.empty(n_line + 1)
+            pmin = np.empty(n_line)
             dil = np.zeros((ntime, nchan), np.bool_)
             lt = np.empty(ntime, np.bool_)
             col = np.empty(ntime, np.bool_)
@@ -322,14 +345,14 @@ def _dilate_kernel(det, base, cross_idx, combine, eta, out, new_count):
                 for t in range(ntime):
                     lt[t] = res[t, c]
                     col[t] = False
-                _sir_line(lt, eta, col)
+                _sir_line(lt, eta, col, w, pmin)
                 for t in range(ntime):
                     dil[t, c] = col[t]
             row = np.empty(nchan, np.bool_)
             for t in range(ntime):
                 for c in range(nchan):
                     row[c] = False
-                _sir_line(res[t], eta, row)
+                _sir_line(res[t], eta, row, w, pmin)
                 for c in range(nchan):
                     dil[t, c] = dil[t, c] or row[c]
             res = dil
@@ -430,6 +453,8 @@ def or_broadcast(mask: np.ndarray, *, tbp=None, bcp=None, tcp=None, t=None, c=No
     baseline, pol), (baseline, channel, pol), (time, channel, pol), time or channel is True in
     the given bool arrays (None = none). Returns the number of samples newly flagged."""
     ntime, nbl, nchan, npol = mask.shape
+    if not any(a is not None and np.any(a) for a in (tbp, bcp, tcp, t, c)):
+        return 0
 
     def given(a, shape):
         return np.zeros(shape, bool) if a is None else np.ascontiguousarray(a, bool)
