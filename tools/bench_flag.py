@@ -3,6 +3,7 @@ same simulated group: detection against the simulator's RFI truth, and wall time
 
     python tools/bench_flag.py --out docs/benchmarks/flagging.json [--config test] [--groups 2]
         [--antennas 32 --chans-per-subband 48]   # the real channel width
+        [--config dsa110 --groups 1 --sim-dir D]  # a real-size group, kept in D for reruns
 
 Both flag every cross-correlation of each group (ntime x nchan planes, both polarizations);
 AOFlagger runs one baseline per call in ``--threads`` threads, contimg's CPU twin uses numba's
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sim-dir", type=Path, default=None,
+                    help="simulate into this folder, or reuse the groups already there (truth.h5 present)")
     args = ap.parse_args(argv)
 
     import aoflagger
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     sim_cfg = cfg.simulate.model_copy(update=changes)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sim = Path(tmp)
-        simulate(sim, n_groups=args.groups, cfg=sim_cfg)
+        sim = args.sim_dir or Path(tmp)
+        if not (sim / "truth.h5").exists():
+            simulate(sim, n_groups=args.groups, cfg=sim_cfg)
         for group in group_files(scan_folder(sim), tolerance_s=60):
             chunk = read_group(group)
             with h5py.File(sim / "truth.h5") as f:

@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ["detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast"]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _box_time(num, den, lo, hi, p, q, out_num, out_den):
     """Box sums along time (axis 0) of two (T, C) float64 planes at once, rows vectorised over
     channels: ``p``, ``q`` (T + 1, C) scratch prefix sums."""
@@ -33,7 +33,7 @@ def _box_time(num, den, lo, hi, p, q, out_num, out_den):
             out_den[t, c] = q[a, c] - q[b, c]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _box_freq(num, den, lo, hi, p, q, out_num, out_den):
     """Box sums along frequency (axis 1) of two (T, C) float64 planes: ``p``, ``q`` (C + 1,)
     scratch."""
@@ -49,7 +49,7 @@ def _box_freq(num, den, lo, hi, p, q, out_num, out_den):
             out_den[t, c] = q[hi[c] + 1] - q[lo[c]]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _select(a, n, k):
     """Partially order ``a[:n]`` in place so that ``a[k]`` is its k-th smallest value and
     ``a[:k]`` holds values not above it (Hoare partition around a median of three); returns
@@ -89,7 +89,7 @@ _SAMPLES = 256  # values sampled to bracket an order statistic
 _BRACKET = 20  # sample ranks either side (2.5 sigma of the rank's sampling scatter)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _median_inplace(a, n, scratch):
     """The median of ``a[:n]`` (n >= 1), exactly as numpy computes it (the mean of the two
     middle values for even n). Reorders ``a[:n]``; ``scratch`` (>= n,) float64.
@@ -138,11 +138,15 @@ def _median_inplace(a, n, scratch):
     return (lower + upper) / 2.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _sumthreshold_axis0(z, mask, chis, pv, pc, hit, out):
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out):
     """SumThreshold along axis 0 of an (N, W) plane, all W lines at once (rows vectorised).
-    z float64, mask bool in; out bool (N, W) = mask grown; pv, pc (N + 1, W) float64 and
-    hit (N, W) bool scratch. Along frequency it runs on the transposed plane."""
+
+    z float64, mask bool in; out bool (N, W) = mask grown; pv (N + 1, W) float64 and pc
+    (N + 1, W) int64 scratch. ``max_abs``: max |z| over the samples not in ``mask`` — a window
+    length whose threshold is above it cannot flag anything (a mean is never above the
+    largest value) and is skipped (with a margin far above the prefix sums' rounding).
+    Along frequency it runs on the transposed plane."""
     nt, nc = z.shape
     for t in range(nt):
         for c in range(nc):
@@ -150,30 +154,28 @@ def _sumthreshold_axis0(z, mask, chis, pv, pc, hit, out):
     for k in range(chis.size):
         m = 1 << k
         chi = chis[k]
+        if max_abs < chi * (1.0 - 1e-6):
+            continue
         for c in range(nc):
             pv[0, c] = 0.0
-            pc[0, c] = 0.0
+            pc[0, c] = 0
         for t in range(nt):
             for c in range(nc):
                 if out[t, c]:
                     pv[t + 1, c] = pv[t, c] + 0.0
-                    pc[t + 1, c] = pc[t, c] + 0.0
+                    pc[t + 1, c] = pc[t, c]
                 else:
                     pv[t + 1, c] = pv[t, c] + z[t, c]
-                    pc[t + 1, c] = pc[t, c] + 1.0
+                    pc[t + 1, c] = pc[t, c] + 1
         for s in range(nt - m + 1):
             for c in range(nc):
-                sm = pv[s + m, c] - pv[s, c]
                 cnt = pc[s + m, c] - pc[s, c]
-                hit[s, c] = cnt > 0 and abs(sm) > chi * cnt
-        for s in range(nt - m + 1):
-            for c in range(nc):
-                if hit[s, c]:
-                    for i in range(s, s + m):
+                if cnt > 0 and abs(pv[s + m, c] - pv[s, c]) > chi * cnt:
+                    for i in range(s, s + m):  # the prefix sums are taken: growing out now is safe
                         out[i, c] = True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den, num2, den2, pt, qt, pf, qf, buf,
                      scratch, z, zf, mask_f):
     """One plane's residual from its masked smooth background, in robust sigmas: z (T, C) and
@@ -215,7 +217,7 @@ def _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den,
             mask_f[c, t] = mask[t, c]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, passes, det, zout):
     ntime, _, nchan, npol = vis.shape
     nx = cross_idx.size
@@ -237,12 +239,11 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
         qt = np.empty((ntime + 1, nchan))
         pf = np.empty(nchan + 1)
         qf = np.empty(nchan + 1)
-        hit_t = np.empty((ntime, nchan), np.bool_)
+        ct = np.empty((ntime + 1, nchan), np.int64)
         zf = np.empty((nchan, ntime))  # the transposed plane for the frequency direction
         mask_f = np.empty((nchan, ntime), np.bool_)
         pff = np.empty((nchan + 1, ntime))
-        qff = np.empty((nchan + 1, ntime))
-        hit_f = np.empty((nchan, ntime), np.bool_)
+        cff = np.empty((nchan + 1, ntime), np.int64)
         mt = np.empty((ntime, nchan), np.bool_)
         mf = np.empty((nchan, ntime), np.bool_)
         buf = np.empty(ntime * nchan)
@@ -264,8 +265,13 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
             if refit:  # else the mask did not grow: the background, sigma and z are the last iteration's
                 _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den, num2, den2, pt, qt, pf, qf,
                                  buf, scratch, z, zf, mask_f)
-            _sumthreshold_axis0(z, mask, chis_t[it], pt, qt, hit_t, mt)
-            _sumthreshold_axis0(zf, mask_f, chis_f[it], pff, qff, hit_f, mf)
+            max_abs = 0.0
+            for t in range(ntime):
+                for c in range(nchan):
+                    if not mask[t, c]:
+                        max_abs = max(max_abs, abs(z[t, c]))
+            _sumthreshold_axis0(z, mask, chis_t[it], max_abs, pt, ct, mt)
+            _sumthreshold_axis0(zf, mask_f, chis_f[it], max_abs, pff, cff, mf)
             grown = 0
             for t in range(ntime):
                 for c in range(nchan):
@@ -300,25 +306,33 @@ def detect(*, vis: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, lo_t, hi
     return det, zout
 
 
-@numba.njit(cache=True, nogil=True)
-def _sir_line(line, eta, out, w, pmin):
-    """Scale-invariant rank dilation of one line (n,) bool, OR-ed into ``out``; w (n + 1,),
-    pmin (n,) float64 scratch."""
-    n = line.size
-    w[0] = 0.0
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sir_axis0(x, eta, w, pmin, cur, out):
+    """Scale-invariant rank dilation along axis 0 of an (N, W) bool plane, all W lines at once,
+    OR-ed into ``out`` (N, W): a sample is flagged when an interval containing it is flagged
+    for at least 1 - eta of its length. W[y] = sum_{i<y} (eta - [not flagged]); flagged iff
+    max_{e>y} W[e] >= min_{s<=y} W[s]. w (N + 1, W), pmin (N, W) float64, cur (W,) scratch."""
+    n, nw = x.shape
+    for c in range(nw):
+        w[0, c] = 0.0
     for i in range(n):
-        w[i + 1] = w[i] + (eta if line[i] else eta - 1.0)
-    cur = w[0]
+        for c in range(nw):
+            w[i + 1, c] = w[i, c] + (eta if x[i, c] else eta - 1.0)
+    for c in range(nw):
+        cur[c] = w[0, c]
     for y in range(n):
-        cur = min(cur, w[y])
-        pmin[y] = cur
-    cur = w[n]
+        for c in range(nw):
+            cur[c] = min(cur[c], w[y, c])
+            pmin[y, c] = cur[c]
+    for c in range(nw):
+        cur[c] = w[n, c]
     for y in range(n - 1, -1, -1):
-        cur = max(cur, w[y + 1])
-        out[y] = out[y] or cur >= pmin[y]
+        for c in range(nw):
+            cur[c] = max(cur[c], w[y + 1, c])
+            out[y, c] = out[y, c] or cur[c] >= pmin[y, c]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _dilate_kernel(det, base, cross_idx, combine, eta, out, new_count):
     ntime, nx, nchan, npol = det.shape
     nline = npol if not combine else 1
@@ -335,26 +349,14 @@ def _dilate_kernel(det, base, cross_idx, combine, eta, out, new_count):
                 else:
                     res[t, c] = det[t, j, c, p0]
         if eta > 0:
-            n_line = max(ntime, nchan)
-            w = np.empty(n_line + 1)
-            pmin = np.empty(n_line)
             dil = np.zeros((ntime, nchan), np.bool_)
-            lt = np.empty(ntime, np.bool_)
-            col = np.empty(ntime, np.bool_)
-            for c in range(nchan):
-                for t in range(ntime):
-                    lt[t] = res[t, c]
-                    col[t] = False
-                _sir_line(lt, eta, col, w, pmin)
-                for t in range(ntime):
-                    dil[t, c] = col[t]
-            row = np.empty(nchan, np.bool_)
+            _sir_axis0(res, eta, np.empty((ntime + 1, nchan)), np.empty((ntime, nchan)), np.empty(nchan), dil)
+            res_f = np.ascontiguousarray(res.T)
+            dil_f = np.zeros((nchan, ntime), np.bool_)
+            _sir_axis0(res_f, eta, np.empty((nchan + 1, ntime)), np.empty((nchan, ntime)), np.empty(ntime), dil_f)
             for t in range(ntime):
                 for c in range(nchan):
-                    row[c] = False
-                _sir_line(res[t], eta, row, w, pmin)
-                for c in range(nchan):
-                    dil[t, c] = dil[t, c] or row[c]
+                    dil[t, c] = dil[t, c] or dil_f[c, t]
             res = dil
         n = 0
         for p in range(npol):
@@ -384,7 +386,7 @@ def combine_and_dilate(*, det: np.ndarray, base: np.ndarray, cross_idx: np.ndarr
     return out, int(counts.sum())
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _baseline_mean_kernel(z, base, cross_idx, clip, total, count):
     ntime, nx, nchan, npol = z.shape
     for t in numba.prange(ntime):
@@ -411,16 +413,18 @@ def baseline_mean(*, z: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, cli
     return mean, count
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _count_axes_kernel(mask, tbp, bcp):
     ntime, nbl, nchan, npol = mask.shape
     for b in numba.prange(nbl):
         for t in range(ntime):
-            for c in range(nchan):
-                for p in range(npol):
-                    if mask[t, b, c, p]:
-                        tbp[t, b, p] += 1
-                        bcp[b, c, p] += 1
+            for p in range(npol):
+                s = 0
+                for c in range(nchan):
+                    v = np.int64(mask[t, b, c, p])
+                    s += v
+                    bcp[b, c, p] += v
+                tbp[t, b, p] = s
 
 
 def count_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -433,7 +437,7 @@ def count_axes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tbp, bcp
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _or_kernel(mask, tbp, bcp, tcp, t_any, c_any, new_count):
     ntime, nbl, nchan, npol = mask.shape
     for b in numba.prange(nbl):
@@ -441,10 +445,10 @@ def _or_kernel(mask, tbp, bcp, tcp, t_any, c_any, new_count):
         for t in range(ntime):
             for c in range(nchan):
                 for p in range(npol):
-                    if not mask[t, b, c, p] and (tbp[t, b, p] or bcp[b, c, p] or tcp[t, c, p] or t_any[t]
-                                                 or c_any[c]):
-                        mask[t, b, c, p] = True
-                        n += 1
+                    m = mask[t, b, c, p]
+                    w = bcp[b, c, p] | tcp[t, c, p] | c_any[c] | tbp[t, b, p] | t_any[t]
+                    n += w & (m ^ 1)
+                    mask[t, b, c, p] = m | w
         new_count[b] = n
 
 
@@ -456,10 +460,10 @@ def or_broadcast(mask: np.ndarray, *, tbp=None, bcp=None, tcp=None, t=None, c=No
     if not any(a is not None and np.any(a) for a in (tbp, bcp, tcp, t, c)):
         return 0
 
-    def given(a, shape):
-        return np.zeros(shape, bool) if a is None else np.ascontiguousarray(a, bool)
+    def given(a, shape):  # as 0/1 bytes: the kernel's OR then vectorises
+        return np.zeros(shape, np.uint8) if a is None else np.ascontiguousarray(a, bool).view(np.uint8)
 
     counts = np.zeros(nbl, np.int64)
-    _or_kernel(mask, given(tbp, (ntime, nbl, npol)), given(bcp, (nbl, nchan, npol)), given(tcp, (ntime, nchan, npol)),
+    _or_kernel(mask.view(np.uint8), given(tbp, (ntime, nbl, npol)), given(bcp, (nbl, nchan, npol)), given(tcp, (ntime, nchan, npol)),
                given(t, (ntime,)), given(c, (nchan,)), counts)
     return int(counts.sum())
