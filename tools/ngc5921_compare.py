@@ -269,6 +269,11 @@ def _dumps(obj) -> str:
     return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
+def _rel(p: Path) -> str:
+    p = Path(p).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def run_casa(fits: Path, out: Path) -> float:
     """tools/casa_ngc5921.py calibrate in the CASA venv (a subprocess); its wall time."""
     t0 = time.perf_counter()
@@ -304,7 +309,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1_5_15_at_start": load},
         "input": str(args.fits),
-        "casa_json": {"path": "rerun by this tool (--run-casa)" if args.run_casa else str(args.casa_json),
+        "casa_json": {"path": "rerun by this tool (--run-casa)" if args.run_casa else _rel(args.casa_json),
                       "date_utc": casa["date_utc"], "casa": casa["versions"]["casa"]},
         "choices": {"refant_station": REFANT_STATION, "gain_channels": list(CHANS), "max_gap_s": MAX_GAP_S,
                     "min_snr_bandpass": MIN_SNR_BANDPASS, "min_snr_gain": MIN_SNR_GAIN,
