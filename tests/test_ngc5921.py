@@ -88,7 +88,8 @@ def test_split_scans_by_field_and_gap():
     assert [want[x] for x in tt] == list(s)
 
 
-def _synthetic(rng, nant=8, ntime=6, nchan=12, npol=2, noise=0.0):
+def _synthetic(rng, nant, nchan, npol):
+    """Baselines (i < j) and random complex gains (nant, nchan, npol)."""
     a1, a2 = np.triu_indices(nant, 1)
     g = (rng.uniform(0.5, 1.5, (nant, nchan, npol)) * np.exp(1j * rng.uniform(-np.pi, np.pi, (nant, nchan, npol))))
     return a1, a2, g
@@ -99,7 +100,7 @@ def test_bandpass_then_scan_gain_recover_a_secondary_flux():
     on it and on a 2.5 Jy secondary (1 Jy model), and the flux transfer gives 2.5 Jy."""
     rng = np.random.default_rng(7)
     nant, ntime, nchan, npol = 8, 6, 12, 2
-    a1, a2, b = _synthetic(rng, nant, ntime, nchan, npol)
+    a1, a2, b = _synthetic(rng, nant, nchan, npol)
     names = np.array([f"A{n}" for n in range(nant)])
     freq = np.linspace(1.40e9, 1.42e9, nchan)
     s_fc = 10.0 * (freq / 1.41e9) ** -0.5
