@@ -85,56 +85,68 @@ def _select(a, n, k):
     return a[k]
 
 
-_SAMPLES = 256  # values sampled to bracket an order statistic
-_BRACKET = 20  # sample ranks either side (2.5 sigma of the rank's sampling scatter)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bracket(a, n, k_lo, k_hi, nsamp, half, samp, out):
+    """Gather into ``out`` the values of ``a[:n]`` between two order statistics of a strided
+    sample of ``nsamp`` values that bracket the ranks ``k_lo``..``k_hi`` (``half`` sample ranks
+    either side). Returns (below, m): the count of values under the bracket and of those
+    gathered. The bracket holds the ranks iff below <= k_lo and k_hi < below + m. The gather
+    has no data-dependent branch (fresh data defeat branch prediction)."""
+    step = n // nsamp
+    for i in range(nsamp):
+        samp[i] = a[i * step]
+    s = np.sort(samp[:nsamp])
+    r_lo = (k_lo * nsamp) // n - half
+    r_hi = (k_hi * nsamp) // n + half
+    lo = s[r_lo] if r_lo >= 0 else -np.inf
+    hi = s[r_hi] if r_hi < nsamp else np.inf
+    below = 0
+    m = 0
+    for i in range(n):
+        x = a[i]
+        below += np.int64(x < lo)
+        out[m] = x
+        m += np.int64(x >= lo) & np.int64(x <= hi)
+    return below, m
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _median_inplace(a, n, scratch):
+def _median_inplace(a, n, scratch, scratch2):
     """The median of ``a[:n]`` (n >= 1), exactly as numpy computes it (the mean of the two
-    middle values for even n). Reorders ``a[:n]``; ``scratch`` (>= n,) float64.
+    middle values for even n). May reorder ``a[:n]``; ``scratch``, ``scratch2`` (>= n,)
+    float64.
 
-    Floyd–Rivest style: the order statistics are bracketed by two values of a strided sample,
-    one pass counts the values below the bracket and gathers those inside it, and the exact
-    selection runs on that ~15 % only; a missed bracket (rare) falls back to all values."""
+    Floyd–Rivest style, two rounds: values between two sample order statistics that bracket
+    the middle ranks are gathered (~15 % of them, then ~20 % of those), and the exact
+    selection runs on what is left; a missed bracket (rare) selects among the previous round's
+    values. Exact: values are only moved, never combined, until the final mean."""
     k = n // 2
-    lo_k = k - 1 if n % 2 == 0 else k  # the lower middle rank
-    if n >= 8 * _SAMPLES:
-        step = n // _SAMPLES
-        samp = np.empty(_SAMPLES)
-        for i in range(_SAMPLES):
-            samp[i] = a[i * step]
-        samp.sort()
-        r = (k * _SAMPLES) // n
-        i_lo = r - _BRACKET
-        i_hi = r + _BRACKET
-        lo = samp[i_lo] if i_lo >= 0 else -np.inf
-        hi = samp[i_hi] if i_hi < _SAMPLES else np.inf
-        below = 0
-        m = 0
-        for i in range(n):
-            x = a[i]
-            if x < lo:
-                below += 1
-            elif x <= hi:
-                scratch[m] = x
-                m += 1
-        if below <= lo_k and k < below + m:
-            upper = _select(scratch, m, k - below)
-            if n % 2:
-                return upper
-            lower = scratch[0]
-            for i in range(1, k - below):
-                if scratch[i] > lower:
-                    lower = scratch[i]
-            return (lower + upper) / 2.0
-    upper = _select(a, n, k)
+    k_lo = k - 1 if n % 2 == 0 else k
+    samp = np.empty(256)
+    src = a
+    cnt = n
+    off = 0  # ranks in src are ranks in a less off
+    for level in range(2):
+        if cnt < 1024:
+            break
+        dst = scratch if level == 0 else scratch2
+        nsamp = 256 if level == 0 else 128
+        half = 20 if level == 0 else 12
+        below, m = _bracket(src, cnt, k_lo - off, k - off, nsamp, half, samp, dst)
+        if below <= k_lo - off and k - off < below + m:
+            src = dst
+            cnt = m
+            off += below
+        else:
+            break
+    kk = k - off
+    upper = _select(src, cnt, kk)
     if n % 2:
         return upper
-    lower = a[0]
-    for i in range(1, k):
-        if a[i] > lower:
-            lower = a[i]
+    lower = src[0]
+    for i in range(1, kk):
+        if src[i] > lower:
+            lower = src[i]
     return (lower + upper) / 2.0
 
 
@@ -204,10 +216,10 @@ def _residual_sigmas(amp, valid, mask, lo_t, hi_t, lo_f, hi_f, passes, num, den,
                 n += 1
     sigma = 0.0
     if n >= 3:
-        med = _median_inplace(buf, n, scratch)
+        med = _median_inplace(buf, n, scratch, zf.reshape(-1))
         for i in range(n):
             buf[i] = abs(buf[i] - med)
-        sigma = 1.4826 * _median_inplace(buf, n, scratch)
+        sigma = 1.4826 * _median_inplace(buf, n, scratch, zf.reshape(-1))
     for t in range(ntime):
         for c in range(nchan):
             z[t, c] = z[t, c] / sigma if (sigma > 0 and valid[t, c]) else 0.0
