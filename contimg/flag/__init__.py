@@ -101,13 +101,17 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
         return int(xp.count_nonzero(mask)) - int(xp.count_nonzero(mask[:, auto_idx]))
 
     # 1. input flags, invalid values, autocorrelations
-    base = xp.asarray(flags).copy() if cfg.keep_input_flags else xp.zeros(v.shape, bool)
-    reasons["input"] = n_cross(base)
-    invalid = (v == 0) | ~xp.isfinite(v)
-    invalid &= ~base
-    reasons["invalid"] = n_cross(invalid)
-    base |= invalid
-    del invalid
+    if use_xp:
+        base = xp.asarray(flags).copy() if cfg.keep_input_flags else xp.zeros(v.shape, bool)
+        reasons["input"] = n_cross(base)
+        invalid = (v == 0) | ~xp.isfinite(v)
+        invalid &= ~base
+        reasons["invalid"] = n_cross(invalid)
+        base |= invalid
+        del invalid
+    else:
+        base, reasons["input"], reasons["invalid"] = _cpu.initial_flags(vis=v, flags=flags, keep=cfg.keep_input_flags,
+                                                                        cross=cross_h)
     if cfg.flag_autocorrelations and auto_idx.size:
         reasons["autocorrelation"] = int((~base[:, auto_idx]).sum())
         base[:, auto_idx] = True

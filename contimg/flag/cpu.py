@@ -10,7 +10,41 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast"]
+__all__ = ["initial_flags", "detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast"]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _initial_kernel(vis, flags, keep, cross, base, n_input, n_invalid):
+    ntime, nbl, nchan, npol = vis.shape
+    for b in numba.prange(nbl):
+        ni = 0
+        nv = 0
+        for t in range(ntime):
+            for c in range(nchan):
+                for p in range(npol):
+                    f = keep and flags[t, b, c, p]
+                    v = vis[t, b, c, p]
+                    bad = (v.real == 0 and v.imag == 0) or not (np.isfinite(v.real) and np.isfinite(v.imag))
+                    ni += f
+                    nv += bad and not f
+                    base[t, b, c, p] = f or bad
+        if cross[b]:
+            n_input[b] = ni
+            n_invalid[b] = nv
+
+
+def initial_flags(*, vis: np.ndarray, flags: np.ndarray, keep: bool, cross: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The files' flags (``keep``) or none, OR zeros and non-finite values, in one pass.
+
+    vis: (ntime, nbl, nchan, npol) complex64; flags: same shape bool; cross: (nbl,) bool.
+    Returns (flags (same shape bool), input flags on cross-correlations, invalid samples
+    added on cross-correlations)."""
+    nbl = vis.shape[1]
+    base = np.empty(vis.shape, bool)
+    n_input = np.zeros(nbl, np.int64)
+    n_invalid = np.zeros(nbl, np.int64)
+    _initial_kernel(vis, flags, bool(keep), np.asarray(cross, bool), base, n_input, n_invalid)
+    return base, int(n_input.sum()), int(n_invalid.sum())
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
