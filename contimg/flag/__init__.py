@@ -233,21 +233,31 @@ def _or_broadcast(xp, use_xp: bool, mask, *, tbp=None, bcp=None, tcp=None, t=Non
     return int(xp.count_nonzero(mask)) - before
 
 
-def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, cfg):
-    """`contimg.flag.xp.detect_slabs` on (ntime, nx, nchan, npol) data, in that layout."""
+_XP_BASELINES_PER_BATCH = 512  # device memory: ~15 float64 temporaries of (2 x 512, 24, 768) ~ 2.3 GB at real size
+
+
+def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, cfg,
+               batch: int = _XP_BASELINES_PER_BATCH):
+    """`contimg.flag.xp.detect_slabs` on (ntime, nx, nchan, npol) data, in that layout, ``batch``
+    baselines at a time (every slab is independent, so batching changes no number; it bounds
+    the device memory of the all-slabs-at-once array code)."""
     ntime, nx, nchan, npol = vis.shape
-    planes = xp.ascontiguousarray(vis.transpose(1, 3, 0, 2)).reshape(nx * npol, ntime, nchan)
-    amp = xp.sqrt(planes.real.astype(xp.float64) ** 2 + planes.imag.astype(xp.float64) ** 2)
-    del planes
-    valid = ~xp.ascontiguousarray(base.transpose(1, 3, 0, 2)).reshape(nx * npol, ntime, nchan)
-    det, z = _xp.detect_slabs(xp=xp, amp=amp, valid=valid, lo_t=xp.asarray(lo_t), hi_t=xp.asarray(hi_t),
-                              lo_f=xp.asarray(lo_f), hi_f=xp.asarray(hi_f), chis_t=chis_t, chis_f=chis_f,
-                              n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
-
-    def back(a):
-        return xp.ascontiguousarray(a.reshape(nx, npol, ntime, nchan).transpose(2, 0, 3, 1))
-
-    return back(det), back(z)
+    det = xp.empty(vis.shape, bool)
+    z = xp.empty(vis.shape, xp.float32)
+    for j0 in range(0, nx, batch):
+        j1 = min(j0 + batch, nx)
+        nb = j1 - j0
+        planes = xp.ascontiguousarray(vis[:, j0:j1].transpose(1, 3, 0, 2)).reshape(nb * npol, ntime, nchan)
+        amp = xp.sqrt(planes.real.astype(xp.float64) ** 2 + planes.imag.astype(xp.float64) ** 2)
+        del planes
+        valid = ~xp.ascontiguousarray(base[:, j0:j1].transpose(1, 3, 0, 2)).reshape(nb * npol, ntime, nchan)
+        d, zz = _xp.detect_slabs(xp=xp, amp=amp, valid=valid, lo_t=xp.asarray(lo_t), hi_t=xp.asarray(hi_t),
+                                 lo_f=xp.asarray(lo_f), hi_f=xp.asarray(hi_f), chis_t=chis_t, chis_f=chis_f,
+                                 n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
+        det[:, j0:j1] = d.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
+        z[:, j0:j1] = zz.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
+        del amp, valid, d, zz
+    return det, z
 
 
 def _dilate_xp(*, xp, mask, eta: float):
