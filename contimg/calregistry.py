@@ -117,6 +117,31 @@ class CalRegistry:
         except sqlite_utils.db.NotFoundError:
             return None
 
+    def adopt(self, cal_dir: Path, *, bandpass_validity_hours: float, qa_cfg) -> list[str]:
+        """Register the tables in ``cal_dir`` (``<root>/cal``) that have no row — written before
+        the registry existed — as ``bandpass`` tables, active or rejected by their quality
+        under today's ``qa_cfg`` thresholds. Returns their set names. Run at service start-up;
+        once a root's tables are registered this only lists the folder."""
+        from contimg.qa.gates import solution_quality
+        from contimg.store import load_solution
+
+        known = {r["set_name"] for r in self.db.query("SELECT set_name FROM caltables")}
+        adopted = []
+        for path in sorted(Path(cal_dir).glob("*.zarr")):
+            if path.name.endswith(".tmp") or path.stem in known:
+                continue
+            sol = load_solution(path)
+            if sol.group_id in known:
+                continue
+            metrics, reasons = solution_quality(gains=sol.gains, flags=sol.flags, snr=sol.snr, freq_hz=sol.freq_hz,
+                                                cfg=qa_cfg)
+            self.register(registration_row(
+                sol=sol, path=path, cal_type="bandpass", validity_h=bandpass_validity_hours, passed=not reasons,
+                params={"refant": sol.refant, "iterations": sol.iterations, "adopted": True},
+                quality={"passed": not reasons, "metrics": metrics, "reasons": reasons}))
+            adopted.append(sol.group_id)
+        return adopted
+
     def candidates(self, *, mjd: float, margin_days: float = 1.0, cal_type: str = "bandpass") -> list[dict]:
         """Active rows whose window overlaps ``mjd ± margin_days`` (the shell hands these to a
         group's calibrate stage, which selects with the group's exact mid-time)."""

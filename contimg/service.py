@@ -134,6 +134,11 @@ class Service:
                                tolerance_s=self.cfg.grouping.group_tolerance_s)
         self.products = ProductsDB(self.state_dir / "products.sqlite3")
         self.calreg = CalRegistry(self.state_dir / "cal_registry.sqlite3")
+        adopted = self.calreg.adopt(self.root / "cal", bandpass_validity_hours=self.cfg.calibrate.bandpass_validity_hours,
+                                    qa_cfg=self.cfg.qa)
+        if adopted:
+            log.info("registered %d solution tables written before the calibration registry: %s", len(adopted),
+                     ", ".join(adopted[:10]))
         self.qa = QARecorder(products=self.products, alerts=self.alerts, cfg=self.cfg)
         # a bad catalogue is refused at start-up, naming the file
         self.catalogue = load_catalogue(resolve_catalogue(self.cfg.sky.catalogue, self.root))

@@ -301,3 +301,25 @@ def test_a_rejected_solve_is_registered_but_never_applied(tmp_path, sim_dir, pip
         assert r.cal_applied and attrs["solved_on"] == "older", (r.group_id, attrs["solved_on"])
     assert results[0].gates["calibrate"]["metrics"]["solution_rejected"]
     assert not results[0].gates["calibrate"]["passed"]
+
+
+def test_tables_written_before_the_registry_are_adopted_once(tmp_path):
+    """A root upgraded from the glob of <root>/cal: its tables are registered at start-up, a
+    smooth one active and one with scrambled phases rejected; a second pass adds nothing."""
+    from contimg.config import QAConfig
+
+    rng = np.random.default_rng(5)
+    smooth = np.ones((6, FREQ.size, 2)) * np.exp(1j * rng.uniform(-np.pi, np.pi, (6, 1, 2)))
+    scrambled = smooth * np.exp(1j * rng.uniform(-np.pi, np.pi, smooth.shape))
+    for name, g in (("2026-01-01T00:00:00", smooth), ("2026-01-01T02:00:00", scrambled)):
+        save_solution(tmp_path / "cal" / f"{name}.zarr", _solution(name, 60000.0, g))
+    (tmp_path / "cal" / "half-written.zarr.tmp").mkdir()
+    reg = CalRegistry(tmp_path / "state" / "cal_registry.sqlite3")
+    adopted = reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig())
+    assert sorted(adopted) == ["2026-01-01T00:00:00", "2026-01-01T02:00:00"]
+    assert {r["set_name"]: r["status"] for r in reg.rows()} == {"2026-01-01T00:00:00": "active",
+                                                                "2026-01-01T02:00:00": "rejected"}
+    assert json.loads(reg.row("2026-01-01T00:00:00")["params_json"])["adopted"]
+    assert reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig()) == []
+    assert len(reg.rows()) == 2
+    reg.close()
