@@ -28,6 +28,7 @@ freq_max_hz.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ import numpy as np
 import sqlite_utils
 
 from contimg.calibrate import GainSolution
+
+log = logging.getLogger(__name__)
 
 __all__ = ["CalRegistry", "CAL_TYPES", "STATUSES", "STALENESS_LEVELS", "validity_hours", "registration_row",
            "select_solutions", "interpolate_gains", "staleness_level", "solution_for"]
@@ -130,7 +133,11 @@ class CalRegistry:
         for path in sorted(Path(cal_dir).glob("*.zarr")):
             if path.name.endswith(".tmp") or path.stem in known:
                 continue
-            sol = load_solution(path)
+            try:
+                sol = load_solution(path)
+            except Exception as exc:  # noqa: BLE001 - an unreadable table must not stop the service
+                log.warning("%s: not a readable solution table, not registered: %s", path, exc)
+                continue
             if sol.group_id in known:
                 continue
             metrics, reasons = solution_quality(gains=sol.gains, flags=sol.flags, snr=sol.snr, freq_hz=sol.freq_hz,

@@ -314,6 +314,7 @@ def test_tables_written_before_the_registry_are_adopted_once(tmp_path):
     for name, g in (("2026-01-01T00:00:00", smooth), ("2026-01-01T02:00:00", scrambled)):
         save_solution(tmp_path / "cal" / f"{name}.zarr", _solution(name, 60000.0, g))
     (tmp_path / "cal" / "half-written.zarr.tmp").mkdir()
+    (tmp_path / "cal" / "garbage.zarr").mkdir()  # not a Zarr group: skipped with a warning
     reg = CalRegistry(tmp_path / "state" / "cal_registry.sqlite3")
     adopted = reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig())
     assert sorted(adopted) == ["2026-01-01T00:00:00", "2026-01-01T02:00:00"]
