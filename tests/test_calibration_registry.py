@@ -324,3 +324,13 @@ def test_tables_written_before_the_registry_are_adopted_once(tmp_path):
     assert reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig()) == []
     assert len(reg.rows()) == 2
     reg.close()
+
+
+def test_staleness_thresholds_must_be_ordered():
+    from pydantic import ValidationError
+
+    from contimg.config import QAConfig
+
+    with pytest.raises(ValidationError, match="solution_aging_hours"):
+        QAConfig(solution_aging_hours=10.0, solution_stale_hours=5.0)
+    assert QAConfig(solution_aging_hours=2.0, solution_stale_hours=2.0, solution_critical_hours=2.0)
