@@ -334,3 +334,53 @@ def test_staleness_thresholds_must_be_ordered():
     with pytest.raises(ValidationError, match="solution_aging_hours"):
         QAConfig(solution_aging_hours=10.0, solution_stale_hours=5.0)
     assert QAConfig(solution_aging_hours=2.0, solution_stale_hours=2.0, solution_critical_hours=2.0)
+
+
+def test_a_group_between_two_registered_solutions_applies_their_interpolation(tmp_path, sim_dir, pipeline_run):
+    """The non-calibrator group alone in a new root with two registered solutions, 20 min
+    before and 40 min after its mid-time: the first the real solution x 1.1 e^{i a_k}, the
+    second x 0.9 e^{i b_k} (per antenna a_k, b_k in [-1, 1] rad). The gains it applied
+    (cal.zarr) must be the real solution x (1.1 (1-w) + 0.9 w) e^{i (a_k (1-w) + b_k w)} with
+    w = 1/3 from its own mid-time."""
+    import shutil
+
+    from contimg.config import load_config
+    from contimg.io.naming import group_files, scan_folder
+    from contimg.pipeline import run_batch
+    from contimg.products import ProductsDB
+
+    results, _, first_root = pipeline_run
+    good = load_solution(first_root / "cal" / f"{results[0].group_id}.zarr")
+    db = ProductsDB(first_root / "state" / "products.sqlite3")
+    mid_mjd = {g["group_id"]: g["mid_mjd"] for g in db.groups()}[results[1].group_id]
+    db.close()
+    rng = np.random.default_rng(11)
+    a, b = rng.uniform(-1, 1, (2, good.gains.shape[0], 1, 1))
+    root = tmp_path / "root"
+    reg = CalRegistry(root / "state" / "cal_registry.sqlite3")
+    for name, dt_h, scale in (("before", -1 / 3, 1.1 * np.exp(1j * a)), ("after", 2 / 3, 0.9 * np.exp(1j * b))):
+        sol = GainSolution(**{**good.__dict__, "group_id": name, "mid_jd": mid_mjd + MJD_JD + dt_h * HOUR,
+                              "gains": (good.gains * scale).astype(np.complex64)})
+        path = save_solution(root / "cal" / f"{name}.zarr", sol)
+        reg.register(registration_row(sol=sol, path=path, cal_type="bandpass", validity_h=24.0, passed=True,
+                                      params={}, quality={}))
+    reg.close()
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in group_files(scan_folder(sim_dir), tolerance_s=60)[1].files.values():
+        shutil.copy(p, src / p.name)
+    cfg = load_config("test", use_env=False, overrides={
+        "qa": {"plots": False}, "image": {"npix": 256, "niter": 50, "products": ["restored"]}})
+    out, code = run_batch(src, root=root, cfg=cfg)
+    assert code == 0 and out[0].group_id == results[1].group_id and out[0].cal_applied
+    applied, attrs = read_zarr(root / "products" / out[0].group_id / "cal.zarr")
+    assert [s["set_name"] for s in attrs["solutions"]] == ["before", "after"]
+    np.testing.assert_allclose([s["weight"] for s in attrs["solutions"]], [2 / 3, 1 / 3], atol=1e-6)
+    w = 1 / 3
+    truth = good.gains.astype(np.complex128) * (1.1 * (1 - w) + 0.9 * w) * np.exp(1j * (a * (1 - w) + b * w))
+    ok = ~good.flags
+    np.testing.assert_array_equal(applied["flags"], good.flags | (np.abs(good.gains) == 0))
+    err = np.abs(applied["gains"][ok] - truth[ok]) / np.abs(truth[ok])
+    assert err.max() < 1e-5, err.max()  # the weight comes from times in MJD (float64): ~1e-7 here
+    assert attrs["solved_on"] == "before"  # the nearer one: the age is counted from it
+    assert out[0].gates["calibrate"]["metrics"]["solution_age_hours"] == pytest.approx(1 / 3, abs=1e-6)
