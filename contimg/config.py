@@ -100,7 +100,8 @@ class CalibrateConfig(_Section):
     smooth_channels: int = Field(1, ge=1, description="running mean of the solved gains over this many channels (odd; 1 = none)")
     max_iter: int = Field(200, ge=1)
     tolerance: float = Field(1e-6, gt=0, description="StEFCal stops when ||g_new - g|| / ||g_new|| is below this in every channel")
-    validity_hours: float = Field(24.0, gt=0, description="how long a solution may be applied to other groups")
+    bandpass_validity_hours: float = Field(24.0, gt=0, description="a registered bandpass table (the solve: one gain per antenna, channel and polarization over the group) is valid for groups whose mid-time is within this of its own (window [mid - this, mid + this])")
+    gain_validity_hours: float = Field(1.0, gt=0, description="the same for tables of type gains (time-dependent gains)")
     subtract_bright_sources: bool = Field(True, description="subtract listed calibrators in the beam before imaging, restore them analytically")
     subtract_min_flux_jy: float = Field(1.0, gt=0)
     subtract_radius_deg: float = Field(3.0, gt=0)
@@ -194,7 +195,9 @@ class QAConfig(_Section):
     max_solution_flag_fraction: float = Field(0.3, ge=0, le=1, description="calibrate: flagged solutions at most this")
     max_phase_scatter_deg: float = Field(20.0, gt=0, description="calibrate: median scatter of the gain phase across channels about a delay fit")
     max_bandpass_roughness: float = Field(0.1, gt=0, description="calibrate: median channel-to-channel amplitude jitter / amplitude")
-    max_solution_age_hours: float = Field(24.0, gt=0, description="calibrate: an applied solution older than this is stale")
+    solution_aging_hours: float = Field(1.0, ge=0, description="calibrate: the applied solution is fresh up to this age (|group mid - solution mid|), then aging")
+    solution_stale_hours: float = Field(6.0, ge=0, description="calibrate: ... stale beyond this (a warning alert stale_calibration)")
+    solution_critical_hours: float = Field(24.0, ge=0, description="calibrate: ... critical beyond this, or when nothing is applied (a critical alert; the gate fails)")
     min_dynamic_range: float = Field(20.0, ge=0, description="image: restored peak / robust RMS at least this")
     max_noise_jy: float = Field(1.0, gt=0, description="image: robust RMS of the residual at most this")
     beam_tolerance: float = Field(0.25, gt=0, description="image: fitted beam axes within this fraction of the reference beam")
@@ -208,6 +211,13 @@ class QAConfig(_Section):
     max_offset_beam: float = Field(0.2, gt=0, description="image: systematic (median vector) position offset at most this many beams")
     max_flux_ratio_error: float = Field(0.1, gt=0, description="image: |median flux ratio - 1| at most this")
     plots: bool = Field(True, description="diagnostic PNGs per group (bandpass, flags, uv coverage) into qa_artifacts")
+
+    @model_validator(mode="after")
+    def _staleness_ordered(self) -> "QAConfig":
+        if not self.solution_aging_hours <= self.solution_stale_hours <= self.solution_critical_hours:
+            raise ValueError("qa.solution_aging_hours <= solution_stale_hours <= solution_critical_hours is required, got "
+                             f"{self.solution_aging_hours}, {self.solution_stale_hours}, {self.solution_critical_hours}")
+        return self
 
 
 class PhotometryConfig(_Section):

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ import psutil
 from contimg.calibrators import vla_calibrators
 from contimg.bus import Alert, GroupState, Health, QAResult, StageTiming, StatusBus, Waterfall
 from contimg.config import Config
+from contimg.calregistry import CalRegistry
 from contimg.ingest import IngestDB
 from contimg.io.naming import scan_folder
 from contimg.io.reader import ReadError
@@ -91,6 +93,7 @@ class Service:
         self.state_dir = self.root / "state"
         self.ingest: IngestDB | None = None
         self.products: ProductsDB | None = None
+        self.calreg: CalRegistry | None = None
         self.health: dict[str, str] = {}
         self.in_hand: dict[str, GroupWork] = {}
         self.outcomes: dict[str, dict] = {}
@@ -130,6 +133,12 @@ class Service:
         self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,
                                tolerance_s=self.cfg.grouping.group_tolerance_s)
         self.products = ProductsDB(self.state_dir / "products.sqlite3")
+        self.calreg = CalRegistry(self.state_dir / "cal_registry.sqlite3")
+        adopted = self.calreg.adopt(self.root / "cal", bandpass_validity_hours=self.cfg.calibrate.bandpass_validity_hours,
+                                    qa_cfg=self.cfg.qa)
+        if adopted:
+            log.info("registered %d solution tables written before the calibration registry: %s", len(adopted),
+                     ", ".join(adopted[:10]))
         self.qa = QARecorder(products=self.products, alerts=self.alerts, cfg=self.cfg)
         # a bad catalogue is refused at start-up, naming the file
         self.catalogue = load_catalogue(resolve_catalogue(self.cfg.sky.catalogue, self.root))
@@ -157,10 +166,10 @@ class Service:
     def close(self) -> None:
         if self._gc_timer in gc.callbacks:
             gc.callbacks.remove(self._gc_timer)
-        for db in (self.ingest, self.products):
+        for db in (self.ingest, self.products, self.calreg):
             if db is not None:
                 db.close()
-        self.ingest = self.products = None
+        self.ingest = self.products = self.calreg = None
         self._lock.release()
 
     def register_folder(self, folder: Path) -> int:
@@ -401,6 +410,7 @@ class Service:
         self.bus.publish(StageTiming(gid, "read", "started"))
         t0 = time.perf_counter()
         try:
+            self._hand_calibration(work)
             try:
                 outcome = await self.cluster.run(work)
             except asyncio.CancelledError:
@@ -413,6 +423,7 @@ class Service:
             for stage, seconds in done.timings_s.items():
                 self.ingest.record_metric(gid, stage, seconds, attempt=done.attempt)
                 self.bus.publish(StageTiming(gid, stage, "finished", seconds))
+            self._register_calibration(done)
             self.qa.record_stage(done)
             log.info("group %s: back from worker %s (pid %d)", gid, outcome.worker, outcome.pid)
             if outcome.failed_stage:
@@ -463,6 +474,8 @@ class Service:
         self.products.upsert_group(group_id=gid, stage=stage)
         self.bus.publish(StageTiming(gid, stage, "started"))
         replayed = work.done("image" if stage == "read" else stage) and stage != "write"
+        if stage == "calibrate":
+            self._hand_calibration(work)
         t0 = time.perf_counter()
         try:
             await runner(run_stage, stage, work, self.cfg)
@@ -471,6 +484,7 @@ class Service:
             return False
         dt = time.perf_counter() - t0
         work.timings_s[stage] = round(dt, 3)
+        self._register_calibration(work)
         self.qa.record_stage(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
         if stage in CHECKPOINT_FILES and not work.done(stage):
@@ -478,6 +492,18 @@ class Service:
             self.ingest.set_checkpoint(gid, stage)
         self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
         return True
+
+    def _hand_calibration(self, work: GroupWork) -> None:
+        """Before a group's calibrate stage: the active registry rows near its time."""
+        start_mjd = (work.group.start - datetime(1858, 11, 17)).total_seconds() / 86400.0
+        work.cal_candidates = self.calreg.candidates(mjd=start_mjd)
+
+    def _register_calibration(self, work: GroupWork) -> None:
+        """After it: the row its solve left (before the checkpoint is recorded, so a crash in
+        between re-runs or replays the stage and registers again: upserted, no duplicate)."""
+        if work.cal_registration:
+            self.calreg.register(work.cal_registration)
+            work.cal_registration = None
 
     def _record_alert(self, alert: Alert) -> None:
         if self.products is not None:

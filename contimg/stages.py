@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from contimg.calibrate import GainSolution, apply_gains, calibrator_model, smooth_over_channels, solve_gains
+from contimg.calregistry import registration_row, solution_for, validity_hours
 from contimg.calibrators import find_transiting_calibrator
 from contimg.chunk import VisChunk
 from contimg.config import Config
@@ -28,9 +29,9 @@ from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
 from contimg.geometry import hadec_to_icrs
 from contimg.qa.catalogue import sources_near
-from contimg.qa.gates import Gate, calibrate_gate, flag_gate, image_gate, read_gate
+from contimg.qa.gates import Gate, calibrate_gate, flag_gate, image_gate, read_gate, solution_quality
 from contimg.skymodel import PointSources
-from contimg.store import find_solution, load_imageset, read_zarr, save_imageset, save_solution, write_zarr
+from contimg.store import load_imageset, load_solution, read_zarr, save_imageset, save_solution, write_zarr
 from contimg.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ class GroupWork:
     calibrator: str = ""
     cal_applied: bool = False
     subtracted: list[SubtractedSource] = field(default_factory=list)
+    # calibration registry: the shell hands the calibrate stage the active rows near the group's
+    # time (`CalRegistry.candidates`) and registers the row a solve leaves (the stages open no
+    # database); cal_rejected: why this group's own solve was rejected
+    cal_candidates: list[dict] = field(default_factory=list)
+    cal_registration: dict | None = None
+    cal_rejected: list[str] = field(default_factory=list)
     imgs: ImageSet | None = None
     products: list[str] = field(default_factory=list)
     image_rows: list[dict] = field(default_factory=list)
@@ -183,14 +190,27 @@ def _flag(work: GroupWork, cfg: Config) -> None:
                 title=f"{work.group_id}: uv coverage"))))
 
 
+def _registered_solution(work: GroupWork) -> GainSolution | None:
+    """The registered solution(s) for the group's mid-time, interpolated where two bracket it
+    (`contimg.calregistry.solution_for`); never the group's own set."""
+    chunk = work.chunk
+    rows = [r for r in work.cal_candidates if r["set_name"] != work.group_id]
+    return solution_for(rows=rows, mid_jd=float(np.mean(chunk.time_jd)), freq_hz=chunk.freq_hz, load=load_solution)
+
+
 def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
-    """Solve on a transiting calibrator, else the nearest stored solution within its validity."""
+    """Solve on a transiting calibrator, else the registered solution for the group's mid-time.
+
+    A solve is written to ``<root>/cal/<group_id>.zarr`` and its registry row left in
+    ``work.cal_registration``: ``active`` if it passes `solution_quality`, else ``rejected``
+    (never applied, not even here: the group gets the registered solution, as without a
+    calibrator)."""
     chunk, cc = work.chunk, cfg.calibrate
     mid = float(np.mean(chunk.time_jd))
     cal = find_transiting_calibrator(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                      min_flux_jy=cc.min_calibrator_flux_jy, max_offset_deg=cc.max_calibrator_offset_deg)
     if cal is None:
-        return find_solution(work.cal_dir, mid_jd=mid, freq_hz=chunk.freq_hz, validity_hours=cc.validity_hours)
+        return _registered_solution(work)
     others = [c for c in bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                                 min_flux_jy=cc.subtract_min_flux_jy, radius_deg=cc.subtract_radius_deg)
               if c.name != cal.name]
@@ -213,13 +233,32 @@ def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
                        {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr)),
                         "field_sources": 0 if field_sources is None else len(field_sources)})
     work.cal_dir.mkdir(parents=True, exist_ok=True)
-    save_solution(work.cal_dir / f"{work.group_id}.zarr", sol)
+    path = save_solution(work.cal_dir / f"{work.group_id}.zarr", sol)
+    metrics, reasons = solution_quality(gains=gains, flags=gflags, snr=snr, freq_hz=chunk.freq_hz, cfg=cfg.qa)
+    params = {"refant": refant, "refants": [cc.refant, *cc.refant_fallbacks], "max_iter": cc.max_iter,
+              "iterations": iters, "tolerance": cc.tolerance, "min_snr": cc.min_snr,
+              "min_baseline_m": cc.min_baseline_m, "smooth_channels": cc.smooth_channels,
+              "calibrator_flux_jy": cal.flux_jy, "model_sources": 1 + len(others) + (
+                  0 if field_sources is None else len(field_sources))}
+    work.cal_registration = registration_row(
+        sol=sol, path=path, cal_type="bandpass",
+        validity_h=validity_hours(cal_type="bandpass", bandpass_hours=cc.bandpass_validity_hours,
+                                  gain_hours=cc.gain_validity_hours),
+        passed=not reasons, params=params, quality={"passed": not reasons, "metrics": metrics, "reasons": reasons})
+    if reasons:
+        work.cal_rejected = reasons
+        log.warning("group %s: the solution on %s is rejected (%s): using the registered solutions instead",
+                    work.group_id, cal.name, "; ".join(reasons))
+        return _registered_solution(work)
     log.info("group %s: solved gains on %s (refant %s, %d iterations, median SNR %.0f)",
              work.group_id, cal.name, refant, iters, np.median(snr))
     return sol
 
 
 def _calibrate(work: GroupWork, cfg: Config) -> None:
+    """Solve or look up gains, apply them, subtract the bright sources; ``cal.zarr`` keeps the
+    gains applied, which sets they came from (``solutions``, with weights where two were
+    interpolated), and the registry row of a solve, so a resumed group replays all of it."""
     chunk = work.chunk
     path = work.out_dir / "cal.zarr"
     if work.done("image"):
@@ -228,9 +267,12 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
         arrays, attrs = read_zarr(path)
         if attrs["applied"]:
             work.sol = GainSolution(arrays["antenna_numbers"], chunk.freq_hz, arrays["gains"], arrays["flags"],
-                                    arrays["snr"], attrs["refant"], float(np.mean(chunk.time_jd)), attrs["calibrator"],
-                                    attrs["solved_on"], 0, {})
+                                    arrays["snr"], attrs["refant"],
+                                    float(attrs.get("solution_mid_jd", np.mean(chunk.time_jd))), attrs["calibrator"],
+                                    attrs["solved_on"], 0, {"solutions": attrs.get("solutions", [])})
         work.subtracted = [SubtractedSource(**s) for s in attrs["subtracted"]]
+        work.cal_registration = attrs.get("registration")  # registered again if a crash lost it (idempotent)
+        work.cal_rejected = list(attrs.get("rejected", []))
     elif cfg.calibrate.enabled:
         work.sol = _solve(work, cfg)
     sol = work.sol
@@ -252,9 +294,12 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
         work.subtracted = fit_and_subtract(chunk=chunk, sources=bright, min_baseline_m=cfg.calibrate.min_baseline_m)
     arrays = {} if sol is None else {"antenna_numbers": sol.antenna_numbers, "gains": sol.gains, "flags": sol.flags,
                                      "snr": sol.snr}
+    solutions = [] if sol is None else sol.meta.get("solutions", [{"set_name": sol.group_id, "weight": 1.0}])
     write_zarr(path, arrays=arrays,
                attrs={"applied": sol is not None, "solved_on": sol.group_id if sol else "",
                       "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
+                      "solution_mid_jd": sol.mid_jd if sol else None, "solutions": solutions,
+                      "registration": work.cal_registration, "rejected": work.cal_rejected,
                       "subtracted": [asdict(s) for s in work.subtracted]})
 
 
@@ -265,7 +310,8 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
         gains=None if sol is None else sol.gains, flags=None if sol is None else sol.flags,
         snr=None if sol is None else sol.snr, freq_hz=chunk.freq_hz,
         solution_age_hours=0.0 if sol is None else abs(mid - sol.mid_jd) * 24.0,
-        solved_here=sol is not None and sol.group_id == work.group_id, cfg=cfg.qa)
+        solved_here=sol is not None and sol.group_id == work.group_id, cfg=cfg.qa,
+        rejected_reasons=work.cal_rejected)
     if sol is not None and cfg.qa.plots and not work.done("calibrate"):
         from contimg.qa.plots import bandpass_png
 
@@ -278,12 +324,14 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
 
 
 def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
-    """Gain phase against time over the latest stored solutions (one per calibrator transit)."""
+    """Gain phase against time over the active registered solutions near this one (the rows
+    the shell handed the stage) and this one."""
     from contimg.qa.plots import gain_phase_png
-    from contimg.store import load_solution
 
-    paths = sorted(p for p in work.cal_dir.glob("*.zarr") if not p.name.endswith(".tmp"))[-max_solutions:]
-    sols = [load_solution(p) for p in paths]
+    rows = sorted([r for r in work.cal_candidates if r["set_name"] != work.group_id], key=lambda r: r["mid_mjd"])
+    paths = [Path(r["path"]) for r in rows if Path(r["path"]).is_dir()][-(max_solutions - 1):]
+    sols = [load_solution(p) for p in paths] + [work.sol]
+    sols.sort(key=lambda s: s.mid_jd)
     sols = [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
     if len(sols) < 1:
         return

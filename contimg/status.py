@@ -1,5 +1,6 @@
-"""`contimg status`: the queue, the service's health and the latest products, from the files the
-service keeps under ``<root>/state`` (read-only; works whether or not the service runs)."""
+"""`contimg status`: the queue, the service's health, the latest products and the registered
+calibration tables, from the files the service keeps under ``<root>/state`` (read-only; works
+whether or not the service runs)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def status_report(root: Path, *, n_recent: int = 5) -> dict:
     """Everything `contimg status` prints, as one JSON-able dict."""
     state = Path(root) / "state"
     doc: dict = {"root": str(root), "service": None, "queue": {}, "in_progress": [], "pending": [],
-                 "recent_failures": [], "stage_median_s": {}, "latest_images": []}
+                 "recent_failures": [], "stage_median_s": {}, "latest_images": [], "caltables": []}
     health_path = state / "health.json"
     if health_path.exists():
         health = json.loads(health_path.read_text())
@@ -61,6 +62,14 @@ def status_report(root: Path, *, n_recent: int = 5) -> dict:
             doc["latest_images"] = list(db.query(
                 "SELECT group_id, path, noise_jy, peak_jy, dynamic_range, bmaj_arcsec, bmin_arcsec FROM images "
                 "WHERE type = 'restored' ORDER BY group_id DESC LIMIT ?", [n_recent]))
+        db.close()
+    cal_path = state / "cal_registry.sqlite3"
+    if cal_path.exists():
+        db = sqlite_utils.Database(cal_path)
+        if "caltables" in db.table_names():
+            doc["caltables"] = list(db.query(
+                "SELECT set_name, cal_type, status, calibrator, refant, mid_mjd, valid_start_mjd, valid_end_mjd "
+                "FROM caltables ORDER BY mid_mjd DESC, created_at DESC LIMIT ?", [n_recent]))
         db.close()
     return doc
 
@@ -99,4 +108,7 @@ def format_status(doc: dict) -> str:
         lines.append(f"  image {r['group_id']}  rms {r['noise_jy'] * 1e3:.2f} mJy  peak {r['peak_jy']:.3f} Jy  "
                      f"DR {r['dynamic_range']:.0f}  beam {r['bmaj_arcsec']:.1f}\" x {r['bmin_arcsec']:.1f}\"  "
                      f"{r['path']}")
+    for r in doc.get("caltables", []):
+        lines.append(f"  caltable {r['set_name']}  {r['cal_type']}  {r['status']:10s}  on {r['calibrator']}  "
+                     f"refant {r['refant']}  valid MJD {r['valid_start_mjd']:.4f} - {r['valid_end_mjd']:.4f}")
     return "\n".join(lines)

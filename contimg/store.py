@@ -5,8 +5,9 @@ Per group, under ``<root>/products/<group_id>/``:
   with the raw files this re-runs calibration and imaging without re-flagging;
 - ``cal.zarr``: the gains applied (nant, nchan, npol), their flags and SNR;
 - ``image.zarr``: every image of the `ImageSet` and its metadata.
-Gain solutions solved on a calibrator are also kept in ``<root>/cal/<group_id>.zarr`` for the
-groups without one (the nearest solution in time within its validity is applied).
+Gain solutions solved on a calibrator are also kept in ``<root>/cal/<group_id>.zarr`` and
+registered in ``<root>/state/cal_registry.sqlite3`` (`contimg.calregistry`), which decides what
+the groups without a calibrator get.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import zarr
 from contimg.calibrate import GainSolution
 from contimg.imaging.imager import ImageSet
 
-__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "find_solution", "save_imageset",
+__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "save_imageset",
            "load_imageset"]
 
 
@@ -68,22 +69,6 @@ def load_solution(path: Path) -> GainSolution:
     return GainSolution(arrays["antenna_numbers"], arrays["freq_hz"], arrays["gains"], arrays["flags"],
                         arrays["snr"], attrs["refant"], attrs["mid_jd"], attrs["calibrator"], attrs["group_id"],
                         attrs.get("iterations", 0), meta)
-
-
-def find_solution(cal_dir: Path, *, mid_jd: float, freq_hz: np.ndarray, validity_hours: float) -> GainSolution | None:
-    """The stored solution nearest in time to ``mid_jd`` within ``validity_hours`` whose
-    channels match ``freq_hz``; None if there is none."""
-    best, best_dt = None, None
-    for path in sorted(Path(cal_dir).glob("*.zarr")):
-        if path.name.endswith(".tmp"):
-            continue
-        _, attrs = read_zarr(path)
-        dt = abs(attrs["mid_jd"] - mid_jd) * 24.0
-        if dt <= validity_hours and (best_dt is None or dt < best_dt):
-            sol = load_solution(path)
-            if sol.freq_hz.shape == freq_hz.shape and np.allclose(sol.freq_hz, freq_hz):
-                best, best_dt = sol, dt
-    return best
 
 
 _IMAGESET_SCALARS = ("ra_rad", "dec_rad", "cell_rad", "freq_hz", "bandwidth_hz", "time_start_jd", "time_mid_jd",

@@ -130,6 +130,7 @@ def test_broken_calibration_fails_the_image_gate_with_one_alert(lc_run, tmp_path
     """Two groups without a calibrator get a stored solution with scrambled phases: both images
     fail their gate, the products are still written, and the rate limit (1 per category) lets
     exactly one alert of each category through."""
+    from contimg.calregistry import CalRegistry, registration_row
     from contimg.pipeline import run_batch
     from contimg.store import load_solution, save_solution
 
@@ -139,7 +140,11 @@ def test_broken_calibration_fails_the_image_gate_with_one_alert(lc_run, tmp_path
         1j * rng.uniform(-np.pi, np.pi, good.gains.shape[:1] + (1,) + good.gains.shape[2:]))).astype(np.complex64),
         "group_id": "broken"})
     root = tmp_path / "root"
-    save_solution(root / "cal" / "broken.zarr", broken)
+    path = save_solution(root / "cal" / "broken.zarr", broken)
+    reg = CalRegistry(root / "state" / "cal_registry.sqlite3")  # registered active: its phases pass its own gate
+    reg.register(registration_row(sol=broken, path=path, cal_type="bandpass", validity_h=24.0, passed=True,
+                                  params={}, quality={}))
+    reg.close()
     src = tmp_path / "in"
     src.mkdir()
     for g in lc_run["groups"][3:5]:

@@ -92,6 +92,10 @@ def test_groups_images_and_files(web):
 
     cal = httpx.get(st.url + "/api/caltables").json()
     assert cal and cal[0]["calibrator"] == "1156+314"
+    # the registry's row: active, valid 24 h either side of the solution's mid-time (config default)
+    assert cal[0]["status"] == "active" and cal[0]["cal_type"] == "bandpass"
+    assert abs(cal[0]["valid_end_mjd"] - cal[0]["mid_mjd"] - 1.0) < 1e-9
+    assert abs(cal[0]["mid_mjd"] - cal[0]["valid_start_mjd"] - 1.0) < 1e-9
     gains = httpx.get(st.url + f"/api/caltables/{cal[0]['name']}/gains?antenna=24").json()
     assert len(gains["amp"]) == 2 and len(gains["freq_mhz"]) == 64
     assert httpx.get(st.url + f"/api/caltables/{cal[0]['name']}/gains?antenna=999").status_code == 404

@@ -15,7 +15,7 @@ import numpy as np
 
 from contimg.config import QAConfig
 
-__all__ = ["Gate", "read_gate", "flag_gate", "calibrate_gate", "image_gate", "zero_fraction",
+__all__ = ["Gate", "read_gate", "flag_gate", "solution_quality", "calibrate_gate", "image_gate", "zero_fraction",
            "phase_scatter_deg", "bandpass_roughness"]
 
 
@@ -115,16 +115,18 @@ def bandpass_roughness(*, gains: np.ndarray, flags: np.ndarray) -> np.ndarray:
     return np.where(n_ok >= 2, rough, np.nan)
 
 
-def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: np.ndarray | None,
-                   freq_hz: np.ndarray, solution_age_hours: float, solved_here: bool, cfg: QAConfig) -> Gate:
-    """After calibration, on the solution applied (None: nothing was applied).
+def solution_quality(*, gains: np.ndarray, flags: np.ndarray, snr: np.ndarray, freq_hz: np.ndarray,
+                     cfg: QAConfig) -> tuple[dict, list[str]]:
+    """The quality of one gain solution: (metrics, reasons it fails). A solution that fails is
+    registered as ``rejected`` and never applied (`contimg.calregistry`).
 
-    gains/flags/snr: (nant, nchan, npol); solution_age_hours: |group mid − solution mid|."""
-    if gains is None:
-        return _finish("calibrate", {"applied": False}, ["no calibration applied (no calibrator, no valid solution)"])
+    gains/flags/snr: (nant, nchan, npol). Median SNR of the unflagged gains, the flagged
+    fraction (overall and of the worst antenna), the phase scatter about a delay fit and the
+    bandpass roughness (medians over antennas and polarizations)."""
     good = ~flags
     med_snr = float(np.median(snr[good])) if good.any() else 0.0
     flagged = float(np.mean(flags))
+    per_antenna = np.mean(flags, axis=(1, 2)) if flags.size else np.zeros(0)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # every antenna flagged: NaN fails the gate
         scatter = float(np.nanmedian(phase_scatter_deg(gains=gains, flags=flags, freq_hz=freq_hz)))
@@ -138,12 +140,37 @@ def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: n
         reasons.append(f"gain phase scatter {scatter:.1f} deg about a delay fit (> {cfg.max_phase_scatter_deg})")
     if not rough <= cfg.max_bandpass_roughness:
         reasons.append(f"bandpass roughness {rough:.3f} (> {cfg.max_bandpass_roughness})")
-    if solution_age_hours > cfg.max_solution_age_hours:
-        reasons.append(f"solution is {solution_age_hours:.1f} h old (> {cfg.max_solution_age_hours} h): stale")
-    return _finish("calibrate", {"applied": True, "solved_here": solved_here, "median_snr": med_snr,
-                                 "flagged_fraction": flagged, "phase_scatter_deg": scatter,
-                                 "bandpass_roughness": rough, "solution_age_hours": float(solution_age_hours)},
-                   reasons)
+    metrics = {"median_snr": med_snr, "flagged_fraction": flagged,
+               "max_antenna_flagged_fraction": float(per_antenna.max()) if per_antenna.size else float("nan"),
+               "phase_scatter_deg": scatter, "bandpass_roughness": rough}
+    return metrics, reasons
+
+
+def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: np.ndarray | None,
+                   freq_hz: np.ndarray, solution_age_hours: float, solved_here: bool, cfg: QAConfig,
+                   rejected_reasons: list[str] | None = None) -> Gate:
+    """After calibration, on the solution applied (None: nothing was applied).
+
+    gains/flags/snr: (nant, nchan, npol); solution_age_hours: |group mid − solution mid|, which
+    gives the staleness level (`contimg.calregistry.staleness_level`: fresh / aging / stale /
+    critical; nothing applied is critical). Fails on the solution's quality
+    (`solution_quality`), on a critical level, and when this group's own solve was rejected
+    (``rejected_reasons``: why; the group then got an older solution, or none)."""
+    from contimg.calregistry import staleness_level
+
+    rejected = [f"the solution solved on this group was rejected ({'; '.join(rejected_reasons)})"] \
+        if rejected_reasons else []
+    if gains is None:
+        return _finish("calibrate", {"applied": False, "staleness": "critical", "solution_rejected": bool(rejected)},
+                       ["no calibration applied (no calibrator, no valid solution)"] + rejected)
+    metrics, reasons = solution_quality(gains=gains, flags=flags, snr=snr, freq_hz=freq_hz, cfg=cfg)
+    level = staleness_level(age_hours=solution_age_hours, aging_hours=cfg.solution_aging_hours,
+                            stale_hours=cfg.solution_stale_hours, critical_hours=cfg.solution_critical_hours)
+    if level == "critical":
+        reasons.append(f"solution is {solution_age_hours:.1f} h old (> {cfg.solution_critical_hours} h): critical")
+    return _finish("calibrate", {"applied": True, "solved_here": solved_here, **metrics,
+                                 "solution_age_hours": float(solution_age_hours), "staleness": level,
+                                 "solution_rejected": bool(rejected)}, reasons + rejected)
 
 
 def image_gate(*, noise_jy: float, peak_jy: float, beam_arcsec: tuple[float, float, float],

@@ -33,16 +33,27 @@ class QARecorder:
         work.artifacts = []
         for gate in gates:
             work.gates_recorded.add(gate.stage)
+            if gate.stage == "calibrate":
+                self._staleness_alert(work.group_id, gate)
             if gate.passed:
                 continue
             reasons = "; ".join(gate.reasons)
             log.warning("group %s: %s gate failed: %s", work.group_id, gate.stage, reasons)
             self.alerts.raise_alert("warning", f"qa_{gate.stage}",
                                     f"group {work.group_id}: {gate.stage} gate failed: {reasons}")
-            if gate.stage == "calibrate" and (not gate.metrics.get("applied") or gate.metrics.get(
-                    "solution_age_hours", 0) > self.cfg.qa.max_solution_age_hours):
-                self.alerts.raise_alert("warning", "stale_calibration",
-                                        f"group {work.group_id}: no fresh calibration applied", key="stale")
+
+    def _staleness_alert(self, group_id: str, gate) -> None:
+        """``stale_calibration``: a warning when the applied solution is stale, critical when it
+        is critical or nothing was applied; none when fresh or aging."""
+        level = gate.metrics.get("staleness")
+        if level not in ("stale", "critical"):
+            return
+        if gate.metrics.get("applied"):
+            what = f"the calibration applied is {gate.metrics.get('solution_age_hours', 0):.1f} h old"
+        else:
+            what = "no calibration applied"
+        self.alerts.raise_alert("warning" if level == "stale" else "critical", "stale_calibration",
+                                f"group {group_id}: {what} ({level})", key="stale")
 
     def record_completed(self, work) -> None:
         """Detections and forced photometry of a completed group; the variability statistics of

@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocket
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from contimg.bus import EVENT_TYPES
 from contimg.stages import STAGES, checkpoint_before, usable_checkpoint
@@ -137,6 +137,8 @@ class ImageOut(BaseModel):
 
 
 class CalTableOut(BaseModel):
+    """One registered solution table (`contimg.calregistry`); ``name`` is its set (the group solved on)."""
+
     name: str
     calibrator: str
     refant: str
@@ -144,6 +146,13 @@ class CalTableOut(BaseModel):
     median_snr: float | None
     n_antennas: int
     n_channels: int
+    status: str = Field(description="active (applied to groups in its window), rejected (failed its quality gate; never applied) or superseded")
+    cal_type: str
+    apply_order: int
+    valid_start_mjd: float
+    valid_end_mjd: float
+    created_at: float
+    quality: dict = Field(default_factory=dict, description="the solution quality gate: passed, metrics, reasons")
 
 
 class GainsOut(BaseModel):
@@ -400,27 +409,28 @@ def create_app(svc: "Service") -> FastAPI:
     async def product_file(path: str) -> FileResponse:
         return FileResponse(inside_products(path))
 
-    @app.get("/api/caltables", response_model=list[CalTableOut], summary="stored gain solutions, newest first")
+    @app.get("/api/caltables", response_model=list[CalTableOut],
+             summary="registered gain solutions (cal_registry.sqlite3), newest first")
     async def caltables(limit: int = Query(20, ge=1, le=500)) -> list[CalTableOut]:
-        from contimg.store import read_zarr
-
         out = []
-        for path in sorted((svc.root / "cal").glob("*.zarr"), reverse=True)[:limit]:
-            if path.name.endswith(".tmp"):
-                continue
-            arrays, attrs = await svc.workers["misc"].run(read_zarr, path)
-            out.append(CalTableOut(name=path.stem, calibrator=attrs["calibrator"], refant=str(attrs["refant"]),
-                                   mid_mjd=attrs["mid_jd"] - 2400000.5, median_snr=attrs.get("median_snr"),
-                                   n_antennas=int(arrays["gains"].shape[0]), n_channels=int(arrays["gains"].shape[1])))
+        for r in svc.calreg.rows(limit=limit):
+            quality = json.loads(r["quality_json"] or "{}")
+            out.append(CalTableOut(name=r["set_name"], calibrator=r["calibrator"], refant=r["refant"],
+                                   mid_mjd=r["mid_mjd"], median_snr=quality.get("metrics", {}).get("median_snr"),
+                                   n_antennas=r["n_antennas"], n_channels=r["n_channels"], status=r["status"],
+                                   cal_type=r["cal_type"], apply_order=r["apply_order"],
+                                   valid_start_mjd=r["valid_start_mjd"], valid_end_mjd=r["valid_end_mjd"],
+                                   created_at=r["created_at"], quality=quality))
         return out
 
     @app.get("/api/caltables/{name}/gains", response_model=GainsOut, summary="one antenna's bandpass and phases")
     async def caltable_gains(name: str = PathParam(pattern=GROUP_ID), antenna: int = Query(..., ge=0, le=1000)):
         from contimg.store import load_solution
 
-        path = svc.root / "cal" / f"{name}.zarr"
-        if not path.is_dir():
+        row = svc.calreg.row(name)
+        if row is None or not Path(row["path"]).is_dir():
             raise HTTPException(404, f"no solution {name}")
+        path = Path(row["path"])
         sol = await svc.workers["misc"].run(load_solution, path)
         where = np.flatnonzero(np.asarray(sol.antenna_numbers) == antenna)
         if where.size == 0:

@@ -172,7 +172,8 @@ async function refreshCal() {
     if (!tables.length) { $("cal-info").textContent = "no solution yet"; return; }
     state.latestCal = tables[0];
     const g = await api(`/api/caltables/${tables[0].name}/gains?antenna=${$("cal-ant").value}`);
-    $("cal-info").textContent = `${tables[0].name} on ${tables[0].calibrator}, antenna ${g.antenna}`;
+    $("cal-info").textContent = `${tables[0].name} on ${tables[0].calibrator} (${tables[0].status}, valid MJD ` +
+      `${tables[0].valid_start_mjd.toFixed(3)}–${tables[0].valid_end_mjd.toFixed(3)}), antenna ${g.antenna}`;
     plot($("bandpass"), g.freq_mhz, g.amp, "bandpass |g| (XX blue, YY orange)");
     plot($("phase"), g.freq_mhz, g.phase_deg, "gain phase (deg)");
   } catch (e) { $("cal-info").textContent = String(e.message || e); }

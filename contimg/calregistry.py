@@ -1,0 +1,256 @@
+"""The calibration registry: ``<root>/state/cal_registry.sqlite3`` (sqlite-utils, WAL mode), one
+row per stored solution table in ``caltables``, and the small pure functions that decide which
+solution a group gets.
+
+A solve on a calibrator transit writes its gains to ``<root>/cal/<group_id>.zarr`` (atomically,
+`contimg.store.write_zarr`) and leaves a registration row in ``GroupWork.cal_registration``; the
+service shell registers it (the stages touch no database, cluster workers never open one). A
+solution that fails the solution-quality gate (`contimg.qa.gates.solution_quality`) is
+registered as ``rejected``: kept for diagnosis, never applied. Otherwise it is ``active``, valid
+for ``[mid - validity, mid + validity]`` with the validity of its type from the config
+(`validity_hours`). ``superseded`` marks a table an operator retired (`CalRegistry.set_status`);
+the lookup ignores it too.
+
+A group gets the active solutions whose window contains its mid-time and whose channels match
+(`select_solutions`): two that bracket the mid-time are interpolated in time
+(`interpolate_gains`), otherwise the nearest one is applied. The age of what was applied gives
+a staleness level (`staleness_level`) that the calibrate gate and the alerts report.
+
+Columns of ``caltables`` (primary key ``(set_name, cal_type)``, so registering the same group's
+solution twice updates its row): set_name (the group solved on), path (the Zarr table), cal_type
+(``bandpass``: one gain per antenna, channel and polarization over the group, the gain folded
+in; ``gains``: time-dependent gains), apply_order, calibrator, refant, created_at (unix s),
+valid_start_mjd, valid_end_mjd, mid_mjd, status, params_json (solver parameters), quality_json
+(the quality gate's metrics and reasons), group_id, n_antennas, n_channels, freq_min_hz,
+freq_max_hz.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from contimg.calibrate import GainSolution
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CalRegistry", "CAL_TYPES", "STATUSES", "STALENESS_LEVELS", "validity_hours", "registration_row",
+           "select_solutions", "interpolate_gains", "staleness_level", "solution_for"]
+
+CAL_TYPES = ("bandpass", "gains")
+APPLY_ORDER = {"bandpass": 0, "gains": 1}
+STATUSES = ("active", "rejected", "superseded")
+STALENESS_LEVELS = ("fresh", "aging", "stale", "critical")
+MJD_JD = 2400000.5
+
+
+def validity_hours(*, cal_type: str, bandpass_hours: float, gain_hours: float) -> float:
+    """The half-width (hours) of a table's validity window, by type."""
+    if cal_type == "bandpass":
+        return float(bandpass_hours)
+    if cal_type == "gains":
+        return float(gain_hours)
+    raise ValueError(f"unknown calibration table type {cal_type!r} (one of {CAL_TYPES})")
+
+
+def registration_row(*, sol: GainSolution, path: Path, cal_type: str, validity_h: float, passed: bool,
+                     params: dict, quality: dict) -> dict:
+    """The ``caltables`` row of a solution just solved and written to ``path``."""
+    mid_mjd = float(sol.mid_jd - MJD_JD)
+    freq = np.asarray(sol.freq_hz, float)
+    return {"set_name": sol.group_id, "path": str(path), "cal_type": cal_type, "apply_order": APPLY_ORDER[cal_type],
+            "calibrator": sol.calibrator, "refant": str(sol.refant), "created_at": time.time(),
+            "valid_start_mjd": mid_mjd - validity_h / 24.0, "valid_end_mjd": mid_mjd + validity_h / 24.0,
+            "mid_mjd": mid_mjd, "status": "active" if passed else "rejected",
+            "params_json": json.dumps(params, default=float), "quality_json": json.dumps(quality, default=float),
+            "group_id": sol.group_id, "n_antennas": int(sol.gains.shape[0]), "n_channels": int(freq.size),
+            "freq_min_hz": float(freq.min()) if freq.size else 0.0,
+            "freq_max_hz": float(freq.max()) if freq.size else 0.0}
+
+
+class CalRegistry:
+    """``caltables`` in ``cal_registry.sqlite3``. One writer (the service shell); readers any."""
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(path)
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous = NORMAL")  # as products.sqlite3: see contimg.products
+        self.db["caltables"].create(
+            {"set_name": str, "path": str, "cal_type": str, "apply_order": int, "calibrator": str, "refant": str,
+             "created_at": float, "valid_start_mjd": float, "valid_end_mjd": float, "mid_mjd": float,
+             "status": str, "params_json": str, "quality_json": str, "group_id": str, "n_antennas": int,
+             "n_channels": int, "freq_min_hz": float, "freq_max_hz": float},
+            pk=("set_name", "cal_type"), if_not_exists=True)
+        self.db["caltables"].create_index(["status", "valid_start_mjd"], if_not_exists=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def register(self, row: dict) -> None:
+        """Insert or update (same set and type: a replay adds no row) one table's row. The Zarr
+        must exist whole. A table an operator marked ``superseded`` stays so."""
+        if row["status"] not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {row['status']!r}")
+        if not Path(row["path"]).is_dir():
+            raise FileNotFoundError(f"calibration table {row['path']} does not exist: not registered")
+        old = self.row(row["set_name"], row["cal_type"])
+        if old is not None and old["status"] == "superseded":
+            row = {**row, "status": "superseded"}
+        self.db["caltables"].upsert(row, pk=("set_name", "cal_type"))
+
+    def set_status(self, set_name: str, status: str, *, cal_type: str = "bandpass") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self.db["caltables"].update((set_name, cal_type), {"status": status})
+
+    def rows(self, *, limit: int = 20) -> list[dict]:
+        """All rows, newest solution first."""
+        return list(self.db.query("SELECT * FROM caltables ORDER BY mid_mjd DESC, created_at DESC LIMIT ?", [limit]))
+
+    def row(self, set_name: str, cal_type: str = "bandpass") -> dict | None:
+        try:
+            return self.db["caltables"].get((set_name, cal_type))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def adopt(self, cal_dir: Path, *, bandpass_validity_hours: float, qa_cfg) -> list[str]:
+        """Register the tables in ``cal_dir`` (``<root>/cal``) that have no row — written before
+        the registry existed — as ``bandpass`` tables, active or rejected by their quality
+        under today's ``qa_cfg`` thresholds. Returns their set names. Run at service start-up;
+        once a root's tables are registered this only lists the folder."""
+        from contimg.qa.gates import solution_quality
+        from contimg.store import load_solution
+
+        known = {r["set_name"] for r in self.db.query("SELECT set_name FROM caltables")}
+        adopted = []
+        for path in sorted(Path(cal_dir).glob("*.zarr")):
+            if path.name.endswith(".tmp") or path.stem in known:
+                continue
+            try:
+                sol = load_solution(path)
+            except Exception as exc:  # noqa: BLE001 - an unreadable table must not stop the service
+                log.warning("%s: not a readable solution table, not registered: %s", path, exc)
+                continue
+            if sol.group_id in known:
+                continue
+            metrics, reasons = solution_quality(gains=sol.gains, flags=sol.flags, snr=sol.snr, freq_hz=sol.freq_hz,
+                                                cfg=qa_cfg)
+            self.register(registration_row(
+                sol=sol, path=path, cal_type="bandpass", validity_h=bandpass_validity_hours, passed=not reasons,
+                params={"refant": sol.refant, "iterations": sol.iterations, "adopted": True},
+                quality={"passed": not reasons, "metrics": metrics, "reasons": reasons}))
+            adopted.append(sol.group_id)
+        return adopted
+
+    def candidates(self, *, mjd: float, margin_days: float = 1.0, cal_type: str = "bandpass") -> list[dict]:
+        """Active rows whose window overlaps ``mjd ± margin_days`` (the shell hands these to a
+        group's calibrate stage, which selects with the group's exact mid-time)."""
+        return list(self.db.query(
+            "SELECT * FROM caltables WHERE status = 'active' AND cal_type = ? AND valid_end_mjd >= ? "
+            "AND valid_start_mjd <= ? ORDER BY mid_mjd", [cal_type, mjd - margin_days, mjd + margin_days]))
+
+
+def _channels_match(row: dict, freq_hz: np.ndarray, rtol: float = 1e-9) -> bool:
+    freq = np.asarray(freq_hz, float)
+    return (int(row["n_channels"]) == freq.size and freq.size > 0
+            and np.isclose(row["freq_min_hz"], freq.min(), rtol=rtol) and np.isclose(row["freq_max_hz"], freq.max(), rtol=rtol))
+
+
+def select_solutions(*, rows: list[dict], mid_mjd: float, freq_hz: np.ndarray) -> list[tuple[dict, float]]:
+    """Which registered tables a group at ``mid_mjd`` gets, and their weights.
+
+    Only ``active`` rows whose validity window contains ``mid_mjd`` (bounds included) and whose
+    channels match ``freq_hz`` count. Two of them that bracket ``mid_mjd`` (the latest at or
+    before it, the earliest after it) → ``[(before, 1 - w), (after, w)]`` with
+    ``w = (mid - t_before) / (t_after - t_before)``; otherwise the nearest in time (the newest
+    registration among equals) → ``[(row, 1.0)]``; nothing valid → ``[]``.
+    """
+    ok = [r for r in rows if r["status"] == "active" and r["valid_start_mjd"] <= mid_mjd <= r["valid_end_mjd"]
+          and _channels_match(r, freq_hz)]
+    if not ok:
+        return []
+    # latest solution time first, then the newest registration: the first of each side is the one to use
+    order = sorted(ok, key=lambda r: (r["mid_mjd"], r["created_at"]), reverse=True)
+    before = [r for r in order if r["mid_mjd"] <= mid_mjd]
+    after = sorted([r for r in ok if r["mid_mjd"] > mid_mjd], key=lambda r: (r["mid_mjd"], -r["created_at"]))
+    if before and after:
+        b, a = before[0], after[0]
+        w = (mid_mjd - b["mid_mjd"]) / (a["mid_mjd"] - b["mid_mjd"])
+        return [(b, 1.0 - w), (a, w)]
+    best = min(order, key=lambda r: abs(r["mid_mjd"] - mid_mjd))  # min keeps the first (newest) of equals
+    return [(best, 1.0)]
+
+
+def interpolate_gains(*, t_mjd: float, t0_mjd: float, gains0: np.ndarray, flags0: np.ndarray, t1_mjd: float,
+                      gains1: np.ndarray, flags1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gains at ``t_mjd`` linearly interpolated in time between two solutions at ``t0_mjd`` <
+    ``t1_mjd``: amplitude and phase separately, the phase unwrapped between the two (the
+    change from ``gains0`` to ``gains1`` taken in (-π, π]); a gain flagged in either is flagged.
+
+    gains0, gains1: (nant, nchan, npol) complex (the same antennas and channels); flags0,
+    flags1: (nant, nchan, npol) bool. Computed in float64. Returns (gains complex64, flags bool),
+    both (nant, nchan, npol); a flagged gain is 0.
+    """
+    if not t1_mjd > t0_mjd:
+        raise ValueError(f"need t0 < t1, got {t0_mjd} and {t1_mjd}")
+    if gains0.shape != gains1.shape:
+        raise ValueError(f"gain shapes differ: {gains0.shape} and {gains1.shape}")
+    w = (float(t_mjd) - float(t0_mjd)) / (float(t1_mjd) - float(t0_mjd))
+    g0, g1 = np.asarray(gains0, np.complex128), np.asarray(gains1, np.complex128)
+    amp = (1.0 - w) * np.abs(g0) + w * np.abs(g1)
+    dphase = np.angle(g1 * np.conj(g0))  # phase(g1) - phase(g0), unwrapped to (-pi, pi]
+    phase = np.angle(g0) + w * dphase
+    flags = np.asarray(flags0, bool) | np.asarray(flags1, bool) | (np.abs(g0) == 0) | (np.abs(g1) == 0)
+    gains = np.where(flags, 0, amp * np.exp(1j * phase)).astype(np.complex64)
+    return gains, flags
+
+
+def staleness_level(*, age_hours: float | None, aging_hours: float, stale_hours: float, critical_hours: float) -> str:
+    """``fresh`` (age ≤ aging_hours), ``aging`` (≤ stale_hours), ``stale`` (≤ critical_hours) or
+    ``critical`` (older, or None: no solution applied). Age: |group mid − solution mid|."""
+    if age_hours is None or not np.isfinite(age_hours):
+        return "critical"
+    age = abs(float(age_hours))
+    if age <= aging_hours:
+        return "fresh"
+    if age <= stale_hours:
+        return "aging"
+    if age <= critical_hours:
+        return "stale"
+    return "critical"
+
+
+def solution_for(*, rows: list[dict], mid_jd: float, freq_hz: np.ndarray, load) -> GainSolution | None:
+    """The solution a group at ``mid_jd`` gets from registry ``rows`` (`select_solutions`):
+    one table loaded with ``load(path)``, or two interpolated to ``mid_jd``. Its ``mid_jd``,
+    ``group_id`` and ``calibrator`` are the nearest table's (the age is counted from it); its
+    ``meta["solutions"]`` lists the sets applied and their weights. Two tables whose antennas
+    or reference antennas differ are not interpolated (their phases are not comparable): the
+    nearest is used."""
+    mid_mjd = float(mid_jd - MJD_JD)
+    chosen = select_solutions(rows=rows, mid_mjd=mid_mjd, freq_hz=freq_hz)
+    sols = [(load(Path(r["path"])), w, r) for r, w in chosen]
+    sols = [(s, w, r) for s, w, r in sols if s.freq_hz.shape == np.shape(freq_hz) and np.allclose(s.freq_hz, freq_hz)]
+    if not sols:
+        return None
+    if (len(sols) == 2 and np.array_equal(sols[0][0].antenna_numbers, sols[1][0].antenna_numbers)
+            and sols[0][0].refant == sols[1][0].refant):
+        (s0, w0, r0), (s1, w1, r1) = sols
+        gains, flags = interpolate_gains(t_mjd=mid_mjd, t0_mjd=r0["mid_mjd"], gains0=s0.gains, flags0=s0.flags,
+                                         t1_mjd=r1["mid_mjd"], gains1=s1.gains, flags1=s1.flags)
+        near = s0 if w0 >= w1 else s1
+        snr = np.minimum(s0.snr, s1.snr)
+        calibrator = s0.calibrator if s0.calibrator == s1.calibrator else f"{s0.calibrator}+{s1.calibrator}"
+        return GainSolution(near.antenna_numbers, near.freq_hz, gains, flags, snr, near.refant, near.mid_jd, calibrator,
+                            near.group_id, 0, {"solutions": [{"set_name": r0["set_name"], "weight": float(w0)},
+                                                             {"set_name": r1["set_name"], "weight": float(w1)}]})
+    sol, _, row = min(sols, key=lambda x: abs(x[2]["mid_mjd"] - mid_mjd))
+    sol.meta = {**sol.meta, "solutions": [{"set_name": row["set_name"], "weight": 1.0}]}
+    return sol
