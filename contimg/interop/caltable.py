@@ -264,10 +264,12 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
 
 
 def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | None = None,
-                   interval_s: float | None = None):
-    """``sol`` as a pyuvdata `UVCal`: gain, sky style (the calibrator as catalogue), one time (the
-    group's mid-time), per-channel gains unconjugated, ``gain_convention="divide"``; the telescope
-    that of contimg's UVData/MS exports."""
+                   interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None):
+    """``sol`` as a pyuvdata `UVCal`: gain, sky style (the calibrator as catalogue), per-channel
+    gains unconjugated, ``gain_convention="divide"``; the telescope that of contimg's UVData/MS
+    exports. One solution: at the group's mid-time (``time_array``; pyuvdata's ``uvcalibrate``
+    then needs ``time_check=False`` for a group's several integrations), or valid over
+    ``time_range_jd`` (start, end; ``uvcalibrate`` applies it to every integration inside)."""
     from pyuvdata import UVCal
 
     from contimg.interop.ms import _telescope
@@ -283,8 +285,10 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
     quality = np.asarray(sol.snr, np.float64)[:, :, None, :]
     cal = UVCal.new(
         cal_style="sky", gain_convention="divide", cal_type="gain", jones_array=np.asarray(pols, int),
-        telescope=tel, time_array=np.array([float(sol.mid_jd)]), freq_array=freq,
-        channel_width=_chan_width(freq, chan_width_hz), integration_time=float(interval_s or 1.0),
+        telescope=tel, freq_array=freq, channel_width=_chan_width(freq, chan_width_hz),
+        **({"time_array": np.array([float(sol.mid_jd)]), "integration_time": float(interval_s or 1.0)}
+           if time_range_jd is None else {"time_range": np.array([time_range_jd], np.float64),
+                                         "integration_time": np.array([np.ptp(time_range_jd) * 86400.0])}),
         ant_array=nums, ref_antenna_name=refant, sky_catalog=sol.calibrator or "contimg",
         update_telescope_from_known=False,
         data={"gain_array": np.where(flags, 1.0, gains), "flag_array": flags, "quality_array": quality},
@@ -293,14 +297,15 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
 
 
 def write_uvcal(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: float | None = None,
-                interval_s: float | None = None) -> Path:
+                interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None) -> Path:
     """``sol`` (`solution_uvcal`) written by pyuvdata as calh5 (``.calh5``) or calfits
     (``.calfits``), under a temporary name then renamed."""
     path = Path(path)
     kinds = {".calh5": "write_calh5", ".calfits": "write_calfits"}
     if path.suffix not in kinds:
         raise ValueError(f"{path}: the name must end in .calh5 or .calfits")
-    cal = solution_uvcal(sol, pols=pols, chan_width_hz=chan_width_hz, interval_s=interval_s)
+    cal = solution_uvcal(sol, pols=pols, chan_width_hz=chan_width_hz, interval_s=interval_s,
+                         time_range_jd=time_range_jd)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
     tmp.unlink(missing_ok=True)
     getattr(cal, kinds[path.suffix])(str(tmp), clobber=True)
