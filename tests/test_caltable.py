@@ -6,7 +6,6 @@ gives contimg's apply on a processed group."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

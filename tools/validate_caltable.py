@@ -7,14 +7,23 @@ python (``tools/casa_ngc5921.py applycal``):
 
 1. A small group is simulated (the ``test`` config, as ``tests/test_interop.py``: no RFI) and
    processed by ``run_batch`` (flag, solve on the transiting calibrator, apply, image).
-2. ``export_ms`` (``contimg export-ms``'s function) writes it as an MS: DATA raw, CORRECTED_DATA contimg's apply.
+2. ``export_ms`` (``contimg export-ms``'s function) writes it as an MS: DATA raw, CORRECTED_DATA
+   contimg's apply.
 3. ``contimg export-cal`` writes the solution applied to it as a CASA B Jones table (``.bcal``,
    subtables built by contimg); a second table with the gains conjugated is written as a
-   negative control (it must *not* agree, or the check could not tell the conventions apart).
-4. CASA's ``applycal`` (calflag, calwt False, interp linear, gainfield '') applies each table to a
-   copy of the MS; its CORRECTED_DATA and FLAG are compared with contimg's CORRECTED_DATA and FLAG
-   row by row: max |CASA - contimg| / max |contimg| over the samples neither flags, the max
-   per-sample relative difference, and how many samples' flags differ.
+   negative control (it must *not* agree, or the check could not tell the conventions apart);
+   a third with its subtables copied from the MS (``export-cal --ms``); a fourth from the solution
+   with gains flagged (one antenna entirely, one in ten channels of one polarization) and one
+   antenna left out, whose reference is contimg's ``apply_gains`` of that solution to the MS's
+   DATA and FLAG (the gains divide each row, so applying before or after the rephasing is the same).
+4. CASA's ``applycal`` (calflag, calwt False, interp ``linear,linearflag``, gainfield '') applies
+   each table to a copy of the MS; its CORRECTED_DATA and FLAG are compared with contimg's
+   (CORRECTED_DATA and FLAG as export-ms wrote them, or the fourth case's reference) row by row,
+   cross-correlations only:
+   max |CASA - contimg| / max |contimg| over the samples neither flags, the max per-sample relative
+   difference, and how many samples' flags differ. The flagged table is applied a second time
+   with interp ``linear`` (CASA's default), which interpolates over the flagged channels instead
+   of flagging them: recorded, not required to agree.
 
 The JSON (``--out``) holds those figures, the versions, the sizes and the timings.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -37,11 +47,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 CASA_PYTHON = Path("/work/casa-venv/bin/python")
 CASA_TOOL = REPO / "tools" / "casa_ngc5921.py"
+# applycal's interp for a B table from contimg: time linear (one solution: any), frequency linear
+# with flags propagated ("linearflag"); plain "linear" interpolates over flagged channels instead
+INTERP = "linear,linearflag"
 
 
 def _contimg(*args: str) -> str:
-    import os
-
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-m", "contimg.cli", *args], check=True, capture_output=True,
                          text=True, env=env)
@@ -53,6 +64,29 @@ def _read_ms(ms: Path) -> dict:
 
     with tables.table(str(ms), ack=False) as t:
         return {c: t.getcol(c) for c in ("ANTENNA1", "ANTENNA2", "TIME", "DATA", "CORRECTED_DATA", "FLAG")}
+
+
+def _flagged_variant(sol):
+    """``sol`` with gains flagged and one antenna dropped (the flag paths of both applies)."""
+    from contimg.calibrate import GainSolution
+
+    keep = np.arange(sol.antenna_numbers.size) != 3
+    flags = sol.flags.copy()
+    flags[1] = True
+    flags[5, 10:20, 0] = True
+    return GainSolution(sol.antenna_numbers[keep], sol.freq_hz, sol.gains[keep], flags[keep], sol.snr[keep],
+                        sol.refant, sol.mid_jd, sol.calibrator, sol.group_id)
+
+
+def _contimg_apply_to_ms(ms: dict, sol) -> dict:
+    """contimg's apply_gains of ``sol`` to the MS's DATA and FLAG (rows as one integration)."""
+    from contimg.calibrate import apply_gains
+
+    vis = ms["DATA"][None].copy()
+    flags = ms["FLAG"][None].copy()
+    apply_gains(vis=vis, flags=flags, ant1=ms["ANTENNA1"], ant2=ms["ANTENNA2"], antenna_numbers=sol.antenna_numbers,
+                gains=sol.gains, gain_flags=sol.flags)
+    return dict(ms, CORRECTED_DATA=vis[0], FLAG=flags[0])
 
 
 def _compare(contimg: dict, casa: dict) -> dict:
@@ -125,8 +159,18 @@ def run(work: Path) -> dict:
     step("export_cal", _contimg, "export-cal", gid, "--root", str(root), "--out", str(bcal))
     sol, _ = stored_solution(gid, root=root)
     conj = write_casa_caltable(work / "group_conj.bcal", sol=sol, conjugate=True)
+    with_ms = work / "group_ms_subtables.bcal"
+    step("export_cal_ms", _contimg, "export-cal", gid, "--root", str(root), "--out", str(with_ms), "--ms", str(ms))
+    flagged_sol = _flagged_variant(sol)
+    flagged = write_casa_caltable(work / "group_flagged.bcal", sol=flagged_sol)
     ours = _read_ms(ms)
-    with __import__("casacore.tables").tables.table(f"{ms}/FIELD", ack=False) as f:
+    ref_flagged = _contimg_apply_to_ms(ours, flagged_sol)
+    cases = [("exported", bcal, INTERP, ours), ("conjugated_control", conj, INTERP, ours),
+             ("ms_subtables", with_ms, INTERP, ours), ("flagged_gains", flagged, INTERP, ref_flagged),
+             ("flagged_gains_interp_linear", flagged, "linear", ref_flagged)]
+    from casacore import tables
+
+    with tables.table(f"{ms}/FIELD", ack=False) as f:
         field = str(f.getcol("NAME")[0])
 
     out = {"group_id": gid, "calibrator": sol.calibrator, "refant": sol.refant,
@@ -134,17 +178,17 @@ def run(work: Path) -> dict:
                      "pols": int(sol.gains.shape[2]), "antennas_solved": int(sol.antenna_numbers.size),
                      "gain_flags": int(sol.flags.sum())},
            "tables": {}}
-    for name, table in (("exported", bcal), ("conjugated_control", conj)):
+    for name, table, interp, reference in cases:
         copy = work / f"group_{name}.ms"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(ms, copy)
         npz = work / f"casa_{name}.npz"
         step(f"casa_applycal_{name}", subprocess.run,
              [str(CASA_PYTHON), str(CASA_TOOL), "applycal", "--ms", str(copy), "--caltable", str(table),
-              "--field", field, "--out", str(npz), "--log", str(work / f"casa_{name}.log")],
+              "--interp", interp, "--field", field, "--out", str(npz), "--log", str(work / f"casa_{name}.log")],
              check=True, cwd=work)
         with np.load(npz) as casa:
-            out["tables"][name] = _compare(ours, dict(casa))
+            out["tables"][name] = _compare(reference, dict(casa)) | {"interp": interp}
     out["timings_s"] = times
     out["versions"] = _versions()
     return out
@@ -163,10 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    exp, ctl = result["tables"]["exported"], result["tables"]["conjugated_control"]
+    tabs = result["tables"]
+
+    def agrees(r):
+        return bool(r["max_abs_diff_over_max_abs"] < 1e-5 and r["flags_differ"] == 0)
+
     result["verdict"] = {
-        "exported_within_float32": bool(exp["max_abs_diff_over_max_abs"] < 1e-5 and exp["flags_differ"] == 0),
-        "conjugated_control_disagrees": bool(ctl["max_abs_diff_over_max_abs"] > 1e-2),
+        "exported_within_float32": agrees(tabs["exported"]),
+        "ms_subtables_within_float32": agrees(tabs["ms_subtables"]),
+        "flagged_gains_within_float32": agrees(tabs["flagged_gains"]),
+        "conjugated_control_disagrees": bool(tabs["conjugated_control"]["max_abs_diff_over_max_abs"] > 1e-2),
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["tables"], indent=1))

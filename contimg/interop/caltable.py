@@ -9,7 +9,10 @@ spectral window and receptor (CPARAM of one channel), a B table one per channel,
 contimg solves. CASA applies a B table as ``V_ij^corrected = V_ij / (B_i conj(B_j))`` on the row
 (ANTENNA1=i, ANTENNA2=j), with one time (the group's mid-time): whatever the time interpolation
 asked of applycal, the one solution applies to every integration; the table's channels are the
-group's, so frequency interpolation is the identity.
+group's, so frequency interpolation is the identity. Apply it with ``interp="linear,linearflag"``
+(or ``"nearest,nearestflag"``): with CASA's default ``"linear"`` a gain flagged in some channels is
+interpolated from its neighbours instead of flagging those channels, as contimg does (measured in
+`tools/validate_caltable.py`).
 
 **Conventions** (`casa_gains`, the one place they are handled). contimg's ``export-ms`` writes the
 visibilities as contimg holds them: row (ANTENNA1=i, ANTENNA2=j) holds contimg's ``V_ij`` (no
