@@ -10,7 +10,7 @@ contimg solves. CASA applies a B table as ``V_ij^corrected = V_ij / (B_i conj(B_
 (ANTENNA1=i, ANTENNA2=j), with one time (the group's mid-time): whatever the time interpolation
 asked of applycal, the one solution applies to every integration; the table's channels are the
 group's, so frequency interpolation is the identity. Apply it with ``interp="linear,linearflag"``
-(or ``"nearest,nearestflag"``): with CASA's default ``"linear"`` a gain flagged in some channels is
+(the interpolation checked): with CASA's default ``"linear"`` a gain flagged in some channels is
 interpolated from its neighbours instead of flagging those channels, as contimg does (measured in
 `tools/validate_caltable.py`).
 
@@ -26,7 +26,7 @@ CORRECTED_DATA within float32; ``CPARAM = conj(g)`` does not). The conjugation n
 (pyuvdata conjugates those on read, and its own MS writer conjugates back by default,
 ``flip_conj=True``, which is why pyuvdata's `UVCal.read_ms_cal` / ``write_ms_cal`` conjugate gains);
 contimg's MS export does neither. So: the exported table applies to contimg's exported MS (or any
-MS with contimg's visibilities unconjugated on ANTENNA1 < ANTENNA2 rows); an MS written by pyuvdata
+MS holding contimg's visibilities unconjugated on contimg's (ant1, ant2) rows); an MS written by pyuvdata
 with its default ``flip_conj=True`` needs the conjugate table (``conjugate=True``).
 
 The receptor axis of CPARAM is the feed (X then Y, or R then L): contimg's XX gain is receptor X's
