@@ -175,6 +175,22 @@ def _cmd_export_uv(args) -> int:
     return 0
 
 
+def _cmd_export_cal(args) -> int:
+    from contimg.interop.caltable import (CALTABLE_SUFFIXES, UVCAL_SUFFIXES, stored_solution, write_casa_caltable,
+                                          write_uvcal)
+
+    out = Path(args.out)
+    if out.suffix not in CALTABLE_SUFFIXES + UVCAL_SUFFIXES:
+        raise ValueError(f"{out}: the name must end in one of {', '.join(CALTABLE_SUFFIXES + UVCAL_SUFFIXES)}")
+    sol, _ = stored_solution(args.group, root=Path(args.root))
+    if out.suffix in CALTABLE_SUFFIXES:
+        path = write_casa_caltable(out, sol=sol, ms=Path(args.ms) if args.ms else None)
+    else:
+        path = write_uvcal(out, sol=sol)
+    print(f"{path}")
+    return 0
+
+
 def _cmd_lightcurve(args) -> int:
     from contimg.products import ProductsDB
     from contimg.qa.photometry import variability, write_lightcurve
@@ -302,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="X.uvfits or X.uvh5")
     p.add_argument("--config", default="dsa110")
     p.set_defaults(func=_cmd_export_uv)
+
+    p = sub.add_parser("export-cal", help="the gains applied to one group as a CASA caltable or pyuvdata UVCal")
+    p.add_argument("group", help="group id")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True, help="X.bcal (CASA B Jones table) or X.calh5 / X.calfits (UVCal)")
+    p.add_argument("--ms", help="CASA table: copy ANTENNA, FIELD, SPECTRAL_WINDOW, OBSERVATION from this MS")
+    p.set_defaults(func=_cmd_export_cal)
 
     p = sub.add_parser("lightcurve", help="one catalogue source's forced photometry across groups: CSV and PNG")
     p.add_argument("source", help="the catalogue name")
