@@ -93,12 +93,13 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     cross_h = ant1 != ant2
     cross_idx = np.flatnonzero(cross_h)
     auto_idx = np.flatnonzero(~cross_h)
+    cross_d, auto_d = xp.asarray(cross_idx), xp.asarray(auto_idx)  # the same indices where the data live
     v = xp.asarray(vis)
     reasons: dict[str, int] = {}
 
     def n_cross(mask) -> int:
         """Samples of a full (ntime, nbl, …) mask that are True on cross-correlations."""
-        return int(xp.count_nonzero(mask)) - int(xp.count_nonzero(mask[:, auto_idx]))
+        return int(xp.count_nonzero(mask)) - int(xp.count_nonzero(mask[:, auto_d]))
 
     # 1. input flags, invalid values, autocorrelations
     if use_xp:
@@ -113,8 +114,8 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
         base, reasons["input"], reasons["invalid"] = _cpu.initial_flags(vis=v, flags=flags, keep=cfg.keep_input_flags,
                                                                         cross=cross_h)
     if cfg.flag_autocorrelations and auto_idx.size:
-        reasons["autocorrelation"] = int((~base[:, auto_idx]).sum())
-        base[:, auto_idx] = True
+        reasons["autocorrelation"] = int((~base[:, auto_d]).sum())
+        base[:, auto_d] = True
 
     # 2. background + SumThreshold per plane
     lo_t, hi_t = _windows(chans_per_subband=ntime, nchan=ntime, half=cfg.background_box_time // 2, respect=False)
@@ -125,8 +126,8 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     chis_f = _xp.window_thresholds(chi1=cfg.first_threshold_sigma, rho=cfg.threshold_rho, n=nchan,
                                    max_window=cfg.max_window)
     if use_xp:
-        base_x = base[:, cross_idx]
-        det, z = _detect_xp(xp=xp, vis=v[:, cross_idx], base=base_x, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f,
+        base_x = base[:, cross_d]
+        det, z = _detect_xp(xp=xp, vis=v[:, cross_d], base=base_x, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f,
                             hi_f=hi_f, chis_t=chis_t, chis_f=chis_f, cfg=cfg)
     else:
         det, z = _cpu.detect(vis=v, base=base, cross_idx=cross_idx, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f,
@@ -152,7 +153,7 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     # 4. the baseline-averaged plane
     if cfg.baseline_average and fx.shape[1] > 1:
         if use_xp:
-            ok = ~base[:, cross_idx]
+            ok = ~base[:, cross_d]
             count = ok.sum(axis=1)  # (ntime, nchan, npol)
             total = xp.where(ok, xp.clip(z, -_AVERAGE_CLIP, _AVERAGE_CLIP), 0).sum(axis=1, dtype=xp.float64)
             mean = xp.where(count > 0, total / xp.maximum(count, 1), 0.0)
@@ -190,11 +191,11 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     reasons["extension"] = n_ext
 
     out = base
-    out[:, cross_idx] = fx
+    out[:, cross_d] = fx
     if auto_idx.size and not cfg.flag_autocorrelations:  # dead antennas and channels flag their autos too
-        autos = out[:, auto_idx]
+        autos = out[:, auto_d]
         autos |= xp.asarray(bl_dead[auto_idx])[None, :, None, None] | xp.asarray(chan_dead)[None, None, :, None]
-        out[:, auto_idx] = autos
+        out[:, auto_d] = autos
     flags_h = to_host(out)
     stats = flag_stats(flags=flags_h, ant1=ant1, ant2=ant2, n_antennas=n_antennas, reasons=reasons)
     return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu")
