@@ -328,7 +328,7 @@ def table_to_sources(table, *, source: str | Path = "<table>", spectral_index: f
             raise _fail(source, name, "name", f"data row {int(np.flatnonzero((names == '') | _blank(table[name]))[0]) + 1} is blank")
     else:
         names = _position_names(values["ra_deg"], values["dec_deg"])
-    return _sources(source, names, values)
+    return _sources(source, names, values, {k: v for k, v in found.items() if v is not None})
 
 
 def _position_names(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -340,12 +340,17 @@ def _position_names(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     return np.array([f"J{r}{d}" for r, d in zip(np.atleast_1d(ra), np.atleast_1d(dec))])
 
 
-def _sources(source, names: np.ndarray, values: dict) -> PointSources:
-    """Validated columns as `PointSources` (errors name ``source`` and the column)."""
+def _sources(source, names: np.ndarray, values: dict, labels: dict | None = None) -> PointSources:
+    """Validated columns as `PointSources` (errors name ``source`` and the column: ``labels``
+    maps a key to the file's column name where they differ)."""
+    labels = labels or {}
+
     def bad(key, mask, what):
         if mask.any():
             k = int(np.flatnonzero(mask)[0])
-            raise ValueError(f"{source}: column {key}, data row {k + 1}: {values[key][k]!r} {what}")
+            col = labels.get(key, key)
+            col = col if col == key else f"{col} (the {key})"
+            raise ValueError(f"{source}: column {col}, data row {k + 1}: {float(values[key][k])!r} {what}")
 
     bad("ra_deg", ~np.isfinite(values["ra_deg"]), "is not a finite RA")
     bad("dec_deg", ~(np.abs(values["dec_deg"]) <= 90), "is outside [-90, 90]")
