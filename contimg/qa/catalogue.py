@@ -25,7 +25,7 @@ common aliases and carry units, read as follows (`table_to_sources`):
   its position (``J123456.7+123456``).
 
 The format is decided by the file's content (a FITS or VOTable header), not its extension;
-gzipped files are read too. A missing column or a bad value is refused naming the file and the
+a gzipped FITS or VOTable is read too. A missing column or a bad value is refused naming the file and the
 column.
 """
 
