@@ -179,7 +179,7 @@ class WebConfig(_Section):
 class SkyConfig(_Section):
     """The sky catalogue: the calibration model's field sources, QA's cross-match, photometry."""
 
-    catalogue: str = Field("", description="catalogue CSV (name, ra_deg, dec_deg, flux_jy, spectral_index, ref_freq_hz), relative to the root unless absolute; empty = the shipped VLA calibrator list")
+    catalogue: str = Field("", description="catalogue file: CSV (name, ra_deg, dec_deg, flux_jy, spectral_index, ref_freq_hz), FITS table or VOTable (operators-guide: The sky catalogue; tools/nvss_to_catalogue.py converts NVSS), relative to the root unless absolute; empty = the shipped VLA calibrator list")
 
 
 class QAConfig(_Section):
