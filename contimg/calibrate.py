@@ -4,7 +4,8 @@ Measurement equation per channel c and polarization p (XX, YY), baseline (i, j) 
 ``V_ij(t) = g_i conj(g_j) M_ij(t)``, with ``M`` the calibrator (a point source from the VLA list,
 seen through the Airy beam). One complex gain per antenna, channel and polarization (a bandpass
 with the gain folded in) is solved over the whole group with the alternating least-squares
-update of StEFCal (Salvini & Wijnholds 2014), vectorised over channels and polarizations:
+update of StEFCal (Salvini & Wijnholds 2014), each channel and polarization on its own (in
+parallel, numba), each stopping when its own update is below the tolerance:
 
 ``g_i <- sum_j g_j C_ij / sum_j |g_j|^2 P_ij``, ``C_ij = sum_t w conj(M_ij) V_ij``,
 ``P_ij = sum_t w |M_ij|^2``; every second update is averaged with the previous one.
@@ -102,6 +103,50 @@ def _residual_power(vis, model, flags, sel, k1, k2, g, out_sum, out_n):
                     out_n[c, p] += 1.0
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _stefcal(C, P, max_iter, tolerance, g, change, iters):
+    """StEFCal for each (channel, polarization) independently, in parallel; each stops when its
+    own ||g_new - g|| / ||g_new|| is below ``tolerance`` (or after ``max_iter``).
+
+    ``g_i <- sum_j C_ij g_j / sum_j P_ij |g_j|^2`` (0 where the denominator is 0), every second
+    update averaged with the previous one. C: (nchan, npol, nant, nant) complex128, P: same
+    float64; g: (nchan, npol, nant) complex128, the start in, the solution out; change: (nchan,
+    npol) the last relative change; iters: (nchan, npol) the iterations run."""
+    nchan, npol, nant, _ = C.shape
+    for cp in numba.prange(nchan * npol):
+        c, p = cp // npol, cp % npol
+        Cc, Pc = C[c, p], P[c, p]
+        cur = g[c, p].copy()
+        new = np.empty(nant, np.complex128)
+        amp2 = np.empty(nant)
+        it = 0
+        ch = 0.0
+        for it in range(1, max_iter + 1):
+            for j in range(nant):
+                amp2[j] = cur[j].real * cur[j].real + cur[j].imag * cur[j].imag
+            dn, nn = 0.0, 0.0
+            for i in range(nant):
+                num = 0j
+                den = 0.0
+                for j in range(nant):
+                    num += Cc[i, j] * cur[j]
+                    den += Pc[i, j] * amp2[j]
+                x = num / den if den > 0 else 0j
+                if it % 2 == 0:
+                    x = 0.5 * (x + cur[i])
+                d = x - cur[i]
+                dn += d.real * d.real + d.imag * d.imag
+                nn += x.real * x.real + x.imag * x.imag
+                new[i] = x
+            cur[:] = new
+            ch = np.sqrt(dn) / max(np.sqrt(nn), 1e-30)
+            if ch < tolerance:
+                break
+        g[c, p] = cur
+        change[c, p] = ch
+        iters[c, p] = it
+
+
 def _antenna_index(ant1: np.ndarray, ant2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     numbers = np.unique(np.concatenate([ant1, ant2]))
     lookup = {a: k for k, a in enumerate(numbers)}
@@ -129,20 +174,11 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
     C = np.zeros((nchan, npol, nant, nant), np.complex128)
     P = np.zeros((nchan, npol, nant, nant), np.float64)
     _accumulate(vis, np.ascontiguousarray(model, np.complex64), flags, sel, k1, k2, nant, C, P)
-    g = np.ones((nchan, npol, nant, 1), np.complex128)
-    it = 0
-    for it in range(1, max_iter + 1):
-        num = C @ g
-        den = P @ (np.abs(g) ** 2)
-        g_new = np.where(den > 0, num / np.where(den > 0, den, 1), 0)
-        if it % 2 == 0:
-            g_new = 0.5 * (g_new + g)
-        # StEFCal's criterion, per channel and polarization: ||g_new - g|| / ||g_new||
-        change = np.linalg.norm(g_new - g, axis=(2, 3)) / np.maximum(np.linalg.norm(g_new, axis=(2, 3)), 1e-30)
-        g = g_new
-        if np.max(change) < tolerance:
-            break
-    g = g[..., 0]
+    g = np.ones((nchan, npol, nant), np.complex128)
+    change = np.zeros((nchan, npol))
+    iters = np.zeros((nchan, npol), np.int64)
+    _stefcal(C, P, max_iter, tolerance, g, change, iters)
+    it = int(iters.max())
     # a channel/polarization still moving by more than 1e-3 after max_iter is ill-constrained
     # (mostly flagged): its solutions are not trusted
     unconverged = change > max(1e3 * tolerance, 1e-3)  # (c, p)
