@@ -254,6 +254,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, t_apply = timed("apply", lambda v, f: apply_gains(vis=v, flags=f, ant1=chunk.ant1, ant2=chunk.ant2,
                                                          antenna_numbers=nums, gains=gains, gain_flags=gflags),
                        setup=lambda: (chunk.vis.copy(), chunk.flags.copy()))
+    before = None
+    if args.before:  # another calibrate.py's solve_gains (e.g. main's) on the same data, same threads
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("calibrate_before", args.before)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["calibrate_before"] = mod
+        spec.loader.exec_module(mod)
+        reps = args.repeats
+        args.repeats = args.before_repeats
+        (_, g_b, f_b, _, _, it_b), t_before = timed(
+            "solve (before)", lambda m: mod.solve_gains(
+                vis=chunk.vis, model=m, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
+                tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m),
+            model)
+        args.repeats = reps
+        both = ~f_b & ~gflags
+        rel = np.abs(gains[both] - g_b[both]) / np.abs(g_b[both])
+        before = {"module": str(args.before), "solve_s": t_before, "iterations": it_b,
+                  "gain_flags_differ": int((f_b != gflags).sum()),
+                  "max_rel_gain_diff": float(rel.max()), "median_rel_gain_diff": float(np.median(rel))}
+        print(f"before: {before}", flush=True)
     total = [m + s + a for m, s, a in zip(t_model["runs"], t_solve["runs"], t_apply["runs"])]
     print(f"contimg: refant {refant}, {iters} iterations, total median {statistics.median(total):.2f} s", flush=True)
 
@@ -343,6 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "contimg_cpu": {"model_s": t_model, "solve_s": t_solve, "apply_s": t_apply, "total_s": _stats(total),
                         "refant": refant, "iterations": iters, "min_snr": cc.min_snr,
                         "min_baseline_m": cc.min_baseline_m, "accuracy": acc_contimg},
+        "contimg_cpu_solve_before": before,
         "contimg_gpu": None,
         "casa": {"bandpass_s": _stats(ct["bandpass"]), "gaincal_s": _stats(ct["gaincal"]),
                  "total_s": _stats(casa_total), "process_s": t_casa_process,
@@ -408,6 +432,8 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"| contimg CPU: model (`calibrator_model`) | {t(c['model_s'])} |",
         f"| contimg CPU: solve (`solve_gains`) | {t(c['solve_s'])} |",
         f"| contimg CPU: apply (`apply_gains`) | {t(c['apply_s'])} |",
+        *([f"| (contimg CPU: solve before this branch, `{Path(b['module']).parent.parent.name}`; "
+           f"median of {len(b['solve_s']['runs'])}) | {t(b['solve_s'])} |"] if (b := r.get("contimg_cpu_solve_before")) else []),
         f"| **contimg CPU total** | {t(c['total_s'])} |",
         "| contimg GPU | not measured | | |",
         f"| CASA `bandpass` | {t(k['bandpass_s'])} |",
@@ -420,6 +446,11 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"warm-up). contimg's include predicting the model; CASA reads MODEL_DATA that contimg wrote "
         f"(writing the MS took {d['write_ms_s']:.1f} s, not counted).",
         "",
+        *([f"Solve before this branch's changes to `contimg/calibrate.py` (same data, same run): the "
+           f"numpy StEFCal over all channels until the slowest converged; its gains and this branch's differ by "
+           f"at most {b['max_rel_gain_diff']:.1e} relative (median {b['median_rel_gain_diff']:.1e}: each channel "
+           f"now stops at its own convergence), {b['gain_flags_differ']} gain flags differ.", ""]
+          if (b := r.get("contimg_cpu_solve_before")) else []),
         "## Accuracy against the simulator's truth",
         "",
         "Truth: `bandpass × mean over the group of gain` from `truth.h5` (one solution per group can recover "
@@ -472,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--casa-repeats", type=int, default=3)
     r.add_argument("--workdir", type=Path, default=Path("/tmp/calbench"))
+    r.add_argument("--before", type=Path, default=None,
+                   help="also time this calibrate.py's solve_gains (e.g. main's, before this branch's changes)")
+    r.add_argument("--before-repeats", type=int, default=1)
     r.add_argument("--keep", action="store_true", help="keep the MS")
     r.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "calibrate.json")
     c = sub.add_parser("casa", help="internal: CASA's tasks (CASA's python)")
