@@ -271,6 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m),
             model)
         args.repeats = reps
+        g_b = smooth_over_channels(gains=g_b, flags=f_b, window=cc.smooth_channels)  # as solve_part
         both = ~f_b & ~gflags
         rel = np.abs(gains[both] - g_b[both]) / np.abs(g_b[both])
         before = {"module": str(args.before), "solve_s": t_before, "iterations": it_b,
