@@ -274,7 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         g_b = smooth_over_channels(gains=g_b, flags=f_b, window=cc.smooth_channels)  # as solve_part
         both = ~f_b & ~gflags
         rel = np.abs(gains[both] - g_b[both]) / np.abs(g_b[both])
-        before = {"module": str(args.before), "solve_s": t_before, "iterations": it_b,
+        before = {"module": str(args.before), "label": args.before_label, "solve_s": t_before, "iterations": it_b,
                   "gain_flags_differ": int((f_b != gflags).sum()),
                   "max_rel_gain_diff": float(rel.max()), "median_rel_gain_diff": float(np.median(rel))}
         print(f"before: {before}", flush=True)
@@ -433,7 +433,7 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"| contimg CPU: model (`calibrator_model`) | {t(c['model_s'])} |",
         f"| contimg CPU: solve (`solve_gains`) | {t(c['solve_s'])} |",
         f"| contimg CPU: apply (`apply_gains`) | {t(c['apply_s'])} |",
-        *([f"| (contimg CPU: solve before this branch, `{Path(b['module']).parent.parent.name}`; "
+        *([f"| (contimg CPU: solve before this branch, {b['label']}; "
            f"median of {len(b['solve_s']['runs'])}) | {t(b['solve_s'])} |"] if (b := r.get("contimg_cpu_solve_before")) else []),
         f"| **contimg CPU total** | {t(c['total_s'])} |",
         "| contimg GPU | not measured | | |",
@@ -468,17 +468,18 @@ def write_report(json_path: Path, md_path: Path) -> None:
         "## Settings",
         "",
         f"- contimg: `solve_gains` refants `{c['refant']}` first, min SNR {c['min_snr']:g}, baselines "
-        f">= {c['min_baseline_m']:g} m, one complex gain per antenna, channel and polarization over the whole "
+        f">= {c['min_baseline_m']:g} m (ENU length), one complex gain per antenna, channel and polarization over the whole "
         "group (bandpass and gain in one).",
         f"- CASA `bandpass`: {json.dumps(k['bandpass_params'])}.",
         f"- CASA `gaincal`: {json.dumps(k['gaincal_params'])}.",
         "- Why solint 'inf' for `gaincal`: contimg solves one gain per antenna, channel and polarization "
         "for the whole group, so its solution corresponds to CASA's B(inf) × G(inf) over the group; a "
-        "per-integration G would solve for more (the phase drift within the 5-minute group) and compare "
+        "per-integration G would solve for more (the phase drift within the group) and compare "
         "a different quantity. With B(inf) applied first, G(inf) is close to 1.",
         "- The MS holds contimg's flags and MODEL_DATA = contimg's model (both polarizations), so both "
-        "solve against the same sky with the same data. uvrange `>1000m` in CASA is on the projected "
-        "(u, v) length, contimg's cut on the baseline's length: nearly the same baselines at transit.",
+        f"solve against the same sky with the same data. uvrange `{k['bandpass_params']['uvrange']}` in CASA "
+        "is on the projected (u, v) length, contimg's cut on the baseline's ENU length: at most the same "
+        "baselines (a projection only shortens), nearly all of them at transit.",
         "",
         "## Not measured",
         "",
@@ -507,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--before", type=Path, default=None,
                    help="also time this calibrate.py's solve_gains (e.g. main's, before this branch's changes)")
     r.add_argument("--before-repeats", type=int, default=1)
+    r.add_argument("--before-label", default="main", help="what --before is (for the report)")
     r.add_argument("--keep", action="store_true", help="keep the MS")
     r.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "calibrate.json")
     c = sub.add_parser("casa", help="internal: CASA's tasks (CASA's python)")
