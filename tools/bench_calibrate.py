@@ -433,7 +433,7 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"| contimg CPU: model (`calibrator_model`) | {t(c['model_s'])} |",
         f"| contimg CPU: solve (`solve_gains`) | {t(c['solve_s'])} |",
         f"| contimg CPU: apply (`apply_gains`) | {t(c['apply_s'])} |",
-        *([f"| (contimg CPU: solve before this branch, {b['label']}; "
+        *([f"| (contimg CPU: solve before this branch, {b.get('label', 'before')}; "
            f"median of {len(b['solve_s']['runs'])}) | {t(b['solve_s'])} |"] if (b := r.get("contimg_cpu_solve_before")) else []),
         f"| **contimg CPU total** | {t(c['total_s'])} |",
         "| contimg GPU | not measured | | |",
