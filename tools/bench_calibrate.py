@@ -408,6 +408,8 @@ def write_report(json_path: Path, md_path: Path) -> None:
         "python tools/bench_calibrate.py report docs/benchmarks/calibrate.json",
         "```",
         "",
+        *(["`--before FILE`: the `contimg/calibrate.py` to compare with, e.g. "
+           "`git show <commit>:contimg/calibrate.py > FILE`.", ""] if r.get("contimg_cpu_solve_before") else []),
         f"Group `{d['group']}` of `{d['sim_dir']}` (config `{r['config']}`): shape (time, baseline, channel, pol) "
         f"{tuple(d['shape'])}, {nvis / 1e6:.1f} M cross-correlation visibilities, {d['flagged_fraction']:.2%} "
         f"flagged by `flag_group`; calibrator {d['calibrator']} ({d['calibrator_flux_jy']:g} Jy), "
