@@ -50,16 +50,26 @@ class GainSolution:
 
 
 def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator],
-                     field_sources: PointSources | None = None) -> np.ndarray:
+                     field_sources: PointSources | None = None, baselines: np.ndarray | None = None) -> np.ndarray:
     """Model visibilities (ntime, nbl, nchan) complex64 (XX = YY) of listed calibrators — the
     transiting one and any other bright listed source in the beam — plus the field's sources
-    of the sky catalogue (``field_sources``), each through the primary beam."""
+    of the sky catalogue (``field_sources``), each through the primary beam.
+
+    ``baselines`` (nbl,) bool: predict only these, the others are 0 (`solve_gains` reads only
+    the baselines it selects, e.g. ``baseline_m >= min_baseline_m``, and the prediction costs
+    the same per baseline)."""
     src = PointSources.from_calibrators(calibrators)
     if field_sources is not None and len(field_sources):
         src = PointSources.concat([src, field_sources])
     b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
-    return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
-                            pointing_dec_rad=chunk.pointing_dec_rad)
+    if baselines is None:
+        return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
+                                pointing_dec_rad=chunk.pointing_dec_rad)
+    baselines = np.asarray(baselines, bool)
+    out = np.zeros((chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size), np.complex64)
+    out[:, baselines] = sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz,
+                                         b_enu_m=b_enu[baselines], pointing_dec_rad=chunk.pointing_dec_rad)
+    return out
 
 
 # channels per parallel task of the accumulations: the (time, baseline) loop then reads whole

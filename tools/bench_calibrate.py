@@ -39,6 +39,7 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -254,6 +255,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, t_apply = timed("apply", lambda v, f: apply_gains(vis=v, flags=f, ant1=chunk.ant1, ant2=chunk.ant2,
                                                          antenna_numbers=nums, gains=gains, gain_flags=gflags),
                        setup=lambda: (chunk.vis.copy(), chunk.flags.copy()))
+    # the same model on the baselines the solve reads only (calibrator_model(baselines=...);
+    # stages._solve does not pass it): its time, and whether the solution is the same
+    solve_sel = (chunk.ant1 != chunk.ant2) & (baseline_m >= cc.min_baseline_m)
+    model_sel, t_model_sel = timed("model (solve's baselines)", lambda: calibrator_model(
+        chunk=chunk, calibrators=[cal, *others], field_sources=field_sources, baselines=solve_sel))
+    _, g_sel, f_sel, s_sel, _, _ = solve_part(model_sel)
+    del model_sel
+    model_selected = {"model_s": t_model_sel, "baselines": int(solve_sel.sum()),
+                      "solution_bit_identical": bool(np.array_equal(g_sel, gains) and np.array_equal(f_sel, gflags)
+                                                     and np.array_equal(s_sel, snr))}
+    print(f"model on the solve's baselines: {model_selected}", flush=True)
     before = None
     if args.before:  # another calibrate.py's solve_gains (e.g. main's) on the same data, same threads
         import importlib.util
@@ -356,7 +368,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                            "casatools": meta["casatools"]},
         "load_average": {"start": load_start, "before_contimg": load_contimg, "before_casa": load_casa,
                          "end": load_end},
-        "command": " ".join(["python", "tools/bench_calibrate.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "tools/bench_calibrate.py", *sys.argv[1:]]),
         "config": args.config, "numba_threads": numba.get_num_threads(), "repeats": args.repeats,
         "casa_repeats": args.casa_repeats,
         "data": {"sim_dir": str(args.sim_dir), "group": group.group_id, "shape": shape,
@@ -368,6 +380,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "refant": refant, "iterations": iters, "min_snr": cc.min_snr,
                         "min_baseline_m": cc.min_baseline_m, "accuracy": acc_contimg},
         "contimg_cpu_solve_before": before,
+        "contimg_cpu_model_selected_baselines": model_selected,
         "contimg_gpu": None,
         "casa": {"bandpass_s": _stats(ct["bandpass"]), "gaincal_s": _stats(ct["gaincal"]),
                  "total_s": _stats(casa_total), "process_s": t_casa_process,
@@ -419,7 +432,8 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"Machine: {r['machine']['cpu']}, {r['machine']['cpus']} CPUs, {r['machine']['memory_gib']} GiB; "
         f"{r['machine']['platform']}. numba threads {r['numba_threads']}. Load average (1, 5, 15 min) at start "
         f"{r['load_average']['start']}, before contimg's timing {r['load_average']['before_contimg']}, before "
-        f"CASA's {r['load_average']['before_casa']}, at the end {r['load_average']['end']}.",
+        f"CASA's {r['load_average']['before_casa']}, at the end {r['load_average']['end']} (the benchmark's own "
+        "threads count in all but the first).",
         "",
         f"Versions: contimg {r['versions']['contimg']} ({r['versions']['contimg_commit']}), numpy "
         f"{r['versions']['numpy']}, numba {r['versions']['numba']}, CASA {r['versions']['casa']} (casatasks "
@@ -438,6 +452,9 @@ def write_report(json_path: Path, md_path: Path) -> None:
         *([f"| (contimg CPU: solve before this branch, {b.get('label', 'before')}; "
            f"median of {len(b['solve_s']['runs'])}) | {t(b['solve_s'])} |"] if (b := r.get("contimg_cpu_solve_before")) else []),
         f"| **contimg CPU total** | {t(c['total_s'])} |",
+        *([f"| (contimg CPU: model on the solve's {m['baselines']} baselines only, "
+           f"`calibrator_model(baselines=...)`, not yet passed by `stages._solve`) | {t(m['model_s'])} |"]
+          if (m := r.get("contimg_cpu_model_selected_baselines")) else []),
         "| contimg GPU | not measured | | |",
         f"| CASA `bandpass` | {t(k['bandpass_s'])} |",
         f"| CASA `gaincal` | {t(k['gaincal_s'])} |",
@@ -449,6 +466,11 @@ def write_report(json_path: Path, md_path: Path) -> None:
         f"warm-up). contimg's include predicting the model; CASA reads MODEL_DATA that contimg wrote "
         f"(writing the MS took {d['write_ms_s']:.1f} s, not counted).",
         "",
+        *([f"The model on the solve's baselines only (those >= {c['min_baseline_m']:g} m, "
+           f"{m['baselines']} of {d['shape'][1]}) gives "
+           f"{'the bit-identical' if m['solution_bit_identical'] else 'a DIFFERENT'} solution; `stages._solve` "
+           f"would need to pass `baselines=` (a change outside this branch).", ""]
+          if (m := r.get("contimg_cpu_model_selected_baselines")) else []),
         *([f"Solve before this branch's changes to `contimg/calibrate.py` (same data, same run): the "
            f"numpy StEFCal over all channels until the slowest converged; its gains and this branch's differ by "
            f"at most {b['max_rel_gain_diff']:.1e} relative (median {b['median_rel_gain_diff']:.1e}: each channel "
