@@ -480,12 +480,12 @@ def write_report(json_path: Path, md_path: Path) -> None:
         "",
         "Truth: `bandpass × mean over the group of gain` from `truth.h5` (one solution per group can recover "
         f"no more), solutions and truth referred to the reference antenna `{c['refant']}`'s phase per channel "
-        "and polarization; unflagged solutions of every other antenna. Amplitude error |‖g/g_true‖ - 1|, "
-        "phase error |arg(g/g_true)|.",
+        "and polarization; unflagged solutions of every other antenna. Amplitude error ||g / g_true| - 1|, "
+        "phase error |arg(g / g_true)|.",
         "",
         "| solution | amp err median | amp err 95 % | phase err median (deg) | phase err 95 % (deg) | unflagged |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| contimg (per antenna, channel, pol; {c['iterations']} StEFCal iterations) | {acc(c['accuracy'])} |",
+        f"| contimg (per antenna, channel, pol; at most {c['iterations']} StEFCal iterations) | {acc(c['accuracy'])} |",
         f"| CASA B × G | {acc(k['accuracy'])} |",
         f"| CASA B alone | {acc(k['accuracy_bandpass_only'])} |",
         "",
