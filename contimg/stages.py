@@ -220,13 +220,13 @@ def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
         field_sources = sources_near(work.catalogue, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cc.model_radius_deg,
                                      min_flux_jy=cc.model_min_flux_jy,
                                      exclude=PointSources.from_calibrators([cal, *others]))
-    model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources)
+    baseline_m = np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1)
+    solved = (chunk.ant1 != chunk.ant2) & (baseline_m >= cc.min_baseline_m)  # the baselines solve_gains reads
+    model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources, baselines=solved)
     nums, gains, gflags, snr, refant, iters = solve_gains(
         vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
         antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
-        tolerance=cc.tolerance, min_snr=cc.min_snr,
-        baseline_m=np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1),
-        min_baseline_m=cc.min_baseline_m)
+        tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m)
     del model
     gains = smooth_over_channels(gains=gains, flags=gflags, window=cc.smooth_channels)
     sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, work.group_id, iters,
