@@ -146,7 +146,7 @@ def compare(*, ci_stem: Path, ws_stem: Path, truth: Path, min_snr: float = 10.0,
                     "ctype": [ws_h["CTYPE1"], ws_h["CTYPE2"]]},
         "contimg_centre_pixel_in_wsclean_px": [x_ws - centre[0], y_ws - centre[1]],
     }
-    dra = (ws_h["CRVAL1"] - ci_h["CRVAL1"]) * np.cos(np.radians(ci_h["CRVAL2"])) * 3600
+    dra = ((ws_h["CRVAL1"] - ci_h["CRVAL1"] + 180.0) % 360.0 - 180.0) * np.cos(np.radians(ci_h["CRVAL2"])) * 3600
     ddec = (ws_h["CRVAL2"] - ci_h["CRVAL2"]) * 3600
     out["grid"]["phase_centre_offset_arcsec"] = float(np.hypot(dra, ddec))
     shift = np.array([x_ws - centre[0], y_ws - centre[1]])
