@@ -42,6 +42,7 @@ def _nice() -> list[str]:
 
 def _run(cmd: list[str], log: Path) -> dict:
     """Run ``cmd`` (niced) under a wrapper that reports the peak RSS of that command alone."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
     t0 = time.perf_counter()
     proc = subprocess.run([*_nice(), sys.executable, "-c", _WRAP, *cmd], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -50,7 +51,8 @@ def _run(cmd: list[str], log: Path) -> dict:
     peak_kib = next((int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("PEAK_KIB")), 0)
     if proc.returncode != 0:
         print(f"{cmd[:3]} exit {proc.returncode}:\n{proc.stdout[-3000:]}", file=sys.stderr)
-    return {"cmd": " ".join(cmd), "wall_s": wall, "peak_rss_gib": peak_kib / 1024**2, "exit": proc.returncode}
+    return {"cmd": " ".join(cmd), "wall_s": wall, "peak_rss_gib": peak_kib / 1024**2, "exit": proc.returncode,
+            "loadavg_before": load}
 
 
 def _link_group(data: Path, group: str, dest: Path) -> None:
@@ -225,8 +227,10 @@ def cmd_run(args) -> int:
 
     root = work / "root"
     ci = [sys.executable, "-m", "contimg.cli"]
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    result = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_at_start": load,
+    # the first invocation's date and load are kept in steps.json: --resume only adds steps
+    meta = steps.setdefault("_meta", {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                      "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]})
+    result = {"date_utc": meta["date_utc"], "loadavg_at_start": meta["loadavg_at_start"],
               "machine": _machine(), "versions": _versions(), "niced": bool(_nice()),
               "groups": {"calibrator": args.cal_group, "imaged": args.group}, "data": str(data), "work": str(work),
               "config": args.config}
@@ -264,12 +268,30 @@ def cmd_run(args) -> int:
         r.update(_wsclean_times((work / "wsclean.log").read_text()))
         steps["wsclean"] = r
         save()
-    result["steps"] = steps
     ci_stem = root / "products" / args.group / args.group
+    wsdir_b = work / "wsclean-contimg-beam"
+    if args.also_contimg_beam and "wsclean_contimg_beam" not in steps:
+        # the same WSClean command, its restoring beam forced to contimg's (isolates the beam fit)
+        from astropy.io import fits
+        hb = fits.getheader(f"{ci_stem}.restored.fits")
+        cmd = [c.replace(str(wsdir), str(wsdir_b)) for c in steps["wsclean"]["cmd"].split()]
+        cmd[-1:-1] = ["-beam-shape", f"{hb['BMAJ'] * 3600:.3f}asec", f"{hb['BMIN'] * 3600:.3f}asec", f"{hb['BPA']:.3f}deg"]
+        shutil.rmtree(wsdir_b, ignore_errors=True)
+        wsdir_b.mkdir()
+        r = _run(cmd, work / "wsclean_contimg_beam.log")
+        r.update(_wsclean_times((work / "wsclean_contimg_beam.log").read_text()))
+        steps["wsclean_contimg_beam"] = r
+        save()
+    result["steps"] = {k: v for k, v in steps.items() if k != "_meta"}
     try:
         result["compare"] = compare(ci_stem=ci_stem, ws_stem=wsdir / "field", truth=data / "truth.h5")
     except Exception as exc:  # noqa: BLE001 - record what failed, keep the timings
         result["compare"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if "wsclean_contimg_beam" in steps:
+        try:
+            result["compare_contimg_beam"] = compare(ci_stem=ci_stem, ws_stem=wsdir_b / "field", truth=data / "truth.h5")
+        except Exception as exc:  # noqa: BLE001
+            result["compare_contimg_beam"] = {"error": f"{type(exc).__name__}: {exc}"}
     img = steps["contimg_group"]["stages_s"].get("image")
     ws = steps["wsclean"]
     result["headline"] = {
@@ -296,12 +318,13 @@ def report(r: dict) -> str:
              "| step | wall (s) | peak RSS (GiB) | exit | notes |", "| --- | ---: | ---: | ---: | --- |"]
     for key, label in (("contimg_cal_group", "contimg run, calibrator group (not compared)"),
                        ("contimg_group", "contimg run, imaged group"), ("export_ms", "contimg export-ms"),
-                       ("wsclean", "wsclean (whole command)")):
+                       ("wsclean", "wsclean (whole command)"),
+                       ("wsclean_contimg_beam", "wsclean, restoring beam forced to contimg's (supplementary)")):
         s = st.get(key)
         if not s:
             continue
         note = ", ".join(f"{k} {v:.1f}" for k, v in s.get("stages_s", {}).items())
-        if key == "wsclean":
+        if key.startswith("wsclean"):
             note = ", ".join(f"{k[:-2]} {s[k]:.1f}" for k in ("inversion_s", "prediction_s", "deconvolution_s") if k in s)
         lines.append(f"| {label} | {s['wall_s']:.1f} | {s['peak_rss_gib']:.2f} | {s['exit']} | {note} |")
     lines += ["", "| imaging, same group and image | contimg (CPU, `image` stage) | WSClean | contimg / WSClean |",
@@ -349,6 +372,23 @@ def report(r: dict) -> str:
                 lines.append(f"| {s['name']} | {s['truth_jy']:.3f} | {s['pb']:.3f} | {s['truth_apparent_jy'] * 1e3:.1f} | "
                              f"{s['contimg_apparent_jy'] * 1e3:.1f} | {s['wsclean_apparent_jy'] * 1e3:.1f} | "
                              f"{s['wsclean_over_contimg']:.3f} | {s['contimg_over_truth']:.3f} | {s['wsclean_over_truth']:.3f} |")
+    cb = r.get("compare_contimg_beam")
+    if cb and "error" not in cb:
+        b, d, ss = cb["beam_arcsec_deg"], cb.get("difference", {}), cb["source_summary"]
+        lines += ["", "Supplementary: the same WSClean command with `-beam-shape` set to contimg's restoring beam "
+                  f"(WSClean beam {b['wsclean'][0]:.2f}″ × {b['wsclean'][1]:.2f}″, {b['wsclean'][2]:.1f}°):", "",
+                  "| figure | value |", "| --- | ---: |",
+                  f"| WSClean residual robust RMS (mJy/beam) | {cb['residual_mad_rms_jy']['wsclean'] * 1e3:.3f} |"]
+        if d:
+            lines += [f"| difference RMS / contimg noise | {d['rms_over_noise']:.2f} |",
+                      f"| difference robust RMS / contimg noise | {d['mad_rms_over_noise']:.2f} |",
+                      f"| difference RMS / noise, inner half | {d['inner_half_rms_over_noise']:.2f} |",
+                      f"| largest abs. difference (mJy/beam) | {d['max_abs_jy'] * 1e3:.1f} |"]
+        if ss["n"]:
+            lines += [f"| sources > {ss['min_snr']:.0f}σ | {ss['n']} |",
+                      f"| median WSClean / contimg (apparent) | {ss['wsclean_over_contimg']['median']:.3f} |",
+                      f"| median WSClean / truth (worst) | {ss['wsclean_over_truth']['median']:.3f} "
+                      f"({ss['wsclean_over_truth']['worst_abs_dev']:.1%}) |"]
     return "\n".join(lines)
 
 
@@ -363,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="dsa110")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="reuse the steps already in <work>/steps.json")
+    p.add_argument("--also-contimg-beam", action="store_true",
+                   help="also run WSClean with its restoring beam forced to contimg's (-beam-shape) and compare")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report")
     p.add_argument("--json", type=Path, required=True)
