@@ -287,6 +287,25 @@ def cmd_run(args) -> int:
         result["compare"] = compare(ci_stem=ci_stem, ws_stem=wsdir / "field", truth=data / "truth.h5")
     except Exception as exc:  # noqa: BLE001 - record what failed, keep the timings
         result["compare"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if args.also_deep and "wsclean_deep" not in steps:
+        # supplementary: contimg's beam and N components (to the 3-sigma stop): is the gap the clean depth?
+        from astropy.io import fits
+        hb = fits.getheader(f"{ci_stem}.restored.fits")
+        wsdir_d = work / "wsclean-deep"
+        cmd = [c.replace(str(wsdir), str(wsdir_d)) for c in steps["wsclean"]["cmd"].split()]
+        cmd[cmd.index("-niter") + 1] = str(args.also_deep)
+        cmd[-1:-1] = ["-beam-shape", f"{hb['BMAJ'] * 3600:.3f}asec", f"{hb['BMIN'] * 3600:.3f}asec", f"{hb['BPA']:.3f}deg"]
+        shutil.rmtree(wsdir_d, ignore_errors=True)
+        wsdir_d.mkdir()
+        r = _run(cmd, work / "wsclean_deep.log")
+        r.update(_wsclean_times((work / "wsclean_deep.log").read_text()))
+        steps["wsclean_deep"] = r
+        save()
+    if "wsclean_deep" in steps:
+        try:
+            result["compare_deep"] = compare(ci_stem=ci_stem, ws_stem=work / "wsclean-deep" / "field", truth=data / "truth.h5")
+        except Exception as exc:  # noqa: BLE001
+            result["compare_deep"] = {"error": f"{type(exc).__name__}: {exc}"}
     if "wsclean_contimg_beam" in steps:
         try:
             result["compare_contimg_beam"] = compare(ci_stem=ci_stem, ws_stem=wsdir_b / "field", truth=data / "truth.h5")
@@ -319,7 +338,8 @@ def report(r: dict) -> str:
     for key, label in (("contimg_cal_group", "contimg run, calibrator group (not compared)"),
                        ("contimg_group", "contimg run, imaged group"), ("export_ms", "contimg export-ms"),
                        ("wsclean", "wsclean (whole command)"),
-                       ("wsclean_contimg_beam", "wsclean, restoring beam forced to contimg's (supplementary)")):
+                       ("wsclean_contimg_beam", "wsclean, restoring beam forced to contimg's (supplementary)"),
+                       ("wsclean_deep", "wsclean, contimg's beam, deeper -niter (supplementary)")):
         s = st.get(key)
         if not s:
             continue
@@ -372,10 +392,15 @@ def report(r: dict) -> str:
                 lines.append(f"| {s['name']} | {s['truth_jy']:.3f} | {s['pb']:.3f} | {s['truth_apparent_jy'] * 1e3:.1f} | "
                              f"{s['contimg_apparent_jy'] * 1e3:.1f} | {s['wsclean_apparent_jy'] * 1e3:.1f} | "
                              f"{s['wsclean_over_contimg']:.3f} | {s['contimg_over_truth']:.3f} | {s['wsclean_over_truth']:.3f} |")
-    cb = r.get("compare_contimg_beam")
-    if cb and "error" not in cb:
+    for key, title in (("compare_contimg_beam", "the same WSClean command with `-beam-shape` set to contimg's "
+                        "restoring beam"),
+                       ("compare_deep", "WSClean with contimg's restoring beam and -niter "
+                        + (st.get("wsclean_deep", {}).get("cmd", "").split("-niter ")[-1].split()[0] if "wsclean_deep" in st else "")
+                        + " (not the same iterations: how deep WSClean must clean)")):
+      cb = r.get(key)
+      if cb and "error" not in cb:
         b, d, ss = cb["beam_arcsec_deg"], cb.get("difference", {}), cb["source_summary"]
-        lines += ["", "Supplementary: the same WSClean command with `-beam-shape` set to contimg's restoring beam "
+        lines += ["", f"Supplementary: {title} "
                   f"(WSClean beam {b['wsclean'][0]:.2f}″ × {b['wsclean'][1]:.2f}″, {b['wsclean'][2]:.1f}°):", "",
                   "| figure | value |", "| --- | ---: |",
                   f"| WSClean residual robust RMS (mJy/beam) | {cb['residual_mad_rms_jy']['wsclean'] * 1e3:.3f} |"]
@@ -403,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="dsa110")
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="reuse the steps already in <work>/steps.json")
+    p.add_argument("--also-deep", type=int, metavar="N",
+                   help="also run WSClean with contimg's beam and -niter N (supplementary: clean depth)")
     p.add_argument("--also-contimg-beam", action="store_true",
                    help="also run WSClean with its restoring beam forced to contimg's (-beam-shape) and compare")
     p.set_defaults(func=cmd_run)
