@@ -282,7 +282,6 @@ def cmd_run(args) -> int:
         r.update(_wsclean_times((work / "wsclean_contimg_beam.log").read_text()))
         steps["wsclean_contimg_beam"] = r
         save()
-    result["steps"] = {k: v for k, v in steps.items() if k != "_meta"}
     try:
         result["compare"] = compare(ci_stem=ci_stem, ws_stem=wsdir / "field", truth=data / "truth.h5")
     except Exception as exc:  # noqa: BLE001 - record what failed, keep the timings
@@ -311,6 +310,7 @@ def cmd_run(args) -> int:
             result["compare_contimg_beam"] = compare(ci_stem=ci_stem, ws_stem=wsdir_b / "field", truth=data / "truth.h5")
         except Exception as exc:  # noqa: BLE001
             result["compare_contimg_beam"] = {"error": f"{type(exc).__name__}: {exc}"}
+    result["steps"] = {k: v for k, v in steps.items() if k != "_meta"}
     img = steps["contimg_group"]["stages_s"].get("image")
     ws = steps["wsclean"]
     result["headline"] = {
