@@ -36,6 +36,7 @@ import numpy as np
 import sqlite_utils
 
 from contimg.calibrate import GainSolution
+from contimg.runtime import open_state_db
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,7 @@ class CalRegistry:
 
     def __init__(self, path: Path):
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(path)
-        self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous = NORMAL")  # as products.sqlite3: see contimg.products
+        self.db = open_state_db(path)
         self.db["caltables"].create(
             {"set_name": str, "path": str, "cal_type": str, "apply_order": int, "calibrator": str, "refant": str,
              "created_at": float, "valid_start_mjd": float, "valid_end_mjd": float, "mid_mjd": float,

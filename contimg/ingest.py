@@ -27,6 +27,7 @@ from pathlib import Path
 import sqlite_utils
 
 from contimg.io.naming import TIME_FORMAT, Group, parse_subband_name
+from contimg.runtime import open_state_db
 
 __all__ = ["IngestDB", "STATES"]
 
@@ -40,18 +41,10 @@ def _unix(group_id: str) -> float:
 class IngestDB:
     def __init__(self, path: Path, *, n_subbands: int = 16, tolerance_s: float = 60.0):
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.n_subbands = n_subbands
         self.tolerance_s = tolerance_s
-        self.db = sqlite_utils.Database(path)
-        self.db.enable_wal()
-        # WAL with synchronous=NORMAL: a commit does not wait for fsync (checkpoints do); the
-        # database stays consistent through a crash of the process or the machine, and only a
-        # power loss can drop the last commits. Commits run on the event loop's thread, where a
-        # busy disk's fsync stalled it for up to half a second.
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("PRAGMA busy_timeout = 10000")
+        self.db = open_state_db(path, busy_timeout_ms=10000)
         self.db["subband_files"].create(
             {"path": str, "group_id": str, "subband": int, "file_time": str, "size": int, "mtime": float,
              "registered_at": float, "role": str}, pk="path", if_not_exists=True)

@@ -12,22 +12,14 @@ import json
 import time
 from pathlib import Path
 
-import sqlite_utils
+from contimg.runtime import open_state_db
 
 __all__ = ["ProductsDB"]
 
 
 class ProductsDB:
     def __init__(self, path: Path):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(path)
-        self.db.enable_wal()
-        # WAL with synchronous=NORMAL: a commit does not wait for fsync (checkpoints do); the
-        # database stays consistent through a crash of the process or the machine, and only a
-        # power loss can drop the last commits. Commits run on the event loop's thread, where a
-        # busy disk's fsync stalled it for up to half a second.
-        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db = open_state_db(path)
         self.db["ms_index"].create(
             {"group_id": str, "start_mjd": float, "end_mjd": float, "mid_mjd": float, "status": str, "stage": str,
              "cal_applied": int, "calibrator": str, "image_name": str, "ra_deg": float, "dec_deg": float,

@@ -1,5 +1,5 @@
 """Process plumbing for the service: long-lived worker threads, the one-service-per-root lock,
-atomic JSON files."""
+atomic JSON files, the state databases' connection settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["Worker", "RootLock", "ServiceLockError", "service_running", "write_json"]
+import sqlite_utils
+
+__all__ = ["Worker", "RootLock", "ServiceLockError", "service_running", "write_json", "open_state_db"]
 
 
 class ServiceLockError(RuntimeError):
@@ -133,3 +135,19 @@ def service_running(root: Path) -> bool:
     return RootLock.held(root)
 
 
+
+
+def open_state_db(path: str | Path, *, busy_timeout_ms: int | None = None) -> sqlite_utils.Database:
+    """One of the SQLite state databases (ingest, products, calibration registry), its folder
+    made. WAL with synchronous=NORMAL: a commit does not wait for fsync (checkpoints do); the
+    database stays consistent through a crash of the process or the machine, and only a power
+    loss can drop the last commits. Commits run on the event loop's thread, where a busy disk's
+    fsync stalled it for up to half a second."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(path)
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+    if busy_timeout_ms is not None:
+        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return db
