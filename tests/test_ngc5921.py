@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CASA_JSON = ROOT / "docs/benchmarks/ngc5921_casa.json"
 COMPARE_JSON = ROOT / "docs/benchmarks/ngc5921_compare.json"
 DOC = ROOT / "docs/benchmarks/ngc5921.md"
-DATA = Path("/work/shared/data/vla_ngc5921/NGC5921.fits")
 
 
 def _tool():
@@ -30,6 +29,9 @@ def _tool():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+DATA = _tool().DATA  # the shared VLA data set (tools/casa_ngc5921.py finds it)
 
 
 # --- unit tests -------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def test_channel_average_weights_model_like_data():
 @pytest.fixture(scope="module")
 def real():
     if not DATA.exists():
-        pytest.skip(f"{DATA} not here")
+        pytest.skip(f"the VLA NGC5921 data set is not at {DATA}: set CONTIMG_SHARED to the shared folder")
     tool = _tool()
     casa = json.loads(CASA_JSON.read_text())
     return tool, casa, tool.compare(tool.contimg_side(DATA), casa)

@@ -69,7 +69,17 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/vla_ngc5921/NGC5921.fits")
+def _shared_data(relative: str) -> Path:
+    """A file of the project's shared data folder: $CONTIMG_SHARED, else the ``shared`` folder
+    beside this checkout, else /work/shared (where a clone elsewhere finds it)."""
+    root = Path(__file__).resolve().parents[1]
+    for base in (os.environ.get("CONTIMG_SHARED"), root.parent / "shared", "/work/shared"):
+        if base and (Path(base) / relative).exists():
+            return Path(base) / relative
+    return root.parent / "shared" / relative
+
+
+DATA = _shared_data("data/vla_ngc5921/NGC5921.fits")
 FLUXCAL = "1331+305"  # 3C286: setjy, bandpass, gaincal
 PHASECAL = "1445+099"  # gaincal; fluxscale transfers 3C286's scale to it
 TARGET = "N5921"
@@ -105,20 +115,24 @@ class Timer:
         return out
 
 
-def _jsonable(x):
+def _jsonable(x, digits: int | None = None):
+    """``x`` with numpy scalars and arrays as JSON values; non-finite floats as null, floats
+    rounded to ``digits`` where given."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): _jsonable(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [_jsonable(v, digits) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return _jsonable(x.tolist(), digits)
     if isinstance(x, (np.bool_,)):
         return bool(x)
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (float, np.floating)):
         x = float(x)
-        return x if np.isfinite(x) else None
+        if not np.isfinite(x):
+            return None
+        return round(x, digits) if digits is not None else x
     return x
 
 

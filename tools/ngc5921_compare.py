@@ -46,10 +46,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tools"))
+
+import casa_ngc5921 as casa_tool  # noqa: E402  (stdlib + numpy at import: no CASA needed)
+
 from contimg.fluxscale import (flux_transfer, perley_butler_2017_3c286, solve_bandpass,  # noqa: E402
                                solve_scan_gain, split_scans)
 
-DATA = Path("/work/shared/data/vla_ngc5921/NGC5921.fits")
+DATA = casa_tool.DATA
 CASA_JSON = ROOT / "docs/benchmarks/ngc5921_casa.json"
 CASA_PYTHON = Path(os.environ.get("CASA_VENV", "/work/casa-venv")) / "bin/python"
 FLUXCAL, PHASECAL = "1331+305", "1445+099"
@@ -247,23 +251,6 @@ def compare(c: dict, casa: dict) -> dict:
     return out
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return round(x, 9) if np.isfinite(x) else None
-    return x
-
-
 def _dumps(obj) -> str:
     text = json.dumps(obj, indent=1)
     return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
@@ -336,7 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     result["timings_s"]["tool_wall_total"] = round(time.perf_counter() - t_start, 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(_dumps(_jsonable(result)))
+    args.out.write_text(_dumps(casa_tool._jsonable(result, digits=9)))
     print(f"1445+099: contimg {ft.flux_jy:.5f} +/- {ft.flux_err_jy:.5f} Jy, CASA {cmp['flux_1445']['casa_jy']:.5f} Jy,"
           f" ratio {cmp['flux_1445']['ratio_contimg_over_casa']:.6f}")
     print(f"wrote {args.out}")
