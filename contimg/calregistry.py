@@ -3,7 +3,7 @@ row per stored solution table in ``caltables``, and the small pure functions tha
 solution a group gets.
 
 A solve on a calibrator transit writes its gains to ``<root>/cal/<group_id>.zarr`` (atomically,
-`contimg.store.write_zarr`) and leaves a registration row in ``GroupWork.cal_registration``; the
+`contimg.store.write_zarr`) and leaves registration rows in ``GroupWork.cal_registrations``; the
 service shell registers it (the stages touch no database, cluster workers never open one). A
 solution that fails the solution-quality gate (`contimg.qa.gates.solution_quality`) is
 registered as ``rejected``: kept for diagnosis, never applied. Otherwise it is ``active``, valid
@@ -11,9 +11,12 @@ for ``[mid - validity, mid + validity]`` with the validity of its type from the 
 (`validity_hours`). ``superseded`` marks a table an operator retired (`CalRegistry.set_status`);
 the lookup ignores it too.
 
-A group gets the active solutions whose window contains its mid-time and whose channels match
-(`select_solutions`): two that bracket the mid-time are interpolated in time
-(`interpolate_gains`), otherwise the nearest one is applied. The age of what was applied gives
+A solve registers two tables of one set (the group solved on): its ``bandpass`` and its
+time-dependent ``gains`` (in ``<root>/cal/gains/``), each with its own validity. A group gets the
+active bandpasses whose window contains its mid-time and whose channels match
+(`select_solutions`), each with its set's time gain nearest the group folded in where that
+set's gains table is valid too (`solution_for`): two that bracket the mid-time are interpolated
+in time (`interpolate_gains`), otherwise the nearest one is applied. The age of what was applied gives
 a staleness level (`staleness_level`) that the calibrate gate and the alerts report.
 
 Columns of ``caltables`` (primary key ``(set_name, cal_type)``, so registering the same group's
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
-from contimg.calibrate import GainSolution
+from contimg.calibrate import GainSolution, TimeGains, fold_time_gains
 from contimg.runtime import open_state_db
 
 log = logging.getLogger(__name__)
@@ -59,17 +62,18 @@ def validity_hours(*, cal_type: str, bandpass_hours: float, gain_hours: float) -
     raise ValueError(f"unknown calibration table type {cal_type!r} (one of {CAL_TYPES})")
 
 
-def registration_row(*, sol: GainSolution, path: Path, cal_type: str, validity_h: float, passed: bool,
+def registration_row(*, sol: GainSolution | TimeGains, path: Path, cal_type: str, validity_h: float, passed: bool,
                      params: dict, quality: dict) -> dict:
-    """The ``caltables`` row of a solution just solved and written to ``path``."""
+    """The ``caltables`` row of a solution just solved and written to ``path`` (a time gains
+    table has no channels: n_channels 0)."""
     mid_mjd = float(sol.mid_jd - MJD_JD)
-    freq = np.asarray(sol.freq_hz, float)
+    freq = np.asarray(getattr(sol, "freq_hz", ()), float)
     return {"set_name": sol.group_id, "path": str(path), "cal_type": cal_type, "apply_order": APPLY_ORDER[cal_type],
             "calibrator": sol.calibrator, "refant": str(sol.refant), "created_at": time.time(),
             "valid_start_mjd": mid_mjd - validity_h / 24.0, "valid_end_mjd": mid_mjd + validity_h / 24.0,
             "mid_mjd": mid_mjd, "status": "active" if passed else "rejected",
             "params_json": json.dumps(params, default=float), "quality_json": json.dumps(quality, default=float),
-            "group_id": sol.group_id, "n_antennas": int(sol.gains.shape[0]), "n_channels": int(freq.size),
+            "group_id": sol.group_id, "n_antennas": int(np.size(sol.antenna_numbers)), "n_channels": int(freq.size),
             "freq_min_hz": float(freq.min()) if freq.size else 0.0,
             "freq_max_hz": float(freq.max()) if freq.size else 0.0}
 
@@ -147,18 +151,25 @@ class CalRegistry:
             adopted.append(sol.group_id)
         return adopted
 
-    def candidates(self, *, mjd: float, margin_days: float = 1.0, cal_type: str = "bandpass") -> list[dict]:
-        """Active rows whose window overlaps ``mjd ± margin_days`` (the shell hands these to a
-        group's calibrate stage, which selects with the group's exact mid-time)."""
+    def candidates(self, *, mjd: float, margin_days: float = 1.0, cal_type: str | None = None) -> list[dict]:
+        """Active rows (of ``cal_type``, or every type) whose window overlaps ``mjd ±
+        margin_days`` (the shell hands these to a group's calibrate stage, which selects with
+        the group's exact mid-time)."""
+        types = CAL_TYPES if cal_type is None else (cal_type,)
+        marks = ", ".join("?" * len(types))
         return list(self.db.query(
-            "SELECT * FROM caltables WHERE status = 'active' AND cal_type = ? AND valid_end_mjd >= ? "
-            "AND valid_start_mjd <= ? ORDER BY mid_mjd", [cal_type, mjd - margin_days, mjd + margin_days]))
+            f"SELECT * FROM caltables WHERE status = 'active' AND cal_type IN ({marks}) AND valid_end_mjd >= ? "
+            "AND valid_start_mjd <= ? ORDER BY mid_mjd", [*types, mjd - margin_days, mjd + margin_days]))
 
 
 def _channels_match(row: dict, freq_hz: np.ndarray, rtol: float = 1e-9) -> bool:
     freq = np.asarray(freq_hz, float)
     return (int(row["n_channels"]) == freq.size and freq.size > 0
             and np.isclose(row["freq_min_hz"], freq.min(), rtol=rtol) and np.isclose(row["freq_max_hz"], freq.max(), rtol=rtol))
+
+
+def _valid_at(row: dict, mid_mjd: float) -> bool:
+    return row["status"] == "active" and row["valid_start_mjd"] <= mid_mjd <= row["valid_end_mjd"]
 
 
 def select_solutions(*, rows: list[dict], mid_mjd: float, freq_hz: np.ndarray) -> list[tuple[dict, float]]:
@@ -170,7 +181,7 @@ def select_solutions(*, rows: list[dict], mid_mjd: float, freq_hz: np.ndarray) -
     ``w = (mid - t_before) / (t_after - t_before)``; otherwise the nearest in time (the newest
     registration among equals) → ``[(row, 1.0)]``; nothing valid → ``[]``.
     """
-    ok = [r for r in rows if r["status"] == "active" and r["valid_start_mjd"] <= mid_mjd <= r["valid_end_mjd"]
+    ok = [r for r in rows if r.get("cal_type", "bandpass") == "bandpass" and _valid_at(r, mid_mjd)
           and _channels_match(r, freq_hz)]
     if not ok:
         return []
@@ -225,30 +236,49 @@ def staleness_level(*, age_hours: float | None, aging_hours: float, stale_hours:
     return "critical"
 
 
-def solution_for(*, rows: list[dict], mid_jd: float, freq_hz: np.ndarray, load) -> GainSolution | None:
-    """The solution a group at ``mid_jd`` gets from registry ``rows`` (`select_solutions`):
-    one table loaded with ``load(path)``, or two interpolated to ``mid_jd``. Its ``mid_jd``,
-    ``group_id`` and ``calibrator`` are the nearest table's (the age is counted from it); its
-    ``meta["solutions"]`` lists the sets applied and their weights. Two tables whose antennas
-    or reference antennas differ are not interpolated (their phases are not comparable): the
+def solution_for(*, rows: list[dict], mid_jd: float, freq_hz: np.ndarray, load, load_gains=None) -> GainSolution | None:
+    """The solution a group at ``mid_jd`` gets from registry ``rows`` (`select_solutions` on
+    the bandpass rows): one table loaded with ``load(path)``, or two interpolated to
+    ``mid_jd``. A chosen bandpass whose set also has an active ``gains`` row valid at
+    ``mid_jd`` (loaded with ``load_gains(path)``) has the time gain of the interval nearest
+    ``mid_jd`` folded in (`contimg.calibrate.fold_time_gains`), and then counts from that
+    interval's time. The result's ``mid_jd``, ``group_id`` and ``calibrator`` are the nearest
+    table's (the age is counted from it); its ``meta["solutions"]`` lists the sets applied,
+    their weights and whether time gains were folded in. Two tables whose antennas or
+    reference antennas differ are not interpolated (their phases are not comparable): the
     nearest is used."""
     mid_mjd = float(mid_jd - MJD_JD)
     chosen = select_solutions(rows=rows, mid_mjd=mid_mjd, freq_hz=freq_hz)
-    sols = [(load(Path(r["path"])), w, r) for r, w in chosen]
-    sols = [(s, w, r) for s, w, r in sols if s.freq_hz.shape == np.shape(freq_hz) and np.allclose(s.freq_hz, freq_hz)]
+    gain_rows = {r["set_name"]: r for r in rows if r.get("cal_type") == "gains" and _valid_at(r, mid_mjd)}
+    sols = []
+    for r, w in chosen:
+        s = load(Path(r["path"]))
+        if not (s.freq_hz.shape == np.shape(freq_hz) and np.allclose(s.freq_hz, freq_hz)):
+            continue
+        t_mjd, folded = r["mid_mjd"], False
+        if load_gains is not None and r["set_name"] in gain_rows:
+            tg = load_gains(Path(gain_rows[r["set_name"]]["path"]))
+            if np.array_equal(tg.antenna_numbers, s.antenna_numbers) and tg.refant == s.refant:
+                s = fold_time_gains(s, tg, mid_jd=mid_jd)
+                t_mjd, folded = s.mid_jd - MJD_JD, True
+        sols.append((s, w, r, t_mjd, folded))
     if not sols:
         return None
+    listed = [{"set_name": r["set_name"], "weight": float(w), "time_gains": folded} for _, w, r, _, folded in sols]
     if (len(sols) == 2 and np.array_equal(sols[0][0].antenna_numbers, sols[1][0].antenna_numbers)
-            and sols[0][0].refant == sols[1][0].refant):
-        (s0, w0, r0), (s1, w1, r1) = sols
-        gains, flags = interpolate_gains(t_mjd=mid_mjd, t0_mjd=r0["mid_mjd"], gains0=s0.gains, flags0=s0.flags,
-                                         t1_mjd=r1["mid_mjd"], gains1=s1.gains, flags1=s1.flags)
-        near = s0 if w0 >= w1 else s1
+            and sols[0][0].refant == sols[1][0].refant and sols[1][3] > sols[0][3]):
+        (s0, _, r0, t0, _), (s1, _, r1, t1, _) = sols
+        t = min(max(mid_mjd, t0), t1)  # a folded time gain can lie past the group's mid-time
+        gains, flags = interpolate_gains(t_mjd=t, t0_mjd=t0, gains0=s0.gains, flags0=s0.flags,
+                                         t1_mjd=t1, gains1=s1.gains, flags1=s1.flags)
+        w1 = (t - t0) / (t1 - t0)
+        near = s0 if w1 <= 0.5 else s1
         snr = np.minimum(s0.snr, s1.snr)
         calibrator = s0.calibrator if s0.calibrator == s1.calibrator else f"{s0.calibrator}+{s1.calibrator}"
+        listed[0]["weight"], listed[1]["weight"] = float(1 - w1), float(w1)
         return GainSolution(near.antenna_numbers, near.freq_hz, gains, flags, snr, near.refant, near.mid_jd, calibrator,
-                            near.group_id, 0, {"solutions": [{"set_name": r0["set_name"], "weight": float(w0)},
-                                                             {"set_name": r1["set_name"], "weight": float(w1)}]})
-    sol, _, row = min(sols, key=lambda x: abs(x[2]["mid_mjd"] - mid_mjd))
-    sol.meta = {**sol.meta, "solutions": [{"set_name": row["set_name"], "weight": 1.0}]}
+                            near.group_id, 0, {"solutions": listed})
+    k = min(range(len(sols)), key=lambda k: abs(sols[k][3] - mid_mjd))
+    sol = sols[k][0]
+    sol.meta = {**sol.meta, "solutions": [listed[k] | {"weight": 1.0}]}
     return sol

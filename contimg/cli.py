@@ -176,17 +176,18 @@ def _cmd_export_uv(args) -> int:
 
 
 def _cmd_export_cal(args) -> int:
-    from contimg.interop.caltable import (CALTABLE_SUFFIXES, UVCAL_SUFFIXES, stored_solution, write_casa_caltable,
-                                          write_uvcal)
+    from contimg.interop.caltable import (CALTABLE_SUFFIXES, UVCAL_SUFFIXES, stored_solution, stored_time_gains,
+                                          write_casa_caltable, write_uvcal)
 
     out = Path(args.out)
     if out.suffix not in CALTABLE_SUFFIXES + UVCAL_SUFFIXES:
         raise ValueError(f"{out}: the name must end in one of {', '.join(CALTABLE_SUFFIXES + UVCAL_SUFFIXES)}")
     sol, _ = stored_solution(args.group, root=Path(args.root))
+    per_time = stored_time_gains(args.group, root=Path(args.root))  # the calibrator group's own time gains
     if out.suffix in CALTABLE_SUFFIXES:
-        path = write_casa_caltable(out, sol=sol, ms=Path(args.ms) if args.ms else None)
+        path = write_casa_caltable(out, sol=sol, ms=Path(args.ms) if args.ms else None, time_gains=per_time)
     else:
-        path = write_uvcal(out, sol=sol)
+        path = write_uvcal(out, sol=sol, time_gains=per_time)
     print(f"{path}")
     return 0
 

@@ -499,11 +499,11 @@ class Service:
         work.cal_candidates = self.calreg.candidates(mjd=start_mjd)
 
     def _register_calibration(self, work: GroupWork) -> None:
-        """After it: the row its solve left (before the checkpoint is recorded, so a crash in
+        """After it: the rows its solve left (before the checkpoint is recorded, so a crash in
         between re-runs or replays the stage and registers again: upserted, no duplicate)."""
-        if work.cal_registration:
-            self.calreg.register(work.cal_registration)
-            work.cal_registration = None
+        for row in work.cal_registrations:
+            self.calreg.register(row)
+        work.cal_registrations = []
 
     def _record_alert(self, alert: Alert) -> None:
         if self.products is not None:

@@ -12,12 +12,15 @@ return what the service shell records, so they can run in worker threads.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from contimg.calibrate import GainSolution, apply_gains, calibrator_model, smooth_over_channels, solve_gains
+from contimg.calibrate import (GainSolution, TimeGains, apply_gains, calibrator_model, fit_delays, remove_delays,
+                               smooth_over_channels, solution_intervals, solve_gains, solve_time_gains,
+                               time_gains_at)
 from contimg.calregistry import registration_row, solution_for, validity_hours
 from contimg.calibrators import find_transiting_calibrator
 from contimg.chunk import VisChunk
@@ -29,9 +32,11 @@ from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
 from contimg.geometry import hadec_to_icrs
 from contimg.qa.catalogue import sources_near
-from contimg.qa.gates import Gate, calibrate_gate, flag_gate, image_gate, read_gate, solution_quality
+from contimg.qa.gates import (Gate, calibrate_gate, flag_gate, image_gate, read_gate, solution_quality,
+                              time_gain_quality)
 from contimg.skymodel import PointSources
-from contimg.store import load_imageset, load_solution, read_zarr, save_imageset, save_solution, write_zarr
+from contimg.store import (load_imageset, load_solution, load_time_gains, read_zarr, save_imageset, save_solution,
+                           save_time_gains, write_zarr)
 from contimg.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 
 log = logging.getLogger(__name__)
@@ -53,15 +58,16 @@ class GroupWork:
     checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
     chunk: VisChunk | None = None
     meta: dict = field(default_factory=dict)  # times (MJD), pointing, subbands, problems: kept for `write`
-    sol: GainSolution | None = None
+    sol: GainSolution | None = None  # the bandpass applied (solved here, or from the registry)
+    tgains: TimeGains | None = None  # the time gains solved here, applied per integration
     calibrator: str = ""
     cal_applied: bool = False
     subtracted: list[SubtractedSource] = field(default_factory=list)
     # calibration registry: the shell hands the calibrate stage the active rows near the group's
-    # time (`CalRegistry.candidates`) and registers the row a solve leaves (the stages open no
-    # database); cal_rejected: why this group's own solve was rejected
+    # time (`CalRegistry.candidates`) and registers the rows a solve leaves (bandpass, then time
+    # gains; the stages open no database); cal_rejected: why this group's own solve was rejected
     cal_candidates: list[dict] = field(default_factory=list)
-    cal_registration: dict | None = None
+    cal_registrations: list[dict] = field(default_factory=list)
     cal_rejected: list[str] = field(default_factory=list)
     imgs: ImageSet | None = None
     products: list[str] = field(default_factory=list)
@@ -195,22 +201,26 @@ def _registered_solution(work: GroupWork) -> GainSolution | None:
     (`contimg.calregistry.solution_for`); never the group's own set."""
     chunk = work.chunk
     rows = [r for r in work.cal_candidates if r["set_name"] != work.group_id]
-    return solution_for(rows=rows, mid_jd=float(np.mean(chunk.time_jd)), freq_hz=chunk.freq_hz, load=load_solution)
+    return solution_for(rows=rows, mid_jd=float(np.mean(chunk.time_jd)), freq_hz=chunk.freq_hz, load=load_solution,
+                        load_gains=load_time_gains)
 
 
-def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
-    """Solve on a transiting calibrator, else the registered solution for the group's mid-time.
+def _solve(work: GroupWork, cfg: Config) -> tuple[GainSolution | None, TimeGains | None]:
+    """Solve on a transiting calibrator — the bandpass, then (``calibrate.gain_calmode``) the
+    time gains per ``gain_interval_s`` — else the registered solution for the group's mid-time.
 
-    A solve is written to ``<root>/cal/<group_id>.zarr`` and its registry row left in
-    ``work.cal_registration``: ``active`` if it passes `solution_quality`, else ``rejected``
-    (never applied, not even here: the group gets the registered solution, as without a
-    calibrator)."""
+    The bandpass is written to ``<root>/cal/<group_id>.zarr``, the time gains to
+    ``<root>/cal/gains/<group_id>.zarr``, and their registry rows left in
+    ``work.cal_registrations``: ``active`` if they pass `solution_quality` /
+    `time_gain_quality`, else ``rejected``. A rejected bandpass is never applied, not even
+    here: the group gets the registered solution, as without a calibrator; rejected time gains
+    leave the bandpass alone applied."""
     chunk, cc = work.chunk, cfg.calibrate
     mid = float(np.mean(chunk.time_jd))
     cal = find_transiting_calibrator(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                      min_flux_jy=cc.min_calibrator_flux_jy, max_offset_deg=cc.max_calibrator_offset_deg)
     if cal is None:
-        return _registered_solution(work)
+        return _registered_solution(work), None
     others = [c for c in bright_sources_in_beam(time_jd=chunk.time_jd, pointing_dec_rad=chunk.pointing_dec_rad,
                                                 min_flux_jy=cc.subtract_min_flux_jy, radius_deg=cc.subtract_radius_deg)
               if c.name != cal.name]
@@ -221,38 +231,73 @@ def _solve(work: GroupWork, cfg: Config) -> GainSolution | None:
                                      min_flux_jy=cc.model_min_flux_jy,
                                      exclude=PointSources.from_calibrators([cal, *others]))
     baseline_m = np.linalg.norm(chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1], axis=1)
-    solved = (chunk.ant1 != chunk.ant2) & (baseline_m >= cc.min_baseline_m)  # the baselines solve_gains reads
-    model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources, baselines=solved)
-    nums, gains, gflags, snr, refant, iters = solve_gains(
-        vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
-        antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
-        tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m)
-    del model
+    solved = (chunk.ant1 != chunk.ant2) & (baseline_m >= cc.min_baseline_m)  # the baselines the solvers read
+    if cc.max_baseline_m > 0:
+        solved &= baseline_m <= cc.max_baseline_m
+    model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources, baselines=solved,
+                             backend=cc.backend)
+    common = dict(vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                  antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
+                  tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m,
+                  max_baseline_m=cc.max_baseline_m, min_baselines=cc.min_baselines_per_antenna, backend=cc.backend)
+    nums, gains, gflags, snr, refant, iters = solve_gains(**common)
+    extra = {}
+    if cc.solve_delay:
+        delay_s = fit_delays(gains=gains, flags=gflags, snr=snr, freq_hz=chunk.freq_hz)
+        gains = remove_delays(gains=gains, delay_s=delay_s, freq_hz=chunk.freq_hz, sign=-1)
+        extra["delay_ns"] = np.round(np.nan_to_num(delay_s) * 1e9, 4).tolist()
     gains = smooth_over_channels(gains=gains, flags=gflags, window=cc.smooth_channels)
+    if cc.solve_delay:
+        gains = np.where(gflags, 0, remove_delays(gains=gains, delay_s=delay_s, freq_hz=chunk.freq_hz, sign=+1))
     sol = GainSolution(nums, chunk.freq_hz, gains, gflags, snr, refant, mid, cal.name, work.group_id, iters,
                        {"flux_jy": cal.flux_jy, "median_snr": float(np.median(snr)),
-                        "field_sources": 0 if field_sources is None else len(field_sources)})
+                        "field_sources": 0 if field_sources is None else len(field_sources), **extra})
     work.cal_dir.mkdir(parents=True, exist_ok=True)
     path = save_solution(work.cal_dir / f"{work.group_id}.zarr", sol)
     metrics, reasons = solution_quality(gains=gains, flags=gflags, snr=snr, freq_hz=chunk.freq_hz, cfg=cfg.qa)
     params = {"refant": refant, "refants": [cc.refant, *cc.refant_fallbacks], "max_iter": cc.max_iter,
               "iterations": iters, "tolerance": cc.tolerance, "min_snr": cc.min_snr,
-              "min_baseline_m": cc.min_baseline_m, "smooth_channels": cc.smooth_channels,
-              "calibrator_flux_jy": cal.flux_jy, "model_sources": 1 + len(others) + (
-                  0 if field_sources is None else len(field_sources))}
-    work.cal_registration = registration_row(
-        sol=sol, path=path, cal_type="bandpass",
-        validity_h=validity_hours(cal_type="bandpass", bandpass_hours=cc.bandpass_validity_hours,
-                                  gain_hours=cc.gain_validity_hours),
-        passed=not reasons, params=params, quality={"passed": not reasons, "metrics": metrics, "reasons": reasons})
+              "min_baseline_m": cc.min_baseline_m, "max_baseline_m": cc.max_baseline_m,
+              "min_baselines_per_antenna": cc.min_baselines_per_antenna, "smooth_channels": cc.smooth_channels,
+              "solve_delay": cc.solve_delay, "calibrator_flux_jy": cal.flux_jy,
+              "model_sources": 1 + len(others) + (0 if field_sources is None else len(field_sources))}
+    validity = dict(bandpass_hours=cc.bandpass_validity_hours, gain_hours=cc.gain_validity_hours)
+    work.cal_registrations = [registration_row(
+        sol=sol, path=path, cal_type="bandpass", validity_h=validity_hours(cal_type="bandpass", **validity),
+        passed=not reasons, params=params, quality={"passed": not reasons, "metrics": metrics, "reasons": reasons})]
     if reasons:
         work.cal_rejected = reasons
         log.warning("group %s: the solution on %s is rejected (%s): using the registered solutions instead",
                     work.group_id, cal.name, "; ".join(reasons))
-        return _registered_solution(work)
-    log.info("group %s: solved gains on %s (refant %s, %d iterations, median SNR %.0f)",
+        return _registered_solution(work), None
+    log.info("group %s: solved the bandpass on %s (refant %s, %d iterations, median SNR %.0f)",
              work.group_id, cal.name, refant, iters, np.median(snr))
-    return sol
+    if cc.gain_calmode == "none":
+        return sol, None
+    interval = solution_intervals(time_jd=chunk.time_jd, interval_s=cc.gain_interval_s)
+    tnums, tgains, tflags, tsnr, trefant, titers = solve_time_gains(
+        **common, bandpass=gains, bandpass_flags=gflags, bandpass_antennas=nums, interval=interval,
+        calmode=cc.gain_calmode)
+    del model
+    centres = np.array([chunk.time_jd[interval == k].mean() for k in range(int(interval.max()) + 1)])
+    tg = TimeGains(tnums, centres, tgains, tflags, tsnr, trefant, cal.name, work.group_id, cc.gain_calmode,
+                   cc.gain_interval_s, titers, {"median_snr": float(np.median(tsnr))})
+    tmetrics, treasons = time_gain_quality(gains=tgains, flags=tflags, snr=tsnr, cfg=cfg.qa)
+    if trefant != refant:
+        treasons.append(f"reference antenna {trefant} differs from the bandpass's {refant}")
+    tpath = save_time_gains(work.cal_dir / "gains" / f"{work.group_id}.zarr", tg)
+    work.cal_registrations.append(registration_row(
+        sol=tg, path=tpath, cal_type="gains", validity_h=validity_hours(cal_type="gains", **validity),
+        passed=not treasons, params={**params, "calmode": cc.gain_calmode, "interval_s": cc.gain_interval_s,
+                                     "iterations": titers},
+        quality={"passed": not treasons, "metrics": tmetrics, "reasons": treasons}))
+    if treasons:
+        log.warning("group %s: the time gains on %s are rejected (%s): the bandpass alone is applied",
+                    work.group_id, cal.name, "; ".join(treasons))
+        return sol, None
+    log.info("group %s: solved %s time gains in %d intervals (median SNR %.0f)", work.group_id, cc.gain_calmode,
+             centres.size, np.median(tsnr))
+    return sol, tg
 
 
 def _calibrate(work: GroupWork, cfg: Config) -> None:
@@ -270,15 +315,25 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
                                     arrays["snr"], attrs["refant"],
                                     float(attrs.get("solution_mid_jd", np.mean(chunk.time_jd))), attrs["calibrator"],
                                     attrs["solved_on"], 0, {"solutions": attrs.get("solutions", [])})
+        if "time_gains" in arrays:
+            work.tgains = TimeGains(arrays["antenna_numbers"], chunk.time_jd, arrays["time_gains"],
+                                    arrays["time_gain_flags"], np.zeros(arrays["time_gains"].shape, np.float32),
+                                    attrs["refant"], attrs["calibrator"], attrs["solved_on"],
+                                    attrs.get("time_gain_calmode", "ap"))
         work.subtracted = [SubtractedSource(**s) for s in attrs["subtracted"]]
-        work.cal_registration = attrs.get("registration")  # registered again if a crash lost it (idempotent)
+        # registered again if a crash lost them (idempotent)
+        work.cal_registrations = list(attrs.get("registrations", []))
         work.cal_rejected = list(attrs.get("rejected", []))
     elif cfg.calibrate.enabled:
-        work.sol = _solve(work, cfg)
-    sol = work.sol
+        work.sol, work.tgains = _solve(work, cfg)
+    sol, per_time = work.sol, None
     if sol is not None:
+        if work.tgains is not None:
+            per_time = time_gains_at(work.tgains, chunk.time_jd)
         apply_gains(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                    antenna_numbers=sol.antenna_numbers, gains=sol.gains, gain_flags=sol.flags)
+                    antenna_numbers=sol.antenna_numbers, gains=sol.gains, gain_flags=sol.flags,
+                    time_gains=None if per_time is None else per_time[0],
+                    time_gain_flags=None if per_time is None else per_time[1])
         work.cal_applied, work.calibrator = True, sol.calibrator
     else:
         log.warning("group %s: no calibrator and no valid solution: imaging uncalibrated data", work.group_id)
@@ -294,12 +349,15 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
         work.subtracted = fit_and_subtract(chunk=chunk, sources=bright, min_baseline_m=cfg.calibrate.min_baseline_m)
     arrays = {} if sol is None else {"antenna_numbers": sol.antenna_numbers, "gains": sol.gains, "flags": sol.flags,
                                      "snr": sol.snr}
+    if per_time is not None:
+        arrays.update(time_jd=chunk.time_jd, time_gains=per_time[0], time_gain_flags=per_time[1])
     solutions = [] if sol is None else sol.meta.get("solutions", [{"set_name": sol.group_id, "weight": 1.0}])
     write_zarr(path, arrays=arrays,
                attrs={"applied": sol is not None, "solved_on": sol.group_id if sol else "",
                       "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
                       "solution_mid_jd": sol.mid_jd if sol else None, "solutions": solutions,
-                      "registration": work.cal_registration, "rejected": work.cal_rejected,
+                      "time_gain_calmode": work.tgains.calmode if per_time is not None else "",
+                      "registrations": work.cal_registrations, "rejected": work.cal_rejected,
                       "subtracted": [asdict(s) for s in work.subtracted]})
 
 
@@ -335,7 +393,8 @@ def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
     sols = [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
     if len(sols) < 1:
         return
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():  # a dead antenna: NaN, no point
+        warnings.simplefilter("ignore", RuntimeWarning)
         phase = np.array([np.degrees(np.angle(np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].real), axis=1)
                                                 + 1j * np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].imag), axis=1)))
                           for s in sols])

@@ -3,10 +3,11 @@
 Per group, under ``<root>/products/<group_id>/``:
 - ``flags.zarr``: the flags after flagging (ntime, nbl, nchan, npol) and flag statistics —
   with the raw files this re-runs calibration and imaging without re-flagging;
-- ``cal.zarr``: the gains applied (nant, nchan, npol), their flags and SNR;
+- ``cal.zarr``: the gains applied (nant, nchan, npol), their flags and SNR, and the time gains
+  applied per integration (ntime, nant, npol) when there were any;
 - ``image.zarr``: every image of the `ImageSet` and its metadata.
-Gain solutions solved on a calibrator are also kept in ``<root>/cal/<group_id>.zarr`` and
-registered in ``<root>/state/cal_registry.sqlite3`` (`contimg.calregistry`), which decides what
+Solutions solved on a calibrator are also kept — the bandpass in ``<root>/cal/<group_id>.zarr``,
+the time-dependent gains in ``<root>/cal/gains/<group_id>.zarr`` — and registered in ``<root>/state/cal_registry.sqlite3`` (`contimg.calregistry`), which decides what
 the groups without a calibrator get.
 """
 
@@ -19,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from contimg.calibrate import GainSolution
+from contimg.calibrate import GainSolution, TimeGains
 from contimg.imaging.imager import ImageSet
 
-__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "save_imageset",
-           "load_imageset"]
+__all__ = ["write_zarr", "read_zarr", "save_solution", "load_solution", "save_time_gains", "load_time_gains",
+           "save_imageset", "load_imageset"]
 
 
 def _chunks(arr: np.ndarray, target_bytes: int = 32 * 2**20) -> tuple[int, ...]:
@@ -69,6 +70,23 @@ def load_solution(path: Path) -> GainSolution:
     return GainSolution(arrays["antenna_numbers"], arrays["freq_hz"], arrays["gains"], arrays["flags"],
                         arrays["snr"], attrs["refant"], attrs["mid_jd"], attrs["calibrator"], attrs["group_id"],
                         attrs.get("iterations", 0), meta)
+
+
+def save_time_gains(path: Path, tg: TimeGains) -> Path:
+    return write_zarr(path, arrays={"antenna_numbers": tg.antenna_numbers, "time_jd": tg.time_jd, "gains": tg.gains,
+                                    "flags": tg.flags, "snr": tg.snr},
+                      attrs={"refant": tg.refant, "calibrator": tg.calibrator, "group_id": tg.group_id,
+                             "calmode": tg.calmode, "interval_s": tg.interval_s, "iterations": tg.iterations,
+                             "cal_type": "gains", **tg.meta})
+
+
+def load_time_gains(path: Path) -> TimeGains:
+    arrays, attrs = read_zarr(path)
+    keys = ("refant", "calibrator", "group_id", "calmode", "interval_s", "iterations", "cal_type")
+    return TimeGains(arrays["antenna_numbers"], arrays["time_jd"], arrays["gains"], arrays["flags"], arrays["snr"],
+                     attrs["refant"], attrs["calibrator"], attrs["group_id"], attrs["calmode"],
+                     float(attrs["interval_s"]), int(attrs.get("iterations", 0)),
+                     {k: v for k, v in attrs.items() if k not in keys})
 
 
 _IMAGESET_SCALARS = ("ra_rad", "dec_rad", "cell_rad", "freq_hz", "bandwidth_hz", "time_start_jd", "time_mid_jd",

@@ -14,7 +14,7 @@ import pytest
 from contimg.calibrate import GainSolution
 from contimg.calregistry import (CalRegistry, interpolate_gains, registration_row, select_solutions, solution_for,
                                  staleness_level)
-from contimg.store import load_solution, read_zarr, save_solution
+from contimg.store import load_solution, load_time_gains, read_zarr, save_solution
 
 MJD_JD = 2400000.5
 HOUR = 1.0 / 24.0
@@ -228,7 +228,49 @@ def test_a_group_between_two_registered_solutions_gets_them_interpolated(tmp_pat
     reg.set_status("b", "rejected")
     got = solution_for(rows=reg.candidates(mjd=t0), mid_jd=mid_jd, freq_hz=FREQ, load=load_solution)
     np.testing.assert_array_equal(got.gains, _rotating(0.0).astype(np.complex64))
-    assert got.meta["solutions"] == [{"set_name": "a", "weight": 1.0}]
+    assert got.meta["solutions"] == [{"set_name": "a", "weight": 1.0, "time_gains": False}]
+    reg.close()
+
+
+def test_time_gains_are_folded_in_before_interpolating(tmp_path):
+    """Gains ``B0 exp(i w t)`` (a fixed bandpass, phases rotating at up to 170 deg/h per antenna
+    and polarization). Sets "a" (t = 0) and "b" (t = 1 h) each register a bandpass (the gain at
+    its mid-time) and time gains at -2, 0, +2 min about it. A group at 20 min gets each set's
+    bandpass times its time gain nearest the group (a at +2 min, b at 58 min) interpolated
+    between those times: the truth at 20 min. With b rejected it gets a's gain at +2 min."""
+    from contimg.calibrate import TimeGains
+    from contimg.store import save_time_gains
+
+    rng = np.random.default_rng(11)
+    nant = 6
+    b0 = _rotating(0.0, nant=nant)
+    w = np.radians(rng.uniform(-170, 170, (nant, 2)))  # rad/h
+
+    def truth(t_h):
+        return b0 * np.exp(1j * w * t_h)[:, None, :]
+
+    reg = CalRegistry(tmp_path / "cal_registry.sqlite3")
+    t0 = 60000.0
+    for name, t_h in (("a", 0.0), ("b", 1.0)):
+        sol = _solution(name, t0 + t_h * HOUR, truth(t_h))
+        reg.register(registration_row(sol=sol, path=save_solution(tmp_path / "cal" / f"{name}.zarr", sol),
+                                      cal_type="bandpass", validity_h=24.0, passed=True, params={}, quality={}))
+        dt_h = np.array([-2.0, 0.0, 2.0]) / 60
+        tg = TimeGains(np.arange(nant), t0 + t_h * HOUR + dt_h * HOUR + MJD_JD,
+                       np.exp(1j * w[None] * dt_h[:, None, None]).astype(np.complex64),
+                       np.zeros((3, nant, 2), bool), np.full((3, nant, 2), 100, np.float32), "24", "3C286", name)
+        reg.register(registration_row(sol=tg, path=save_time_gains(tmp_path / "cal" / "gains" / f"{name}.zarr", tg),
+                                      cal_type="gains", validity_h=1.0, passed=True, params={}, quality={}))
+    mid_jd = t0 + HOUR / 3 + MJD_JD
+    kw = dict(mid_jd=mid_jd, freq_hz=FREQ, load=load_solution, load_gains=load_time_gains)
+    got = solution_for(rows=reg.candidates(mjd=t0), **kw)
+    np.testing.assert_allclose(got.gains, truth(1.0 / 3), rtol=2e-6)
+    assert got.meta["solutions"] == [{"set_name": "a", "weight": pytest.approx(38 / 56), "time_gains": True},
+                                     {"set_name": "b", "weight": pytest.approx(18 / 56), "time_gains": True}]
+    reg.set_status("b", "rejected")
+    got = solution_for(rows=reg.candidates(mjd=t0), **kw)
+    np.testing.assert_allclose(got.gains, truth(2 / 60), rtol=2e-6)
+    assert got.mid_jd == pytest.approx(t0 + HOUR / 30 + MJD_JD, abs=1e-9)
     reg.close()
 
 
@@ -244,28 +286,38 @@ def test_second_group_applies_the_registered_solution(pipeline_run):
     reg = CalRegistry(root / "state" / "cal_registry.sqlite3")
     rows = reg.rows()
     reg.close()
-    assert [(r["set_name"], r["status"]) for r in rows] == [(cal_gid, "active")]
+    assert sorted((r["set_name"], r["cal_type"], r["status"]) for r in rows) == [
+        (cal_gid, "bandpass", "active"), (cal_gid, "gains", "active")]
     db = ProductsDB(root / "state" / "products.sqlite3")
     ms = {g["group_id"]: g for g in db.groups()}
     db.close()
-    row = rows[0]
+    row = next(r for r in rows if r["cal_type"] == "bandpass")
+    gains_row = next(r for r in rows if r["cal_type"] == "gains")
     assert row["mid_mjd"] == pytest.approx(ms[cal_gid]["mid_mjd"], abs=1e-9)
     assert row["valid_end_mjd"] - row["mid_mjd"] == pytest.approx(1.0) == row["mid_mjd"] - row["valid_start_mjd"]
+    assert gains_row["valid_end_mjd"] - gains_row["mid_mjd"] == pytest.approx(1 / 24)
     assert row["calibrator"] == ms[cal_gid]["calibrator"] == ms[other_gid]["calibrator"] != ""
     assert ms[other_gid]["cal_applied"] == 1
+    # the field group gets the bandpass times the time gain of the set's interval nearest it (the last)
     stored, _ = read_zarr(Path(row["path"]))
+    tg, _ = read_zarr(Path(gains_row["path"]))
+    assert tg["time_jd"][-1] < ms[other_gid]["mid_mjd"] + 2400000.5
     applied, attrs = read_zarr(root / "products" / other_gid / "cal.zarr")
-    assert attrs["solved_on"] == cal_gid and attrs["solutions"] == [{"set_name": cal_gid, "weight": 1.0}]
-    np.testing.assert_array_equal(applied["gains"], stored["gains"])
-    np.testing.assert_array_equal(applied["flags"], stored["flags"])
+    assert attrs["solved_on"] == cal_gid
+    assert attrs["solutions"] == [{"set_name": cal_gid, "weight": 1.0, "time_gains": True}]
+    flags = stored["flags"] | tg["flags"][-1][:, None, :]
+    np.testing.assert_array_equal(applied["flags"], flags)
+    np.testing.assert_allclose(applied["gains"][~flags], (stored["gains"] * tg["gains"][-1][:, None, :])[~flags],
+                               rtol=1e-6)
     gate = results[1].gates["calibrate"]["metrics"]
-    age_h = abs(ms[other_gid]["mid_mjd"] - ms[cal_gid]["mid_mjd"]) * 24
+    age_h = abs(ms[other_gid]["mid_mjd"] - (tg["time_jd"][-1] - 2400000.5)) * 24  # from when the gain was measured
     assert gate["solution_age_hours"] == pytest.approx(age_h, abs=1e-6) and gate["staleness"] == "fresh"
     from contimg.status import format_status, status_report
 
     doc = status_report(root)
-    assert [(r["set_name"], r["status"]) for r in doc["caltables"]] == [(cal_gid, "active")]
+    assert sorted((r["set_name"], r["status"]) for r in doc["caltables"]) == [(cal_gid, "active")] * 2
     assert f"caltable {cal_gid}  bandpass  active" in format_status(doc)
+    assert f"caltable {cal_gid}  gains  active" in format_status(doc)
 
 
 def test_a_rejected_solve_is_registered_but_never_applied(tmp_path, sim_dir, pipeline_run):

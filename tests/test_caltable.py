@@ -158,6 +158,7 @@ def test_pyuvdata_uvcalibrate_gives_contimgs_apply(processed, tmp_path):
     UVCal equals contimg's apply within float32, flags included; the conjugated gains do not."""
     from pyuvdata import UVCal
 
+    from contimg.calibrate import apply_gains
     from contimg.cli import main
     from contimg.interop.caltable import stored_solution, write_uvcal
     from contimg.interop.ms import chunk_to_uvdata, stored_group
@@ -169,23 +170,29 @@ def test_pyuvdata_uvcalibrate_gives_contimgs_apply(processed, tmp_path):
     assert main(["export-cal", gid, "--root", str(base / "root"), "--out", str(out)]) == 0
     cal = UVCal.from_file(str(out))
     uv = chunk_to_uvdata(chunk)  # raw visibilities, contimg's final flags
-    got = _uvcalibrate(uv, cal, time_check=False)  # one solution (mid-time) for every integration
+    assert cal.Ntimes == chunk.time_jd.size  # the calibrator group: bandpass x time gain per integration
+    got = _uvcalibrate(uv, cal)
     v = got.data_array.reshape(chunk.vis.shape)
     f = got.flag_array.reshape(chunk.vis.shape)
     assert np.array_equal(f, chunk.flags)
     ok = ~f
     scale = np.abs(corrected[ok]).max()
     assert np.abs(v[ok] - corrected[ok]).max() < 2e-6 * scale
-    # a solution valid over the group's time range: uvcalibrate's own time check passes
+    # the bandpass alone, valid over the group's time range (uvcalibrate's own time check passes),
+    # against contimg's apply of the bandpass alone
     sol, _ = stored_solution(gid, root=base / "root")
     half = 0.5 * cfg.simulate.int_time_s / 86400.0
     ranged = write_uvcal(tmp_path / "r.calh5", sol=sol, time_range_jd=(chunk.time_jd.min() - half,
                                                                         chunk.time_jd.max() + half))
     got = _uvcalibrate(chunk_to_uvdata(chunk), UVCal.from_file(str(ranged)))
-    assert np.abs(got.data_array.reshape(chunk.vis.shape)[ok] - corrected[ok]).max() < 2e-6 * scale
+    bp_only, bp_flags = chunk.vis.copy(), chunk.flags.copy()
+    apply_gains(vis=bp_only, flags=bp_flags, ant1=chunk.ant1, ant2=chunk.ant2, antenna_numbers=sol.antenna_numbers,
+                gains=sol.gains, gain_flags=sol.flags)
+    assert np.abs(got.data_array.reshape(chunk.vis.shape)[ok] - bp_only[ok]).max() < 2e-6 * scale
+    assert np.abs(bp_only[ok] - corrected[ok]).max() > 1e-3 * scale  # the time gains made a difference
     # the control: conjugated gains are not contimg's apply (the check can tell the conventions apart)
     cal.gain_array = np.conj(cal.gain_array)
-    wrong = _uvcalibrate(chunk_to_uvdata(chunk), cal, time_check=False).data_array.reshape(chunk.vis.shape)
+    wrong = _uvcalibrate(chunk_to_uvdata(chunk), cal).data_array.reshape(chunk.vis.shape)
     assert np.abs(wrong[ok] - corrected[ok]).max() > 1e-2 * scale
 
 
@@ -194,7 +201,7 @@ def test_export_cal_casa_table_of_a_group(processed, tmp_path, capsys):
     from casacore import tables
 
     from contimg.cli import main
-    from contimg.interop.caltable import stored_solution
+    from contimg.interop.caltable import stored_solution, stored_time_gains
     from contimg.interop.ms import export_ms
     from contimg.store import read_zarr
 
@@ -211,7 +218,12 @@ def test_export_cal_casa_table_of_a_group(processed, tmp_path, capsys):
         cp = t.getcol("CPARAM")
         assert t.getkeyword("MSName") == "g.ms"
         used = np.union1d(m.getcol("ANTENNA1"), m.getcol("ANTENNA2"))
-    assert np.array_equal(cp[sol.antenna_numbers], sol.gains)
+    per_time = stored_time_gains(gid, root=root)  # one row per integration and antenna, time-major
+    nrow = len(cp) // per_time.time_jd.size
+    for t in (0, per_time.time_jd.size - 1):
+        expect = sol.gains * per_time.gains[t][:, None, :]
+        ok = ~(sol.flags | per_time.flags[t][:, None, :])
+        np.testing.assert_allclose(cp[t * nrow + sol.antenna_numbers][ok], expect[ok], rtol=1e-6)
     assert set(used) <= set(sol.antenna_numbers.tolist())  # every antenna of the MS has a solution row
     for name in ("ANTENNA", "SPECTRAL_WINDOW", "FIELD"):
         with tables.table(f"{out}/{name}", ack=False) as a, tables.table(f"{ms}/{name}", ack=False) as b:

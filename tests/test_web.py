@@ -90,12 +90,17 @@ def test_groups_images_and_files(web):
     assert httpx.get(st.url + "/api/images/999999").status_code == 404
     assert httpx.get(st.url + "/api/images?type=bogus").status_code == 422
 
-    cal = httpx.get(st.url + "/api/caltables").json()
-    assert cal and cal[0]["calibrator"] == "1156+314"
-    # the registry's row: active, valid 24 h either side of the solution's mid-time (config default)
-    assert cal[0]["status"] == "active" and cal[0]["cal_type"] == "bandpass"
+    tables = httpx.get(st.url + "/api/caltables").json()
+    assert sorted(t["cal_type"] for t in tables) == ["bandpass", "gains"]
+    cal = [t for t in tables if t["cal_type"] == "bandpass"]
+    assert cal[0]["calibrator"] == "1156+314"
+    # the registry's rows: active, valid 24 h (bandpass) and 1 h (time gains) either side of the
+    # solution's mid-time (config defaults)
+    assert all(t["status"] == "active" and t["name"] == cal[0]["name"] for t in tables)
     assert abs(cal[0]["valid_end_mjd"] - cal[0]["mid_mjd"] - 1.0) < 1e-9
     assert abs(cal[0]["mid_mjd"] - cal[0]["valid_start_mjd"] - 1.0) < 1e-9
+    gains_row = next(t for t in tables if t["cal_type"] == "gains")
+    assert abs(gains_row["valid_end_mjd"] - gains_row["mid_mjd"] - 1 / 24) < 1e-9
     gains = httpx.get(st.url + f"/api/caltables/{cal[0]['name']}/gains?antenna=24").json()
     assert len(gains["amp"]) == 2 and len(gains["freq_mhz"]) == 64
     assert httpx.get(st.url + f"/api/caltables/{cal[0]['name']}/gains?antenna=999").status_code == 404

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ import numpy as np
 from contimg.calibrate import GainSolution
 
 __all__ = ["casa_gains", "write_casa_caltable", "write_uvcal", "solution_uvcal", "stored_solution",
+           "stored_time_gains", "PerIntegration",
            "CALTABLE_SUFFIXES", "UVCAL_SUFFIXES"]
 
 CALTABLE_SUFFIXES = (".bcal", ".cal", ".tb")
@@ -186,7 +188,8 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
 
 def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: float | None = None,
                         interval_s: float = 0.0, ms: Path | None = None, ms_name: str = "",
-                        field_dir_rad: tuple[float, float] | None = None, conjugate: bool = False) -> Path:
+                        field_dir_rad: tuple[float, float] | None = None, conjugate: bool = False,
+                        time_gains: "PerIntegration | None" = None) -> Path:
     """``sol`` as a CASA "B Jones" calibration table at ``path`` (replaced whole: written under a
     temporary name, then renamed). One row per antenna of the telescope (ANTENNA1 = its row in the
     ANTENNA subtable = its number; ANTENNA2 the reference antenna, -1 if unknown); antennas
@@ -194,7 +197,11 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     YY by default). ``ms``: copy ANTENNA, FIELD, SPECTRAL_WINDOW, OBSERVATION from that MS (its
     channels must be the solution's); otherwise they are built as contimg's MS export writes them
     (``field_dir_rad``: the FIELD direction, default the calibrator's catalogue position).
-    ``conjugate``: see `casa_gains`. PARAMERR is |g| / SNR (contimg's SNR), 0 where SNR is 0."""
+    ``conjugate``: see `casa_gains`. PARAMERR is |g| / SNR (contimg's SNR), 0 where SNR is 0.
+    ``time_gains``: the time gains applied per integration (`PerIntegration`): then one row per
+    integration and antenna (time-major) holding bandpass x time gain at that integration's
+    TIME, INTERVAL the integration time (CASA's linear interpolation in time then gives each
+    integration its own gains)."""
     from casacore import tables
 
     from contimg.telescope import stations
@@ -210,14 +217,25 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     time_mjd_s = (float(sol.mid_jd) - MJD_JD) * 86400.0
     nant, nchan, ncorr = st.numbers.size, freq.size, order.size
     lookup = {int(a): k for k, a in enumerate(sol.antenna_numbers)}
-    cparam = np.ones((nant, nchan, ncorr), np.complex64)
-    flag = np.ones((nant, nchan, ncorr), bool)
-    snr = np.zeros((nant, nchan, ncorr), np.float32)
-    g = casa_gains(sol.gains, conjugate=conjugate)[:, :, order]
-    for row, number in enumerate(st.numbers):
-        k = lookup.get(int(number))
-        if k is not None:
-            cparam[row], flag[row], snr[row] = g[k], sol.flags[k][:, order], sol.snr[k][:, order]
+    if time_gains is None:
+        times_s, per_time = np.array([time_mjd_s]), [(sol.gains, sol.flags)]
+    else:
+        times_s = (np.asarray(time_gains.time_jd, float) - MJD_JD) * 86400.0
+        if not interval_s and times_s.size > 1:
+            interval_s = float(np.median(np.diff(times_s)))
+        per_time = [(sol.gains * time_gains.gains[t][:, None, :], sol.flags | time_gains.flags[t][:, None, :])
+                    for t in range(times_s.size)]
+    ntimes = times_s.size
+    cparam = np.ones((ntimes, nant, nchan, ncorr), np.complex64)
+    flag = np.ones((ntimes, nant, nchan, ncorr), bool)
+    snr = np.zeros((ntimes, nant, nchan, ncorr), np.float32)
+    for t, (gains_t, flags_t) in enumerate(per_time):
+        g = casa_gains(gains_t, conjugate=conjugate)[:, :, order]
+        for row, number in enumerate(st.numbers):
+            k = lookup.get(int(number))
+            if k is not None:
+                cparam[t, row], flag[t, row], snr[t, row] = g[k], flags_t[k][:, order], sol.snr[k][:, order]
+    cparam, flag, snr = (a.reshape(ntimes * nant, nchan, ncorr) for a in (cparam, flag, snr))
     flag |= ~np.isfinite(cparam) | (cparam == 0)
     cparam[flag & ~np.isfinite(cparam)] = 1
     paramerr = np.where(snr > 0, np.abs(cparam) / np.where(snr > 0, snr, 1), 0).astype(np.float32)
@@ -235,16 +253,17 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with tables.table(str(tmp), _main_desc(), nrow=nant, ack=False) as t:
+    nrow = ntimes * nant
+    with tables.table(str(tmp), _main_desc(), nrow=nrow, ack=False) as t:
         t.putinfo({"type": "Calibration", "subType": "B Jones", "readme": ""})
-        t.putcol("TIME", np.full(nant, time_mjd_s))
-        t.putcol("FIELD_ID", np.zeros(nant, np.int32))
-        t.putcol("SPECTRAL_WINDOW_ID", np.zeros(nant, np.int32))
-        t.putcol("ANTENNA1", np.asarray(st.numbers, np.int32))
-        t.putcol("ANTENNA2", np.full(nant, _refant_number(sol, st.names, st.numbers), np.int32))
-        t.putcol("INTERVAL", np.full(nant, float(interval_s)))
-        t.putcol("SCAN_NUMBER", np.ones(nant, np.int32))
-        t.putcol("OBSERVATION_ID", np.zeros(nant, np.int32))
+        t.putcol("TIME", np.repeat(times_s, nant))
+        t.putcol("FIELD_ID", np.zeros(nrow, np.int32))
+        t.putcol("SPECTRAL_WINDOW_ID", np.zeros(nrow, np.int32))
+        t.putcol("ANTENNA1", np.tile(np.asarray(st.numbers, np.int32), ntimes))
+        t.putcol("ANTENNA2", np.full(nrow, _refant_number(sol, st.names, st.numbers), np.int32))
+        t.putcol("INTERVAL", np.full(nrow, float(interval_s)))
+        t.putcol("SCAN_NUMBER", np.ones(nrow, np.int32))
+        t.putcol("OBSERVATION_ID", np.zeros(nrow, np.int32))
         t.putcol("CPARAM", cparam)
         t.putcol("PARAMERR", paramerr)
         t.putcol("FLAG", flag)
@@ -267,12 +286,15 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
 
 
 def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | None = None,
-                   interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None):
+                   interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None,
+                   time_gains: "PerIntegration | None" = None):
     """``sol`` as a pyuvdata `UVCal`: gain, sky style (the calibrator as catalogue), per-channel
     gains unconjugated, ``gain_convention="divide"``; the telescope that of contimg's UVData/MS
     exports. One solution: at the group's mid-time (``time_array``; pyuvdata's ``uvcalibrate``
     then needs ``time_check=False`` for a group's several integrations), or valid over
-    ``time_range_jd`` (start, end; ``uvcalibrate`` applies it to every integration inside)."""
+    ``time_range_jd`` (start, end; ``uvcalibrate`` applies it to every integration inside).
+    ``time_gains`` (`PerIntegration`): one solution per integration instead, bandpass x time
+    gain, at the integrations' times (``uvcalibrate`` matches them exactly)."""
     from pyuvdata import UVCal
 
     from contimg.interop.ms import _telescope
@@ -282,16 +304,27 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
     nums = np.asarray(sol.antenna_numbers, int)
     names = dict(zip(tel.antenna_numbers, tel.antenna_names))
     refant = str(sol.refant) if str(sol.refant) in set(map(str, tel.antenna_names)) else names[int(nums[0])]
-    # (nant, nchan, npol) -> (nant, nfreq, ntime=1, njones)
+    # (nant, nchan, npol) -> (nant, nfreq, ntime, njones)
     gains = np.asarray(sol.gains, np.complex128)[:, :, None, :]
-    flags = np.asarray(sol.flags, bool)[:, :, None, :] | ~np.isfinite(gains)
+    flags = np.asarray(sol.flags, bool)[:, :, None, :]
     quality = np.asarray(sol.snr, np.float64)[:, :, None, :]
+    times = {"time_array": np.array([float(sol.mid_jd)]), "integration_time": float(interval_s or 1.0)}
+    if time_gains is not None:
+        tg = np.asarray(time_gains.gains, np.complex128).transpose(1, 0, 2)[:, None]  # (nant, 1, ntime, npol)
+        gains = gains * tg
+        flags = flags | np.asarray(time_gains.flags, bool).transpose(1, 0, 2)[:, None]
+        quality = np.broadcast_to(quality, gains.shape).copy()
+        t = np.asarray(time_gains.time_jd, float)
+        times = {"time_array": t, "integration_time": np.full(t.size, float(
+            interval_s or (np.median(np.diff(t)) * 86400.0 if t.size > 1 else 1.0)))}
+    elif time_range_jd is not None:
+        times = {"time_range": np.array([time_range_jd], np.float64),
+                 "integration_time": np.array([np.ptp(time_range_jd) * 86400.0])}
+    flags = flags | ~np.isfinite(gains)
     cal = UVCal.new(
         cal_style="sky", gain_convention="divide", cal_type="gain", jones_array=np.asarray(pols, int),
         telescope=tel, freq_array=freq, channel_width=_chan_width(freq, chan_width_hz),
-        **({"time_array": np.array([float(sol.mid_jd)]), "integration_time": float(interval_s or 1.0)}
-           if time_range_jd is None else {"time_range": np.array([time_range_jd], np.float64),
-                                         "integration_time": np.array([np.ptp(time_range_jd) * 86400.0])}),
+        **times,
         ant_array=nums, ref_antenna_name=refant, sky_catalog=sol.calibrator or "contimg",
         update_telescope_from_known=False,
         data={"gain_array": np.where(flags, 1.0, gains), "flag_array": flags, "quality_array": quality},
@@ -300,7 +333,8 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
 
 
 def write_uvcal(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: float | None = None,
-                interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None) -> Path:
+                interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None,
+                time_gains: "PerIntegration | None" = None) -> Path:
     """``sol`` (`solution_uvcal`) written by pyuvdata as calh5 (``.calh5``) or calfits
     (``.calfits``), under a temporary name then renamed."""
     path = Path(path)
@@ -308,12 +342,32 @@ def write_uvcal(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: 
     if path.suffix not in kinds:
         raise ValueError(f"{path}: the name must end in .calh5 or .calfits")
     cal = solution_uvcal(sol, pols=pols, chan_width_hz=chan_width_hz, interval_s=interval_s,
-                         time_range_jd=time_range_jd)
+                         time_range_jd=time_range_jd, time_gains=time_gains)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
     tmp.unlink(missing_ok=True)
     getattr(cal, kinds[path.suffix])(str(tmp), clobber=True)
     os.replace(tmp, path)
     return path
+
+
+@dataclass(frozen=True)
+class PerIntegration:
+    """The time gains applied to a group, one per integration (``cal.zarr``'s ``time_gains``)."""
+
+    time_jd: np.ndarray  # (ntime,)
+    gains: np.ndarray  # (ntime, nant, npol) complex64, the antennas of the bandpass applied with them
+    flags: np.ndarray  # (ntime, nant, npol) bool
+
+
+def stored_time_gains(group_id: str, *, root: Path) -> PerIntegration | None:
+    """The time gains applied to each integration of group ``group_id`` (a group solved on its
+    own calibrator with ``calibrate.gain_calmode`` on), or None."""
+    from contimg.store import read_zarr
+
+    arrays, _ = read_zarr(Path(root) / "products" / group_id / "cal.zarr")
+    if "time_gains" not in arrays:
+        return None
+    return PerIntegration(arrays["time_jd"], arrays["time_gains"], arrays["time_gain_flags"])
 
 
 def stored_solution(group_id: str, *, root: Path) -> tuple[GainSolution, dict]:
@@ -337,6 +391,13 @@ def stored_solution(group_id: str, *, root: Path) -> tuple[GainSolution, dict]:
     if not solved.is_dir():
         raise FileNotFoundError(f"{solved}: the solution applied to group {group_id} is not stored")
     sol = load_solution(solved)
+    derived = [s for s in attrs.get("solutions", []) if s.get("time_gains")] or len(attrs.get("solutions", [])) > 1
+    if derived:  # interpolated between sets, or a set's time gain folded in: the applied arrays are the solution
+        if not np.array_equal(sol.antenna_numbers, arrays["antenna_numbers"]):
+            raise ValueError(f"{solved} has other antennas than the gains applied to group {group_id} ({cal_path})")
+        return GainSolution(arrays["antenna_numbers"], sol.freq_hz, arrays["gains"], arrays["flags"], arrays["snr"],
+                            attrs["refant"], float(attrs.get("solution_mid_jd") or sol.mid_jd), attrs["calibrator"],
+                            attrs["solved_on"], 0, {"solutions": attrs.get("solutions", [])}), attrs
     if not (np.array_equal(sol.antenna_numbers, arrays["antenna_numbers"])
             and np.array_equal(sol.gains, arrays["gains"]) and np.array_equal(sol.flags, arrays["flags"])):
         raise ValueError(f"{solved} differs from the gains applied to group {group_id} ({cal_path})")

@@ -240,7 +240,8 @@ def stored_group(group_id: str, *, root: Path, cfg) -> tuple[VisChunk, np.ndarra
         if attrs.get("applied"):
             flags = chunk.flags.copy()
             apply_gains(vis=corrected, flags=flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                        antenna_numbers=arrays["antenna_numbers"], gains=arrays["gains"], gain_flags=arrays["flags"])
+                        antenna_numbers=arrays["antenna_numbers"], gains=arrays["gains"], gain_flags=arrays["flags"],
+                        time_gains=arrays.get("time_gains"), time_gain_flags=arrays.get("time_gain_flags"))
             chunk.flags = flags
     return chunk, corrected
 

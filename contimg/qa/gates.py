@@ -146,6 +146,32 @@ def solution_quality(*, gains: np.ndarray, flags: np.ndarray, snr: np.ndarray, f
     return metrics, reasons
 
 
+def time_gain_quality(*, gains: np.ndarray, flags: np.ndarray, snr: np.ndarray, cfg: QAConfig) -> tuple[dict, list[str]]:
+    """The quality of one table of time-dependent gains: (metrics, reasons it fails).
+
+    gains/flags/snr: (nint, nant, npol). Median SNR of the unflagged gains, the flagged
+    fraction, and the smoothness in time: the median over antennas and polarizations of the
+    RMS phase step between consecutive intervals (both unflagged)."""
+    good = ~flags
+    med_snr = float(np.median(snr[good])) if good.any() else 0.0
+    flagged = float(np.mean(flags)) if flags.size else 1.0
+    step = np.angle(gains[1:] * np.conj(gains[:-1]))
+    both = good[1:] & good[:-1]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        n = both.sum(axis=0)
+        rms = np.sqrt(np.where(both, step**2, 0).sum(axis=0) / n)
+        jump = float(np.degrees(np.nanmedian(np.where(n > 0, rms, np.nan)))) if gains.shape[0] > 1 else 0.0
+    reasons = []
+    if med_snr < cfg.min_median_snr:
+        reasons.append(f"median time-gain SNR {med_snr:.1f} < {cfg.min_median_snr}")
+    if flagged > cfg.max_solution_flag_fraction:
+        reasons.append(f"{flagged:.1%} of the time gains flagged (> {cfg.max_solution_flag_fraction:.0%})")
+    if not jump <= cfg.max_gain_phase_step_deg:
+        reasons.append(f"time-gain phase steps {jump:.1f} deg RMS between intervals (> {cfg.max_gain_phase_step_deg})")
+    return {"median_snr": med_snr, "flagged_fraction": flagged, "phase_step_deg": jump}, reasons
+
+
 def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: np.ndarray | None,
                    freq_hz: np.ndarray, solution_age_hours: float, solved_here: bool, cfg: QAConfig,
                    rejected_reasons: list[str] | None = None) -> Gate:

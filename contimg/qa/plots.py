@@ -4,6 +4,7 @@ in worker threads). Each function writes one file by a rename and returns its pa
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,10 @@ def bandpass_png(path: Path, *, gains: np.ndarray, flags: np.ndarray, freq_hz: n
             axes[0, p].plot(f_mhz, amp[a], lw=0.5, alpha=0.5)
             axes[1, p].plot(f_mhz, ph[a], lw=0.5, alpha=0.5)
         with np.errstate(all="ignore"):
-            axes[0, p].plot(f_mhz, np.nanmedian(amp, axis=0), "k", lw=1.2)
+            with warnings.catch_warnings():  # a channel flagged on every antenna: NaN, a gap in the line
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(amp, axis=0)
+            axes[0, p].plot(f_mhz, median, "k", lw=1.2)
         axes[0, p].set_title(f"pol {p}: amplitude")
         axes[1, p].set_title(f"pol {p}: phase (deg)")
         axes[1, p].set_xlabel("frequency (MHz)")

@@ -156,6 +156,12 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
     gains = random_gains(rng=gains_rng, nant=ants.size, freq_hz=freq_desc, time_hours=all_hours,
                          amp_scatter=cfg.gain_amp_scatter, phase_scatter_deg=cfg.gain_phase_scatter_deg,
                          ripple=cfg.bandpass_ripple, phase_drift_deg_per_hour=cfg.gain_phase_drift_deg_per_hour)
+    if cfg.dead_antennas:
+        names = [str(n) for n in st.names[ants]]
+        unknown = sorted(set(cfg.dead_antennas) - set(names))
+        if unknown:
+            raise ValueError(f"simulate.dead_antennas: {unknown} are not among the active antennas")
+        gains.bandpass[[names.index(n) for n in cfg.dead_antennas]] = 0.0
     sigma = thermal_sigma_jy(sefd_jy=cfg.sefd_jy, chan_width_hz=chan_width, int_time_s=cfg.int_time_s)
     delays = np.zeros((st.numbers.size, 2), int)
     delays[ants] = rng.integers(11000, 16500, (ants.size, 1))

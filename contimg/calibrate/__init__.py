@@ -1,0 +1,61 @@
+"""Gain calibration on a transiting calibrator: model, solve, apply.
+
+Measurement equation per channel c, polarization p (XX, YY), integration t and baseline
+(i, j) = (ant1, ant2): ``V_ij = B_i conj(B_j) G_i(t) conj(G_j(t)) M_ij``, with ``M`` the
+calibrator (and the other listed and catalogue sources in the beam) through the Airy beam.
+
+- the bandpass ``B`` (`solve_gains`): one complex gain per antenna, channel and polarization
+  over the whole group (its mean gain folded in), optionally with each antenna's delay fitted
+  (`fit_delays`) and taken out before smoothing over channels;
+- the time-dependent gains ``G`` (`solve_time_gains`): one per solution interval, antenna and
+  polarization over the band, with ``B`` divided out; amplitude and phase, or phase only.
+
+Both by StEFCal, on the CPU (numba, `contimg.calibrate.cpu`) or the GPU (cupy array code,
+`contimg.calibrate.xp`). Applying (`apply_gains`) divides ``V_ij`` by the gains; a flagged
+gain flags its baselines. `contimg.calregistry` decides which tables a group gets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contimg.backend import array_module
+from contimg.calibrate.apply import apply_gains, fold_time_gains, time_gains_at
+from contimg.calibrate.solution import GainSolution, TimeGains
+from contimg.calibrate.solve import (fit_delays, remove_delays, smooth_over_channels, solution_intervals,
+                                     solve_gains, solve_time_gains)
+from contimg.calibrators import Calibrator
+from contimg.chunk import VisChunk
+from contimg.skymodel import PointSources, sky_visibilities
+
+__all__ = ["GainSolution", "TimeGains", "calibrator_model", "solve_gains", "solve_time_gains", "solution_intervals",
+           "fit_delays", "remove_delays", "smooth_over_channels", "apply_gains", "time_gains_at", "fold_time_gains"]
+
+
+def calibrator_model(*, chunk: VisChunk, calibrators: list[Calibrator],
+                     field_sources: PointSources | None = None, baselines: np.ndarray | None = None,
+                     backend: str = "cpu", array_code: bool | None = None):
+    """Model visibilities (ntime, nbl, nchan) complex64 (XX = YY) of listed calibrators — the
+    transiting one and any other bright listed source in the beam — plus the field's sources
+    of the sky catalogue (``field_sources``), each through the primary beam.
+
+    ``baselines`` (nbl,) bool: predict only these, the others are 0 (the solvers read only
+    the baselines they select, e.g. ``baseline_m >= min_baseline_m``, and the prediction costs
+    the same per baseline). backend "cpu", "gpu" or "auto": on the GPU (or with ``array_code``
+    on the CPU) the direct sum runs as array code and the model stays on the device (the
+    solvers take it there)."""
+    src = PointSources.from_calibrators(calibrators)
+    if field_sources is not None and len(field_sources):
+        src = PointSources.concat([src, field_sources])
+    xp = array_module(backend)
+    use_xp = xp if (xp is not np or array_code) else None
+    b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
+    if baselines is None:
+        return sky_visibilities(sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
+                                pointing_dec_rad=chunk.pointing_dec_rad, xp=use_xp)
+    baselines = np.asarray(baselines, bool)
+    out = xp.zeros((chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size), np.complex64)
+    out[:, xp.asarray(baselines)] = sky_visibilities(
+        sources=src, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu[baselines],
+        pointing_dec_rad=chunk.pointing_dec_rad, xp=use_xp)
+    return out
