@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from contimg.calibrate import cpu as _cpu
 from contimg.calibrate.solution import GainSolution, TimeGains
 
 __all__ = ["apply_gains", "time_gains_at", "fold_time_gains"]
@@ -73,14 +74,12 @@ def apply_gains(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: n
     bad = gain_flags[k1] | gain_flags[k2] | (np.abs(gg) == 0) | missing[:, None, None]
     inv = np.where(bad, 0, 1.0 / np.where(bad, 1, gg)).astype(np.complex64)
     if time_gains is None:
-        vis *= inv[None]
-        flags |= bad[None]
-        return
-    if time_gains.shape[0] != vis.shape[0]:
-        raise ValueError(f"time gains for {time_gains.shape[0]} integrations, data have {vis.shape[0]}")
-    gt = time_gains[:, k1] * np.conj(time_gains[:, k2])  # (ntime, nbl, npol)
-    bad_t = time_gain_flags[:, k1] | time_gain_flags[:, k2] | (np.abs(gt) == 0) | missing[None, :, None]
-    inv_t = np.where(bad_t, 0, 1.0 / np.where(bad_t, 1, gt)).astype(np.complex64)
-    for t in range(vis.shape[0]):
-        vis[t] *= inv * inv_t[t][:, None, :]
-        flags[t] |= bad | bad_t[t][:, None, :]
+        inv_t = np.ones((1, k1.size, gains.shape[2]), np.complex64)
+        bad_t = np.zeros(inv_t.shape, bool)
+    else:
+        if time_gains.shape[0] != vis.shape[0]:
+            raise ValueError(f"time gains for {time_gains.shape[0]} integrations, data have {vis.shape[0]}")
+        gt = time_gains[:, k1] * np.conj(time_gains[:, k2])  # (ntime, nbl, npol)
+        bad_t = time_gain_flags[:, k1] | time_gain_flags[:, k2] | (np.abs(gt) == 0) | missing[None, :, None]
+        inv_t = np.where(bad_t, 0, 1.0 / np.where(bad_t, 1, gt)).astype(np.complex64)
+    _cpu.apply_inverse(vis, flags, inv, bad, inv_t, bad_t)

@@ -173,3 +173,21 @@ def stefcal(C, P, pi, pj, max_iter, tolerance, phase_only, g, change, iters):
         g[s, p] = cur
         change[s, p] = ch
         iters[s, p] = it
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def apply_inverse(vis, flags, inv, bad, inv_t, bad_t):
+    """In place: ``vis[t, b, c, p] *= inv[b, c, p] * inv_t[t, b, p]`` and ``flags |= bad |
+    bad_t`` (inverse bandpass and time-gain products per baseline; inv_t/bad_t of shape
+    (1, nbl, npol) all ones/False when there are no time gains). Integrations x baselines in
+    parallel."""
+    ntime, nbl, nchan, npol = vis.shape
+    per_time = inv_t.shape[0] > 1
+    for tb in numba.prange(ntime * nbl):
+        t, b = tb // nbl, tb % nbl
+        tt = t if per_time else 0
+        for c in range(nchan):
+            for p in range(npol):
+                vis[t, b, c, p] *= inv[b, c, p] * inv_t[tt, b, p]
+                if bad[b, c, p] or bad_t[tt, b, p]:
+                    flags[t, b, c, p] = True
