@@ -235,7 +235,7 @@ def _solve(work: GroupWork, cfg: Config) -> tuple[GainSolution | None, TimeGains
     if cc.max_baseline_m > 0:
         solved &= baseline_m <= cc.max_baseline_m
     model = calibrator_model(chunk=chunk, calibrators=[cal, *others], field_sources=field_sources, baselines=solved,
-                             backend=cc.backend)
+                             compact=True, backend=cc.backend)
     common = dict(vis=chunk.vis, model=model, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                   antenna_names=chunk.antenna_names, refants=[cc.refant, *cc.refant_fallbacks], max_iter=cc.max_iter,
                   tolerance=cc.tolerance, min_snr=cc.min_snr, baseline_m=baseline_m, min_baseline_m=cc.min_baseline_m,

@@ -1,5 +1,8 @@
 """The CPU twins (numba, parallel): accumulations over the data and the StEFCal iteration.
 
+``model[t, mrow[b], c]`` is baseline b's model: the model holds every baseline (mrow = b) or
+only the selected ones (compact, `contimg.calibrate.calibrator_model(compact=True)`).
+
 Solution "slots" are what one independent StEFCal problem covers: a channel for the bandpass
 (summed over all times), an integration for time-dependent gains (summed over all channels,
 the bandpass divided out); the array code of the GPU path (`contimg.calibrate.xp`) computes the
@@ -17,7 +20,7 @@ _CHAN_BLOCK = 8
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def accumulate_per_channel(vis, model, flags, sel, k1, k2, C, P):
+def accumulate_per_channel(vis, model, mrow, flags, sel, k1, k2, C, P):
     """C[c, p, i, j] += conj(M) V and P[c, p, i, j] += |M|^2 over times and the selected
     baselines (both orientations), per block of channels in parallel (each sum in the order
     time, then baseline)."""
@@ -30,7 +33,7 @@ def accumulate_per_channel(vis, model, flags, sel, k1, k2, C, P):
             for b in bls:
                 i, j = k1[b], k2[b]
                 for c in range(c0, c1):
-                    m = model[t, b, c]
+                    m = model[t, mrow[b], c]
                     mm = m.real * m.real + m.imag * m.imag
                     for p in range(npol):
                         if flags[t, b, c, p]:
@@ -43,7 +46,7 @@ def accumulate_per_channel(vis, model, flags, sel, k1, k2, C, P):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def residual_per_channel(vis, model, flags, sel, k1, k2, g, out_sum, out_n):
+def residual_per_channel(vis, model, mrow, flags, sel, k1, k2, g, out_sum, out_n):
     """Sum over times and selected baselines of |V - g_i conj(g_j) M|^2, and the count, per
     (channel, pol); baselines of an antenna without a solution (g = 0) left out. g: (nchan,
     npol, nant). Blocks of channels in parallel."""
@@ -61,13 +64,13 @@ def residual_per_channel(vis, model, flags, sel, k1, k2, g, out_sum, out_n):
                         gg = g[c, p, k1[b]] * np.conj(g[c, p, k2[b]])
                         if gg == 0:  # an antenna without a solution: not part of the fit
                             continue
-                        r = vis[t, b, c, p] - gg * model[t, b, c]
+                        r = vis[t, b, c, p] - gg * model[t, mrow[b], c]
                         out_sum[c, p] += r.real * r.real + r.imag * r.imag
                         out_n[c, p] += 1.0
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def accumulate_per_time(vis, model, flags, sel, k1, k2, bp, C, P):
+def accumulate_per_time(vis, model, mrow, flags, sel, k1, k2, bp, C, P):
     """C[t, p, i, j] += conj(M') V and P[t, p, i, j] += |M'|^2 over channels and the selected
     baselines, ``M' = bp[c, p, i] conj(bp[c, p, j]) M`` (the bandpass, 0 where flagged, is
     part of the model: what is left to solve is the gain of each integration). Integrations
@@ -82,7 +85,7 @@ def accumulate_per_time(vis, model, flags, sel, k1, k2, bp, C, P):
             acc[:] = 0j
             pw[:] = 0.0
             for c in range(nchan):
-                m0 = model[t, b, c]
+                m0 = model[t, mrow[b], c]
                 for p in range(npol):
                     if flags[t, b, c, p]:
                         continue
@@ -97,7 +100,7 @@ def accumulate_per_time(vis, model, flags, sel, k1, k2, bp, C, P):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def residual_per_time(vis, model, flags, sel, k1, k2, bp, g, out_sum, out_n):
+def residual_per_time(vis, model, mrow, flags, sel, k1, k2, bp, g, out_sum, out_n):
     """Sum over channels and selected baselines of |V - G_i conj(G_j) M'|^2 (``M'`` as in
     `accumulate_per_time`, samples with a flagged bandpass or an unsolved antenna left out), and
     the count, per
@@ -108,7 +111,7 @@ def residual_per_time(vis, model, flags, sel, k1, k2, bp, g, out_sum, out_n):
         for b in bls:
             i, j = k1[b], k2[b]
             for c in range(nchan):
-                m0 = model[t, b, c]
+                m0 = model[t, mrow[b], c]
                 for p in range(npol):
                     if flags[t, b, c, p]:
                         continue

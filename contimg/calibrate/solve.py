@@ -102,6 +102,19 @@ def prune_antennas(*, xp, C, P, min_baselines: int):
     return removed
 
 
+def _model_rows(model, sel: np.ndarray) -> np.ndarray:
+    """(nbl,) int64: the row of ``model`` (ntime, nbl or nsel, nchan) holding each baseline's
+    model — all baselines, or only the selected ones in order (-1 for the others)."""
+    nrow = model.shape[1]
+    if nrow == sel.size:
+        return np.arange(sel.size, dtype=np.int64)
+    if nrow == int(sel.sum()):
+        rows = np.full(sel.size, -1, np.int64)
+        rows[sel] = np.arange(nrow)
+        return rows
+    raise ValueError(f"the model has {nrow} baselines: expected all {sel.size} or the {int(sel.sum())} solved on")
+
+
 def _device_inputs(xp, vis, model, flags):
     return xp.asarray(vis), xp.ascontiguousarray(xp.asarray(model), dtype=np.complex64), xp.asarray(flags)
 
@@ -114,7 +127,7 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
     """The bandpass: one gain per antenna, channel and polarization over all times.
 
     vis: (ntime, nbl, nchan, npol) complex64; model: (ntime, nbl, nchan) complex (the same for
-    each pol); flags: like vis (True = bad; autocorrelations are ignored). antenna_names indexed
+    each pol), or (ntime, nsel, nchan) for the selected baselines only (in order); flags: like vis (True = bad; autocorrelations are ignored). antenna_names indexed
     by antenna number; refants: names in order of preference. Baselines shorter than
     ``min_baseline_m`` (lengths ``baseline_m`` (nbl,)) are left out: there the unmodelled sky is
     least averaged out by the fringes; longer than ``max_baseline_m`` (> 0) too (the uv-range
@@ -128,29 +141,30 @@ def solve_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, ant1: 
     nant, (_, _, nchan, npol) = numbers.size, vis.shape
     sel, pairs = _selection(k1=k1, k2=k2, baseline_m=baseline_m, min_baseline_m=min_baseline_m,
                             max_baseline_m=max_baseline_m)
+    mrow = _model_rows(model, sel)
     xp = array_module(backend)
     g0 = np.ones((nchan, npol, nant), np.complex128)
     if xp is not np or array_code:
         v, m, f = _device_inputs(xp, vis, model, flags)
         bls = np.flatnonzero(sel)
-        C, P = _xp.accumulate_per_channel(xp=xp, vis=v, model=m, flags=f, bls=bls, k1=k1, k2=k2, nant=nant)
+        C, P = _xp.accumulate_per_channel(xp=xp, vis=v, model=m, mrows=mrow[bls], flags=f, bls=bls, k1=k1, k2=k2, nant=nant)
         prune_antennas(xp=xp, C=C, P=P, min_baselines=min_baselines)
         g, change, iters = _xp.stefcal(xp=xp, C=C, P=P, max_iter=max_iter, tolerance=tolerance, phase_only=False,
                                        g=xp.asarray(g0))
-        resid2, count = _xp.residual_per_channel(xp=xp, vis=v, model=m, flags=f, bls=bls, k1=k1, k2=k2, g=g)
+        resid2, count = _xp.residual_per_channel(xp=xp, vis=v, model=m, mrows=mrow[bls], flags=f, bls=bls, k1=k1, k2=k2, g=g)
         g, change, iters, P, resid2, count = map(to_host, (g, change, iters, P, resid2, count))
     else:
         model = np.ascontiguousarray(model, np.complex64)
         C = np.zeros((nchan, npol, nant, nant), np.complex128)
         P = np.zeros((nchan, npol, nant, nant), np.float64)
-        _cpu.accumulate_per_channel(vis, model, flags, sel, k1, k2, C, P)
+        _cpu.accumulate_per_channel(vis, model, mrow, flags, sel, k1, k2, C, P)
         prune_antennas(xp=np, C=C, P=P, min_baselines=min_baselines)
         g, change = g0, np.zeros((nchan, npol))
         iters = np.zeros((nchan, npol), np.int64)
         _cpu.stefcal(C, P, pairs[:, 0].copy(), pairs[:, 1].copy(), max_iter, tolerance, False, g, change, iters)
         resid2, count = np.zeros((nchan, npol)), np.zeros((nchan, npol))
         # the residual of the referenced gains (the reference phase cancels in g_i conj(g_j))
-        _cpu.residual_per_channel(vis, model, flags, sel, k1, k2, g, resid2, count)
+        _cpu.residual_per_channel(vis, model, mrow, flags, sel, k1, k2, g, resid2, count)
     g, gflags, snr, refant = _finish(g=g, change=change, P=P, resid2=resid2, count=count,
                                      names=np.asarray(antenna_names)[numbers], refants=refants,
                                      tolerance=tolerance, min_snr=min_snr, what="bandpass")
@@ -200,6 +214,7 @@ def solve_time_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, a
     interval = np.asarray(interval)
     starts = np.flatnonzero(np.r_[True, np.diff(interval) != 0])
     nint = starts.size
+    mrow = _model_rows(model, sel)
     xp = array_module(backend)
     g0 = np.ones((nint, npol, nant), np.complex128)
     phase_only = calmode == "p"
@@ -207,14 +222,14 @@ def solve_time_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, a
         v, m, f = _device_inputs(xp, vis, model, flags)
         bls = np.flatnonzero(sel)
         bp_d = xp.asarray(bp)
-        Ct, Pt = _xp.accumulate_per_time(xp=xp, vis=v, model=m, flags=f, bls=bls, k1=k1, k2=k2, bp=bp_d, nant=nant)
+        Ct, Pt = _xp.accumulate_per_time(xp=xp, vis=v, model=m, mrows=mrow[bls], flags=f, bls=bls, k1=k1, k2=k2, bp=bp_d, nant=nant)
         st = xp.asarray(starts)
         C, P = xp.add.reduceat(Ct, st, axis=0), xp.add.reduceat(Pt, st, axis=0)
         del Ct, Pt
         prune_antennas(xp=xp, C=C, P=P, min_baselines=min_baselines)
         g, change, iters = _xp.stefcal(xp=xp, C=C, P=P, max_iter=max_iter, tolerance=tolerance,
                                        phase_only=phase_only, g=xp.asarray(g0))
-        r_t, n_t = _xp.residual_per_time(xp=xp, vis=v, model=m, flags=f, bls=bls, k1=k1, k2=k2, bp=bp_d,
+        r_t, n_t = _xp.residual_per_time(xp=xp, vis=v, model=m, mrows=mrow[bls], flags=f, bls=bls, k1=k1, k2=k2, bp=bp_d,
                                          g=g[xp.asarray(interval)])
         resid2, count = xp.add.reduceat(r_t, st, axis=0), xp.add.reduceat(n_t, st, axis=0)
         g, change, iters, P, resid2, count = map(to_host, (g, change, iters, P, resid2, count))
@@ -222,7 +237,7 @@ def solve_time_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, a
         model = np.ascontiguousarray(model, np.complex64)
         Ct = np.zeros((ntime, npol, nant, nant), np.complex128)
         Pt = np.zeros((ntime, npol, nant, nant), np.float64)
-        _cpu.accumulate_per_time(vis, model, flags, sel, k1, k2, bp, Ct, Pt)
+        _cpu.accumulate_per_time(vis, model, mrow, flags, sel, k1, k2, bp, Ct, Pt)
         C, P = np.add.reduceat(Ct, starts, axis=0), np.add.reduceat(Pt, starts, axis=0)
         del Ct, Pt
         prune_antennas(xp=np, C=C, P=P, min_baselines=min_baselines)
@@ -230,7 +245,7 @@ def solve_time_gains(*, vis: np.ndarray, model: np.ndarray, flags: np.ndarray, a
         iters = np.zeros((nint, npol), np.int64)
         _cpu.stefcal(C, P, pairs[:, 0].copy(), pairs[:, 1].copy(), max_iter, tolerance, phase_only, g, change, iters)
         r_t, n_t = np.zeros((ntime, npol)), np.zeros((ntime, npol))
-        _cpu.residual_per_time(vis, model, flags, sel, k1, k2, bp, np.ascontiguousarray(g[interval]), r_t, n_t)
+        _cpu.residual_per_time(vis, model, mrow, flags, sel, k1, k2, bp, np.ascontiguousarray(g[interval]), r_t, n_t)
         resid2, count = np.add.reduceat(r_t, starts, axis=0), np.add.reduceat(n_t, starts, axis=0)
     g, gflags, snr, refant = _finish(g=g, change=change, P=P, resid2=resid2, count=count,
                                      names=np.asarray(antenna_names)[numbers], refants=refants,

@@ -6,6 +6,8 @@ The accumulations reduce the data to per-baseline sums and scatter them into den
 (slot, pol, nant, nant) matrices (each baseline is one unordered antenna pair, so the scatter
 writes every element once); StEFCal then is two batched matrix-vector products per iteration.
 The data are read in blocks of integrations so the temporaries stay small on the device.
+``mrows``: the model's row of each baseline in ``bls`` (the model holds all baselines or only
+the selected ones).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ def _time_blocks(ntime: int, per_time_bytes: int):
         yield slice(t0, min(t0 + n, ntime))
 
 
+def _indices(*, xp, bls, mrows, k1, k2):
+    """The index arrays on the device: baselines, their model rows, their antenna indices."""
+    return xp.asarray(bls), xp.asarray(mrows), xp.asarray(k1[bls]), xp.asarray(k2[bls])
+
+
 def _scatter(*, xp, sums, weights, k1, k2, nant: int):
     """(nslot, npol, nbl) per-baseline sums → dense C (nslot, npol, nant, nant) complex128 and
     P float64, both orientations."""
@@ -34,67 +41,71 @@ def _scatter(*, xp, sums, weights, k1, k2, nant: int):
     return C, P
 
 
-def accumulate_per_channel(*, xp, vis, model, flags, bls, k1, k2, nant: int):
+def accumulate_per_channel(*, xp, vis, model, mrows, flags, bls, k1, k2, nant: int):
     """As `cpu.accumulate_per_channel`: C, P of shape (nchan, npol, nant, nant) summed over
     times and the baselines ``bls`` (indices, one per antenna pair)."""
     ntime, _, nchan, npol = vis.shape
+    b, rows, i1, i2 = _indices(xp=xp, bls=bls, mrows=mrows, k1=k1, k2=k2)
     sums = xp.zeros((len(bls), nchan, npol), np.complex128)
     weights = xp.zeros((len(bls), nchan, npol), np.float64)
     for ts in _time_blocks(ntime, len(bls) * nchan * npol * 24):
-        v = vis[ts][:, bls]
-        m = model[ts][:, bls][..., None]
-        ok = ~flags[ts][:, bls]
+        v = vis[ts][:, b]
+        m = model[ts][:, rows][..., None]
+        ok = ~flags[ts][:, b]
         sums += (xp.conj(m) * v * ok).sum(axis=0, dtype=np.complex128)
         weights += ((m.real**2 + m.imag**2) * ok).sum(axis=0, dtype=np.float64)
     return _scatter(xp=xp, sums=sums.transpose(1, 2, 0), weights=weights.transpose(1, 2, 0),
-                    k1=xp.asarray(k1[bls]), k2=xp.asarray(k2[bls]), nant=nant)
+                    k1=i1, k2=i2, nant=nant)
 
 
-def residual_per_channel(*, xp, vis, model, flags, bls, k1, k2, g):
+def residual_per_channel(*, xp, vis, model, mrows, flags, bls, k1, k2, g):
     """As `cpu.residual_per_channel`: (sum |V - g_i conj(g_j) M|^2, count), each (nchan, npol);
     baselines of an antenna without a solution left out."""
     ntime, _, nchan, npol = vis.shape
-    gi = g[:, :, k1[bls]].transpose(2, 0, 1)  # (nbl, nchan, npol)
-    gj = g[:, :, k2[bls]].transpose(2, 0, 1)
+    b, rows, i1, i2 = _indices(xp=xp, bls=bls, mrows=mrows, k1=k1, k2=k2)
+    gi = g[:, :, i1].transpose(2, 0, 1)  # (nbl, nchan, npol)
+    gj = g[:, :, i2].transpose(2, 0, 1)
     gg = (gi * xp.conj(gj)).astype(np.complex64)
     out_sum = xp.zeros((nchan, npol))
     out_n = xp.zeros((nchan, npol))
     for ts in _time_blocks(ntime, len(bls) * nchan * npol * 24):
-        ok = ~flags[ts][:, bls] & (gg != 0)[None]
-        r = vis[ts][:, bls] - gg[None] * model[ts][:, bls][..., None]
+        ok = ~flags[ts][:, b] & (gg != 0)[None]
+        r = vis[ts][:, b] - gg[None] * model[ts][:, rows][..., None]
         out_sum += ((r.real**2 + r.imag**2) * ok).sum(axis=(0, 1), dtype=np.float64)
         out_n += ok.sum(axis=(0, 1))
     return out_sum, out_n
 
 
-def accumulate_per_time(*, xp, vis, model, flags, bls, k1, k2, bp, nant: int):
+def accumulate_per_time(*, xp, vis, model, mrows, flags, bls, k1, k2, bp, nant: int):
     """As `cpu.accumulate_per_time`: C, P of shape (ntime, npol, nant, nant) summed over
     channels and the baselines ``bls``, with the model ``bp_i conj(bp_j) M``."""
     ntime, _, nchan, npol = vis.shape
-    bb = (bp[:, :, k1[bls]] * xp.conj(bp[:, :, k2[bls]])).transpose(2, 0, 1)  # (nbl, nchan, npol)
+    b, rows, i1, i2 = _indices(xp=xp, bls=bls, mrows=mrows, k1=k1, k2=k2)
+    bb = (bp[:, :, i1] * xp.conj(bp[:, :, i2])).transpose(2, 0, 1)  # (nbl, nchan, npol)
     sums = xp.zeros((ntime, len(bls), npol), np.complex128)
     weights = xp.zeros((ntime, len(bls), npol), np.float64)
     for ts in _time_blocks(ntime, len(bls) * nchan * npol * 24):
-        m = (bb[None] * model[ts][:, bls][..., None]).astype(np.complex64)
-        ok = ~flags[ts][:, bls]
-        sums[ts] = (xp.conj(m) * vis[ts][:, bls] * ok).sum(axis=2, dtype=np.complex128)
+        m = (bb[None] * model[ts][:, rows][..., None]).astype(np.complex64)
+        ok = ~flags[ts][:, b]
+        sums[ts] = (xp.conj(m) * vis[ts][:, b] * ok).sum(axis=2, dtype=np.complex128)
         weights[ts] = ((m.real**2 + m.imag**2) * ok).sum(axis=2, dtype=np.float64)
     return _scatter(xp=xp, sums=sums.transpose(0, 2, 1), weights=weights.transpose(0, 2, 1),
-                    k1=xp.asarray(k1[bls]), k2=xp.asarray(k2[bls]), nant=nant)
+                    k1=i1, k2=i2, nant=nant)
 
 
-def residual_per_time(*, xp, vis, model, flags, bls, k1, k2, bp, g):
+def residual_per_time(*, xp, vis, model, mrows, flags, bls, k1, k2, bp, g):
     """As `cpu.residual_per_time`: (sum |V - G_i conj(G_j) M'|^2, count), each (ntime, npol);
     samples whose bandpass (flagged) or gain (unsolved antenna) is 0 left out."""
     ntime, _, nchan, npol = vis.shape
-    bb = (bp[:, :, k1[bls]] * xp.conj(bp[:, :, k2[bls]])).transpose(2, 0, 1)  # (nbl, nchan, npol)
+    b, rows, i1, i2 = _indices(xp=xp, bls=bls, mrows=mrows, k1=k1, k2=k2)
+    bb = (bp[:, :, i1] * xp.conj(bp[:, :, i2])).transpose(2, 0, 1)  # (nbl, nchan, npol)
     out_sum = xp.zeros((ntime, npol))
     out_n = xp.zeros((ntime, npol))
     for ts in _time_blocks(ntime, len(bls) * nchan * npol * 24):
-        gg = (g[ts][:, :, k1[bls]] * xp.conj(g[ts][:, :, k2[bls]])).transpose(0, 2, 1)  # (nt, nbl, npol)
+        gg = (g[ts][:, :, i1] * xp.conj(g[ts][:, :, i2])).transpose(0, 2, 1)  # (nt, nbl, npol)
         gb = (gg[:, :, None, :] * bb[None]).astype(np.complex64)  # (nt, nbl, nchan, npol)
-        ok = ~flags[ts][:, bls] & (gb != 0)
-        r = vis[ts][:, bls] - gb * model[ts][:, bls][..., None]
+        ok = ~flags[ts][:, b] & (gb != 0)
+        r = vis[ts][:, b] - gb * model[ts][:, rows][..., None]
         out_sum[ts] = ((r.real**2 + r.imag**2) * ok).sum(axis=(1, 2), dtype=np.float64)
         out_n[ts] = ok.sum(axis=(1, 2))
     return out_sum, out_n
