@@ -62,10 +62,38 @@ def _print_summary(results, root: Path) -> None:
     print(f"products: {root / 'products'}  database: {root / 'state' / 'products.sqlite3'}")
 
 
+def _cmd_run_file(args, cfg) -> int:
+    """One file of any array (`contimg.generic`): products and summary.json under the root."""
+    from contimg.generic import run_observation
+
+    s = run_observation(Path(args.input), root=Path(args.root), cfg=cfg, nthreads=cfg.runtime.nthreads)
+    cal = s["calibration"]
+    print(f"{s['input']}: {s['telescope']}, {s['rows']} rows, {s['channels']} channels, {s['scans']} scans, "
+          f"{s['flagged_fraction']:.1%} flagged")
+    if cal:
+        print(f"  calibrated: bandpass on {cal['bandpass_field']}, flux scale from "
+              f"{cal['flux_standard'] or 'the calibrator list'}, refant {cal['refant']}")
+        for name, f in cal["transferred_fluxes"].items():
+            print(f"  {name}: {f['flux_jy']:.4f} +/- {f['flux_err_jy']:.4f} Jy (transferred, {f['n']} ratios)")
+    for name, f in s["fields"].items():
+        print(f"  field {name}{' (calibrator ' + f['calibrator'] + ')' if f['calibrator'] else ''}: "
+              f"peak {f['peak_jy']:.4g} Jy/beam, noise {f['noise_jy']:.3g} Jy/beam, beam "
+              f"{f['beam_arcsec'][0]:.1f}\" x {f['beam_arcsec'][1]:.1f}\"")
+    print(f"products: {Path(args.root) / 'products' / Path(s['input']).name}")
+    return 0
+
+
 def _cmd_run(args) -> int:
+    from contimg.generic import is_single_file
     from contimg.pipeline import run_batch
 
     cfg = _config(args)
+    if not Path(args.input).exists():
+        raise FileNotFoundError(f"{args.input}: no such file or folder")
+    if Path(args.input).is_file() or is_single_file(Path(args.input)):
+        if args.cluster or args.workers or args.web:
+            raise ValueError("run: --cluster, --workers and --web are for folders of subband files, not one file")
+        return _cmd_run_file(args, cfg)
     cluster = None
     if args.cluster or args.workers:
         from contimg.cluster import ClusterBackend
@@ -269,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-rfi", action="store_true")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("run", help="process every group in a folder as fast as possible")
-    p.add_argument("input", help="folder of subband files")
+    p = sub.add_parser("run", help="process every group in a folder as fast as possible, or one UVH5/UVFITS/MS file of any array")
+    p.add_argument("input", help="folder of subband files, or one .uvh5/.uvfits/.fits file or .ms directory")
     p.add_argument("--root", required=True, help="output root (products/, state/, cal/)")
     p.add_argument("--config", default="dsa110")
     where = p.add_mutually_exclusive_group()
@@ -354,8 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         from contimg.config import ConfigError
         from contimg.service import ServiceLockError
 
-        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError)) or (
-                isinstance(exc, ValueError) and args.command.startswith("export")):
+        from contimg.generic import GenericInputError
+
+        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError, GenericInputError)) or (
+                isinstance(exc, ValueError) and (args.command.startswith("export") or args.command == "run")):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1
         raise

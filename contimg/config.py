@@ -264,6 +264,17 @@ class InteropConfig(_Section):
     ms_phasing: Literal["midtime", "per_integration"] = Field("midtime", description="MS fields: one at the meridian at mid-group (what contimg images), or one per integration at its meridian")
 
 
+class GenericConfig(_Section):
+    """`contimg run FILE`: one UVH5/UVFITS/MS file of any array (`contimg.generic`)."""
+
+    max_scan_gap_s: float = Field(300.0, gt=0, description="a new scan at a field change or a gap longer than this")
+    gain_channel_fraction: float = Field(0.8, gt=0, le=1, description="per-scan gains: data averaged over this central fraction of the channels (bandpass divided out)")
+    min_snr_bandpass: float = Field(3.0, ge=0, description="bandpass solutions with a lower SNR are flagged")
+    min_snr_gain: float = Field(3.0, ge=0, description="per-scan gain solutions with a lower SNR are flagged")
+    cell_arcsec: float | None = Field(None, gt=0, description="image cell; None = a quarter of the synthesized beam (shortest wavelength / longest baseline)")
+    npix: int | None = Field(None, ge=64, description="image size; None = twice the primary beam's FWHM (from the file's dish diameter) over the cell, at most image.npix")
+
+
 class Config(_Section):
     name: str = "custom"
     simulate: SimulateConfig = SimulateConfig()
@@ -281,6 +292,7 @@ class Config(_Section):
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
     interop: InteropConfig = InteropConfig()
+    generic: GenericConfig = GenericConfig()
 
 
 def packaged_config_names() -> list[str]:

@@ -26,7 +26,7 @@ from contimg.calibrators import find_transiting_calibrator
 from contimg.chunk import VisChunk
 from contimg.config import Config
 from contimg.flag import flag_group
-from contimg.imaging.fitsio import image_header, write_fits
+from contimg.imaging.fitsio import imageset_header, write_fits
 from contimg.imaging.imager import ImageSet, make_images
 from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
@@ -422,13 +422,8 @@ def _write(work: GroupWork, cfg: Config) -> None:
     work.products, work.image_rows = [], []
     for kind in cfg.image.products:
         image = imgs.images[kind]
-        header = image_header(
-            npix=image.shape[0], cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad,
-            freq_hz=imgs.freq_hz, bandwidth_hz=imgs.bandwidth_hz, time_start_jd=imgs.time_start_jd,
-            time_mid_jd=imgs.time_mid_jd, bunit={"model": "Jy/pixel"}.get(kind, "Jy/beam"),
-            beam_rad=imgs.beam_rad if kind in ("restored", "pbcor", "residual") else None,
-            extra={"OBJECT": work.group_id, "NITER": imgs.clean_iterations,
-                   "PBCUTOFF": cfg.image.pb_cutoff if kind == "pbcor" else 0.0})
+        header = imageset_header(imgs, kind, extra={"OBJECT": work.group_id,
+                                                    "PBCUTOFF": cfg.image.pb_cutoff if kind == "pbcor" else 0.0})
         path = write_fits(work.out_dir / f"{work.group_id}.{kind}.fits", image=image, header=header)
         work.products.append(str(path))
         work.image_rows.append(dict(

@@ -149,3 +149,58 @@ def test_calibrated_uvfits_and_uvh5(processed, tmp_path, suffix):
     assert np.array_equal(expect.flag_array[key(expect)], back.flag_array[key(back)])
     assert main(["export-uv", gid, "--root", str(base / "root"), "--out", str(tmp_path / "g.txt"),
                  "--config", str(cfg_path)]) == 1
+
+
+# --- generic input: one file of any array through `contimg run FILE` ------------------------------
+
+def test_generic_run_of_an_exported_ms(processed, tmp_path):
+    """The raw group exported as an MS (DATA uncalibrated, one field at the meridian at mid-group:
+    the transiting calibrator) run as generic input: the field is recognised as the listed
+    calibrator, calibrated on it (its listed flux, a point source at the phase centre), imaged at
+    its phase centre. The six brightest sources are found where the truth catalogue puts them
+    (astropy WCS of the written FITS) within 0.2 beam, the calibrator brightest."""
+    import json
+
+    from contimg.cli import main
+    from contimg.interop.ms import export_ms
+    from contimg.qa.catalogue import load_catalogue
+
+    base, gid, cfg = processed
+    ms = export_ms(gid, root=base / "root", out=tmp_path / "g.ms", cfg=cfg)
+    root = tmp_path / "generic"
+    config = tmp_path / "generic.toml"
+    config.write_text('base = "test"\n[generic]\nnpix = 768\ncell_arcsec = 6.0\n[image]\nniter = 2000\nproducts = ["restored"]\n')
+    assert main(["run", str(ms), "--root", str(root), "--config", str(config)]) == 0
+    summary = json.loads((root / "products" / "g.ms" / "summary.json").read_text())
+    assert summary["telescope"] and summary["dish_diameter_m"] == pytest.approx(4.65)
+    (name, fld), = summary["fields"].items()
+    assert fld["calibrator"] == cfg.simulate.calibrator
+    assert summary["calibration"]["bandpass_field"] == name
+    with fits.open(fld["files"]["restored"]) as hdul:
+        image, wcs = hdul[0].data[0, 0], WCS(hdul[0].header).celestial
+    rms = 1.4826 * np.median(np.abs(image - np.median(image)))
+    labels, n = ndimage.label(image > 30 * rms)
+    pos = np.array(ndimage.maximum_position(image, labels, np.arange(1, n + 1)), float)
+    ra, dec = wcs.pixel_to_world_values(pos[:, 1], pos[:, 0])
+    cat = load_catalogue(cfg.sky.catalogue)
+    idx, sep, _ = SkyCoord(ra * u.deg, dec * u.deg).match_to_catalog_sky(SkyCoord(cat.ra_rad * u.rad,
+                                                                                    cat.dec_rad * u.rad))
+    peaks = image[pos[:, 0].astype(int), pos[:, 1].astype(int)]
+    brightest = np.argsort(-peaks)[:6]
+    assert n >= 6 and cat.name[idx[brightest[0]]] == cfg.simulate.calibrator
+    beam_arcsec = fld["beam_arcsec"][0]
+    assert np.all(sep[brightest].arcsec < 0.2 * beam_arcsec), (sep[brightest].arcsec, beam_arcsec)
+
+
+def test_generic_run_refuses_bad_input(tmp_path, capsys):
+    from contimg.cli import main
+
+    bad = tmp_path / "broken.uvh5"
+    bad.write_text("not hdf5")
+    assert main(["run", str(bad), "--root", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "pyuvdata cannot read it" in err
+    assert main(["run", str(tmp_path / "notes.txt"), "--root", str(tmp_path / "r")]) == 1
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["run", str(tmp_path / "notes.txt"), "--root", str(tmp_path / "r")]) == 1
+    assert "not a UVH5, UVFITS or Measurement Set" in capsys.readouterr().err

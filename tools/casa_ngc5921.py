@@ -9,6 +9,8 @@ Runs with the CASA venv's python (``bash tools/install_casa.sh`` makes it), neve
     /work/casa-venv/bin/python tools/casa_ngc5921.py applycal --ms DIR/ngc5921.ms \\
         --caltable T1 [--caltable T2 ...] [--gainfield F1 ...] [--interp linear ...] \\
         --field 1445+099 --out corrected.npz
+    /work/casa-venv/bin/python tools/casa_ngc5921.py image --spec SPEC.json --workdir DIR \\
+        --out casa_images.json    # calibrate as below, then tclean each field (tools/ngc5921_images.py)
     python tools/casa_ngc5921.py summary docs/benchmarks/ngc5921_casa.json \\
         [--md docs/benchmarks/ngc5921.md]   # markdown figures (into the doc's markers); no CASA
 
@@ -712,6 +714,69 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_stats(ia, image: str, residual: str) -> dict:
+    """Peak, centre pixel, beam of a tclean image; robust RMS (1.4826 MAD) of its residual."""
+    ia.open(image)
+    pix = ia.getchunk()[:, :, 0, 0]  # (nx, ny)
+    beam = ia.restoringbeam()
+    ia.close()
+    ia.open(residual)
+    res = ia.getchunk()[:, :, 0, 0]
+    ia.close()
+    nx, ny = pix.shape
+    return {"peak_jy": float(pix.max()), "centre_jy": float(pix[nx // 2, ny // 2]),
+            "noise_jy": float(1.4826 * np.median(np.abs(res - np.median(res)))),
+            "beam_arcsec": [float(beam["major"]["value"]) if beam["major"]["unit"] == "arcsec" else None,
+                            float(beam["minor"]["value"]) if beam["minor"]["unit"] == "arcsec" else None],
+            "beam_pa_deg": float(beam["positionangle"]["value"])}
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    """The tutorial's calibration (``solve``: flag autos, setjy, bandpass, gaincal, fluxscale,
+    applycal) then a Stokes I MFS ``tclean`` of each field with the geometry and weighting
+    given in ``--spec`` (a JSON: per field name prefix imsize, cell_arcsec, spw; robust,
+    niter, nsigma), restored/residual/pb exported to FITS; JSON out."""
+    tools, ct = _casa()
+    spec = json.loads(Path(args.spec).read_text())
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    _setup_log(work / "casa.log")
+    ms = str(work / "ngc5921.ms")
+    for p in (ms, ms + ".flagversions"):
+        shutil.rmtree(p, ignore_errors=True)
+    timer = Timer()
+    timer.run("importuvfits", ct.importuvfits, fitsfile=str(args.fits), vis=ms)
+    cal = solve(timer, ms, str(work / "cal"), args.refant, tuple(int(x) for x in GAIN_CHANS.split("~")))
+    fs = fluxscale_json(cal["fluxscale"], cal["pc"])
+    ia = tools.image()
+    fields = {}
+    for prefix, f in spec["fields"].items():
+        fid = field_id(ms, prefix)
+        name = str(work / f"img_{prefix}")
+        for suffix in (".image", ".residual", ".model", ".psf", ".pb", ".sumwt", ".image.pbcor", ".mask"):
+            shutil.rmtree(name + suffix, ignore_errors=True)
+        timer.run(f"tclean_{prefix}", ct.tclean, vis=ms, imagename=name, field=str(fid), spw=f["spw"],
+                  datacolumn="corrected", specmode="mfs", stokes="I", gridder="standard", deconvolver="hogbom",
+                  imsize=[f["imsize"], f["imsize"]], cell=f"{f['cell_arcsec']}arcsec", weighting="briggs",
+                  robust=spec["robust"], niter=spec["niter"], gain=spec["gain"], nsigma=spec["nsigma"],
+                  pblimit=-0.0001, pbcor=False)
+        files = {}
+        for kind, suffix in (("restored", ".image"), ("residual", ".residual"), ("pb", ".pb")):
+            out = str(work / f"casa.{prefix}.{kind}.fits")
+            ct.exportfits(imagename=name + suffix, fitsimage=out, overwrite=True)
+            files[kind] = out
+        fields[prefix] = {"field_id": fid, **_image_stats(ia, name + ".image", name + ".residual"), "files": files,
+                          "tclean": {"imsize": f["imsize"], "cell_arcsec": f["cell_arcsec"], "spw": f["spw"]}}
+        print(f"  {prefix}: peak {fields[prefix]['peak_jy']:.4f} Jy/beam, rms {fields[prefix]['noise_jy']:.2e}",
+              flush=True)
+    result = {"tool": "tools/casa_ngc5921.py image", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "versions": _versions(), "fits": str(args.fits), "refant": args.refant, "spec": spec,
+              "fluxscale": fs, "fields": fields, "timings_s": timer.times}
+    args.out.write_text(_dumps(_jsonable(result)))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     """Markdown figures from a calibrate JSON (no CASA needed): what docs/benchmarks/ngc5921.md quotes."""
     r = json.loads(Path(args.json).read_text())
@@ -824,11 +889,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fits", type=Path, default=DATA)
     p.add_argument("--ms", type=Path, required=True)
     p.add_argument("--log", type=Path, default=None)
+    i = sub.add_parser("image", help="the tutorial calibration, then tclean of each field (geometry from --spec)")
+    i.add_argument("--fits", type=Path, default=DATA)
+    i.add_argument("--spec", type=Path, required=True, help="JSON: fields {prefix: imsize, cell_arcsec, spw}, robust, niter, gain, nsigma")
+    i.add_argument("--workdir", type=Path, required=True)
+    i.add_argument("--refant", default=REFANT)
+    i.add_argument("--out", type=Path, required=True)
     m = sub.add_parser("summary", help="markdown figures from a calibrate JSON (no CASA needed)")
     m.add_argument("json", type=Path)
     m.add_argument("--md", type=Path, default=None, help="replace the block between the summary markers of this file")
     args = ap.parse_args(argv)
-    return {"calibrate": cmd_calibrate, "prepare": cmd_prepare, "applycal": cmd_applycal,
+    return {"calibrate": cmd_calibrate, "prepare": cmd_prepare, "applycal": cmd_applycal, "image": cmd_image,
             "summary": cmd_summary}[args.cmd](args)
 
 

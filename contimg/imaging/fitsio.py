@@ -10,7 +10,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.time import Time
 
-__all__ = ["image_header", "write_fits"]
+__all__ = ["image_header", "imageset_header", "write_fits"]
 
 
 def image_header(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, freq_hz: float,
@@ -42,6 +42,18 @@ def image_header(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, f
     for k, v in (extra or {}).items():
         h[k] = v
     return h
+
+
+def imageset_header(imgs, kind: str, *, extra: dict | None = None) -> fits.Header:
+    """The header of image ``kind`` of an `contimg.imaging.imager.ImageSet`: Jy/pixel for the
+    model, Jy/beam otherwise, the restoring beam on the restored, pbcor and residual images."""
+    image = imgs.images[kind]
+    return image_header(
+        npix=image.shape[0], cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad,
+        freq_hz=imgs.freq_hz, bandwidth_hz=imgs.bandwidth_hz, time_start_jd=imgs.time_start_jd,
+        time_mid_jd=imgs.time_mid_jd, bunit={"model": "Jy/pixel"}.get(kind, "Jy/beam"),
+        beam_rad=imgs.beam_rad if kind in ("restored", "pbcor", "residual") else None,
+        extra={"NITER": imgs.clean_iterations, **(extra or {})})
 
 
 def write_fits(path: str | Path, *, image: np.ndarray, header: fits.Header) -> Path:

@@ -20,7 +20,7 @@ from contimg.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSet", "make_images"]
+__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images"]
 
 
 @dataclass
@@ -73,6 +73,53 @@ def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, source
         model[iy, ix] += peak
 
 
+@dataclass
+class Cleaned:
+    """What `clean_image` makes: images (npix, npix) float32 in FITS order (psf 2npix)."""
+
+    dirty: np.ndarray
+    psf: np.ndarray
+    model: np.ndarray  # Jy/pixel
+    residual: np.ndarray
+    restored: np.ndarray
+    beam_rad: tuple[float, float, float]  # restoring beam FWHMs and PA
+    weights: np.ndarray  # (nrow, nchan) the imaging weights used
+    iterations: int
+    threshold_jy: float
+    major_cycles: int
+
+
+def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
+                cell_rad: float, cfg: ImageConfig, nthreads: int = 1) -> Cleaned:
+    """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``),
+    dirty image and PSF (ducc0), Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam
+    fitted to the PSF. uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan)
+    complex64, wgt (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,)."""
+    cell = cell_rad
+    wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
+                          npix=npix, cell_rad=cell)
+    common = dict(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
+    dirty = dirty_image(vis=vis, npix=npix, **common)
+    psf = psf_image(npix=2 * npix, **common)
+    n = npix
+    beam = fit_beam(psf=psf[n // 2:n // 2 + n, n // 2:n // 2 + n], cell_rad=cell)
+
+    scratch = np.empty_like(vis)  # model, then residual, visibilities: one buffer for every major cycle
+
+    def residual_image(model_img: np.ndarray) -> np.ndarray:
+        predict_from_image(uvw_m=uvw_m, freq_hz=freq_hz, model=model_img, cell_rad=cell, epsilon=cfg.epsilon,
+                           nthreads=nthreads, out=scratch)
+        np.subtract(vis, scratch, out=scratch)
+        return dirty_image(vis=scratch, npix=n, **common)
+
+    model, residual, iters, thresh, majors = cotton_schwab(
+        dirty=dirty, psf=psf, residual_image=residual_image, niter=cfg.niter, gain=cfg.loop_gain,
+        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles)
+    restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
+                       cell_rad=cell)
+    return Cleaned(dirty, psf, model, residual, restored, beam, wgt, iters, thresh, majors)
+
+
 def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
                 subtracted: list[SubtractedSource] | None = None) -> ImageSet:
     """Image the group's Stokes I towards the ICRS position of the meridian at mid-time.
@@ -83,27 +130,11 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
     cell = np.radians(cfg.cell_arcsec / 3600.0)
     uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec)
-    wgt = imaging_weights(uvw_m=uvw, freq_hz=chunk.freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
-                          npix=cfg.npix, cell_rad=cell)
-    common = dict(uvw_m=uvw, freq_hz=chunk.freq_hz, wgt=wgt, cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
-    dirty = dirty_image(vis=vis, npix=cfg.npix, **common)
-    psf = psf_image(npix=2 * cfg.npix, **common)
-    n = cfg.npix
-    beam = fit_beam(psf=psf[n // 2:n // 2 + n, n // 2:n // 2 + n], cell_rad=cell)
-
-    scratch = np.empty_like(vis)  # model, then residual, visibilities: one buffer for every major cycle
-
-    def residual_image(model_img: np.ndarray) -> np.ndarray:
-        predict_from_image(uvw_m=uvw, freq_hz=chunk.freq_hz, model=model_img, cell_rad=cell, epsilon=cfg.epsilon,
-                           nthreads=nthreads, out=scratch)
-        np.subtract(vis, scratch, out=scratch)
-        return dirty_image(vis=scratch, npix=n, **common)
-
-    model, residual, iters, thresh, majors = cotton_schwab(
-        dirty=dirty, psf=psf, residual_image=residual_image, niter=cfg.niter, gain=cfg.loop_gain,
-        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles)
-    restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
-                       cell_rad=cell)
+    c = clean_image(uvw_m=uvw, freq_hz=chunk.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
+                    nthreads=nthreads)
+    wgt, beam, n = c.weights, c.beam_rad, cfg.npix
+    dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
+    iters, thresh, majors = c.iterations, c.threshold_jy, c.major_cycles
     ntime, ncross = chunk.time_jd.size, int(chunk.cross.sum())
     weight_tf = wgt.reshape(ntime, ncross, -1).sum(axis=1, dtype=np.float64)
     pb = average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=chunk.time_jd,
