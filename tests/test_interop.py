@@ -153,9 +153,10 @@ def test_calibrated_uvfits_and_uvh5(processed, tmp_path, suffix):
 
 # --- generic input: one file of any array through `contimg run FILE` ------------------------------
 
-def test_generic_run_of_an_exported_ms(processed, tmp_path):
+@pytest.mark.parametrize("suffix", [".ms", ".uvh5"])
+def test_generic_run_of_an_exported_ms(processed, tmp_path, suffix):
     """The raw group exported as an MS (DATA uncalibrated, one field at the meridian at mid-group:
-    the transiting calibrator) run as generic input: the field is recognised as the listed
+    the transiting calibrator), and the same as UVH5, run as generic input: the field is recognised as the listed
     calibrator, calibrated on it (its listed flux, a point source at the phase centre), imaged at
     its phase centre. The six brightest sources are found where the truth catalogue puts them
     (astropy WCS of the written FITS) within 0.2 beam, the calibrator brightest."""
@@ -167,11 +168,17 @@ def test_generic_run_of_an_exported_ms(processed, tmp_path):
 
     base, gid, cfg = processed
     ms = export_ms(gid, root=base / "root", out=tmp_path / "g.ms", cfg=cfg)
+    if suffix == ".uvh5":  # the same data as UVH5, written by pyuvdata
+        from pyuvdata import UVData
+
+        uv = UVData.from_file(str(ms), file_type="ms")
+        uv.write_uvh5(str(tmp_path / "g.uvh5"))
+        ms = tmp_path / "g.uvh5"
     root = tmp_path / "generic"
     config = tmp_path / "generic.toml"
     config.write_text('base = "test"\n[generic]\nnpix = 768\ncell_arcsec = 6.0\n[image]\nniter = 2000\nproducts = ["restored"]\n')
     assert main(["run", str(ms), "--root", str(root), "--config", str(config)]) == 0
-    summary = json.loads((root / "products" / "g.ms" / "summary.json").read_text())
+    summary = json.loads((root / "products" / ms.name / "summary.json").read_text())
     assert summary["telescope"] and summary["dish_diameter_m"] == pytest.approx(4.65)
     (name, fld), = summary["fields"].items()
     assert fld["calibrator"] == cfg.simulate.calibrator
