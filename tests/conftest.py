@@ -65,3 +65,15 @@ def copy_group(tmp_path, sim_dir):
     dest.mkdir()
     files = {sb: Path(shutil.copy(p, dest / Path(p).name)) for sb, p in group.files.items()}
     return dest, files
+
+
+REGRESS_KEY = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The regression benchmark's table (tests/test_bench_regress.py), so CI's log records it."""
+    lines = config.stash.get(REGRESS_KEY, None)
+    if lines:
+        terminalreporter.section("benchmark")
+        for line in lines:
+            terminalreporter.write_line(line)

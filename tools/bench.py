@@ -1,0 +1,436 @@
+"""The benchmark of the whole system against its peers, one command (docs/benchmarks/README.md).
+
+    python tools/bench.py run --data /tmp/rs2 --work /tmp/bench      # ~15 min on 2 cores
+    python tools/bench.py report docs/benchmarks/bench.json          # the Markdown again
+    python tools/bench.py regress [--sim-dir D] [--out F]            # seconds: what CI records
+
+``run`` on two real-size simulated groups (96 antennas, 768 channels, 24 integrations, XX/YY;
+the first with a calibrator transit; ``contimg simulate --config dsa110 --groups 2`` into
+``--data`` when it holds none), every step a child process (wall time, peak RSS of that process
+alone), under ``nice -n -20`` where allowed:
+
+1. **Chain, per mode**: ``contimg run`` of both groups with ``--config quick`` and ``dsa110``
+   (full): each group's per-stage seconds (the run's summary.json), its processing time (their
+   sum) and the real-time factor 309.2 s / processing time.
+2. **Peers on the field group** (the second), same data, same run: contimg's flagger (numba
+   twin) and AOFlagger (PyPI ``aoflagger``, generic strategy, 2 threads) on the group as read,
+   median of ``--repeats`` after a warm-up; one bare ducc0 ``vis2dirty`` pass (the full mode's
+   4096² at 3", epsilon 1e-4, 2 threads) on the visibilities contimg images; WSClean (Debian)
+   on ``contimg export-ms`` of the group with the full mode's size, cell, weighting,
+   iterations, loop gain, major-cycle fraction and 3-sigma threshold. (CASA's calibration beside
+   contimg's: tools/bench_calibrate.py, docs/benchmarks/calibrate.md — not rerun here.)
+3. **Latency**: ``contimg replay`` of both groups (quick mode) at ``--replay-speed`` times their
+   real cadence: per group, the last subband file's arrival to its FITS files written
+   (ingest.sqlite3: ``last_file_at`` to the write stage's end).
+4. **Profile**: the full mode's run of both groups under cProfile, the functions with the most
+   own time (numba kernels are one entry each).
+
+GPU rows stay empty unless a CUDA device is present (none on the development machine); they are
+never estimated.
+
+``regress`` times read, flag, calibrate, image and write on one small simulated group (the
+``test`` config) in this process, median of 3 after a warm-up, and sets the figures beside
+``docs/benchmarks/regress_baseline.json``: a stage twice as slow shows as 2.0x. The test suite
+runs it (tests/test_bench_regress.py) and prints the table at the end of CI's log; it never
+fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pstats
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench_image as _bi  # noqa: E402  (_run: child process with its peak RSS; _versions, _machine)
+
+GROUP_S = 24 * 12.884902  # one group's duration: the real-time budget
+BASELINE = ROOT / "docs/benchmarks/regress_baseline.json"
+CI = [sys.executable, "-m", "contimg.cli"]
+
+
+def _stats(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+
+
+def _groups(data: Path) -> list[str]:
+    from contimg.io.naming import group_files, scan_folder
+
+    return [g.group_id for g in group_files(scan_folder(data), tolerance_s=60)]
+
+
+def _chain(*, data: Path, work: Path, config: str, profile: Path | None = None) -> dict:
+    root = work / f"root-{config}{'-profile' if profile else ''}"
+    shutil.rmtree(root, ignore_errors=True)
+    cmd = ([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "contimg.cli"] if profile else CI)
+    r = _bi._run([*cmd, "run", str(data), "--root", str(root), "--config", config],
+                 work / f"chain-{config}{'-profile' if profile else ''}.log")
+    summary = json.loads((root / "summary.json").read_text())
+    groups = {}
+    for s in summary:
+        stages = s.get("timings_s", {})
+        total = float(sum(stages.values()))
+        groups[s["group_id"]] = {"status": s.get("status"), "stages_s": stages, "processing_s": total,
+                                 "real_time_factor": GROUP_S / total if total else None,
+                                 "calibrator": s.get("calibrator")}
+    r["groups"] = groups
+    r["root"] = str(root)
+    return r
+
+
+def _peers(*, data: Path, work: Path, field_group: str, full_root: Path, repeats: int, threads: int) -> dict:
+    """contimg's flagger and AOFlagger on the field group as read; a bare ducc0 pass; WSClean."""
+    from bench_flag import aoflagger_flags
+
+    from contimg.config import load_config
+    from contimg.flag import flag_group
+    from contimg.imaging.grid import dirty_image
+    from contimg.imaging.prep import rephase_stokes_i
+    from contimg.io.naming import group_files, scan_folder
+    from contimg.io.reader import read_group
+    from contimg.geometry import hadec_to_icrs
+
+    cfg = load_config("dsa110", use_env=False)
+    group = next(g for g in group_files(scan_folder(data), tolerance_s=60) if g.group_id == field_group)
+    chunk = read_group(group, n_subbands=16, on_bad_subband="flag", min_subbands=8, read_threads=4)
+    out = {"shape": list(chunk.vis.shape), "cross_visibilities": int(chunk.vis[:, chunk.cross].size)}
+    nchan = chunk.vis.shape[2]
+
+    def contimg_flag():
+        return flag_group(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
+                          n_antennas=chunk.antenna_enu_m.shape[0], chans_per_subband=nchan // 16, cfg=cfg.flag,
+                          backend="cpu")
+
+    def timed(fn, n):
+        fn()  # warm-up (numba compiles; AOFlagger loads its strategy)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return _stats(times)
+
+    out["flag_contimg_s"] = timed(contimg_flag, repeats)
+    out["flag_aoflagger_s"] = timed(lambda: aoflagger_flags(vis=chunk.vis, cross=chunk.cross, threads=threads),
+                                    max(1, repeats - 1))
+    ic = cfg.image
+    mid = float(np.mean(chunk.time_jd))
+    ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
+    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec)
+    freq = chunk.freq_hz.copy()
+    del chunk
+    cell = np.radians(ic.cell_arcsec / 3600)
+    out["ducc0_vis2dirty_s"] = timed(lambda: dirty_image(uvw_m=uvw, freq_hz=freq, vis=vis, wgt=wgt, npix=ic.npix,
+                                                         cell_rad=cell, epsilon=ic.epsilon, nthreads=threads),
+                                     repeats)
+    out["ducc0_visibilities"] = int(np.count_nonzero(wgt))
+    del uvw, vis, wgt
+    ms = work / "field.ms"
+    shutil.rmtree(ms, ignore_errors=True)
+    out["export_ms"] = _bi._run([*CI, "export-ms", field_group, "--root", str(full_root), "--out", str(ms),
+                                 "--config", "dsa110", "--phasing", "midtime"], work / "export_ms.log")
+    wsdir = work / "wsclean"
+    shutil.rmtree(wsdir, ignore_errors=True)
+    wsdir.mkdir()
+    cmd = ["wsclean", "-name", str(wsdir / "field"), "-size", str(ic.npix), str(ic.npix),
+           "-scale", f"{ic.cell_arcsec}asec", "-weight", ic.weighting, str(ic.robust), "-niter", str(ic.niter),
+           "-gain", str(ic.loop_gain), "-mgain", f"{1 - ic.cycle_fraction:.2f}",
+           "-auto-threshold", str(ic.threshold_sigma), "-pol", "I", "-data-column", "CORRECTED_DATA",
+           "-j", str(threads), "-use-wgridder", "-wgridder-accuracy", str(ic.epsilon), "-no-update-model-required",
+           "-temp-dir", str(wsdir), str(ms)]
+    r = _bi._run(cmd, work / "wsclean.log")
+    r.update(_bi._wsclean_times((work / "wsclean.log").read_text()))
+    out["wsclean"] = r
+    shutil.rmtree(ms, ignore_errors=True)
+    return out
+
+
+def _latency(*, data: Path, work: Path, speed: float) -> dict:
+    root = work / "root-replay"
+    shutil.rmtree(root, ignore_errors=True)
+    r = _bi._run([*CI, "replay", str(data), "--root", str(root), "--config", "quick", "--speed", str(speed)],
+                 work / "replay.log")
+    con = sqlite3.connect(root / "state" / "ingest.sqlite3")
+    con.row_factory = sqlite3.Row
+    queue = {row["group_id"]: dict(row) for row in con.execute("SELECT * FROM ingest_queue")}
+    writes = {row["group_id"]: row["finished_at"] for row in
+              con.execute("SELECT group_id, finished_at FROM performance_metrics WHERE stage = 'write'")}
+    con.close()
+    r["groups"] = {gid: {"state": q["state"], "latency_s": writes[gid] - q["last_file_at"] if gid in writes else None}
+                   for gid, q in queue.items()}
+    r["speed"] = speed
+    return r
+
+
+def _profile_top(path: Path, n: int = 20) -> list[dict]:
+    st = pstats.Stats(str(path))
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in st.stats.items():
+        rows.append({"function": f"{Path(file).name}:{line}({func})" if line else func, "calls": nc,
+                     "own_s": tt, "cumulative_s": ct})
+    total = sum(r["own_s"] for r in rows)
+    rows.sort(key=lambda r: -r["own_s"])
+    for r in rows:
+        r["own_fraction"] = r["own_s"] / total if total else 0.0
+    return rows[:n]
+
+
+def _gpu() -> dict | None:
+    from contimg.backend import gpu_available
+
+    if not gpu_available():
+        return None
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    return {"name": props["name"].decode(), "driver": cupy.cuda.runtime.driverGetVersion(),
+            "runtime": cupy.cuda.runtime.runtimeGetVersion(), "cupy": cupy.__version__,
+            "memory_gib": props["totalGlobalMem"] / 2**30}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data = args.data.resolve()
+    if not list(data.glob("*_sb00.hdf5")):
+        subprocess.run([*CI, "simulate", str(data), "--groups", "2", "--config", "dsa110"], check=True)
+    groups = _groups(data)
+    if len(groups) < 2:
+        raise SystemExit(f"{data}: needs two groups (a calibrator group, then a field group), has {groups}")
+    result = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "machine": _bi._machine(),
+              "versions": _bi._versions(), "gpu": _gpu(), "niced": bool(_bi._nice()),
+              "command": " ".join(["python", "tools/bench.py", *sys.argv[1:]]), "data": str(data),
+              "groups": groups[:2], "group_duration_s": GROUP_S}
+    steps = {}
+    for mode in ("quick", "dsa110"):
+        print(f"chain {mode} ...", flush=True)
+        steps[f"chain_{mode}"] = _chain(data=data, work=work, config=mode)
+    print("peers ...", flush=True)
+    steps["peers"] = _peers(data=data, work=work, field_group=groups[1], full_root=Path(steps["chain_dsa110"]["root"]),
+                            repeats=args.repeats, threads=args.threads)
+    print("replay latency ...", flush=True)
+    steps["latency"] = _latency(data=data, work=work, speed=args.replay_speed)
+    print("profile ...", flush=True)
+    prof = work / "chain.prof"
+    steps["profile_run"] = _chain(data=data, work=work, config="dsa110", profile=prof)
+    steps["profile_top"] = _profile_top(prof)
+    result["steps"] = steps
+    result["summary"] = summarize(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    print(f"wrote {args.out}")
+    write_report(args.out, args.out.with_suffix(".md"))
+    for line in _ratio_lines(result["summary"]):
+        print(line)
+    return 0
+
+
+def summarize(r: dict) -> dict:
+    """The figures the issue asks for, from the steps."""
+    s = r["steps"]
+    field = r["groups"][1]
+    full, quick = s["chain_dsa110"]["groups"][field], s["chain_quick"]["groups"][field]
+    p = s["peers"]
+    ao = p["flag_aoflagger_s"]["median"]
+    ws = p["wsclean"]["wall_s"]
+    out = {
+        "full_processing_s": full["processing_s"], "quick_processing_s": quick["processing_s"],
+        "full_real_time_factor": full["real_time_factor"], "quick_real_time_factor": quick["real_time_factor"],
+        "full_stages_s": full["stages_s"], "quick_stages_s": quick["stages_s"],
+        "aoflagger_plus_wsclean_s": ao + ws,
+        "full_over_peers": full["processing_s"] / (ao + ws),
+        "flag_contimg_over_aoflagger": p["flag_contimg_s"]["median"] / ao,
+        "image_contimg_over_wsclean": full["stages_s"].get("image", float("nan")) / ws,
+        "image_contimg_over_one_ducc0_pass": (full["stages_s"].get("image", float("nan"))
+                                              / p["ducc0_vis2dirty_s"]["median"]) if p.get("ducc0_vis2dirty_s") else None,
+        "peak_rss_gib": {"quick": s["chain_quick"]["peak_rss_gib"], "full": s["chain_dsa110"]["peak_rss_gib"],
+                         "wsclean": p["wsclean"]["peak_rss_gib"]},
+        "latency_s": {g: v["latency_s"] for g, v in s["latency"]["groups"].items()},
+        "targets": {"full_le_half_of_aoflagger_plus_wsclean": full["processing_s"] <= 0.5 * (ao + ws),
+                    "quick_le_60_s": quick["processing_s"] <= 60.0},
+    }
+    return out
+
+
+def _ratio_lines(sm: dict) -> list[str]:
+    return [f"full chain per group {sm['full_processing_s']:.1f} s (real-time factor {sm['full_real_time_factor']:.1f}); "
+            f"AOFlagger + WSClean {sm['aoflagger_plus_wsclean_s']:.1f} s: ratio {sm['full_over_peers']:.2f} "
+            f"(target <= 0.5: {'met' if sm['targets']['full_le_half_of_aoflagger_plus_wsclean'] else 'NOT met'})",
+            f"quick chain per group {sm['quick_processing_s']:.1f} s (real-time factor "
+            f"{sm['quick_real_time_factor']:.1f}; target <= 60 s: {'met' if sm['targets']['quick_le_60_s'] else 'NOT met'})",
+            f"flagging contimg / AOFlagger {sm['flag_contimg_over_aoflagger']:.2f}; imaging contimg / WSClean "
+            f"{sm['image_contimg_over_wsclean']:.2f}"
+            + (f"; imaging / one ducc0 pass {sm['image_contimg_over_one_ducc0_pass']:.1f}"
+               if sm.get("image_contimg_over_one_ducc0_pass") else "")]
+
+
+def write_report(json_path: Path, md_path: Path) -> None:
+    r = json.loads(Path(json_path).read_text())
+    s, sm, m = r["steps"], r["summary"], r["machine"]
+    p = s["peers"]
+
+    def t(x):
+        return f"{x['median']:.2f} | {x['min']:.2f} | {x['max']:.2f}"
+
+    L = ["# The system against its peers (`tools/bench.py`)", "",
+         "Generated by `tools/bench.py` from `bench.json` (no number here is typed by hand).", "",
+         "```bash", r["command"], "python tools/bench.py report docs/benchmarks/bench.json", "```", "",
+         f"{r['date_utc']}; {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; load average at the start "
+         f"{r['loadavg_at_start']}; children {'niced (-20)' if r['niced'] else 'not niced'}. Versions: "
+         + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
+         f"Data: `{r['data']}`, groups {r['groups'][0]} (calibrator transit) and {r['groups'][1]} (field; the "
+         f"figures below are this group's), shape {tuple(p['shape'])}, {p['cross_visibilities'] / 1e6:.1f} M "
+         f"cross-correlation visibilities; a group lasts {r['group_duration_s']:.1f} s.", "",
+         "## Against the targets", ""]
+    L += [f"- {x}" for x in _ratio_lines(sm)]
+    L += ["", "## The chain per group (s; the field group, calibrated from the registry)", "",
+          "| mode | read | flag | calibrate | image | write | total | real-time factor | run's peak RSS (GiB) |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode, key in (("quick", "chain_quick"), ("full (dsa110)", "chain_dsa110")):
+        g = s[key]["groups"][r["groups"][1]]
+        st = g["stages_s"]
+        L += [f"| {mode} | " + " | ".join(f"{st.get(k, float('nan')):.1f}" for k in ("read", "flag", "calibrate",
+                                                                                    "image", "write"))
+              + f" | {g['processing_s']:.1f} | {g['real_time_factor']:.1f} | {s[key]['peak_rss_gib']:.2f} |"]
+    cg = r["groups"][0]
+    L += ["", "The calibrator group (solves its bandpass and time gains, subtracts the bright sources): "
+          + "; ".join(f"{mode} {s[key]['groups'][cg]['processing_s']:.1f} s" for mode, key in
+                      (("quick", "chain_quick"), ("full", "chain_dsa110"))) + ".", "",
+          "## Peers on the same group (s; median | min | max)", "",
+          "| what | median | min | max |", "| --- | ---: | ---: | ---: |",
+          f"| contimg flagger (numba, {len(p['flag_contimg_s']['runs'])} runs) | {t(p['flag_contimg_s'])} |",
+          f"| AOFlagger, generic strategy ({len(p['flag_aoflagger_s']['runs'])} runs) | {t(p['flag_aoflagger_s'])} |"]
+    if p.get("ducc0_vis2dirty_s"):
+        L += [f"| one bare ducc0 `vis2dirty` pass ({p['ducc0_visibilities'] / 1e6:.0f} M Stokes I visibilities) | "
+              f"{t(p['ducc0_vis2dirty_s'])} |"]
+    ws = p["wsclean"]
+    L += [f"| WSClean, same image (one run; inversion {ws.get('inversion_s', float('nan')):.0f} s, prediction "
+          f"{ws.get('prediction_s', float('nan')):.0f} s, deconvolution {ws.get('deconvolution_s', float('nan')):.0f} s) "
+          f"| {ws['wall_s']:.2f} | | |",
+          f"| contimg image stage (full mode) | {sm['full_stages_s'].get('image', float('nan')):.2f} | | |", "",
+          f"Peak RSS: contimg full run {sm['peak_rss_gib']['full']:.2f} GiB (both groups, one process), quick "
+          f"{sm['peak_rss_gib']['quick']:.2f} GiB, WSClean {sm['peak_rss_gib']['wsclean']:.2f} GiB. Device memory: "
+          + ("see the GPU section" if r.get("gpu") else "not measured (no GPU)") + ".", "",
+          "## Latency (replay, quick mode)", "",
+          f"`contimg replay` at {s['latency']['speed']:g}x the real cadence: from the last subband file's arrival to "
+          "the group's FITS files written: "
+          + "; ".join(f"{g} {v['latency_s']:.1f} s" if v["latency_s"] is not None else f"{g} not written"
+                      for g, v in s["latency"]["groups"].items()) + ".", "",
+          "## Where the time goes (full mode, both groups, cProfile)", "",
+          f"Run under cProfile: {s['profile_run']['wall_s']:.1f} s wall (without it "
+          f"{s['chain_dsa110']['wall_s']:.1f} s). Own time per function:", "",
+          "| function | calls | own (s) | share |", "| --- | ---: | ---: | ---: |"]
+    for row in s["profile_top"]:
+        L += [f"| `{row['function']}` | {row['calls']} | {row['own_s']:.2f} | {row['own_fraction']:.1%} |"]
+    L += ["", "## GPU", "",
+          (f"Device {r['gpu']}." if r.get("gpu") else
+           "No GPU on this machine: every GPU row (the chain on the device, gridding rate, device memory, the "
+           "per-kernel profile) is empty, not estimated."), ""]
+    Path(md_path).write_text("\n".join(L))
+    print(f"wrote {md_path}")
+
+
+# ---------------------------------------------------------------------------------------- regress
+
+def regress(sim_dir: Path, *, repeats: int = 3) -> dict:
+    """Per-stage seconds (median of ``repeats`` after a warm-up) of the first group of
+    ``sim_dir`` (small, the ``test`` config) through read, flag, calibrate, image and write, in
+    this process; each repeat into a fresh root."""
+    import tempfile
+
+    from contimg.config import load_config
+    from contimg.io.naming import group_files, scan_folder
+    from contimg.stages import STAGES, GroupWork, run_stage
+
+    cfg = load_config("test", use_env=False, overrides={"qa": {"plots": False},
+                                                        "image": {"npix": 512, "niter": 300}})
+    group = group_files(scan_folder(sim_dir), tolerance_s=60)[0]
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    for k in range(1 + repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = GroupWork(group=group, root=Path(tmp))
+            for stage in STAGES:
+                t0 = time.perf_counter()
+                run_stage(stage, work, cfg)
+                if k:
+                    times[stage].append(time.perf_counter() - t0)
+    med = {s: statistics.median(v) for s, v in times.items()}
+    return {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "group": group.group_id,
+            "repeats": repeats, "stages_s": med, "total_s": sum(med.values()),
+            "machine": {"cores": os.cpu_count(), "platform": platform.platform()}}
+
+
+def regress_table(res: dict, baseline: dict | None) -> list[str]:
+    """Lines: each stage's seconds and its ratio to the baseline's."""
+    lines = [f"regression benchmark (tools/bench.py regress, group {res['group']}, median of {res['repeats']}):"]
+    for stage, v in [*res["stages_s"].items(), ("total", res["total_s"])]:
+        b = None
+        if baseline:
+            b = baseline["total_s"] if stage == "total" else baseline["stages_s"].get(stage)
+        lines.append(f"  {stage:10s} {v:8.3f} s" + (f"   {v / b:5.2f}x the baseline ({b:.3f} s, "
+                                                    f"{baseline['date_utc'][:10]})" if b else ""))
+    return lines
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    import tempfile
+
+    sim = args.sim_dir
+    tmp = None
+    if sim is None:
+        from contimg.config import load_config
+        from contimg.sim import simulate
+
+        tmp = tempfile.TemporaryDirectory()
+        sim = Path(tmp.name)
+        simulate(sim, n_groups=1, cfg=load_config("test", use_env=False).simulate)
+    res = regress(sim, repeats=args.repeats)
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.is_file() else None
+    print("\n".join(regress_table(res, baseline)))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", type=Path, default=Path("/tmp/rs2"), help="two real-size groups (simulated if empty)")
+    r.add_argument("--work", type=Path, default=Path("/tmp/bench"))
+    r.add_argument("--repeats", type=int, default=3)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--replay-speed", type=float, default=5.0)
+    r.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/bench.json")
+    r.set_defaults(func=cmd_run)
+    p = sub.add_parser("report")
+    p.add_argument("json", type=Path)
+    p.set_defaults(func=lambda a: write_report(a.json, a.json.with_suffix(".md")) or 0)
+    g = sub.add_parser("regress")
+    g.add_argument("--sim-dir", type=Path, default=None, help="a simulated folder (default: simulate one small group)")
+    g.add_argument("--repeats", type=int, default=3)
+    g.add_argument("--out", type=Path, default=None)
+    g.set_defaults(func=cmd_regress)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
