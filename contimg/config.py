@@ -122,6 +122,9 @@ class ImageConfig(_Section):
     cell_arcsec: float = Field(3.0, gt=0)
     weighting: Literal["natural", "uniform", "briggs"] = "briggs"
     robust: float = Field(0.0, ge=-2, le=2)
+    taper_arcsec: float = Field(0.0, ge=0, description="Gaussian uv taper: the FWHM (image plane) of the Gaussian it convolves the image with; 0 = none")
+    uv_min_lambda: float = Field(0.0, ge=0, description="visibilities with a shorter uv distance (wavelengths) are not imaged; 0 = no limit")
+    uv_max_lambda: float = Field(0.0, ge=0, description="... nor those with a longer one; 0 = no limit")
     epsilon: float = Field(1e-4, ge=1e-5, le=1e-1, description="gridding accuracy (ducc0)")
     niter: int = Field(1000, ge=0, description="CLEAN components at most")
     loop_gain: float = Field(0.1, gt=0, le=1)

@@ -92,3 +92,36 @@ def test_uniform_weights_flatten_the_gridded_density(small_obs):
     assert np.corrcoef(r_lo.ravel(), w.ravel())[0, 1] > 0.99
     kept = w > 0  # outside the image's uv extent (|u| >= 1 / (2 cell)) nothing is kept
     assert np.array_equal(r_hi > 0, kept) and np.ptp(r_hi[kept]) / r_hi[kept].mean() < 0.1
+
+
+def test_gaussian_taper_and_uv_range():
+    """uv points drawn from a circular Gaussian of width sigma_uv: the natural-weighted PSF is a
+    Gaussian of FWHM theta_0 = sqrt(8 ln 2) / (2 pi sigma_uv); a taper of FWHM theta_t makes it
+    sqrt(theta_0^2 + theta_t^2) (a Gaussian times a Gaussian). A uv range keeps exactly the
+    samples inside it."""
+    from contimg.imaging.grid import psf_image
+    from contimg.imaging.weights import imaging_weights
+
+    rng = np.random.default_rng(4)
+    freq = np.array([C_M_S])  # 1 m wavelength: uv in metres = wavelengths
+    sigma_uv = 300.0
+    n = 40000
+    uvw = np.zeros((n, 3))
+    uvw[:, :2] = rng.normal(0, sigma_uv, (n, 2))
+    wgt = np.ones((n, 1), np.float32)
+    cell, npix = np.radians(10 / 3600), 256
+    theta0 = np.sqrt(8 * np.log(2)) / (2 * np.pi * sigma_uv)
+    theta_t = np.radians(60 / 3600)
+    fwhm = {}
+    for name, taper in (("plain", 0.0), ("tapered", theta_t)):
+        w = imaging_weights(uvw_m=uvw, freq_hz=freq, wgt=wgt, weighting="natural", robust=0.0, npix=npix,
+                            cell_rad=cell, taper_rad=taper)
+        psf = psf_image(uvw_m=uvw, freq_hz=freq, wgt=w, npix=npix, cell_rad=cell, epsilon=1e-6)
+        bmaj, bmin, _ = fit_beam(psf=psf, cell_rad=cell)
+        fwhm[name] = np.sqrt(bmaj * bmin)
+    assert fwhm["plain"] == pytest.approx(theta0, rel=0.02)
+    assert fwhm["tapered"] == pytest.approx(np.hypot(theta0, theta_t), rel=0.02)
+    r = np.hypot(uvw[:, 0], uvw[:, 1])
+    w = imaging_weights(uvw_m=uvw, freq_hz=freq, wgt=wgt, weighting="briggs", robust=0.5, npix=npix, cell_rad=cell,
+                        uv_min_lambda=100.0, uv_max_lambda=500.0)
+    assert np.array_equal(w[:, 0] > 0, (r >= 100.0) & (r <= 500.0))

@@ -91,13 +91,15 @@ class Cleaned:
 
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1) -> Cleaned:
-    """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``),
+    """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
+    ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
     dirty image and PSF (ducc0), Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam
     fitted to the PSF. uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan)
     complex64, wgt (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,)."""
     cell = cell_rad
     wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
-                          npix=npix, cell_rad=cell)
+                          npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
+                          uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda)
     common = dict(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
     dirty = dirty_image(vis=vis, npix=npix, **common)
     psf = psf_image(npix=2 * npix, **common)

@@ -6,6 +6,12 @@ uniform: ``w / W_k``; Briggs: ``w / (1 + W_k f^2)`` with
 ``f^2 = (5 * 10^-R)^2 / (sum_k W_k^2 / sum w)``. For uniform and Briggs weighting a visibility
 outside the image's uv extent (``|u|`` or ``|v|`` >= 1 / (2 cell)) gets weight 0: the pixel
 size cannot represent it.
+
+Then, for any weighting (`uv_taper_and_range`): a Gaussian taper of image-plane FWHM ``theta``
+multiplies each weight by ``exp(-(pi theta)^2 (u^2 + v^2) / (4 ln 2))`` (u, v in wavelengths: the
+Fourier transform of a unit-peak Gaussian of that FWHM, as WSClean's ``-taper-gaussian``), and a
+uv-range cut sets to 0 the weights of samples with ``sqrt(u^2 + v^2)`` outside
+``[uv_min, uv_max]`` wavelengths.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 
 from contimg.geometry import C_M_S
 
-__all__ = ["imaging_weights"]
+__all__ = ["imaging_weights", "uv_taper_and_range"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -65,18 +71,42 @@ def _reweight(iu, iv, wgt, dens, mode, f2):
     return out
 
 
+def uv_taper_and_range(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, taper_rad: float = 0.0,
+                       uv_min_lambda: float = 0.0, uv_max_lambda: float = 0.0) -> np.ndarray:
+    """``wgt`` (nrow, nchan) times the Gaussian taper of image-plane FWHM ``taper_rad`` (0 =
+    none), 0 outside ``[uv_min_lambda, uv_max_lambda]`` (0 = no limit); float32, a new array
+    when anything applies, else ``wgt`` itself."""
+    if taper_rad <= 0 and uv_min_lambda <= 0 and uv_max_lambda <= 0:
+        return wgt
+    uv2 = (uvw_m[:, 0] ** 2 + uvw_m[:, 1] ** 2)[:, None] * (np.asarray(freq_hz, float)[None, :] / C_M_S) ** 2
+    out = wgt.astype(np.float64)
+    if taper_rad > 0:
+        out *= np.exp(-((np.pi * taper_rad) ** 2) * uv2 / (4.0 * np.log(2.0)))
+    if uv_min_lambda > 0:
+        out[uv2 < uv_min_lambda**2] = 0.0
+    if uv_max_lambda > 0:
+        out[uv2 > uv_max_lambda**2] = 0.0
+    return out.astype(np.float32)
+
+
 def imaging_weights(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, weighting: str, robust: float,
-                    npix: int, cell_rad: float) -> np.ndarray:
-    """Weights (nrow, nchan) float32 for ``weighting`` in {natural, uniform, briggs}.
+                    npix: int, cell_rad: float, taper_rad: float = 0.0, uv_min_lambda: float = 0.0,
+                    uv_max_lambda: float = 0.0) -> np.ndarray:
+    """Weights (nrow, nchan) float32 for ``weighting`` in {natural, uniform, briggs}, then the
+    taper and uv-range cut (`uv_taper_and_range`; the cut samples also leave the density).
 
     uvw_m: (nrow, 3) float64; wgt: (nrow, nchan) float32 natural weights (0 = flagged).
     """
+    if uv_min_lambda > 0 or uv_max_lambda > 0:  # cut first: the density counts only what is imaged
+        wgt = uv_taper_and_range(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, uv_min_lambda=uv_min_lambda,
+                                 uv_max_lambda=uv_max_lambda)
+    taper = dict(uvw_m=uvw_m, freq_hz=freq_hz, taper_rad=taper_rad)
     if weighting == "natural":
-        return wgt
+        return uv_taper_and_range(wgt=wgt, **taper)
     du = 1.0 / (npix * cell_rad)
     iu, iv = _cells(uvw_m, freq_hz, wgt, du, npix, 1.0 / C_M_S)
     dens = _density(iu, iv, wgt, npix)
     if weighting == "uniform":
-        return _reweight(iu, iv, wgt, dens, 1, 0.0).astype(np.float32)
+        return uv_taper_and_range(wgt=_reweight(iu, iv, wgt, dens, 1, 0.0).astype(np.float32), **taper)
     f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (np.sum(dens**2) / max(2.0 * float(np.sum(wgt)), 1e-30))
-    return _reweight(iu, iv, wgt, dens, 2, f2).astype(np.float32)
+    return uv_taper_and_range(wgt=_reweight(iu, iv, wgt, dens, 2, f2).astype(np.float32), **taper)
