@@ -75,12 +75,18 @@ def _cmd_run_file(args, cfg) -> int:
               f"{cal['flux_standard'] or 'the calibrator list'}, refant {cal['refant']}")
         for name, f in cal["transferred_fluxes"].items():
             print(f"  {name}: {f['flux_jy']:.4f} +/- {f['flux_err_jy']:.4f} Jy (transferred, {f['n']} ratios)")
+    for problem in (cal or {}).get("problems", []):
+        print(f"  problem: {problem}")
+    failed = [name for name, f in s["fields"].items() if "error" in f]
     for name, f in s["fields"].items():
+        if "error" in f:
+            print(f"  field {name}: NOT imaged: {f['error']}")
+            continue
         print(f"  field {name}{' (calibrator ' + f['calibrator'] + ')' if f['calibrator'] else ''}: "
               f"peak {f['peak_jy']:.4g} Jy/beam, noise {f['noise_jy']:.3g} Jy/beam, beam "
               f"{f['beam_arcsec'][0]:.1f}\" x {f['beam_arcsec'][1]:.1f}\"")
     print(f"products: {Path(args.root) / 'products' / Path(s['input']).name}")
-    return 0
+    return 2 if failed else 0  # as for a folder: 2 = something failed, the rest is done
 
 
 def _cmd_run(args) -> int:

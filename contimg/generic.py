@@ -235,6 +235,7 @@ class CalResult:
     bandpass: dict  # contimg.fluxscale.solve_bandpass's
     solutions: list[dict]  # per calibrator scan: scan, field, time_jd, gains (nant, 2), flags, snr
     fluxes: dict[str, dict]  # per secondary calibrator field: transferred flux, error, n
+    problems: list[str] = field(default_factory=list)  # what could not be done, and why
 
 
 def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
@@ -282,16 +283,22 @@ def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
             sol = _on_antennas(sol, bandpass["antenna_numbers"])
         sols.append({"scan": s, "field": k, "time_jd": float(g["time_jd"].mean()), "gains": sol["gains"],
                      "flags": sol["flags"], "snr": sol["snr"]})
-    fluxes = {}
+    fluxes, problems = {}, []
     if standard is not None:
         ref = [x for x in sols if x["field"] == standard]
         for k in cal_fields:
             if k == standard:
                 continue
             tran = [x for x in sols if x["field"] == k]
-            ft = flux_transfer(ref_amp=np.abs([x["gains"] for x in ref]), ref_flags=np.array([x["flags"] for x in ref]),
-                               tran_amp=np.abs([x["gains"] for x in tran]),
-                               tran_flags=np.array([x["flags"] for x in tran]))
+            try:
+                ft = flux_transfer(ref_amp=np.abs([x["gains"] for x in ref]),
+                                   ref_flags=np.array([x["flags"] for x in ref]),
+                                   tran_amp=np.abs([x["gains"] for x in tran]),
+                                   tran_flags=np.array([x["flags"] for x in tran]))
+            except ValueError as exc:  # its 1 Jy gains carry an unknown sqrt(S): not used anywhere
+                problems.append(f"{obs.path}: {obs.fields[k].name}: no flux transfer ({exc}); its gains are not used")
+                sols = [x for x in sols if x["field"] != k]
+                continue
             fluxes[obs.fields[k].name] = {"calibrator": cal_fields[k].calibrator, "flux_jy": ft.flux_jy,
                                           "flux_err_jy": ft.flux_err_jy, "n": ft.n,
                                           "freq_hz": float(np.mean(freq[lo:lo + keep]))}
@@ -300,7 +307,7 @@ def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
     _apply(obs, bandpass=bandpass, sols=sols, scans=scans, scan_field=scan_field, cal_fields=cal_fields,
            standard=standard)
     return CalResult(refant, obs.fields[standard].name if standard is not None else "", obs.fields[bp_field].name,
-                     bandpass, sols, fluxes)
+                     bandpass, sols, fluxes, problems)
 
 
 def _on_antennas(sol: dict, numbers: np.ndarray) -> dict:
@@ -415,7 +422,9 @@ def _safe(name: str) -> str:
 
 def run_observation(path: Path, *, root: Path, cfg: Config, nthreads: int = 1) -> dict:
     """Read, flag, calibrate and image the file at ``path``; FITS images per field and a
-    ``summary.json`` into ``<root>/products/<file stem>/``. Returns the summary."""
+    ``summary.json`` into ``<root>/products/<file name>/``. Returns the summary. A field that
+    cannot be imaged gets an ``error`` entry (the others are imaged); a secondary calibrator
+    whose flux cannot be transferred is left out with the reason in ``calibration.problems``."""
     t0 = time.perf_counter()
     timings = {}
     obs = read_observation(path, max_scan_gap_s=cfg.generic.max_scan_gap_s)
@@ -436,7 +445,12 @@ def run_observation(path: Path, *, root: Path, cfg: Config, nthreads: int = 1) -
         if not (obs.field_id == k).any():
             continue
         t0 = time.perf_counter()
-        imgs = image_field(obs, k, cfg, nthreads=nthreads)
+        try:
+            imgs = image_field(obs, k, cfg, nthreads=nthreads)
+        except GenericInputError as exc:  # this field is lost, the others are still imaged
+            log.error("%s", exc)
+            fields[f.name] = {"calibrator": f.calibrator, "error": str(exc)}
+            continue
         timings[f"image {f.name}"] = time.perf_counter() - t0
         files = {}
         for kind in cfg.image.products:
@@ -463,7 +477,8 @@ def run_observation(path: Path, *, root: Path, cfg: Config, nthreads: int = 1) -
                "flagged_fraction": float(obs.flags.mean()),
                "calibration": None if cal is None else {
                    "refant": cal.refant, "flux_standard": cal.flux_standard, "bandpass_field": cal.bandpass_field,
-                   "transferred_fluxes": cal.fluxes, "scan_solutions": len(cal.solutions)},
+                   "transferred_fluxes": cal.fluxes, "scan_solutions": len(cal.solutions),
+                   "problems": cal.problems},
                "fields": fields, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     return summary

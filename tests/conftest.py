@@ -55,6 +55,26 @@ def pipeline_run(tmp_path_factory, sim_dir, test_config):
     return results, code, root
 
 
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory):
+    """(base, group id, config) of one small group without RFI (6 integrations), processed with
+    the simulated sky as catalogue: solved on its transiting calibrator, applied, imaged.
+    The interop and calibration-table tests export it."""
+    from contimg.config import load_config
+    from contimg.pipeline import run_batch
+    from contimg.sim import simulate
+
+    base = tmp_path_factory.mktemp("processed")
+    cfg = load_config("test", use_env=False, overrides={
+        "simulate": {"n_times": 6, "rfi": False},
+        "image": {"npix": 512, "cell_arcsec": 10.0, "niter": 300, "products": ["restored"]},
+        "sky": {"catalogue": str(base / "in" / "catalogue.csv")}})
+    simulate(base / "in", n_groups=1, cfg=cfg.simulate)
+    results, code = run_batch(base / "in", root=base / "root", cfg=cfg)
+    assert code == 0
+    return base, results[0].group_id, cfg
+
+
 @pytest.fixture
 def copy_group(tmp_path, sim_dir):
     """Copy the first simulated group's 16 files into a fresh folder; returns (folder, files)."""

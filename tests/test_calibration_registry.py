@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from contimg.calibrate import GainSolution
+from contimg.config import load_config
 from contimg.calregistry import (CalRegistry, interpolate_gains, registration_row, select_solutions, solution_for,
                                  staleness_level)
 from contimg.store import load_solution, load_time_gains, read_zarr, save_solution
@@ -295,7 +296,8 @@ def test_second_group_applies_the_registered_solution(pipeline_run):
     gains_row = next(r for r in rows if r["cal_type"] == "gains")
     assert row["mid_mjd"] == pytest.approx(ms[cal_gid]["mid_mjd"], abs=1e-9)
     assert row["valid_end_mjd"] - row["mid_mjd"] == pytest.approx(1.0) == row["mid_mjd"] - row["valid_start_mjd"]
-    assert gains_row["valid_end_mjd"] - gains_row["mid_mjd"] == pytest.approx(1 / 24)
+    assert gains_row["valid_end_mjd"] - gains_row["mid_mjd"] == pytest.approx(
+        load_config("test", use_env=False).calibrate.gain_validity_hours / 24)
     assert row["calibrator"] == ms[cal_gid]["calibrator"] == ms[other_gid]["calibrator"] != ""
     assert ms[other_gid]["cal_applied"] == 1
     # the field group gets the bandpass times the time gain of the set's interval nearest it (the last)

@@ -33,7 +33,7 @@ def truth_run(tmp_path_factory):
     results, code = run_batch(base / "in", root=base / "root", cfg=cfg)
     assert code == 0, [r.error for r in results]
     assert [g.has_calibrator for g in groups] == [True, False]
-    return {"sim": base / "in", "root": base / "root", "groups": groups}
+    return {"sim": base / "in", "root": base / "root", "groups": groups, "cfg": cfg}
 
 
 def _truth(sim: Path, gid: str):
@@ -78,8 +78,8 @@ def test_gains_within_1pc_and_1deg_of_the_truth(truth_run):
 
 
 def test_time_gains_registered_and_folded_into_the_next_group(truth_run):
-    """The calibrator group registers a bandpass (24 h) and a time-gains table (1 h) of one
-    set; the field group, without a calibrator, gets that bandpass with the set's last time
+    """The calibrator group registers a bandpass and a time-gains table of one set, each with
+    its configured validity; the field group, without a calibrator, gets that bandpass with the set's last time
     gain folded in."""
     from contimg.calregistry import CalRegistry
 
@@ -88,8 +88,9 @@ def test_time_gains_registered_and_folded_into_the_next_group(truth_run):
     rows = {r["cal_type"]: r for r in reg.rows() if r["set_name"] == cal_gid}
     reg.close()
     assert set(rows) == {"bandpass", "gains"} and all(r["status"] == "active" for r in rows.values())
-    assert rows["bandpass"]["valid_end_mjd"] - rows["bandpass"]["mid_mjd"] == pytest.approx(1.0)
-    assert rows["gains"]["valid_end_mjd"] - rows["gains"]["mid_mjd"] == pytest.approx(1 / 24)
+    cc = truth_run["cfg"].calibrate
+    assert rows["bandpass"]["valid_end_mjd"] - rows["bandpass"]["mid_mjd"] == pytest.approx(cc.bandpass_validity_hours / 24)
+    assert rows["gains"]["valid_end_mjd"] - rows["gains"]["mid_mjd"] == pytest.approx(cc.gain_validity_hours / 24)
     _, attrs = read_zarr(truth_run["root"] / "products" / field_gid / "cal.zarr")
     assert attrs["solutions"] == [{"set_name": cal_gid, "weight": 1.0, "time_gains": True}]
 

@@ -128,23 +128,6 @@ def test_uvcal_reads_back_equal(solution, tmp_path, suffix):
 # on a processed group
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory):
-    """One small group without RFI, processed (solved on its transiting calibrator, applied)."""
-    from contimg.pipeline import run_batch
-    from contimg.sim import simulate
-
-    base = tmp_path_factory.mktemp("caltable")
-    cfg = load_config("test", use_env=False, overrides={
-        "simulate": {"n_times": 4, "rfi": False},
-        "image": {"npix": 256, "cell_arcsec": 20.0, "niter": 50, "products": ["restored"]},
-        "sky": {"catalogue": str(base / "in" / "catalogue.csv")}})
-    simulate(base / "in", n_groups=1, cfg=cfg.simulate)
-    results, code = run_batch(base / "in", root=base / "root", cfg=cfg)
-    assert code == 0
-    return base, results[0].group_id, cfg
-
-
 def _uvcalibrate(uv, cal, **kw):
     from pyuvdata.utils import uvcalibrate
 

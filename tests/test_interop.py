@@ -22,23 +22,6 @@ MS_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA", "FLAG", "WEIGHT", "WEIGHT_
               "ANTENNA1", "ANTENNA2", "FIELD_ID")
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory):
-    """One small group without RFI, processed with the simulated sky as catalogue."""
-    from contimg.pipeline import run_batch
-    from contimg.sim import simulate
-
-    base = tmp_path_factory.mktemp("interop")
-    cfg = load_config("test", use_env=False, overrides={
-        "simulate": {"n_times": 6, "rfi": False},
-        "image": {"npix": 512, "cell_arcsec": 10.0, "niter": 300, "products": ["restored"]},
-        "sky": {"catalogue": str(base / "in" / "catalogue.csv")}})
-    simulate(base / "in", n_groups=1, cfg=cfg.simulate)
-    results, code = run_batch(base / "in", root=base / "root", cfg=cfg)
-    assert code == 0
-    return base, results[0].group_id, cfg
-
-
 def test_ms_has_what_casa_needs_and_reads_back(processed, tmp_path):
     from casacore import tables
     from pyuvdata import UVData
@@ -211,3 +194,27 @@ def test_generic_run_refuses_bad_input(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     assert main(["run", str(tmp_path / "notes.txt"), "--root", str(tmp_path / "r")]) == 1
     assert "not a UVH5, UVFITS or Measurement Set" in capsys.readouterr().err
+
+
+def test_generic_run_keeps_going_when_a_field_cannot_be_imaged(processed, tmp_path, capsys):
+    """A file whose every sample is flagged: calibrated on nothing, its field cannot be imaged.
+    The run does not crash: exit 2, the field's error (naming the file) in summary.json and on
+    the console."""
+    import json
+
+    from pyuvdata import UVData
+
+    from contimg.cli import main
+    from contimg.interop.ms import export_ms
+
+    base, gid, cfg = processed
+    uv = UVData.from_file(str(export_ms(gid, root=base / "root", out=tmp_path / "g.ms", cfg=cfg)), file_type="ms")
+    uv.flag_array[:] = True
+    path = tmp_path / "flagged.uvh5"
+    uv.write_uvh5(str(path))
+    root = tmp_path / "generic"
+    assert main(["run", str(path), "--root", str(root), "--config", "test"]) == 2
+    summary = json.loads((root / "products" / path.name / "summary.json").read_text())
+    (field,) = summary["fields"].values()
+    assert str(path) in field["error"] and "no unflagged data" in field["error"]
+    assert "NOT imaged" in capsys.readouterr().out
