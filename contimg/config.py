@@ -125,13 +125,14 @@ class ImageConfig(_Section):
     taper_arcsec: float = Field(0.0, ge=0, description="Gaussian uv taper: the FWHM (image plane) of the Gaussian it convolves the image with; 0 = none")
     uv_min_lambda: float = Field(0.0, ge=0, description="visibilities with a shorter uv distance (wavelengths) are not imaged; 0 = no limit")
     uv_max_lambda: float = Field(0.0, ge=0, description="... nor those with a longer one; 0 = no limit")
-    epsilon: float = Field(1e-4, ge=1e-5, le=1e-1, description="gridding accuracy (ducc0)")
+    epsilon: float = Field(1e-4, ge=1e-5, le=1e-1, description="gridding accuracy: relative error of the dirty image and the predicted visibilities (ducc0 on the CPU, contimg's w-stacking gridder on the GPU)")
+    backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu: contimg's CUDA w-stacking gridder and Högbom kernel; cpu: ducc0 and numba; auto: gpu when a CUDA device is usable and the device imager passed its self-check against the CPU twins (else cpu, with an error in the log)")
     niter: int = Field(1000, ge=0, description="CLEAN components at most")
     loop_gain: float = Field(0.1, gt=0, le=1)
     threshold_sigma: float = Field(3.0, ge=0, description="CLEAN stops at this many robust RMS of the residual")
     cycle_fraction: float = Field(0.15, gt=0, lt=1, description="a minor cycle stops at this fraction of its starting peak")
     max_major_cycles: int = Field(12, ge=1)
-    pb_cutoff: float = Field(0.1, gt=0, lt=1, description="pbcor is NaN where the averaged beam is below this")
+    pb_cutoff: float = Field(0.2, gt=0, lt=1, description="pbcor is NaN where the averaged beam is below this (CASA's pblimit)")
     products: list[Literal["dirty", "psf", "residual", "model", "restored", "pbcor"]] = Field(
         default_factory=lambda: ["dirty", "residual", "restored", "pbcor"]
     )

@@ -11,11 +11,15 @@ cycles got wrong is measured against the data, not the approximation.
 
 Thresholds are ``threshold_sigma`` times the residual's robust RMS (1.4826 MAD), re-measured at
 every major cycle.
+
+Array code against ``xp``: with cupy the images stay on the device and the minor cycle runs as
+one CUDA block (``kernels/hogbom.cu``, `_minor`'s twin) with its peak search a block reduction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import numba
 import numpy as np
@@ -45,50 +49,71 @@ def _minor(ys, xs, vals, psf, model, gain, stop, n_iter):
     return done
 
 
-def minor_cycle(*, residual: np.ndarray, psf: np.ndarray, model: np.ndarray, gain: float, stop_jy: float,
-                niter: int, max_active: int = 200_000) -> int:
-    """Högbom on the active set of ``residual`` (ny, nx); adds components to ``model`` in place.
+HOGBOM_THREADS = 1024
 
-    psf: (2 ny, 2 nx), peak 1 at (ny, nx). Returns the number of components.
+
+def _minor_device(ys, xs, vals, psf, model, gain: float, stop: float, niter: int) -> int:
+    """`_minor` on the device: kernels/hogbom.cu in one block of HOGBOM_THREADS (cupy arrays)."""
+    import cupy
+
+    from contimg.cuda import raw_module
+
+    kern = raw_module("hogbom.cu", (("THREADS", HOGBOM_THREADS),)).get_function("hogbom")
+    done = cupy.zeros(1, cupy.int32)
+    kern((1,), (HOGBOM_THREADS,), (ys, xs, vals, np.int32(vals.size), psf, np.int32(psf.shape[0]),
+                                   np.int32(psf.shape[1]), model, np.int32(model.shape[1]), np.float64(gain),
+                                   np.float64(stop), np.int32(niter), done))
+    return int(done.get()[0])
+
+
+def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int, max_active: int = 200_000,
+                xp: ModuleType = np) -> int:
+    """Högbom on the active set of ``residual`` (ny, nx); adds components to ``model`` (ny, nx)
+    float64 in place. Arrays of ``xp``; with cupy the iterations run in `_minor_device`.
+
+    psf: (2 ny, 2 nx) float64, peak 1 at (ny, nx). Returns the number of components.
     """
     if psf.shape != (2 * residual.shape[0], 2 * residual.shape[1]):
         raise ValueError(f"psf shape {psf.shape} must be twice the image shape {residual.shape}")
-    amp = np.abs(residual)
+    amp = xp.abs(residual)
     level = stop_jy
-    if np.count_nonzero(amp > level) > max_active:
-        level = float(np.partition(amp.ravel(), -max_active)[-max_active])
-    ys, xs = np.nonzero(amp > level)
-    vals = residual[ys, xs].astype(np.float64)
-    return _minor(ys.astype(np.int64), xs.astype(np.int64), vals, np.asarray(psf, np.float64), model, gain,
-                  max(stop_jy, level), niter)
+    if int(xp.count_nonzero(amp > level)) > max_active:
+        level = float(xp.partition(amp.ravel(), -max_active)[-max_active])
+    ys, xs = xp.nonzero(amp > level)
+    ys, xs = ys.astype(xp.int64), xs.astype(xp.int64)
+    vals = residual[ys, xs].astype(xp.float64)
+    psf = xp.ascontiguousarray(psf, dtype=xp.float64)
+    minor = _minor if xp is np else _minor_device
+    return minor(ys, xs, vals, psf, model, gain, max(stop_jy, level), niter)
 
 
-def _robust_rms(img: np.ndarray) -> float:
-    return 1.4826 * float(np.median(np.abs(img - np.median(img))))
+def _robust_rms(img, xp: ModuleType = np) -> float:
+    return 1.4826 * float(xp.median(xp.abs(img - xp.median(img))))
 
 
-def cotton_schwab(*, dirty: np.ndarray, psf: np.ndarray, residual_image: Callable[[np.ndarray], np.ndarray],
-                  niter: int, gain: float, threshold_sigma: float, cycle_fraction: float = 0.15,
-                  max_major: int = 12) -> tuple[np.ndarray, np.ndarray, int, float, int]:
+def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: float, threshold_sigma: float,
+                  cycle_fraction: float = 0.15, max_major: int = 12, xp: ModuleType = np):
     """Deconvolve.
 
     dirty: (ny, nx) Jy/beam; psf: (2 ny, 2 nx); ``residual_image(model)`` returns the image of
-    the data minus the model's visibilities (Jy/beam), model in Jy/pixel.
-    Returns (model, residual, components, final threshold Jy, major cycles).
+    the data minus the model's visibilities (Jy/beam), model in Jy/pixel. Arrays of ``xp``.
+    Returns (model float32, residual float32, components, final threshold Jy, major cycles).
     """
-    model = np.zeros(dirty.shape, np.float64)
-    residual = np.asarray(dirty, np.float64)
+    model = xp.zeros(dirty.shape, xp.float64)
+    residual = xp.asarray(dirty, xp.float64)
+    psf = xp.asarray(psf, xp.float64)
     total, majors, threshold = 0, 0, 0.0
     while total < niter and majors < max_major:
-        threshold = threshold_sigma * _robust_rms(residual)
-        peak = float(np.max(np.abs(residual)))
+        threshold = threshold_sigma * _robust_rms(residual, xp)
+        peak = float(xp.max(xp.abs(residual)))
         if peak <= threshold:
             break
         stop = max(threshold, cycle_fraction * peak)
-        done = minor_cycle(residual=residual, psf=psf, model=model, gain=gain, stop_jy=stop, niter=niter - total)
+        done = minor_cycle(residual=residual, psf=psf, model=model, gain=gain, stop_jy=stop, niter=niter - total,
+                           xp=xp)
         total += done
         majors += 1
-        residual = np.asarray(residual_image(model.astype(np.float32)), np.float64)
+        residual = xp.asarray(residual_image(model.astype(xp.float32)), xp.float64)
         if done == 0:
             break
-    return model.astype(np.float32), residual.astype(np.float32), total, threshold, majors
+    return model.astype(xp.float32), residual.astype(xp.float32), total, threshold, majors

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import ducc0.wgridder.experimental as wg
 
-__all__ = ["dirty_image", "psf_image", "predict_from_image"]
+__all__ = ["dirty_image", "psf_image", "predict_from_image", "Ducc0Gridder"]
 
 _FLIPS = dict(flip_u=False, flip_v=True, flip_w=False)
 
@@ -53,3 +53,38 @@ def predict_from_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, model: np.ndar
     return wg.dirty2vis(uvw=uvw_m, freq=freq_hz, dirty=np.ascontiguousarray(model.T, np.float32),
                         pixsize_x=cell_rad, pixsize_y=cell_rad, epsilon=epsilon, do_wgridding=True,
                         divide_by_n=False, nthreads=nthreads, vis=out, **_FLIPS)
+
+
+class Ducc0Gridder:
+    """One visibility set's imaging operators on the CPU (ducc0): the dirty image, the PSF and
+    the residual image of a model, images (npix, npix) float32 FITS order in Jy/beam.
+
+    `contimg.imaging.wgrid_gpu.DeviceGridder` is its twin on the device; `clean_image` takes
+    either. uvw_m (nrow, 3), freq_hz (nchan,), vis (nrow, nchan) complex64, wgt (nrow, nchan)
+    float32 imaging weights (0 = left out)."""
+
+    xp = np
+
+    def __init__(self, *, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float, nthreads: int = 1):
+        self.vis = vis
+        self.npix = npix
+        self._common = dict(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, cell_rad=cell_rad, epsilon=epsilon,
+                            nthreads=nthreads)
+        self._scratch: np.ndarray | None = None  # model, then residual, visibilities: one buffer for every major cycle
+
+    def dirty_image(self) -> np.ndarray:
+        return dirty_image(vis=self.vis, npix=self.npix, **self._common)
+
+    def psf_image(self) -> np.ndarray:
+        """(2 npix, 2 npix), peak 1 in the centre."""
+        return psf_image(npix=2 * self.npix, **self._common)
+
+    def residual_image(self, model: np.ndarray) -> np.ndarray:
+        """The image of vis minus the visibilities of ``model`` (npix, npix) Jy/pixel."""
+        c = self._common
+        if self._scratch is None:
+            self._scratch = np.empty_like(self.vis)
+        predict_from_image(uvw_m=c["uvw_m"], freq_hz=c["freq_hz"], model=model, cell_rad=c["cell_rad"],
+                           epsilon=c["epsilon"], nthreads=c["nthreads"], out=self._scratch)
+        np.subtract(self.vis, self._scratch, out=self._scratch)
+        return dirty_image(vis=self._scratch, npix=self.npix, **c)

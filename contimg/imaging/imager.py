@@ -10,8 +10,9 @@ import numpy as np
 from contimg.chunk import VisChunk
 from contimg.config import ImageConfig
 from contimg.geometry import hadec_to_icrs
+from contimg.backend import to_host
 from contimg.imaging.clean import cotton_schwab
-from contimg.imaging.grid import dirty_image, predict_from_image, psf_image
+from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import rephase_stokes_i
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
@@ -20,7 +21,7 @@ from contimg.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images"]
+__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images", "make_gridder", "imaging_backend"]
 
 
 @dataclass
@@ -89,34 +90,74 @@ class Cleaned:
     major_cycles: int
 
 
+def imaging_backend(requested: str) -> str:
+    """"cpu" or "gpu" for ``image.backend`` ("auto", "cpu", "gpu"; also "twin": the GPU
+    algorithm on numpy, for tests). "auto" is "gpu" only when a device is usable and the device
+    imager has passed its self-check against the CPU twins in this process
+    (`contimg.imaging.wgrid_gpu.device_selfcheck`); "gpu" raises when either is missing."""
+    from contimg.backend import gpu_available
+
+    if requested in ("cpu", "twin"):
+        return requested
+    if requested not in ("auto", "gpu"):
+        raise ValueError(f"unknown image.backend {requested!r} (auto, cpu or gpu)")
+    if not gpu_available():
+        if requested == "gpu":
+            raise RuntimeError("image.backend = 'gpu', but cupy finds no CUDA device")
+        return "cpu"
+    from contimg.imaging.wgrid_gpu import device_selfcheck
+
+    problem = device_selfcheck()
+    if problem is None:
+        return "gpu"
+    if requested == "gpu":
+        raise RuntimeError(f"image.backend = 'gpu', but the device imager failed its self-check: {problem}")
+    log.error("device imager failed its self-check, imaging on the CPU: %s", problem)
+    return "cpu"
+
+
+def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float,
+                 nthreads: int = 1):
+    """The imaging operators for ``backend`` (see `imaging_backend`): ducc0 on the CPU, contimg's
+    w-stacking gridder on the device (cupy) or, for "twin", on numpy."""
+    kind = imaging_backend(backend)
+    if kind == "cpu":
+        return Ducc0Gridder(uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix, cell_rad=cell_rad,
+                            epsilon=epsilon, nthreads=nthreads)
+    from contimg.imaging.wgrid import WGridder
+
+    if kind == "twin":
+        xp = np
+    else:
+        import cupy as xp
+    return WGridder(uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix, cell_rad=cell_rad, epsilon=epsilon,
+                    xp=xp)
+
+
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
-                cell_rad: float, cfg: ImageConfig, nthreads: int = 1) -> Cleaned:
+                cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
-    dirty image and PSF (ducc0), Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam
-    fitted to the PSF. uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan)
-    complex64, wgt (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,)."""
+    dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
+    Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam fitted to the PSF.
+    uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan) complex64, wgt
+    (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,). ``backend``:
+    ``cfg.backend`` unless given. Images come back on the host."""
     cell = cell_rad
     wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
                           uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda)
-    common = dict(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
-    dirty = dirty_image(vis=vis, npix=npix, **common)
-    psf = psf_image(npix=2 * npix, **common)
+    gridder = make_gridder(backend=backend or cfg.backend, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
+                           cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
+    dirty = gridder.dirty_image()
+    psf = gridder.psf_image()
     n = npix
-    beam = fit_beam(psf=psf[n // 2:n // 2 + n, n // 2:n // 2 + n], cell_rad=cell)
-
-    scratch = np.empty_like(vis)  # model, then residual, visibilities: one buffer for every major cycle
-
-    def residual_image(model_img: np.ndarray) -> np.ndarray:
-        predict_from_image(uvw_m=uvw_m, freq_hz=freq_hz, model=model_img, cell_rad=cell, epsilon=cfg.epsilon,
-                           nthreads=nthreads, out=scratch)
-        np.subtract(vis, scratch, out=scratch)
-        return dirty_image(vis=scratch, npix=n, **common)
-
+    beam = fit_beam(psf=to_host(psf[n // 2:n // 2 + n, n // 2:n // 2 + n]), cell_rad=cell)
     model, residual, iters, thresh, majors = cotton_schwab(
-        dirty=dirty, psf=psf, residual_image=residual_image, niter=cfg.niter, gain=cfg.loop_gain,
-        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles)
+        dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
+        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles,
+        xp=gridder.xp)
+    dirty, psf, model, residual = (to_host(a) for a in (dirty, psf, model, residual))
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
                        cell_rad=cell)
     return Cleaned(dirty, psf, model, residual, restored, beam, wgt, iters, thresh, majors)
