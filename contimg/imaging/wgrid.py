@@ -133,7 +133,7 @@ class Prepared:
     coordinate itself (up to ngrid/2) would lose a few 1e-4 cells. The kernel weights are
     ``phi((f + i) / (W/2))``, i = 0 … W-1."""
 
-    index: object  # (nvis,) int64 flat index into (nrow, nchan)
+    index: object  # (nvis,) int32 (int64 beyond 2^31) flat index into (nrow, nchan)
     iu: object
     fu: object
     iv: object
@@ -141,7 +141,7 @@ class Prepared:
     iw: object  # first w plane
     fw: object
     conj: object  # (nvis,) bool: the row was mirrored (w < 0)
-    shift_phase: object  # (nvis,) complex128 exp(+2 pi i w s) (after mirroring)
+    shift_phase: object  # (nvis,) complex64 exp(+2 pi i w s) (after mirroring)
 
 
 def _split(x, support: int, xp: ModuleType):
@@ -166,10 +166,11 @@ def prepare_visibilities(*, plan: GridPlan, uvw_m, freq_hz, select=None, xp: Mod
     uvw = xp.asarray(uvw_m, dtype=xp.float64)
     k = xp.asarray(freq_hz, dtype=xp.float64) / C_M_S
     nrow, nchan = uvw.shape[0], k.size
+    itype = xp.int32 if nrow * nchan < 2**31 else xp.int64
     if select is None:
-        index = xp.arange(nrow * nchan, dtype=xp.int64)
+        index = xp.arange(nrow * nchan, dtype=itype)
     else:
-        index = xp.flatnonzero(xp.asarray(select).ravel()).astype(xp.int64)
+        index = xp.flatnonzero(xp.asarray(select).ravel()).astype(itype)
     row, chan = index // nchan, index % nchan
     sign = xp.where(uvw[:, 2] < 0, -1.0, 1.0)
     scale = sign[row] * k[chan]
@@ -183,7 +184,7 @@ def prepare_visibilities(*, plan: GridPlan, uvw_m, freq_hz, select=None, xp: Mod
     if iw.size and (int(xp.min(iw)) < 0 or int(xp.max(iw)) + plan.support > plan.nplanes):
         raise ValueError("gridder: w outside the planned range (plan_grid with this data's w_range)")
     return Prepared(index=index, iu=iu, fu=fu, iv=iv, fv=fv, iw=iw, fw=fw, conj=sign[row] < 0,
-                    shift_phase=xp.exp(2j * np.pi * w * plan.nm1_shift))
+                    shift_phase=xp.exp(2j * np.pi * w * plan.nm1_shift).astype(xp.complex64))
 
 
 @functools.lru_cache(maxsize=4)
@@ -256,8 +257,9 @@ def vis2dirty(*, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: 
 
 def dirty2vis(*, uvw_m, freq_hz, image, cell_rad: float, epsilon: float, xp: ModuleType = np,
               plan: GridPlan | None = None, prep: Prepared | None = None):
-    """Visibilities (nrow, nchan) complex128 (xp) of a sky image (npix, npix) FITS order,
-    Jy/pixel: ``sum I exp(+2 pi i (u l + v m + w (n-1)))`` — the adjoint of `vis2dirty`."""
+    """Visibilities (nrow, nchan) of a sky image (npix, npix) FITS order, Jy/pixel:
+    ``sum I exp(+2 pi i (u l + v m + w (n-1)))`` — the adjoint of `vis2dirty`. complex128 on
+    numpy, complex64 on the device (memory: a real-size group is 84 M visibilities)."""
     image = xp.asarray(image, dtype=xp.float64)
     npix = image.shape[0]
     nrow, nchan = uvw_m.shape[0], len(freq_hz)
@@ -277,9 +279,9 @@ def dirty2vis(*, uvw_m, freq_hz, image, cell_rad: float, epsilon: float, xp: Mod
         padded[crop[:, None], crop[None, :]] = src * xp.exp(2j * np.pi * (plan.w0 + j * plan.dw) * nm1s)
         grid = xp.fft.fft2(padded).astype(ctype)
         plane_degrid(plan, prep, grid, j, acc)
-    vals = acc.astype(xp.complex128) * xp.conj(prep.shift_phase)
+    vals = acc * xp.conj(prep.shift_phase)
     vals = xp.where(prep.conj, xp.conj(vals), vals)
-    out = xp.zeros(nrow * nchan, xp.complex128)
+    out = xp.zeros(nrow * nchan, ctype)
     out[prep.index] = vals
     return out.reshape(nrow, nchan)
 

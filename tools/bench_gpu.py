@@ -1,0 +1,272 @@
+"""The device imager on one real-size group's visibilities, beside ducc0 on the host's cores.
+
+    python tools/bench_gpu.py --out docs/benchmarks/gpu_imaging.json          # on a GPU machine
+    python tools/bench_gpu.py --small --backend twin --out /tmp/gpu_small.json  # checks the script on a CPU
+
+What it measures, in one run, on the same visibilities (DSA-110 layout, 96 antennas, 4560
+baselines, 24 integrations of 12.9 s around transit, 768 channels: 84 M visibilities; a sky
+of point sources predicted with ducc0, plus noise):
+
+1. gridding (vis2dirty, 4096² at 3", epsilon 1e-4) and degridding (dirty2vis): contimg's CUDA
+   w-stacking gridder vs ducc0 on every host core; visibilities per second; the kernels' share
+   of the time beside the FFTs; the relative L2 difference of the two images;
+2. the gridder's two numbers (bytes it must move, operations it must do) against its time;
+3. the Högbom minor cycle: kernels/hogbom.cu vs the numba twin on the same active set;
+4. a full clean (``clean_image``, the dsa110 config: 4096², Briggs 0, 1000 iterations) on the
+   device and on the CPU: wall time, peak device memory, the restored images' difference
+   relative to the noise, the components.
+Device times are CUDA events, warm-up excluded, median of ``--repeats``; the JSON holds the
+device name, driver, runtime and CuPy version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from contimg.config import load_config  # noqa: E402
+from contimg.geometry import baseline_uvw, hadec_basis  # noqa: E402
+from contimg.telescope import active_station_numbers, stations  # noqa: E402
+
+SIDEREAL_S = 86164.0905
+
+
+def synthetic_group(*, small: bool, seed: int = 3) -> dict:
+    """uvw (nrow, 3) m, freq (nchan,), vis (nrow, nchan) complex64, wgt float32 of a real-size
+    group (``small``: 24 antennas, 64 channels) phased to the meridian at mid-time, dec 40 deg."""
+    ants = active_station_numbers(24 if small else None)
+    enu = stations().enu_m
+    a1, a2 = np.triu_indices(ants.size, k=1)
+    a1, a2 = ants[a1], ants[a2]
+    ntime, tint = 24, 12.884902
+    nchan = 64 if small else 768
+    freq = 1.311e9 + (np.arange(nchan) + 0.5) * (1.499e9 - 1.311e9) / nchan
+    ha = (np.arange(ntime) - (ntime - 1) / 2) * tint * 2 * np.pi / SIDEREAL_S
+    dec = np.radians(40.0)
+    basis = np.stack([hadec_basis(ha_rad=float(h), dec_rad=dec) for h in ha])
+    uvw = baseline_uvw(ant_enu_m=enu, ant1=a1, ant2=a2, basis=basis).reshape(-1, 3)
+    return {"uvw": uvw, "freq": freq, "nant": int(ants.size), "ntime": ntime}
+
+
+def sky_visibilities(g: dict, *, npix: int, cell_rad: float, nthreads: int, seed: int = 3) -> None:
+    """Point sources (0.01–1 Jy) predicted with ducc0, plus noise (0.5 Jy per visibility)."""
+    import ducc0.wgridder.experimental as wg
+
+    rng = np.random.default_rng(seed)
+    model = np.zeros((npix, npix), np.float32)
+    n = 40
+    ys = rng.integers(npix // 8, 7 * npix // 8, n)
+    xs = rng.integers(npix // 8, 7 * npix // 8, n)
+    model[ys, xs] = 10 ** rng.uniform(-2, 0, n)
+    vis = wg.dirty2vis(uvw=g["uvw"], freq=g["freq"], dirty=model.T.copy(), pixsize_x=cell_rad, pixsize_y=cell_rad,
+                       epsilon=1e-5, do_wgridding=True, divide_by_n=False, nthreads=nthreads, flip_v=True)
+    vis += (0.5 * (rng.standard_normal(vis.shape) + 1j * rng.standard_normal(vis.shape))).astype(np.complex64)
+    g["vis"] = vis.astype(np.complex64)
+    g["wgt"] = np.ones(vis.shape, np.float32)
+
+
+class Timer:
+    """Median of repeats after one warm-up: CUDA events on a device, perf_counter on the host."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def __call__(self, fn, repeats: int) -> dict:
+        fn()
+        times = []
+        for _ in range(repeats):
+            if self.xp is np:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            else:
+                start, stop = self.xp.cuda.Event(), self.xp.cuda.Event()
+                start.record()
+                fn()
+                stop.record()
+                stop.synchronize()
+                times.append(self.xp.cuda.get_elapsed_time(start, stop) / 1e3)
+        return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "max_s": float(np.max(times)),
+                "repeats": repeats}
+
+
+def device_info(xp) -> dict:
+    if xp is np:
+        return {"name": "none (numpy twin)"}
+    rt = xp.cuda.runtime
+    props = rt.getDeviceProperties(0)
+    return {"name": props["name"].decode(), "driver": rt.driverGetVersion(), "runtime": rt.runtimeGetVersion(),
+            "cupy": xp.__version__, "memory_gib": props["totalGlobalMem"] / 2**30, "sm_count": props["multiProcessorCount"]}
+
+
+def gridder_model(*, nvis: int, plan) -> dict:
+    """The gridder's two numbers. Bytes: each visibility is read once per w plane its support
+    covers (W): 6 x 4 B of kernel position and 8 B of value; each plane's grid is read and
+    written by the FFT (3 passes of 8 B a cell, a lower bound) and the image accumulated
+    (16 B a pixel, twice). Operations: per visibility and plane, 3 W exp+sqrt (counted 20
+    flops each) and W² complex multiply-adds (8 flops)."""
+    w, g, n = plan.support, plan.ngrid, plan.npix
+    bytes_vis = nvis * w * (24 + 8)
+    bytes_grid = plan.nplanes * (3 * 8 * g * g + 2 * 16 * n * n)
+    flops_vis = nvis * w * (3 * w * 20 + 8 * w * w)
+    flops_fft = plan.nplanes * 5 * g * g * np.log2(g * g)
+    return {"bytes": float(bytes_vis + bytes_grid), "flops": float(flops_vis + flops_fft),
+            "bytes_visibilities": float(bytes_vis), "bytes_grid": float(bytes_grid),
+            "flops_kernels": float(flops_vis), "flops_fft": float(flops_fft)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--backend", choices=["gpu", "twin"], default="gpu")
+    ap.add_argument("--small", action="store_true", help="24 antennas, 64 channels, 1024²: to check the script")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--epsilon", type=float, default=1e-4)
+    ap.add_argument("--skip-clean", action="store_true")
+    args = ap.parse_args(argv)
+
+    import ducc0.wgridder.experimental as wg
+
+    from contimg.imaging import clean, wgrid
+    from contimg.imaging.imager import clean_image
+
+    if args.backend == "gpu":
+        import cupy as xp
+    else:
+        xp = np
+    nthreads = os.cpu_count() or 1
+    cfg = load_config("dsa110")
+    npix = 1024 if args.small else cfg.image.npix
+    cell = np.radians(cfg.image.cell_arcsec / 3600)
+    eps = args.epsilon
+    timer = Timer(xp)
+    res: dict = {"device": device_info(xp), "host": {"cpu": platform.processor() or platform.machine(),
+                                                     "cores": nthreads}, "small": args.small, "epsilon": eps}
+    print("device", res["device"], flush=True)
+
+    g = synthetic_group(small=args.small)
+    sky_visibilities(g, npix=npix, cell_rad=cell, nthreads=nthreads)
+    nvis = int(g["vis"].size)
+    res["data"] = {"nant": g["nant"], "ntime": g["ntime"], "nrow": int(g["uvw"].shape[0]), "nchan": int(g["freq"].size),
+                   "nvis": nvis, "npix": npix, "cell_arcsec": cfg.image.cell_arcsec}
+    print("data", res["data"], flush=True)
+
+    # 1. gridding and degridding
+    lo, hi = wgrid.w_range(uvw_m=g["uvw"], freq_hz=g["freq"])
+    plan = wgrid.plan_grid(npix=npix, cell_rad=cell, epsilon=eps, w_min=lo, w_max=hi)
+    res["plan"] = {"ngrid": plan.ngrid, "support": plan.support, "nplanes": plan.nplanes, "dw": plan.dw}
+    vis_d, wgt_d = xp.asarray(g["vis"]), xp.asarray(g["wgt"])
+    holder: dict = {}
+
+    def prepare():
+        p = wgrid.prepare_visibilities(plan=plan, uvw_m=g["uvw"], freq_hz=g["freq"], select=wgt_d > 0, xp=xp)
+        holder["prep"] = wgrid._backend_ops(xp, plan, p)[0]
+
+    res["prepare"] = timer(prepare, max(1, args.repeats // 2))
+    prep = holder["prep"]
+    kw = dict(uvw_m=g["uvw"], freq_hz=g["freq"], cell_rad=cell, epsilon=eps, xp=xp, plan=plan, prep=prep)
+    res["grid"] = timer(lambda: holder.__setitem__("img", wgrid.vis2dirty(vis=vis_d, wgt=wgt_d, npix=npix, **kw)),
+                        args.repeats)
+    model = np.zeros((npix, npix))
+    model[np.random.default_rng(1).integers(0, npix, (2, 500)).tolist()] = 1.0
+    model_d = xp.asarray(model)
+    res["degrid"] = timer(lambda: holder.__setitem__("v", wgrid.dirty2vis(image=model_d, **kw)), args.repeats)
+    # the kernels alone, every plane, beside the FFTs
+    ops = wgrid._backend_ops(xp, plan, prep)
+    ctype = ops[3]
+    vals = (vis_d.ravel()[prep.index] * wgt_d.ravel()[prep.index]).astype(ctype)
+    grid = xp.zeros((plan.ngrid, plan.ngrid), ctype)
+
+    def kernels_only():
+        for j in range(plan.nplanes):
+            ops[1](plan, prep, vals, j, grid)
+
+    res["grid_kernels"] = timer(kernels_only, args.repeats)
+    res["fft_plane"] = timer(lambda: xp.fft.ifft2(grid), args.repeats)
+    for key in ("grid", "degrid"):
+        res[key]["vis_per_s"] = nvis / res[key]["median_s"]
+    res["grid_kernels"]["vis_per_s"] = nvis / res["grid_kernels"]["median_s"]
+    model_ops = gridder_model(nvis=nvis, plan=plan)
+    t = res["grid"]["median_s"]
+    res["gridder_model"] = {**model_ops, "achieved_gb_per_s": model_ops["bytes"] / t / 1e9,
+                            "achieved_gflop_per_s": model_ops["flops"] / t / 1e9}
+    print("gridding", res["grid"], "kernels", res["grid_kernels"], flush=True)
+
+    t0 = time.perf_counter()
+    ref = wg.vis2dirty(uvw=g["uvw"], freq=g["freq"], vis=g["vis"], wgt=g["wgt"], npix_x=npix, npix_y=npix,
+                       pixsize_x=cell, pixsize_y=cell, epsilon=eps, do_wgridding=True, divide_by_n=False,
+                       nthreads=nthreads, flip_v=True).T
+    res["ducc0_grid"] = {"median_s": time.perf_counter() - t0, "nthreads": nthreads}
+    res["ducc0_grid"]["vis_per_s"] = nvis / res["ducc0_grid"]["median_s"]
+    img = holder["img"].get() if xp is not np else holder["img"]
+    res["grid_vs_ducc0_rel_l2"] = float(np.linalg.norm(img - ref) / np.linalg.norm(ref))
+    t0 = time.perf_counter()
+    ref_v = wg.dirty2vis(uvw=g["uvw"], freq=g["freq"], dirty=model.T.copy(), pixsize_x=cell, pixsize_y=cell,
+                         epsilon=eps, do_wgridding=True, divide_by_n=False, nthreads=nthreads, flip_v=True)
+    res["ducc0_degrid"] = {"median_s": time.perf_counter() - t0, "nthreads": nthreads}
+    v = holder["v"].get() if xp is not np else holder["v"]
+    res["degrid_vs_ducc0_rel_l2"] = float(np.linalg.norm(v - ref_v) / np.linalg.norm(ref_v))
+    print("vs ducc0", res["grid_vs_ducc0_rel_l2"], res["degrid_vs_ducc0_rel_l2"], flush=True)
+    del holder["v"], vals, grid, prep, kw, ops
+
+    # 3. Högbom on one active set
+    dirty = ref / float(np.sum(g["wgt"], dtype=np.float64))
+    yy, xx = np.mgrid[-npix:npix, -npix:npix]
+    psf = np.exp(-(xx**2 + yy**2) / 8.0)
+    amp = np.abs(dirty)
+    stop = float(np.partition(amp.ravel(), -200_000)[-200_000])
+    out = {}
+    for name, mod in (("twin", np), ("device", xp)):
+        if name == "device" and xp is np:
+            continue
+        r, p = mod.asarray(dirty), mod.asarray(psf)
+
+        def run():
+            m = mod.zeros((npix, npix))
+            out[name] = clean.minor_cycle(residual=r, psf=p, model=m, gain=0.1, stop_jy=stop, niter=1000, xp=mod)
+
+        res[f"hogbom_{name}"] = (timer if mod is xp else Timer(np))(run, max(1, args.repeats // 2))
+        res[f"hogbom_{name}"]["components"] = out[name]
+    print("hogbom", {k: v for k, v in res.items() if k.startswith("hogbom")}, flush=True)
+
+    # 4. the full clean
+    if not args.skip_clean:
+        icfg = cfg.image.model_copy(update={"npix": npix})
+        kwc = dict(uvw_m=g["uvw"], freq_hz=g["freq"], vis=g["vis"], wgt=g["wgt"], npix=npix, cell_rad=cell, cfg=icfg,
+                   nthreads=nthreads)
+        pool = xp.get_default_memory_pool() if xp is not np else None
+        if pool is not None:
+            pool.free_all_blocks()
+        t0 = time.perf_counter()
+        dev = clean_image(backend="gpu" if xp is not np else "twin", **kwc)
+        t_dev = time.perf_counter() - t0
+        peak = pool.total_bytes() / 2**30 if pool is not None else None
+        t0 = time.perf_counter()
+        cpu = clean_image(backend="cpu", **kwc)
+        t_cpu = time.perf_counter() - t0
+        noise = 1.4826 * float(np.median(np.abs(cpu.residual - np.median(cpu.residual))))
+        diff = dev.restored - cpu.restored
+        res["clean"] = {"device_s": t_dev, "cpu_s": t_cpu, "cpu_threads": nthreads, "device_pool_gib_after": peak,
+                        "components_device": dev.iterations, "components_cpu": cpu.iterations,
+                        "major_cycles_device": dev.major_cycles, "major_cycles_cpu": cpu.major_cycles,
+                        "restored_diff_rms_over_noise": float(np.sqrt(np.mean(diff**2)) / noise),
+                        "restored_diff_max_over_noise": float(np.max(np.abs(diff)) / noise)}
+        print("clean", res["clean"], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
