@@ -24,7 +24,7 @@ __all__ = ["measure_truth_sources"]
 
 def measure_truth_sources(*, products_dir: Path, group_id: str, truth_path: Path, min_snr: float = 10.0,
                           edge_px: int = 20) -> tuple[list[dict], float]:
-    """One dict per source checked (name, flux_jy, measured_jy, ratio, offset_beam, snr), and the
+    """One dict per source checked (name, flux_jy, measured_jy, ratio, offset_beam, snr, pb), and the
     residual's robust RMS (Jy/beam)."""
     stem = Path(products_dir) / f"{group_id}"
     with fits.open(f"{stem}.pbcor.fits") as h:
@@ -54,7 +54,7 @@ def measure_truth_sources(*, products_dir: Path, group_id: str, truth_path: Path
         fit = fit_point_source(image=pbcor, x0=x, y0=y, beam_rad=beam, cell_rad=cell)
         out.append({"name": src["name"][i].decode(), "flux_jy": flux, "measured_jy": fit.flux,
                     "ratio": fit.flux / flux, "offset_beam": float(np.hypot(fit.x - x, fit.y - y) * cell / beam_size),
-                    "snr": float(flux * att / sigma)})
+                    "snr": float(flux * att / sigma), "pb": float(att)})
     return out, sigma
 
 
