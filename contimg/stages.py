@@ -26,6 +26,7 @@ from contimg.calibrators import find_transiting_calibrator
 from contimg.chunk import VisChunk
 from contimg.config import Config
 from contimg.flag import flag_group
+from contimg.flag.cpu import flagged_fraction_time_channel
 from contimg.imaging.fitsio import imageset_header, write_fits
 from contimg.imaging.imager import ImageSet, make_images
 from contimg.io.naming import Group
@@ -174,7 +175,7 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     chunk.flags = flags
     work.flag_fraction = float(stats.fraction)
     cross = chunk.cross
-    per_time_channel = np.stack([flags[t][cross].mean(axis=(0, 2)) for t in range(flags.shape[0])])
+    per_time_channel = flagged_fraction_time_channel(flags, cross)
     work.out_dir.mkdir(parents=True, exist_ok=True)
     write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_baseline": stats.per_baseline,
                              "per_channel": stats.per_channel, "per_time": stats.per_time,

@@ -158,3 +158,13 @@ def test_rules_on_a_small_plane(test_config):
     assert reset.stats.reasons["input"] == 0
     stats = flag_stats(flags=f, ant1=a1, ant2=a2, n_antennas=nant)
     assert np.isnan(stats.per_baseline[a1 == a2]).all() and stats.per_baseline[dead & (a1 != a2)].min() == 1.0
+
+
+def test_flagged_fraction_per_time_and_channel_against_numpy():
+    from contimg.flag.cpu import flagged_fraction_time_channel
+
+    rng = np.random.default_rng(4)
+    flags = rng.random((5, 40, 12, 2)) < 0.3
+    cross = rng.random(40) < 0.9
+    expected = flags[:, cross].mean(axis=(1, 3))
+    np.testing.assert_allclose(flagged_fraction_time_channel(flags, cross), expected, rtol=1e-12)

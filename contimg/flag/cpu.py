@@ -10,7 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["initial_flags", "detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast"]
+__all__ = ["initial_flags", "detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast",
+           "flagged_fraction_time_channel"]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -513,3 +514,27 @@ def or_broadcast(mask: np.ndarray, *, tbp=None, bcp=None, tcp=None, t=None, c=No
     _or_kernel(mask.view(np.uint8), given(tbp, (ntime, nbl, npol)), given(bcp, (nbl, nchan, npol)), given(tcp, (ntime, nchan, npol)),
                given(t, (ntime,)), given(c, (nchan,)), counts)
     return int(counts.sum())
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _time_channel_kernel(flags, cross, out):
+    ntime, nbl, nchan, npol = flags.shape
+    for t in numba.prange(ntime):
+        for b in range(nbl):
+            if not cross[b]:
+                continue
+            for c in range(nchan):
+                s = 0
+                for p in range(npol):
+                    s += flags[t, b, c, p]
+                out[t, c] += s
+
+
+def flagged_fraction_time_channel(flags: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """Flagged fraction of the cross-correlations per (time, channel): (ntime, nchan) float64
+    from flags (ntime, nbl, nchan, npol) bool and cross (nbl,) bool, read in place (the
+    waterfall of flags the QA plots and the web page show)."""
+    ntime, _, nchan, npol = flags.shape
+    counts = np.zeros((ntime, nchan), np.int64)
+    _time_channel_kernel(flags, np.ascontiguousarray(cross), counts)
+    return counts / max(int(np.count_nonzero(cross)) * npol, 1)
