@@ -58,11 +58,12 @@ class PointSources:
 
 
 def sky_visibilities(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.ndarray, b_enu_m: np.ndarray,
-                     pointing_dec_rad: float, xp=None):
+                     pointing_dec_rad: float, xp=None, out: np.ndarray | None = None):
     """Model visibilities (ntime, nbl, nchan) complex64 of ``sources`` seen through the Airy beam
     of a dish pointed at (HA 0, ``pointing_dec_rad``), fringe-stopped to that same direction.
     ``xp`` (numpy or cupy): the direct sum as the device path's array code, the result on
-    ``xp`` (`predict_point_sources_xp`); None: the numba twin (`predict_point_sources`)."""
+    ``xp`` (`predict_point_sources_xp`); None: the numba twin (`predict_point_sources`), into
+    ``out`` (a complex64 array of that shape) when given."""
     s0 = hadec_to_enu(ha_rad=0.0, dec_rad=pointing_dec_rad)  # (3,), fixed in ENU
     s = icrs_to_enu(ra_rad=sources.ra_rad, dec_rad=sources.dec_rad, time_jd=time_jd)  # (n, t, 3)
     cos_theta = np.clip(s @ s0, -1.0, 1.0)
@@ -71,4 +72,4 @@ def sky_visibilities(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.
     amp = sources.flux_at(freq_hz)[:, None, :] * airy_power(sin_theta=sin_theta[..., None], freq_hz=freq_hz) * above
     if xp is not None:
         return predict_point_sources_xp(xp=xp, b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz)
-    return predict_point_sources(b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz)
+    return predict_point_sources(b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz, out=out)

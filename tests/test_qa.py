@@ -245,3 +245,17 @@ def test_catalogue_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=f"{bad}.*not a number"):
         load_catalogue(bad)
     assert len(load_catalogue("")) > 100  # the VLA calibrator list
+
+
+def test_island_peaks_equal_scipy():
+    from scipy import ndimage
+
+    from contimg.qa.sources import island_peaks
+
+    rng = np.random.default_rng(8)
+    image = ndimage.gaussian_filter(rng.normal(size=(300, 260)), 3)
+    labels, n = ndimage.label(image > 0.05)
+    peaks, ys, xs = island_peaks(image, labels, n)
+    index = np.arange(1, n + 1)
+    np.testing.assert_array_equal(peaks, ndimage.maximum(image, labels, index))
+    assert list(zip(ys.tolist(), xs.tolist())) == [tuple(p) for p in ndimage.maximum_position(image, labels, index)]

@@ -7,6 +7,7 @@ independent of the imager's projection code.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
@@ -17,7 +18,7 @@ from contimg.imaging.fitsio import image_header
 from contimg.imaging.measure import fit_point_source
 from contimg.skymodel import PointSources
 
-__all__ = ["image_wcs", "rms_map", "sample", "find_sources", "catalogue_in_field", "crossmatch"]
+__all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_sources", "catalogue_in_field", "crossmatch"]
 
 
 def image_wcs(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float) -> WCS:
@@ -49,6 +50,29 @@ def sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
                                    mode="constant", cval=np.nan)
 
 
+@numba.njit(cache=True, nogil=True)
+def _island_peaks_kernel(image, labels, peaks, ys, xs):
+    ny, nx = image.shape
+    for y in range(ny):
+        for x in range(nx):
+            k = labels[y, x] - 1
+            if k >= 0 and (ys[k] < 0 or image[y, x] > peaks[k]):
+                peaks[k] = image[y, x]
+                ys[k] = y
+                xs[k] = x
+
+
+def island_peaks(image: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each island's peak value and its (first, in C order) pixel: ``ndimage.maximum`` and
+    ``maximum_position`` of ``image`` (ny, nx) over ``labels`` 1 … n in one pass (scipy sorts
+    the labels: seconds for a 4096² image). Returns peaks (n,) float64, ys, xs (n,) int64."""
+    peaks = np.zeros(n, np.float64)
+    ys = np.full(n, -1, np.int64)
+    xs = np.full(n, -1, np.int64)
+    _island_peaks_kernel(image, labels, peaks, ys, xs)
+    return peaks, ys, xs
+
+
 def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
                  beam_rad: tuple[float, float, float], cell_rad: float, threshold_sigma: float, min_pb: float,
                  max_sources: int) -> dict[str, np.ndarray]:
@@ -65,13 +89,11 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
     keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb")
     if n == 0:
         return {k: np.zeros(0) for k in keys}
-    index = np.arange(1, n + 1)
-    peaks = np.asarray(ndimage.maximum(restored, labels, index))
-    where = ndimage.maximum_position(restored, labels, index)
+    peaks, where_y, where_x = island_peaks(restored, labels, n)
     order = np.argsort(-peaks)[:max_sources]
     rows = []
     for k in order:
-        iy, ix = where[k]
+        iy, ix = int(where_y[k]), int(where_x[k])
         fit = fit_point_source(image=restored, x0=float(ix), y0=float(iy), beam_rad=beam_rad, cell_rad=cell_rad)
         x, y, amp = (fit.x, fit.y, fit.flux) if fit.ok and np.hypot(fit.x - ix, fit.y - iy) < 2.0 else \
             (float(ix), float(iy), float(peaks[k]))
