@@ -78,7 +78,9 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
     amp = xp.abs(residual)
     level = stop_jy
     if int(xp.count_nonzero(amp > level)) > max_active:
-        level = float(xp.partition(amp.ravel(), -max_active)[-max_active])
+        flat = amp.ravel()
+        kth = flat.size - max_active  # a non-negative kth: cupy's partition takes no negative one
+        level = float(xp.partition(flat, kth)[kth])
     ys, xs = xp.nonzero(amp > level)
     ys, xs = ys.astype(xp.int64), xs.astype(xp.int64)
     vals = residual[ys, xs].astype(xp.float64)
