@@ -119,58 +119,65 @@ def test_baselines_beyond_the_pixel_nyquist_wrap_like_ducc0(wide):
 
 
 @numba.njit(cache=True)
-def _emulate_grid_plane(grid, iu, fu, iv, fv, iw, fw, vals, bucket, side, nwstart, plane, support, beta, tile):
+def _emulate_grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start, chunk_end, chunk_jstart,
+                        first_chunk, nchunks, side, plane, support, beta, tile):
     """kernels/wgrid.cu grid_plane's index arithmetic, block by block, on the host (one thread)."""
     g = grid.shape[0]
-    ntiles = side * side
     kwt = np.empty(support)
     ku = np.empty(support)
     kv = np.empty(support)
     half = support / 2
-    for dj in range(support):
-        jstart = plane - dj
-        if jstart < 0 or jstart >= nwstart:
-            continue
-        for t in range(ntiles):
-            b0, b1 = bucket[jstart * ntiles + t], bucket[jstart * ntiles + t + 1]
-            if b0 == b1:
-                continue
-            u0, v0 = (t % side) * tile, (t // side) * tile
-            s = tile + support - 1
-            acc = np.zeros((s, s), np.complex128)
-            for n in range(b0, b1):
-                for i in range(support):
-                    for f, k in ((fw[n], kwt), (fu[n], ku), (fv[n], kv)):
-                        z = (f + i) / half
-                        k[i] = np.exp(beta * (np.sqrt(1 - z * z) - 1)) if z * z < 1 else 0.0
-                du, dv = iu[n] % g - u0, iv[n] % g - v0
-                if du < 0 or du >= tile or dv < 0 or dv >= tile or iw[n] != jstart:
-                    raise ValueError("visibility outside its bucket")
-                for a in range(support):
-                    for b in range(support):
-                        acc[dv + a, du + b] += vals[n] * kwt[dj] * kv[a] * ku[b]
-            for a in range(s):
-                for b in range(s):
-                    grid[(v0 + a) % g, (u0 + b) % g] += acc[a, b]
+    for blk in range(nchunks):
+        c = first_chunk + blk
+        t = chunk_tile[c]
+        dj = plane - chunk_jstart[c]
+        if dj < 0 or dj >= support:
+            raise ValueError("chunk launched for a plane its support does not cover")
+        u0, v0 = (t % side) * tile, (t // side) * tile
+        s = tile + support - 1
+        acc = np.zeros((s, s), np.complex128)
+        for n in range(chunk_start[c], chunk_end[c]):
+            for i in range(support):
+                for f, k in ((fw[n], kwt), (fu[n], ku), (fv[n], kv)):
+                    z = (f + i) / half
+                    k[i] = np.exp(beta * (np.sqrt(1 - z * z) - 1)) if z * z < 1 else 0.0
+            du, dv = iu[n] % g - u0, iv[n] % g - v0
+            if du < 0 or du >= tile or dv < 0 or dv >= tile:
+                raise ValueError("visibility outside its tile")
+            for a in range(support):
+                for b in range(support):
+                    acc[dv + a, du + b] += vals[n] * kwt[dj] * kv[a] * ku[b]
+        for a in range(s):
+            for b in range(s):
+                grid[(v0 + a) % g, (u0 + b) % g] += acc[a, b]
 
 
-def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide):
-    """`arrange` plus the kernels' block/tile index arithmetic (emulated on the host) grid every
-    plane exactly as the numba twin does."""
+def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide, monkeypatch):
+    """`arrange` (sort, chunks) plus the kernels' block/tile index arithmetic (emulated on the
+    host, with the launches' chunk windows) grid every plane exactly as the numba twin does;
+    chunks are small here so that buckets are cut into several."""
+    from contimg.imaging import wgrid_gpu
+
+    monkeypatch.setattr(wgrid_gpu, "CHUNK", 7)
     o = wide
     lo, hi = wgrid.w_range(uvw_m=o["uvw"], freq_hz=o["freq"])
     plan = wgrid.plan_grid(npix=o["npix"], cell_rad=o["cell"], epsilon=1e-4, w_min=lo, w_max=hi)
     prep = wgrid.prepare_visibilities(plan=plan, uvw_m=o["uvw"], freq_hz=o["freq"], select=o["wgt"] > 0)
     tiled = arrange(plan, prep)
     assert sorted(tiled.index.tolist()) == sorted(prep.index.tolist())
+    sizes = tiled.chunk_end - tiled.chunk_start
+    assert sizes.min() >= 1 and sizes.max() <= 7 and sizes.sum() == prep.index.size
+    assert np.any(np.diff(tiled.chunk_tile)[np.diff(tiled.chunk_jstart) == 0] == 0), "no bucket was cut"
     vals = (o["vis"] * o["wgt"]).ravel()
     for j in range(plan.nplanes):
         twin = np.zeros((plan.ngrid, plan.ngrid), np.complex128)
         wgrid._grid_plane(twin, prep.iu, prep.fu, prep.iv, prep.fv, prep.iw, prep.fw, vals[prep.index], j,
                           plan.support, plan.beta)
+        first, count = tiled.chunk_window(j, plan.support)
         emu = np.zeros_like(twin)
-        _emulate_grid_plane(emu, tiled.iu, tiled.fu, tiled.iv, tiled.fv, tiled.iw, tiled.fw, vals[tiled.index],
-                            tiled.bucket, tiled.ntile_side, tiled.nwstart, j, plan.support, plan.beta, TILE)
+        _emulate_grid_plane(emu, tiled.iu, tiled.fu, tiled.iv, tiled.fv, tiled.fw, vals[tiled.index],
+                            tiled.chunk_tile, tiled.chunk_start, tiled.chunk_end, tiled.chunk_jstart, first, count,
+                            tiled.ntile_side, j, plan.support, plan.beta, TILE)
         assert np.allclose(emu, twin, rtol=0, atol=1e-12 * np.abs(twin).max())
 
 

@@ -1,9 +1,10 @@
-"""The device half of `contimg.imaging.wgrid`: visibilities sorted into tiles, and the CUDA
-kernels ``grid_plane``/``degrid_plane`` of ``kernels/wgrid.cu`` launched one w plane at a time.
+"""The device half of `contimg.imaging.wgrid`: visibilities sorted into tiles and cut into
+chunks, and the CUDA kernels ``grid_plane``/``degrid_plane`` of ``kernels/wgrid.cu`` launched
+one w plane at a time, one block per chunk.
 
 `arrange` is array code (numpy or cupy): it reorders a `Prepared` by (first w plane, tile) and
-adds the bucket offsets the kernels read, so the host half is tested in CI. The launches need
-cupy and a device.
+adds the chunk table the kernels read, so the host half is tested in CI (with an emulation of
+the kernels' index arithmetic, tests/test_wgrid.py). The launches need cupy and a device.
 """
 
 from __future__ import annotations
@@ -15,25 +16,55 @@ import numpy as np
 
 from contimg.imaging.wgrid import GridPlan, Prepared
 
-__all__ = ["TILE", "THREADS", "Tiled", "arrange", "plane_grid", "plane_degrid", "device_selfcheck"]
+__all__ = ["TILE", "THREADS", "CHUNK", "Tiled", "arrange", "plane_grid", "plane_degrid", "device_selfcheck"]
 
 TILE = 32  # grid cells a tile side (kernels/wgrid.cu's TILE)
 THREADS = 256  # threads a block
+CHUNK = 2048  # visibilities a block at most
 
 
 class Tiled(Prepared):
-    """A `Prepared` sorted by (iw, tile) with ``bucket`` offsets ((nwstart * ntiles + 1,) int64)."""
+    """A `Prepared` sorted by (iw, tile), with the chunks the kernels take one per block:
+    ``chunk_tile`` (int32), ``chunk_start``/``chunk_end`` (int64, [start, end) in the sorted
+    arrays), ``chunk_jstart`` (int32, their first w plane), ordered by first plane, and
+    ``first_chunk`` (host int64, nwstart + 1): the chunks of first plane j are
+    first_chunk[j] … first_chunk[j + 1] - 1."""
 
-    bucket: object
+    chunk_tile: object
+    chunk_start: object
+    chunk_end: object
+    chunk_jstart: object
+    first_chunk: np.ndarray
     ntile_side: int
     nwstart: int
 
+    def chunk_window(self, plane: int, support: int) -> tuple[int, int]:
+        """(first chunk, number of chunks) whose w support covers ``plane``: first planes
+        plane - support + 1 … plane."""
+        lo = min(max(plane - support + 1, 0), self.nwstart)
+        hi = min(max(plane + 1, 0), self.nwstart)
+        return int(self.first_chunk[lo]), int(self.first_chunk[hi] - self.first_chunk[lo])
+
+
+def _chunks(bucket: np.ndarray, ntiles: int, nwstart: int) -> dict:
+    """Cut each non-empty bucket (host int64 offsets, nwstart * ntiles + 1) into CHUNK pieces."""
+    counts = np.diff(bucket)
+    nz = np.flatnonzero(counts)
+    pieces = (counts[nz] + CHUNK - 1) // CHUNK
+    owner = np.repeat(nz, pieces)
+    first = np.repeat(np.cumsum(pieces) - pieces, pieces)
+    start = bucket[owner] + (np.arange(owner.size) - first) * CHUNK
+    end = np.minimum(start + CHUNK, bucket[owner + 1])
+    jstart = (owner // ntiles).astype(np.int32)
+    return {"chunk_tile": (owner % ntiles).astype(np.int32), "chunk_start": start.astype(np.int64),
+            "chunk_end": end.astype(np.int64), "chunk_jstart": jstart,
+            "first_chunk": np.searchsorted(jstart, np.arange(nwstart + 1)).astype(np.int64)}
+
 
 def arrange(plan: GridPlan, prep: Prepared, *, xp: ModuleType = np) -> Tiled:
-    """Sort the visibilities by (first w plane, tile of their start cell) for the kernels.
-
-    A tile is TILE x TILE cells at (tv, tu) = (iv mod g, iu mod g) // TILE; bucket[iw * ntiles +
-    tile] … bucket[… + 1] are its visibilities in the sorted arrays."""
+    """Sort the visibilities by (first w plane, tile of their start cell) and cut them into
+    chunks for the kernels. A tile is TILE x TILE cells at (tv, tu) = (iv mod g, iu mod g) //
+    TILE. Array code; the chunk table is made on the host (one entry per non-empty bucket)."""
     g = plan.ngrid
     side = -(-g // TILE)
     ntiles = side * side
@@ -42,11 +73,14 @@ def arrange(plan: GridPlan, prep: Prepared, *, xp: ModuleType = np) -> Tiled:
     key = prep.iw.astype(xp.int64) * ntiles + tile
     order = xp.argsort(key, kind="stable") if xp is np else xp.argsort(key)
     key = key[order]
-    bucket = xp.searchsorted(key, xp.arange(nwstart * ntiles + 1, dtype=xp.int64)).astype(xp.int64)
+    bucket = xp.searchsorted(key, xp.arange(nwstart * ntiles + 1, dtype=xp.int64))
+    host = _chunks(np.asarray(bucket.get() if hasattr(bucket, "get") else bucket, np.int64), ntiles, nwstart)
     fields = {f: getattr(prep, f)[order] for f in ("index", "iu", "fu", "iv", "fv", "iw", "fw", "conj",
                                                      "shift_phase")}
     out = Tiled(**fields)
-    out.bucket, out.ntile_side, out.nwstart = bucket, side, nwstart
+    for name in ("chunk_tile", "chunk_start", "chunk_end", "chunk_jstart"):
+        setattr(out, name, xp.asarray(host[name]))
+    out.first_chunk, out.ntile_side, out.nwstart = host["first_chunk"], side, nwstart
     return out
 
 
@@ -57,12 +91,14 @@ def _module(plan: GridPlan):
 
 
 def _launch(name: str, plan: GridPlan, prep: Tiled, target, vis_or_out, j: int) -> None:
+    first, count = prep.chunk_window(j, plan.support)
+    if count == 0:
+        return
     kern = _module(plan).get_function(name)
-    ntiles = prep.ntile_side * prep.ntile_side
-    args = (target, np.int32(plan.ngrid), prep.iu, prep.fu, prep.iv, prep.fv, prep.iw, prep.fw, vis_or_out,
-            prep.bucket, np.int32(prep.ntile_side), np.int32(prep.nwstart), np.int32(j),
-            np.int32(plan.support), np.float32(plan.beta))
-    kern((ntiles, plan.support), (THREADS,), args)
+    args = (target, np.int32(plan.ngrid), prep.iu, prep.fu, prep.iv, prep.fv, prep.fw, vis_or_out,
+            prep.chunk_tile, prep.chunk_start, prep.chunk_end, prep.chunk_jstart, np.int64(first),
+            np.int32(prep.ntile_side), np.int32(j), np.int32(plan.support), np.float32(plan.beta))
+    kern((count,), (THREADS,), args)
 
 
 def plane_grid(plan: GridPlan, prep: Tiled, vals, j: int, grid) -> None:
@@ -73,7 +109,6 @@ def plane_grid(plan: GridPlan, prep: Tiled, vals, j: int, grid) -> None:
 def plane_degrid(plan: GridPlan, prep: Tiled, grid, j: int, out) -> None:
     """``out`` (complex64, prep order) += plane ``j``'s share of ``grid`` at each visibility."""
     _launch("degrid_plane", plan, prep, grid, out, j)
-
 
 
 @functools.cache

@@ -6,14 +6,18 @@
 // phi(z) = exp(beta (sqrt(1 - z^2) - 1)). The grid is (g, g) complex64, [v][u], indices mod g.
 //
 // Work distribution: the visibilities are sorted by (iw, tile), a tile being TILE x TILE grid
-// cells of the start cell (iv mod g, iu mod g); bucket[iw * ntiles + tile] is where a bucket
-// starts in the sorted arrays. For plane j a launch has gridDim = (ntiles, W): block (t, d)
-// takes the bucket (iw = j - d, tile t). Gridding accumulates in shared memory over the tile
-// and its halo (TILE + W - 1 cells a side) and adds that to the global grid once; degridding
-// loads the same region of the grid into shared memory and each thread sums its visibility's
-// W x W cells (each visibility belongs to one block per plane: no atomics on the output).
+// cells of the start cell (iv mod g, iu mod g), and each (iw, tile) bucket is cut into chunks of
+// at most CHUNK visibilities (a dense tile near the uv origin holds a few per cent of all
+// visibilities: one block for it would leave the other multiprocessors idle). Chunk c covers
+// sorted visibilities [chunk_start[c], chunk_end[c]) of tile chunk_tile[c] and first plane
+// chunk_jstart[c]; chunks are ordered by that plane. For plane j a launch has one block per
+// chunk whose first plane is j-W+1 … j (blockIdx.x + first_chunk). Gridding accumulates in shared
+// memory over the tile and its halo (TILE + W - 1 cells a side) and adds that to the global grid
+// with atomics once; degridding loads the same region of the grid into shared memory and each
+// thread sums its visibility's W x W cells (a visibility is in one chunk: no atomics on the output).
 //
 // Compile-time constants (nvrtc -D): TILE (cells, default 32), MAXW (largest support, 8).
+// The chunk size is the host's (contimg.imaging.wgrid_gpu.CHUNK).
 
 #ifndef TILE
 #define TILE 32
@@ -43,25 +47,23 @@ __device__ __forceinline__ int wrap(int i, int g)
 extern "C" __global__ void grid_plane(float2* __restrict__ grid, const int g,
                                       const int* __restrict__ iu, const float* __restrict__ fu,
                                       const int* __restrict__ iv, const float* __restrict__ fv,
-                                      const int* __restrict__ iw, const float* __restrict__ fw,
+                                      const float* __restrict__ fw,
                                       const float2* __restrict__ vals,
-                                      const long long* __restrict__ bucket, const int ntile_side,
-                                      const int nwstart, const int plane, const int support, const float beta)
+                                      const int* __restrict__ chunk_tile, const long long* __restrict__ chunk_start,
+                                      const long long* __restrict__ chunk_end, const int* __restrict__ chunk_jstart,
+                                      const long long first_chunk, const int ntile_side,
+                                      const int plane, const int support, const float beta)
 {
-    const int jstart = plane - (int)blockIdx.y;
-    if (jstart < 0 || jstart >= nwstart) return;
-    const int ntiles = ntile_side * ntile_side;
-    const int tile = blockIdx.x;
-    const long long b0 = bucket[(long long)jstart * ntiles + tile];
-    const long long b1 = bucket[(long long)jstart * ntiles + tile + 1];
-    if (b0 == b1) return;
+    const long long c = first_chunk + blockIdx.x;
+    const int tile = chunk_tile[c];
+    const long long b0 = chunk_start[c], b1 = chunk_end[c];
+    const int dj = plane - chunk_jstart[c];  // 0 .. support-1 by the launch's choice of chunks
     const int u0 = (tile % ntile_side) * TILE, v0 = (tile / ntile_side) * TILE;
     const int side = TILE + support - 1;
     __shared__ float2 acc[SIDE_MAX * SIDE_MAX];
     for (int k = threadIdx.x; k < side * side; k += blockDim.x) acc[k] = make_float2(0.0f, 0.0f);
     __syncthreads();
 
-    const int dj = (int)blockIdx.y;
     float ku[MAXW], kv[MAXW], kw[MAXW];
     for (long long n = b0 + threadIdx.x; n < b1; n += blockDim.x) {
         es_weights(fw[n], support, beta, kw);
@@ -92,18 +94,17 @@ extern "C" __global__ void grid_plane(float2* __restrict__ grid, const int g,
 extern "C" __global__ void degrid_plane(const float2* __restrict__ grid, const int g,
                                         const int* __restrict__ iu, const float* __restrict__ fu,
                                         const int* __restrict__ iv, const float* __restrict__ fv,
-                                        const int* __restrict__ iw, const float* __restrict__ fw,
+                                        const float* __restrict__ fw,
                                         float2* __restrict__ out,
-                                        const long long* __restrict__ bucket, const int ntile_side,
-                                        const int nwstart, const int plane, const int support, const float beta)
+                                        const int* __restrict__ chunk_tile, const long long* __restrict__ chunk_start,
+                                        const long long* __restrict__ chunk_end, const int* __restrict__ chunk_jstart,
+                                        const long long first_chunk, const int ntile_side,
+                                        const int plane, const int support, const float beta)
 {
-    const int jstart = plane - (int)blockIdx.y;
-    if (jstart < 0 || jstart >= nwstart) return;
-    const int ntiles = ntile_side * ntile_side;
-    const int tile = blockIdx.x;
-    const long long b0 = bucket[(long long)jstart * ntiles + tile];
-    const long long b1 = bucket[(long long)jstart * ntiles + tile + 1];
-    if (b0 == b1) return;
+    const long long c = first_chunk + blockIdx.x;
+    const int tile = chunk_tile[c];
+    const long long b0 = chunk_start[c], b1 = chunk_end[c];
+    const int dj = plane - chunk_jstart[c];
     const int u0 = (tile % ntile_side) * TILE, v0 = (tile / ntile_side) * TILE;
     const int side = TILE + support - 1;
     __shared__ float2 region[SIDE_MAX * SIDE_MAX];
@@ -111,7 +112,6 @@ extern "C" __global__ void degrid_plane(const float2* __restrict__ grid, const i
         region[k] = grid[(long long)wrap(v0 + k / side, g) * g + wrap(u0 + k % side, g)];
     __syncthreads();
 
-    const int dj = (int)blockIdx.y;
     float ku[MAXW], kv[MAXW], kw[MAXW];
     for (long long n = b0 + threadIdx.x; n < b1; n += blockDim.x) {
         es_weights(fw[n], support, beta, kw);
