@@ -152,6 +152,39 @@ def _emulate_grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start,
                 grid[(v0 + a) % g, (u0 + b) % g] += acc[a, b]
 
 
+@numba.njit(cache=True)
+def _emulate_degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start, chunk_end, chunk_jstart,
+                          first_chunk, nchunks, side, plane, support, beta, tile):
+    """kernels/wgrid.cu degrid_plane's index arithmetic (the region load, then each visibility)."""
+    g = grid.shape[0]
+    kwt = np.empty(support)
+    ku = np.empty(support)
+    kv = np.empty(support)
+    half = support / 2
+    for blk in range(nchunks):
+        c = first_chunk + blk
+        t = chunk_tile[c]
+        dj = plane - chunk_jstart[c]
+        u0, v0 = (t % side) * tile, (t // side) * tile
+        s = tile + support - 1
+        region = np.empty((s, s), np.complex128)
+        for k in range(s * s):
+            region[k // s, k % s] = grid[(v0 + k // s) % g, (u0 + k % s) % g]
+        for n in range(chunk_start[c], chunk_end[c]):
+            for i in range(support):
+                for f, kk in ((fw[n], kwt), (fu[n], ku), (fv[n], kv)):
+                    z = (f + i) / half
+                    kk[i] = np.exp(beta * (np.sqrt(1 - z * z) - 1)) if z * z < 1 else 0.0
+            du, dv = iu[n] % g - u0, iv[n] % g - v0
+            acc = 0j
+            for a in range(support):
+                r = 0j
+                for b in range(support):
+                    r += region[dv + a, du + b] * ku[b]
+                acc += r * kv[a]
+            out[n] += acc * kwt[dj]
+
+
 def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide, monkeypatch):
     """`arrange` (sort, chunks) plus the kernels' block/tile index arithmetic (emulated on the
     host, with the launches' chunk windows) grid every plane exactly as the numba twin does;
@@ -179,6 +212,17 @@ def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide, monkeypatch):
                             tiled.chunk_tile, tiled.chunk_start, tiled.chunk_end, tiled.chunk_jstart, first, count,
                             tiled.ntile_side, j, plan.support, plan.beta, TILE)
         assert np.allclose(emu, twin, rtol=0, atol=1e-12 * np.abs(twin).max())
+        # degridding this plane's grid back: the same per visibility, in the sorted order
+        out_twin = np.zeros(prep.index.size, np.complex128)
+        wgrid._degrid_plane(twin, prep.iu, prep.fu, prep.iv, prep.fv, prep.iw, prep.fw, out_twin, j, plan.support,
+                            plan.beta)
+        out_emu = np.zeros(tiled.index.size, np.complex128)
+        _emulate_degrid_plane(twin, tiled.iu, tiled.fu, tiled.iv, tiled.fv, tiled.fw, out_emu, tiled.chunk_tile,
+                              tiled.chunk_start, tiled.chunk_end, tiled.chunk_jstart, first, count, tiled.ntile_side,
+                              j, plan.support, plan.beta, TILE)
+        by_index = dict(zip(prep.index.tolist(), out_twin))
+        expect = np.array([by_index[i] for i in tiled.index.tolist()])
+        assert np.allclose(out_emu, expect, rtol=0, atol=1e-12 * max(np.abs(expect).max(), 1e-300))
 
 
 def test_every_kernel_compiles_with_nvrtc():
