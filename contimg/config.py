@@ -130,7 +130,9 @@ class ImageConfig(_Section):
     niter: int = Field(1000, ge=0, description="CLEAN components at most")
     loop_gain: float = Field(0.1, gt=0, le=1)
     threshold_sigma: float = Field(3.0, ge=0, description="CLEAN stops at this many robust RMS of the residual")
-    cycle_fraction: float = Field(0.15, gt=0, lt=1, description="a minor cycle stops at this fraction of its starting peak")
+    threshold_jy: float = Field(0.0, ge=0, description="... or at this residual peak (Jy/beam), whichever is higher")
+    clean_mask: str | None = Field(None, description="FITS image of npix x npix pixels (the products' order): CLEAN components only where it is non-zero; None = anywhere")
+    cycle_fraction: float = Field(0.15, gt=0, lt=1, description="a minor cycle stops at this fraction of its starting peak (1 - mgain of CASA and WSClean)")
     max_major_cycles: int = Field(12, ge=1)
     pb_cutoff: float = Field(0.2, gt=0, lt=1, description="pbcor is NaN where the averaged beam is below this (CASA's pblimit)")
     products: list[Literal["dirty", "psf", "residual", "model", "restored", "pbcor"]] = Field(

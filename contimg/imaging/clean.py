@@ -67,15 +67,18 @@ def _minor_device(ys, xs, vals, psf, model, gain: float, stop: float, niter: int
 
 
 def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int, max_active: int = 200_000,
-                xp: ModuleType = np) -> int:
+                mask=None, xp: ModuleType = np) -> int:
     """Högbom on the active set of ``residual`` (ny, nx); adds components to ``model`` (ny, nx)
     float64 in place. Arrays of ``xp``; with cupy the iterations run in `_minor_device`.
 
-    psf: (2 ny, 2 nx) float64, peak 1 at (ny, nx). Returns the number of components.
+    psf: (2 ny, 2 nx) float64, peak 1 at (ny, nx); mask: (ny, nx) bool, components only where
+    True (None: anywhere). Returns the number of components.
     """
     if psf.shape != (2 * residual.shape[0], 2 * residual.shape[1]):
         raise ValueError(f"psf shape {psf.shape} must be twice the image shape {residual.shape}")
     amp = xp.abs(residual)
+    if mask is not None:
+        amp = xp.where(mask, amp, 0)
     level = stop_jy
     if int(xp.count_nonzero(amp > level)) > max_active:
         flat = amp.ravel()
@@ -94,25 +97,32 @@ def _robust_rms(img, xp: ModuleType = np) -> float:
 
 
 def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: float, threshold_sigma: float,
-                  cycle_fraction: float = 0.15, max_major: int = 12, xp: ModuleType = np):
+                  cycle_fraction: float = 0.15, max_major: int = 12, threshold_jy: float = 0.0, mask=None,
+                  xp: ModuleType = np):
     """Deconvolve.
 
     dirty: (ny, nx) Jy/beam; psf: (2 ny, 2 nx); ``residual_image(model)`` returns the image of
-    the data minus the model's visibilities (Jy/beam), model in Jy/pixel. Arrays of ``xp``.
+    the data minus the model's visibilities (Jy/beam), model in Jy/pixel. The threshold is the
+    larger of ``threshold_sigma`` x the residual's robust RMS and ``threshold_jy``; ``mask``
+    (ny, nx) bool: components only where True. Arrays of ``xp``.
     Returns (model float32, residual float32, components, final threshold Jy, major cycles).
     """
     model = xp.zeros(dirty.shape, xp.float64)
     residual = xp.asarray(dirty, xp.float64)
     psf = xp.asarray(psf, xp.float64)
+    if mask is not None:
+        mask = xp.asarray(mask, dtype=bool)
+        if mask.shape != dirty.shape:
+            raise ValueError(f"CLEAN mask shape {mask.shape} differs from the image's {dirty.shape}")
     total, majors, threshold = 0, 0, 0.0
     while total < niter and majors < max_major:
-        threshold = threshold_sigma * _robust_rms(residual, xp)
-        peak = float(xp.max(xp.abs(residual)))
+        threshold = max(threshold_sigma * _robust_rms(residual, xp), threshold_jy)
+        peak = float(xp.max(xp.abs(residual if mask is None else xp.where(mask, residual, 0))))
         if peak <= threshold:
             break
         stop = max(threshold, cycle_fraction * peak)
         done = minor_cycle(residual=residual, psf=psf, model=model, gain=gain, stop_jy=stop, niter=niter - total,
-                           xp=xp)
+                           mask=mask, xp=xp)
         total += done
         majors += 1
         residual = xp.asarray(residual_image(model.astype(xp.float32)), xp.float64)

@@ -21,7 +21,7 @@ from contimg.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images", "make_gridder", "imaging_backend"]
+__all__ = ["ImageSet", "Cleaned", "clean_image", "clean_mask", "make_images", "make_gridder", "imaging_backend"]
 
 
 @dataclass
@@ -134,6 +134,23 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
                     xp=xp)
 
 
+def clean_mask(path: str | None, *, npix: int) -> np.ndarray | None:
+    """The CLEAN mask of ``image.clean_mask``: a FITS image of npix x npix pixels in the
+    products' order (extra axes of length 1 allowed), True where non-zero; None for None."""
+    if path is None:
+        return None
+    from astropy.io import fits
+
+    try:
+        data = np.asarray(fits.getdata(path))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"image.clean_mask {path}: cannot read it as FITS ({exc})") from exc
+    data = data.reshape(data.shape[-2:]) if data.ndim >= 2 and data.size == np.prod(data.shape[-2:]) else data
+    if data.shape != (npix, npix):
+        raise ValueError(f"image.clean_mask {path}: shape {data.shape}, the images are ({npix}, {npix})")
+    return np.nan_to_num(data) != 0
+
+
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
@@ -155,8 +172,8 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     beam = fit_beam(psf=to_host(psf[n // 2:n // 2 + n, n // 2:n // 2 + n]), cell_rad=cell)
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
-        threshold_sigma=cfg.threshold_sigma, cycle_fraction=cfg.cycle_fraction, max_major=cfg.max_major_cycles,
-        xp=gridder.xp)
+        threshold_sigma=cfg.threshold_sigma, threshold_jy=cfg.threshold_jy, cycle_fraction=cfg.cycle_fraction,
+        max_major=cfg.max_major_cycles, mask=clean_mask(cfg.clean_mask, npix=npix), xp=gridder.xp)
     dirty, psf, model, residual = (to_host(a) for a in (dirty, psf, model, residual))
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
                        cell_rad=cell)
