@@ -109,7 +109,7 @@ def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: flo
     """
     model = xp.zeros(dirty.shape, xp.float64)
     residual = xp.asarray(dirty, xp.float64)
-    psf = xp.asarray(psf, xp.float64)
+    psf = xp.ascontiguousarray(psf, dtype=xp.float64)  # once: the minor cycles read it as is
     if mask is not None:
         mask = xp.asarray(mask, dtype=bool)
         if mask.shape != dirty.shape:

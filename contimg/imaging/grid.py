@@ -32,7 +32,7 @@ def dirty_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     img = wg.vis2dirty(uvw=uvw_m, freq=freq_hz, vis=vis, wgt=wgt, mask=(wgt > 0).astype(np.uint8),
                        npix_x=npix, npix_y=npix, pixsize_x=cell_rad, pixsize_y=cell_rad, epsilon=epsilon,
                        do_wgridding=True, divide_by_n=False, nthreads=nthreads, **_FLIPS)
-    return (img.T / wsum).astype(np.float32)
+    return (img.T / wsum).astype(np.float32, order="C")  # C order: ducc0's is (x, y)
 
 
 def psf_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, npix: int, cell_rad: float,
