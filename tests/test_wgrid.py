@@ -126,7 +126,6 @@ def _emulate_grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start,
     kwt = np.empty(support)
     ku = np.empty(support)
     kv = np.empty(support)
-    half = support / 2
     for blk in range(nchunks):
         c = first_chunk + blk
         t = chunk_tile[c]
@@ -137,10 +136,7 @@ def _emulate_grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start,
         s = tile + support - 1
         acc = np.zeros((s, s), np.complex128)
         for n in range(chunk_start[c], chunk_end[c]):
-            for i in range(support):
-                for f, k in ((fw[n], kwt), (fu[n], ku), (fv[n], kv)):
-                    z = (f + i) / half
-                    k[i] = np.exp(beta * (np.sqrt(1 - z * z) - 1)) if z * z < 1 else 0.0
+            wgrid._vis_weights(n, fu, fv, fw, support, beta, ku, kv, kwt)
             du, dv = iu[n] % g - u0, iv[n] % g - v0
             if du < 0 or du >= tile or dv < 0 or dv >= tile:
                 raise ValueError("visibility outside its tile")
@@ -160,7 +156,6 @@ def _emulate_degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start
     kwt = np.empty(support)
     ku = np.empty(support)
     kv = np.empty(support)
-    half = support / 2
     for blk in range(nchunks):
         c = first_chunk + blk
         t = chunk_tile[c]
@@ -171,10 +166,7 @@ def _emulate_degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start
         for k in range(s * s):
             region[k // s, k % s] = grid[(v0 + k // s) % g, (u0 + k % s) % g]
         for n in range(chunk_start[c], chunk_end[c]):
-            for i in range(support):
-                for f, kk in ((fw[n], kwt), (fu[n], ku), (fv[n], kv)):
-                    z = (f + i) / half
-                    kk[i] = np.exp(beta * (np.sqrt(1 - z * z) - 1)) if z * z < 1 else 0.0
+            wgrid._vis_weights(n, fu, fv, fw, support, beta, ku, kv, kwt)
             du, dv = iu[n] % g - u0, iv[n] % g - v0
             acc = 0j
             for a in range(support):

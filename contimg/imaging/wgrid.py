@@ -295,6 +295,14 @@ def _weights(f, support, beta, out):
         out[i] = np.exp(beta * (np.sqrt(1 - z2) - 1)) if z2 < 1 else 0.0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _vis_weights(n, fu, fv, fw, support, beta, ku, kv, kw):
+    """Visibility ``n``'s kernel weights along u, v and w into ku, kv, kw (support,)."""
+    _weights(fu[n], support, beta, ku)
+    _weights(fv[n], support, beta, kv)
+    _weights(fw[n], support, beta, kw)
+
+
 @numba.njit(cache=True, nogil=True)
 def _grid_plane(grid, iu, fu, iv, fv, iw, fw, vals, j, support, beta):
     """Add every visibility whose w support covers plane ``j`` to ``grid`` (ngrid, ngrid),
@@ -307,9 +315,7 @@ def _grid_plane(grid, iu, fu, iv, fv, iw, fw, vals, j, support, beta):
         dj = j - iw[n]
         if dj < 0 or dj >= support:
             continue
-        _weights(fw[n], support, beta, kw)
-        _weights(fu[n], support, beta, ku)
-        _weights(fv[n], support, beta, kv)
+        _vis_weights(n, fu, fv, fw, support, beta, ku, kv, kw)
         val = vals[n] * kw[dj]
         for a in range(support):
             row = (iv[n] + a) % g
@@ -330,9 +336,7 @@ def _degrid_plane(grid, iu, fu, iv, fv, iw, fw, out, j, support, beta):
         dj = j - iw[n]
         if dj < 0 or dj >= support:
             continue
-        _weights(fw[n], support, beta, kw)
-        _weights(fu[n], support, beta, ku)
-        _weights(fv[n], support, beta, kv)
+        _vis_weights(n, fu, fv, fw, support, beta, ku, kv, kw)
         acc = 0j
         for a in range(support):
             row = (iv[n] + a) % g

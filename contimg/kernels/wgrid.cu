@@ -44,6 +44,36 @@ __device__ __forceinline__ int wrap(int i, int g)
     return r < 0 ? r + g : r;
 }
 
+// Visibility n's kernel weights along u, v and w.
+__device__ __forceinline__ void vis_weights(long long n, const float* fu, const float* fv, const float* fw,
+                                            int support, float beta, float* ku, float* kv, float* kw)
+{
+    es_weights(fw[n], support, beta, kw);
+    es_weights(fu[n], support, beta, ku);
+    es_weights(fv[n], support, beta, kv);
+}
+
+// What a block works on: chunk c's visibilities [b0, b1), the plane's index in their w support,
+// and the first grid cell (u0, v0) of their tile.
+struct Chunk {
+    long long b0, b1;
+    int dj, u0, v0;
+};
+
+__device__ __forceinline__ Chunk chunk_of(long long c, const int* chunk_tile, const long long* chunk_start,
+                                          const long long* chunk_end, const int* chunk_jstart,
+                                          int ntile_side, int plane)
+{
+    const int tile = chunk_tile[c];
+    Chunk k;
+    k.b0 = chunk_start[c];
+    k.b1 = chunk_end[c];
+    k.dj = plane - chunk_jstart[c];  // 0 .. support-1 by the launch's choice of chunks
+    k.u0 = (tile % ntile_side) * TILE;
+    k.v0 = (tile / ntile_side) * TILE;
+    return k;
+}
+
 extern "C" __global__ void grid_plane(float2* __restrict__ grid, const int g,
                                       const int* __restrict__ iu, const float* __restrict__ fu,
                                       const int* __restrict__ iv, const float* __restrict__ fv,
@@ -54,11 +84,10 @@ extern "C" __global__ void grid_plane(float2* __restrict__ grid, const int g,
                                       const long long first_chunk, const int ntile_side,
                                       const int plane, const int support, const float beta)
 {
-    const long long c = first_chunk + blockIdx.x;
-    const int tile = chunk_tile[c];
-    const long long b0 = chunk_start[c], b1 = chunk_end[c];
-    const int dj = plane - chunk_jstart[c];  // 0 .. support-1 by the launch's choice of chunks
-    const int u0 = (tile % ntile_side) * TILE, v0 = (tile / ntile_side) * TILE;
+    const Chunk ck = chunk_of(first_chunk + blockIdx.x, chunk_tile, chunk_start, chunk_end, chunk_jstart,
+                              ntile_side, plane);
+    const long long b0 = ck.b0, b1 = ck.b1;
+    const int dj = ck.dj, u0 = ck.u0, v0 = ck.v0;
     const int side = TILE + support - 1;
     __shared__ float2 acc[SIDE_MAX * SIDE_MAX];
     for (int k = threadIdx.x; k < side * side; k += blockDim.x) acc[k] = make_float2(0.0f, 0.0f);
@@ -66,9 +95,7 @@ extern "C" __global__ void grid_plane(float2* __restrict__ grid, const int g,
 
     float ku[MAXW], kv[MAXW], kw[MAXW];
     for (long long n = b0 + threadIdx.x; n < b1; n += blockDim.x) {
-        es_weights(fw[n], support, beta, kw);
-        es_weights(fu[n], support, beta, ku);
-        es_weights(fv[n], support, beta, kv);
+        vis_weights(n, fu, fv, fw, support, beta, ku, kv, kw);
         const float2 v = vals[n];
         const float2 val = make_float2(v.x * kw[dj], v.y * kw[dj]);
         const int du = wrap(iu[n], g) - u0, dv = wrap(iv[n], g) - v0;  // 0 .. TILE-1
@@ -101,11 +128,10 @@ extern "C" __global__ void degrid_plane(const float2* __restrict__ grid, const i
                                         const long long first_chunk, const int ntile_side,
                                         const int plane, const int support, const float beta)
 {
-    const long long c = first_chunk + blockIdx.x;
-    const int tile = chunk_tile[c];
-    const long long b0 = chunk_start[c], b1 = chunk_end[c];
-    const int dj = plane - chunk_jstart[c];
-    const int u0 = (tile % ntile_side) * TILE, v0 = (tile / ntile_side) * TILE;
+    const Chunk ck = chunk_of(first_chunk + blockIdx.x, chunk_tile, chunk_start, chunk_end, chunk_jstart,
+                              ntile_side, plane);
+    const long long b0 = ck.b0, b1 = ck.b1;
+    const int dj = ck.dj, u0 = ck.u0, v0 = ck.v0;
     const int side = TILE + support - 1;
     __shared__ float2 region[SIDE_MAX * SIDE_MAX];
     for (int k = threadIdx.x; k < side * side; k += blockDim.x)
@@ -114,9 +140,7 @@ extern "C" __global__ void degrid_plane(const float2* __restrict__ grid, const i
 
     float ku[MAXW], kv[MAXW], kw[MAXW];
     for (long long n = b0 + threadIdx.x; n < b1; n += blockDim.x) {
-        es_weights(fw[n], support, beta, kw);
-        es_weights(fu[n], support, beta, ku);
-        es_weights(fv[n], support, beta, kv);
+        vis_weights(n, fu, fv, fw, support, beta, ku, kv, kw);
         const int du = wrap(iu[n], g) - u0, dv = wrap(iv[n], g) - v0;
         float sr = 0.0f, si = 0.0f;
         for (int a = 0; a < support; ++a) {
