@@ -71,8 +71,8 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
     """Högbom on the active set of ``residual`` (ny, nx); adds components to ``model`` (ny, nx)
     float64 in place. Arrays of ``xp``; with cupy the iterations run in `_minor_device`.
 
-    psf: (2 ny, 2 nx) float64, peak 1 at (ny, nx); mask: (ny, nx) bool, components only where
-    True (None: anywhere). Returns the number of components.
+    psf: (2 ny, 2 nx) float32 (others are converted), peak 1 at (ny, nx); mask: (ny, nx) bool,
+    components only where True (None: anywhere). Returns the number of components.
     """
     if psf.shape != (2 * residual.shape[0], 2 * residual.shape[1]):
         raise ValueError(f"psf shape {psf.shape} must be twice the image shape {residual.shape}")
@@ -87,7 +87,7 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
     ys, xs = xp.nonzero(amp > level)
     ys, xs = ys.astype(xp.int64), xs.astype(xp.int64)
     vals = residual[ys, xs].astype(xp.float64)
-    psf = xp.ascontiguousarray(psf, dtype=xp.float64)
+    psf = xp.ascontiguousarray(psf, dtype=xp.float32)
     minor = _minor if xp is np else _minor_device
     return minor(ys, xs, vals, psf, model, gain, max(stop_jy, level), niter)
 
@@ -109,7 +109,7 @@ def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: flo
     """
     model = xp.zeros(dirty.shape, xp.float64)
     residual = xp.asarray(dirty, xp.float64)
-    psf = xp.ascontiguousarray(psf, dtype=xp.float64)  # once: the minor cycles read it as is
+    psf = xp.ascontiguousarray(psf, dtype=xp.float32)  # once (a no-op for the imagers' PSF): read as is
     if mask is not None:
         mask = xp.asarray(mask, dtype=bool)
         if mask.shape != dirty.shape:

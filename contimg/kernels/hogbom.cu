@@ -9,7 +9,8 @@
 // blockDim.x (a power of two).
 //
 // ys, xs: (n,) int64 pixel of each active value; vals: (n,) float64 residuals (updated in
-// place); psf: (psf_ny, psf_nx) float64, peak at (psf_ny/2, psf_nx/2); model: (ny, nx) float64.
+// place); psf: (psf_ny, psf_nx) float32 (as the imagers make it; the products are float64),
+// peak at (psf_ny/2, psf_nx/2); model: (ny, nx) float64.
 
 #ifndef THREADS
 #define THREADS 1024
@@ -17,7 +18,7 @@
 
 extern "C" __global__ void hogbom(const long long* __restrict__ ys, const long long* __restrict__ xs,
                                   double* __restrict__ vals, const int n,
-                                  const double* __restrict__ psf, const int psf_ny, const int psf_nx,
+                                  const float* __restrict__ psf, const int psf_ny, const int psf_nx,
                                   double* __restrict__ model, const int nx,
                                   const double gain, const double stop, const int niter,
                                   int* __restrict__ done_out)
@@ -56,7 +57,7 @@ extern "C" __global__ void hogbom(const long long* __restrict__ ys, const long l
         __syncthreads();  // every thread has read vals[k] and sbest[0] before they change
         if (t == 0) model[py * nx + px] += step;
         for (int i = t; i < n; i += THREADS)
-            vals[i] -= step * psf[(ys[i] - py + cy) * psf_nx + (xs[i] - px + cx)];
+            vals[i] -= step * (double)psf[(ys[i] - py + cy) * psf_nx + (xs[i] - px + cx)];
         __syncthreads();
         ++done;
     }
