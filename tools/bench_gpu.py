@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         icfg = cfg.image.model_copy(update={"npix": npix})
         kwc = dict(uvw_m=g["uvw"], freq_hz=g["freq"], vis=g["vis"], wgt=g["wgt"], npix=npix, cell_rad=cell, cfg=icfg,
                    nthreads=nthreads)
+        del vis_d, wgt_d, model_d
+        holder.clear()
         pool = xp.get_default_memory_pool() if xp is not np else None
         if pool is not None:
             pool.free_all_blocks()
