@@ -15,6 +15,22 @@ iers.conf.auto_download = False
 iers.conf.auto_max_age = None
 
 
+def pytest_sessionstart(session):
+    """Stop at once, saying why, when the temporary folder's disk is nearly full: the service
+    (rightly) starts no new group below ``service.disk_critical_fraction`` free, so the
+    service tests would wait for space instead of failing."""
+    import tempfile
+
+    from contimg.config import ServiceConfig
+
+    usage = shutil.disk_usage(tempfile.gettempdir())
+    need = ServiceConfig().disk_critical_fraction * usage.total + 4 * 2**30  # the suite writes a few GiB
+    if usage.free < need:
+        pytest.exit(f"{tempfile.gettempdir()}: {usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.0f} GiB; "
+                    f"the tests need {need / 2**30:.1f} GiB (the service holds new groups below "
+                    f"{ServiceConfig().disk_critical_fraction:.0%} free)", returncode=3)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import cupy  # noqa: F401
