@@ -66,8 +66,10 @@ def test_dirty_image_against_direct_dft_and_ducc0(wide, epsilon):
     lo, hi = wgrid.w_range(uvw_m=o["uvw"], freq_hz=o["freq"])
     plan = wgrid.plan_grid(npix=o["npix"], cell_rad=o["cell"], epsilon=epsilon, w_min=lo, w_max=hi)
     assert plan.nplanes > plan.support + 4, "the field should need w stacking"
+    # kernel positions prepared in blocks of 97 visibilities (the default block is 16 M)
+    prep = wgrid.prepare_visibilities(plan=plan, uvw_m=o["uvw"], freq_hz=o["freq"], select=o["wgt"] > 0, block=97)
     img = wgrid.vis2dirty(uvw_m=o["uvw"], freq_hz=o["freq"], vis=o["vis"], wgt=o["wgt"], npix=o["npix"],
-                          cell_rad=o["cell"], epsilon=epsilon)
+                          cell_rad=o["cell"], epsilon=epsilon, plan=plan, prep=prep)
     ref_ducc = ducc.vis2dirty(uvw=o["uvw"], freq=o["freq"], vis=o["vis"], wgt=o["wgt"], npix_x=o["npix"],
                               npix_y=o["npix"], pixsize_x=o["cell"], pixsize_y=o["cell"], epsilon=epsilon,
                               do_wgridding=True, divide_by_n=False, flip_v=True).T
@@ -358,3 +360,4 @@ def test_clean_mask_and_absolute_threshold(small_sky, tmp_path):
     fits.writeto(tmp_path / "small.fits", np.ones((8, 8), np.float32))
     with pytest.raises(ValueError, match=r"small.fits: shape \(8, 8\)"):
         clean_image(cfg=ImageConfig(**base, clean_mask=str(tmp_path / "small.fits")), **kw)
+

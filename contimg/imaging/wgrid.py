@@ -156,9 +156,12 @@ def w_range(*, uvw_m, freq_hz) -> tuple[float, float]:
     return float(aw.min() * f.min() / C_M_S), float(aw.max() * f.max() / C_M_S)
 
 
-def prepare_visibilities(*, plan: GridPlan, uvw_m, freq_hz, select=None, xp: ModuleType = np) -> Prepared:
+def prepare_visibilities(*, plan: GridPlan, uvw_m, freq_hz, select=None, xp: ModuleType = np,
+                         block: int = 1 << 24) -> Prepared:
     """Kernel positions of the visibilities (rows x channels) where ``select`` (nrow, nchan) bool
-    is true (all when None). uvw_m (nrow, 3) float64 metres, freq_hz (nchan,).
+    is true (all when None). uvw_m (nrow, 3) float64 metres, freq_hz (nchan,). Worked out
+    ``block`` visibilities at a time, so the float64 temporaries stay near 1 GB for a
+    real-size group (84 M visibilities) instead of ~6 GB on the device.
 
     Baselines longer than the pixel size resolves (|u| cell > 1/2) wrap around the grid, as in
     ducc0: on the pixel grid exp(2 pi i u l) is periodic in u with period 1 / cell, so the
@@ -171,20 +174,31 @@ def prepare_visibilities(*, plan: GridPlan, uvw_m, freq_hz, select=None, xp: Mod
         index = xp.arange(nrow * nchan, dtype=itype)
     else:
         index = xp.flatnonzero(xp.asarray(select).ravel()).astype(itype)
-    row, chan = index // nchan, index % nchan
-    sign = xp.where(uvw[:, 2] < 0, -1.0, 1.0)
-    scale = sign[row] * k[chan]
+    n = index.size
+    out = Prepared(index=index, iu=xp.empty(n, xp.int32), fu=xp.empty(n, xp.float32), iv=xp.empty(n, xp.int32),
+                   fv=xp.empty(n, xp.float32), iw=xp.empty(n, xp.int32), fw=xp.empty(n, xp.float32),
+                   conj=xp.empty(n, bool), shift_phase=xp.empty(n, xp.complex64))
     g = plan.ngrid * plan.cell_rad
-    u = uvw[row, 0] * scale * g
-    v = -uvw[row, 1] * scale * g  # m = +(y - n/2) cell: the v axis runs the other way
-    w = uvw[row, 2] * scale
-    iu, fu = _split(u, plan.support, xp)
-    iv, fv = _split(v, plan.support, xp)
-    iw, fw = _split((w - plan.w0) / plan.dw, plan.support, xp)
-    if iw.size and (int(xp.min(iw)) < 0 or int(xp.max(iw)) + plan.support > plan.nplanes):
+    sign_row = xp.where(uvw[:, 2] < 0, -1.0, 1.0)
+    iw_min, iw_max = 0, 0
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        row, chan = index[a:b] // nchan, index[a:b] % nchan
+        sign = sign_row[row]
+        scale = sign * k[chan]
+        u = uvw[row, 0] * scale * g
+        v = -uvw[row, 1] * scale * g  # m = +(y - n/2) cell: the v axis runs the other way
+        w = uvw[row, 2] * scale
+        out.iu[a:b], out.fu[a:b] = _split(u, plan.support, xp)
+        out.iv[a:b], out.fv[a:b] = _split(v, plan.support, xp)
+        out.iw[a:b], out.fw[a:b] = _split((w - plan.w0) / plan.dw, plan.support, xp)
+        out.conj[a:b] = sign < 0
+        out.shift_phase[a:b] = xp.exp(2j * np.pi * w * plan.nm1_shift)
+        iw_min = min(iw_min, int(xp.min(out.iw[a:b])))
+        iw_max = max(iw_max, int(xp.max(out.iw[a:b])))
+    if n and (iw_min < 0 or iw_max + plan.support > plan.nplanes):
         raise ValueError("gridder: w outside the planned range (plan_grid with this data's w_range)")
-    return Prepared(index=index, iu=iu, fu=fu, iv=iv, fv=fv, iw=iw, fw=fw, conj=sign[row] < 0,
-                    shift_phase=xp.exp(2j * np.pi * w * plan.nm1_shift).astype(xp.complex64))
+    return out
 
 
 @functools.lru_cache(maxsize=4)
