@@ -143,6 +143,10 @@ class ImageConfig(_Section):
     def _even(self) -> "ImageConfig":
         if self.npix % 2:
             raise ValueError(f"image.npix must be even, got {self.npix}")
+        if self.clean_mask is not None:  # a bad mask is refused when the configuration is read
+            from contimg.imaging.imager import clean_mask
+
+            clean_mask(self.clean_mask, npix=self.npix)
         return self
 
 

@@ -59,7 +59,7 @@ class Ducc0Gridder:
     """One visibility set's imaging operators on the CPU (ducc0): the dirty image, the PSF and
     the residual image of a model, images (npix, npix) float32 FITS order in Jy/beam.
 
-    `contimg.imaging.wgrid_gpu.DeviceGridder` is its twin on the device; `clean_image` takes
+    `contimg.imaging.wgrid.WGridder` is its twin (the device imager); `clean_image` takes
     either. uvw_m (nrow, 3), freq_hz (nchan,), vis (nrow, nchan) complex64, wgt (nrow, nchan)
     float32 imaging weights (0 = left out)."""
 

@@ -142,10 +142,9 @@ def clean_mask(path: str | None, *, npix: int) -> np.ndarray | None:
     from astropy.io import fits
 
     try:
-        data = np.asarray(fits.getdata(path))
-    except (OSError, ValueError) as exc:
+        data = np.squeeze(np.asarray(fits.getdata(path)))
+    except (OSError, ValueError, IndexError) as exc:  # IndexError: no HDU holds data
         raise ValueError(f"image.clean_mask {path}: cannot read it as FITS ({exc})") from exc
-    data = data.reshape(data.shape[-2:]) if data.ndim >= 2 and data.size == np.prod(data.shape[-2:]) else data
     if data.shape != (npix, npix):
         raise ValueError(f"image.clean_mask {path}: shape {data.shape}, the images are ({npix}, {npix})")
     return np.nan_to_num(data) != 0
@@ -161,6 +160,7 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,). ``backend``:
     ``cfg.backend`` unless given. Images come back on the host."""
     cell = cell_rad
+    mask = clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
     wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
                           uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda)
@@ -173,7 +173,7 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
         threshold_sigma=cfg.threshold_sigma, threshold_jy=cfg.threshold_jy, cycle_fraction=cfg.cycle_fraction,
-        max_major=cfg.max_major_cycles, mask=clean_mask(cfg.clean_mask, npix=npix), xp=gridder.xp)
+        max_major=cfg.max_major_cycles, mask=mask, xp=gridder.xp)
     dirty, psf, model, residual = (to_host(a) for a in (dirty, psf, model, residual))
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
                        cell_rad=cell)

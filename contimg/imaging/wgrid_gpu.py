@@ -84,7 +84,7 @@ def arrange(plan: GridPlan, prep: Prepared, *, xp: ModuleType = np) -> Tiled:
     return out
 
 
-def _module(plan: GridPlan):
+def _module():
     from contimg.cuda import raw_module
 
     return raw_module("wgrid.cu", (("TILE", TILE), ("MAXW", 8)))
@@ -94,7 +94,7 @@ def _launch(name: str, plan: GridPlan, prep: Tiled, target, vis_or_out, j: int) 
     first, count = prep.chunk_window(j, plan.support)
     if count == 0:
         return
-    kern = _module(plan).get_function(name)
+    kern = _module().get_function(name)
     args = (target, np.int32(plan.ngrid), prep.iu, prep.fu, prep.iv, prep.fv, prep.fw, vis_or_out,
             prep.chunk_tile, prep.chunk_start, prep.chunk_end, prep.chunk_jstart, np.int64(first),
             np.int32(prep.ntile_side), np.int32(j), np.int32(plan.support), np.float32(plan.beta))
