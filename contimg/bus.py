@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 log = logging.getLogger(__name__)
 
 __all__ = ["Event", "GroupState", "StageTiming", "QAResult", "Alert", "Health", "Waterfall", "StatusBus",
-           "Subscription", "EVENT_TYPES"]
+           "Subscription", "EVENT_TYPES", "parse_selection"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,19 @@ class StatusBus:
             self.publish(event)
         else:
             self._loop.call_soon_threadsafe(self.publish, event)
+
+
+# The waterfall's selections, as the web view asks for them and the service computes them
+_SEL = re.compile(r"^(avg|ant:(\d{1,3})|bl:(\d{1,3})-(\d{1,3}))$")
+
+
+def parse_selection(selection: str) -> tuple[str, tuple[int, ...]]:
+    """``avg`` | ``ant:N`` | ``bl:A-B`` (antenna numbers) → (kind, numbers); ValueError otherwise."""
+    m = _SEL.match(selection)
+    if not m:
+        raise ValueError(f"waterfall selection {selection!r}: expected avg, ant:N or bl:A-B")
+    if m.group(2):
+        return "ant", (int(m.group(2)),)
+    if m.group(3):
+        return "bl", (int(m.group(3)), int(m.group(4)))
+    return "avg", ()

@@ -63,8 +63,8 @@ def _print_summary(results, root: Path) -> None:
 
 
 def _cmd_run_file(args, cfg) -> int:
-    """One file of any array (`contimg.generic`): products and summary.json under the root."""
-    from contimg.generic import run_observation
+    """One file of any array (`contimg.pipeline.generic`): products and summary.json under the root."""
+    from contimg.pipeline.generic import run_observation
 
     s = run_observation(Path(args.input), root=Path(args.root), cfg=cfg, nthreads=cfg.runtime.nthreads)
     cal = s["calibration"]
@@ -90,8 +90,8 @@ def _cmd_run_file(args, cfg) -> int:
 
 
 def _cmd_run(args) -> int:
-    from contimg.generic import is_single_file
-    from contimg.pipeline import run_batch
+    from contimg.pipeline.generic import is_single_file
+    from contimg.service.batch import run_batch
 
     cfg = _config(args)
     if not Path(args.input).exists():
@@ -102,7 +102,7 @@ def _cmd_run(args) -> int:
         return _cmd_run_file(args, cfg)
     cluster = None
     if args.cluster or args.workers:
-        from contimg.cluster import ClusterBackend
+        from contimg.pipeline.cluster import ClusterBackend
 
         cluster = ClusterBackend(address=args.cluster, n_workers=args.workers, cfg=cfg)
     results, code = run_batch(args.input, root=Path(args.root), cfg=cfg, cluster=cluster, web=args.web)
@@ -120,7 +120,7 @@ def _incoming(cfg, root: Path) -> Path:
 def _cmd_serve(args) -> int:
     import asyncio
 
-    from contimg.service import Service
+    from contimg.service.core import Service
 
     cfg = _config(args)
     root = Path(args.root)
@@ -130,7 +130,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_replay(args) -> int:
-    from contimg.pipeline import run_replay
+    from contimg.service.batch import run_replay
 
     cfg = _config(args)
     if args.port is not None:
@@ -146,22 +146,17 @@ def _cmd_replay(args) -> int:
 def _cmd_reprocess(args) -> int:
     import asyncio
 
-    from contimg.ingest import IngestDB
-    from contimg.service import Service, service_running
-    from contimg.stages import CHECKPOINT_FILES, checkpoint_before, usable_checkpoint
+    from contimg.state.ingest import IngestDB
+    from contimg.service.core import Service
+    from contimg.state.lock import service_running
+    from contimg.pipeline.stages import reprocess_checkpoint
 
     cfg = _config(args)
     root = Path(args.root)
     db_path = root / "state" / "ingest.sqlite3"
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path} does not exist: nothing was processed under {root}")
-    checkpoint = checkpoint_before(args.from_stage)
-    have = usable_checkpoint(root / "products" / args.group, checkpoint)
-    if have != checkpoint:
-        raise FileNotFoundError(f"group {args.group}: re-running from {args.from_stage} needs "
-                                f"{root / 'products' / args.group / CHECKPOINT_FILES[checkpoint]}; "
-                                f"the stored intermediates allow --from-stage "
-                                f"{ {'': 'read', 'flag': 'calibrate', 'calibrate': 'image'}[have]} at most")
+    checkpoint = reprocess_checkpoint(root / "products" / args.group, args.from_stage)
     ingest = IngestDB(db_path, n_subbands=cfg.grouping.n_subbands, tolerance_s=cfg.grouping.group_tolerance_s)
     try:
         ingest.request_reprocess(args.group, checkpoint=checkpoint)
@@ -181,20 +176,20 @@ def _cmd_reprocess(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from contimg.status import status_report
+    from contimg.state.status import status_report
 
     doc = status_report(Path(args.root))
     if args.json:
         print(json.dumps(doc, indent=1, default=str))
     else:
-        from contimg.status import format_status
+        from contimg.state.status import format_status
 
         print(format_status(doc))
     return 0
 
 
 def _cmd_export_ms(args) -> int:
-    from contimg.interop.ms import export_ms
+    from contimg.pipeline.exports import export_ms
 
     cfg = _config(args)
     path = export_ms(args.group, root=Path(args.root), out=Path(args.out), cfg=cfg, phasing=args.phasing)
@@ -203,7 +198,7 @@ def _cmd_export_ms(args) -> int:
 
 
 def _cmd_export_uv(args) -> int:
-    from contimg.interop.ms import export_calibrated
+    from contimg.pipeline.exports import export_calibrated
 
     print(export_calibrated(args.group, root=Path(args.root), out=Path(args.out), cfg=_config(args)))
     return 0
@@ -227,7 +222,7 @@ def _cmd_export_cal(args) -> int:
 
 
 def _cmd_lightcurve(args) -> int:
-    from contimg.products import ProductsDB
+    from contimg.state.products import ProductsDB
     from contimg.qa.photometry import variability, write_lightcurve
 
     db_path = Path(args.root) / "state" / "products.sqlite3"
@@ -260,7 +255,7 @@ def _cmd_lightcurve(args) -> int:
 def _cmd_demo(args) -> int:
     import webbrowser
 
-    from contimg.pipeline import run_replay
+    from contimg.service.batch import run_replay
     from contimg.sim import simulate
 
     cfg = _config(args)
@@ -384,11 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except Exception as exc:  # a clear message, not a traceback, for bad input at the top level
-        from contimg.cluster import ClusterError
+        from contimg.pipeline.cluster import ClusterError
         from contimg.config import ConfigError
-        from contimg.service import ServiceLockError
+        from contimg.state.lock import ServiceLockError
 
-        from contimg.generic import GenericInputError
+        from contimg.pipeline.generic import GenericInputError
 
         if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError, GenericInputError)) or (
                 isinstance(exc, ValueError) and (args.command.startswith("export") or args.command == "run")):

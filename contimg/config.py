@@ -144,9 +144,9 @@ class ImageConfig(_Section):
         if self.npix % 2:
             raise ValueError(f"image.npix must be even, got {self.npix}")
         if self.clean_mask is not None:  # a bad mask is refused when the configuration is read
-            from contimg.imaging.imager import clean_mask
+            from contimg.io.fits import read_clean_mask
 
-            clean_mask(self.clean_mask, npix=self.npix)
+            read_clean_mask(self.clean_mask, npix=self.npix)
         return self
 
 
@@ -275,7 +275,7 @@ class InteropConfig(_Section):
 
 
 class GenericConfig(_Section):
-    """`contimg run FILE`: one UVH5/UVFITS/MS file of any array (`contimg.generic`)."""
+    """`contimg run FILE`: one UVH5/UVFITS/MS file of any array (`contimg.pipeline.generic`)."""
 
     max_scan_gap_s: float = Field(300.0, gt=0, description="a new scan at a field change or a gap longer than this")
     gain_channel_fraction: float = Field(0.8, gt=0, le=1, description="per-scan gains: data averaged over this central fraction of the channels (bandpass divided out)")

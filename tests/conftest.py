@@ -64,7 +64,7 @@ def sim_dir(tmp_path_factory, test_config) -> Path:
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, sim_dir, test_config):
     """(results, exit code, root) of `run_batch` over the two simulated groups."""
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
 
     root = tmp_path_factory.mktemp("root")
     results, code = run_batch(sim_dir, root=root, cfg=test_config)
@@ -77,7 +77,7 @@ def processed(tmp_path_factory):
     the simulated sky as catalogue: solved on its transiting calibrator, applied, imaged.
     The interop and calibration-table tests export it."""
     from contimg.config import load_config
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
     from contimg.sim import simulate
 
     base = tmp_path_factory.mktemp("processed")

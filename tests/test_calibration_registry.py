@@ -1,4 +1,4 @@
-"""The calibration registry (`contimg.calregistry`): registration and replay idempotence, the
+"""The calibration registry (`contimg.state.calregistry`): registration and replay idempotence, the
 validity windows, the choice of solution (rejected ones never), interpolation in time between
 two bracketing solutions against an analytic truth, staleness levels and their alerts, and a
 pipeline run whose second group applies the first group's registered solution."""
@@ -13,9 +13,12 @@ import pytest
 
 from contimg.calibrate import GainSolution
 from contimg.config import load_config
-from contimg.calregistry import (CalRegistry, interpolate_gains, registration_row, select_solutions, solution_for,
-                                 staleness_level)
-from contimg.store import load_solution, load_time_gains, read_zarr, save_solution
+from contimg.calibrate.registry import (interpolate_gains, registration_row, select_solutions, solution_for,
+                                       staleness_level)
+from contimg.state.calregistry import CalRegistry
+from contimg.calibrate.storage import load_solution, load_time_gains, save_solution
+from contimg.io.store import read_zarr
+from contimg.pipeline.calibration import adopt_unregistered
 
 MJD_JD = 2400000.5
 HOUR = 1.0 / 24.0
@@ -125,9 +128,9 @@ def test_staleness_levels_and_their_boundaries():
 
 def test_staleness_in_the_gate_and_the_alert(tmp_path):
     from contimg.config import load_config
-    from contimg.products import ProductsDB
+    from contimg.state.products import ProductsDB
     from contimg.qa.gates import calibrate_gate
-    from contimg.qa.recorder import QARecorder
+    from contimg.service.recorder import QARecorder
 
     cfg = load_config("test", use_env=False)
     g = _rotating(0.0, nant=8, nchan=16, npol=2)
@@ -240,7 +243,7 @@ def test_time_gains_are_folded_in_before_interpolating(tmp_path):
     bandpass times its time gain nearest the group (a at +2 min, b at 58 min) interpolated
     between those times: the truth at 20 min. With b rejected it gets a's gain at +2 min."""
     from contimg.calibrate import TimeGains
-    from contimg.store import save_time_gains
+    from contimg.calibrate.storage import save_time_gains
 
     rng = np.random.default_rng(11)
     nant = 6
@@ -278,7 +281,7 @@ def test_time_gains_are_folded_in_before_interpolating(tmp_path):
 # ---- through the pipeline -----------------------------------------------------------------------
 
 def test_second_group_applies_the_registered_solution(pipeline_run):
-    from contimg.products import ProductsDB
+    from contimg.state.products import ProductsDB
 
     results, code, root = pipeline_run
     assert code == 0
@@ -314,7 +317,7 @@ def test_second_group_applies_the_registered_solution(pipeline_run):
     gate = results[1].gates["calibrate"]["metrics"]
     age_h = abs(ms[other_gid]["mid_mjd"] - (tg["time_jd"][-1] - 2400000.5)) * 24  # from when the gain was measured
     assert gate["solution_age_hours"] == pytest.approx(age_h, abs=1e-6) and gate["staleness"] == "fresh"
-    from contimg.status import format_status, status_report
+    from contimg.state.status import format_status, status_report
 
     doc = status_report(root)
     assert sorted((r["set_name"], r["status"]) for r in doc["caltables"]) == [(cal_gid, "active")] * 2
@@ -327,7 +330,7 @@ def test_a_rejected_solve_is_registered_but_never_applied(tmp_path, sim_dir, pip
     'rejected', and both groups get the older active solution registered before (stored 30 min
     earlier than the calibrator group) instead."""
     from contimg.config import load_config
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
 
     _, _, first_root = pipeline_run
     good = load_solution(next((first_root / "cal").glob("*.zarr")))
@@ -370,12 +373,12 @@ def test_tables_written_before_the_registry_are_adopted_once(tmp_path):
     (tmp_path / "cal" / "half-written.zarr.tmp").mkdir()
     (tmp_path / "cal" / "garbage.zarr").mkdir()  # not a Zarr group: skipped with a warning
     reg = CalRegistry(tmp_path / "state" / "cal_registry.sqlite3")
-    adopted = reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig())
+    adopted = adopt_unregistered(reg, tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig())
     assert sorted(adopted) == ["2026-01-01T00:00:00", "2026-01-01T02:00:00"]
     assert {r["set_name"]: r["status"] for r in reg.rows()} == {"2026-01-01T00:00:00": "active",
                                                                 "2026-01-01T02:00:00": "rejected"}
     assert json.loads(reg.row("2026-01-01T00:00:00")["params_json"])["adopted"]
-    assert reg.adopt(tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig()) == []
+    assert adopt_unregistered(reg, tmp_path / "cal", bandpass_validity_hours=24.0, qa_cfg=QAConfig()) == []
     assert len(reg.rows()) == 2
     reg.close()
 
@@ -400,8 +403,8 @@ def test_a_group_between_two_registered_solutions_applies_their_interpolation(tm
 
     from contimg.config import load_config
     from contimg.io.naming import group_files, scan_folder
-    from contimg.pipeline import run_batch
-    from contimg.products import ProductsDB
+    from contimg.service.batch import run_batch
+    from contimg.state.products import ProductsDB
 
     results, _, first_root = pipeline_run
     good = load_solution(first_root / "cal" / f"{results[0].group_id}.zarr")

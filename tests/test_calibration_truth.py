@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from contimg.config import load_config
-from contimg.store import read_zarr
+from contimg.io.store import read_zarr
 
 DEAD = ["7", "50", "103"]
 
 
 @pytest.fixture(scope="module")
 def truth_run(tmp_path_factory):
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
     from contimg.sim import simulate
 
     base = tmp_path_factory.mktemp("caltruth")
@@ -81,7 +81,7 @@ def test_time_gains_registered_and_folded_into_the_next_group(truth_run):
     """The calibrator group registers a bandpass and a time-gains table of one set, each with
     its configured validity; the field group, without a calibrator, gets that bandpass with the set's last time
     gain folded in."""
-    from contimg.calregistry import CalRegistry
+    from contimg.state.calregistry import CalRegistry
 
     cal_gid, field_gid = (g.group_id for g in truth_run["groups"])
     reg = CalRegistry(truth_run["root"] / "state" / "cal_registry.sqlite3")

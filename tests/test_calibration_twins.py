@@ -101,10 +101,10 @@ def test_gpu_solvers_equal_numba_twin(problem, calmode):
 
 def _model_inputs():
     """A few sources through the beam on part of the real layout: the simulator's sky
-    (`contimg.skymodel`), 40 antennas, 3 integrations, 16 channels."""
-    from contimg.geometry import hadec_to_icrs
-    from contimg.skymodel import PointSources
-    from contimg.telescope import active_station_numbers, stations
+    (`contimg.sky.skymodel`), 40 antennas, 3 integrations, 16 channels."""
+    from contimg.sky.geometry import hadec_to_icrs
+    from contimg.sky.skymodel import PointSources
+    from contimg.sky.telescope import active_station_numbers, stations
 
     enu = stations().enu_m[active_station_numbers(40)]
     a1, a2 = np.triu_indices(40, 1)
@@ -122,7 +122,7 @@ def _model_inputs():
 def test_predict_array_code_equals_numba_twin():
     """The direct sum as array code (phases exponentiated per channel) against the numba twin
     (phase advanced by a complex multiply per channel): equal to float32 rounding."""
-    from contimg.skymodel import sky_visibilities
+    from contimg.sky.skymodel import sky_visibilities
 
     kw = _model_inputs()
     cpu = sky_visibilities(**kw)
@@ -135,7 +135,7 @@ def test_predict_array_code_equals_numba_twin():
 def test_gpu_predict_equals_numba_twin():
     import cupy
 
-    from contimg.skymodel import sky_visibilities
+    from contimg.sky.skymodel import sky_visibilities
 
     kw = _model_inputs()
     cpu = sky_visibilities(**kw)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from contimg.calibrate import GainSolution
-from contimg.config import load_config
 
 # the main table of a caltable CASA 6.7's bandpass wrote (NGC5921): column -> (valueType, array)
 CASA_COLUMNS = {"TIME": ("double", False), "FIELD_ID": ("int", False), "SPECTRAL_WINDOW_ID": ("int", False),
@@ -144,7 +143,8 @@ def test_pyuvdata_uvcalibrate_gives_contimgs_apply(processed, tmp_path):
     from contimg.calibrate import apply_gains
     from contimg.cli import main
     from contimg.interop.caltable import stored_solution, write_uvcal
-    from contimg.interop.ms import chunk_to_uvdata, stored_group
+    from contimg.interop.ms import chunk_to_uvdata
+    from contimg.pipeline.exports import stored_group
 
     base, gid, cfg = processed
     chunk, corrected = stored_group(gid, root=base / "root", cfg=cfg)  # contimg's apply
@@ -185,8 +185,8 @@ def test_export_cal_casa_table_of_a_group(processed, tmp_path, capsys):
 
     from contimg.cli import main
     from contimg.interop.caltable import stored_solution, stored_time_gains
-    from contimg.interop.ms import export_ms
-    from contimg.store import read_zarr
+    from contimg.pipeline.exports import export_ms
+    from contimg.io.store import read_zarr
 
     base, gid, cfg = processed
     root = base / "root"
@@ -222,7 +222,8 @@ def test_stored_solution_refuses_gains_that_differ(processed, tmp_path):
     import shutil
 
     from contimg.interop.caltable import stored_solution
-    from contimg.store import load_solution, read_zarr, save_solution
+    from contimg.calibrate.storage import load_solution, save_solution
+    from contimg.io.store import read_zarr
 
     base, gid, cfg = processed
     root = tmp_path / "root"

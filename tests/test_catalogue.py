@@ -23,7 +23,7 @@ from astropy.io import fits
 from astropy.io.votable import from_table, writeto
 from astropy.table import Column, Table
 
-from contimg.qa.catalogue import (DEFAULT_REF_FREQ_HZ, DEFAULT_SPECTRAL_INDEX, load_catalogue, write_catalogue)
+from contimg.sky.catalogue import (DEFAULT_REF_FREQ_HZ, DEFAULT_SPECTRAL_INDEX, load_catalogue, write_catalogue)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "nvss_to_catalogue.py"

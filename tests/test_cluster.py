@@ -43,7 +43,7 @@ def archive(tmp_path_factory):
 
 
 def _db_counts(root: Path) -> dict:
-    from contimg.ingest import IngestDB
+    from contimg.state.ingest import IngestDB
 
     db = IngestDB(root / "state" / "ingest.sqlite3", n_subbands=16, tolerance_s=60)
     try:
@@ -56,8 +56,8 @@ def _db_counts(root: Path) -> dict:
 
 
 def test_two_workers_give_the_single_process_products_bit_for_bit(archive, tmp_path):
-    from contimg.cluster import ClusterBackend
-    from contimg.pipeline import run_batch
+    from contimg.pipeline.cluster import ClusterBackend
+    from contimg.service.batch import run_batch
 
     src, groups = archive
     cfg = _config()
@@ -84,7 +84,7 @@ def test_two_workers_give_the_single_process_products_bit_for_bit(archive, tmp_p
     assert len(health["cluster"]["workers"]) == 2 and health["cluster"]["completed_last_hour"] == 7
     # back-pressure: never more than workers × max(prefetch, 1) groups in flight, and that many used
     assert health["cluster"]["max_in_flight"] == health["cluster"]["capacity"] == 2 * max(cfg.service.prefetch, 1)
-    from contimg.status import format_status, status_report
+    from contimg.state.status import format_status, status_report
 
     assert "2 workers" in format_status(status_report(tmp_path / "dask"))
 
@@ -94,8 +94,8 @@ def test_a_killed_worker_loses_no_group(archive, tmp_path):
     completes exactly once, with one row each."""
     from distributed import Client, LocalCluster
 
-    from contimg.cluster import ClusterBackend
-    from contimg.pipeline import run_batch
+    from contimg.pipeline.cluster import ClusterBackend
+    from contimg.service.batch import run_batch
 
     src, groups = archive
     cfg = _config(npix=1024, cell_arcsec=5.0, niter=3000)  # a few seconds a group: time to kill one
@@ -137,7 +137,7 @@ def test_cluster_needs_an_address_or_workers_with_the_resources():
 
     from distributed import LocalCluster
 
-    from contimg.cluster import ClusterBackend, ClusterError
+    from contimg.pipeline.cluster import ClusterBackend, ClusterError
 
     with pytest.raises(ValueError, match="scheduler address or a number of local workers"):
         ClusterBackend(cfg=_config())
@@ -164,7 +164,7 @@ def test_run_command_refuses_an_unreachable_scheduler(archive, tmp_path, capsys)
     assert main(["run", str(src), "--root", str(tmp_path / "root"), "--config", str(cfg_path),
                  "--cluster", "tcp://127.0.0.1:9"]) == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
-    from contimg.runtime import RootLock
+    from contimg.state.lock import RootLock
 
     lock = RootLock(tmp_path / "root")
     lock.acquire()  # the failed run let go of the root (raises ServiceLockError if it had not)

@@ -43,7 +43,7 @@ def test_astropy_is_offline_for_any_date():
     from astropy.time import Time
     from astropy.utils import iers
 
-    from contimg.telescope import array_location
+    from contimg.sky.telescope import array_location
 
     assert iers.conf.auto_download is False and iers.conf.auto_max_age is None
     t = Time("2031-06-01T00:00:00")

@@ -9,7 +9,7 @@ import pytest
 
 from contimg.config import load_config
 from contimg.io.naming import group_files, scan_folder
-from contimg.pipeline import run_batch
+from contimg.service.batch import run_batch
 
 CHEAP_IMAGE = {"image": {"npix": 256, "cell_arcsec": 20.0, "niter": 50, "products": ["restored"]}}
 
@@ -48,7 +48,7 @@ def test_flag_mode_flags_the_subband_and_names_the_file(tmp_path, two_groups_one
     assert code == 0
     flagged = next(r for r in results if r.group_id == groups[1].group_id)
     assert flagged.status == "completed" and any(str(bad) in p for p in flagged.problems)
-    from contimg.products import ProductsDB
+    from contimg.state.products import ProductsDB
 
     db = ProductsDB(tmp_path / "root" / "state" / "products.sqlite3")
     row = next(g for g in db.groups() if g["group_id"] == groups[1].group_id)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from contimg.geometry import C_M_S
+from contimg.sky.geometry import C_M_S
 from contimg.imaging.grid import dirty_image, psf_image
 from contimg.imaging.restore import fit_beam, gaussian_kernel
 from contimg.imaging.weights import imaging_weights
@@ -130,7 +130,7 @@ def test_gaussian_taper_and_uv_range():
 def test_rephasing_equals_pyuvdata_phase(sim_dir, test_config):
     """The imager's rephasing (drift scan at HA 0 to the ICRS meridian position of mid-time,
     per integration) against pyuvdata's ``phase()`` of the same group: uvw and Stokes I."""
-    from contimg.geometry import hadec_to_icrs
+    from contimg.sky.geometry import hadec_to_icrs
     from contimg.interop.ms import chunk_to_uvdata
     from contimg.imaging.prep import rephase_stokes_i
     from contimg.io.naming import group_files, scan_folder

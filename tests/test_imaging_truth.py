@@ -16,7 +16,7 @@ import pytest
 
 from contimg.calibrate.apply import apply_gains
 from contimg.config import load_config
-from contimg.imaging.fitsio import imageset_header, write_fits
+from contimg.io.fits import imageset_header, write_fits
 from contimg.imaging.imager import make_images
 from contimg.imaging.prep import rephase_stokes_i
 from contimg.imaging.weights import imaging_weights

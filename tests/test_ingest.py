@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from contimg.ingest import IngestDB
-from contimg.watch import settled_files
+from contimg.state.ingest import IngestDB
+from contimg.service.watch import settled_files
 
 
 def _touch(folder, name, size=10):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from contimg.config import load_config
 
 MS_TABLES = ("ANTENNA", "FIELD", "SPECTRAL_WINDOW", "POLARIZATION", "OBSERVATION", "DATA_DESCRIPTION", "FEED")
 MS_COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA", "FLAG", "WEIGHT", "WEIGHT_SPECTRUM", "UVW", "TIME",
@@ -48,10 +46,10 @@ def test_ms_has_what_casa_needs_and_reads_back(processed, tmp_path):
     assert np.allclose(back["CORRECTED_DATA"].data_array[cross], 2 * d.data_array[cross], rtol=1e-6, atol=1e-6)
     assert np.allclose(back["MODEL_DATA"].data_array[cross], -1j * d.data_array[cross], rtol=1e-6, atol=1e-6)
     # DATA equals what was written: the chunk phased to the mid-time meridian, within float32
-    from contimg.interop.ms import _phase
+    from contimg.interop.ms import phase_uvdata
 
     written = chunk_to_uvdata(chunk)
-    _phase(written, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
+    phase_uvdata(written, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
     key = lambda uv: np.lexsort((uv.ant_2_array, uv.ant_1_array, np.round(uv.time_array * 86400 * 1e3)))  # noqa: E731
     a, b = written.data_array[key(written)], d.data_array[key(d)]
     c = cross[key(d)]
@@ -64,7 +62,7 @@ def test_ms_has_what_casa_needs_and_reads_back(processed, tmp_path):
 def test_per_integration_fields(processed, tmp_path):
     from casacore import tables
 
-    from contimg.interop.ms import export_ms
+    from contimg.pipeline.exports import export_ms
 
     base, gid, cfg = processed
     path = export_ms(gid, root=base / "root", out=tmp_path / "p.ms", cfg=cfg, phasing="per_integration")
@@ -80,8 +78,8 @@ def test_per_integration_fields(processed, tmp_path):
 def test_wsclean_finds_the_simulated_sources(processed, tmp_path):
     """Debian's WSClean images the exported CORRECTED_DATA; the bright sources it finds lie
     where the truth catalogue puts them, the calibrator brightest."""
-    from contimg.interop.ms import export_ms
-    from contimg.qa.catalogue import load_catalogue
+    from contimg.pipeline.exports import export_ms
+    from contimg.sky.catalogue import load_catalogue
 
     wsclean = shutil.which("wsclean")
     assert wsclean, "Debian's wsclean is not installed (tools/install.sh installs it)"
@@ -113,7 +111,8 @@ def test_calibrated_uvfits_and_uvh5(processed, tmp_path, suffix):
     from pyuvdata import UVData
 
     from contimg.cli import main
-    from contimg.interop.ms import _phase, chunk_to_uvdata, stored_group
+    from contimg.interop.ms import chunk_to_uvdata, phase_uvdata
+    from contimg.pipeline.exports import stored_group
 
     base, gid, cfg = processed
     cfg_path = tmp_path / "c.toml"
@@ -124,7 +123,7 @@ def test_calibrated_uvfits_and_uvh5(processed, tmp_path, suffix):
     chunk, corrected = stored_group(gid, root=base / "root", cfg=cfg)
     assert not np.allclose(corrected, chunk.vis)  # gains were applied
     expect = chunk_to_uvdata(chunk, vis=corrected)
-    _phase(expect, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
+    phase_uvdata(expect, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
     key = lambda uv: np.lexsort((uv.ant_2_array, uv.ant_1_array, np.round(uv.time_array * 86400 * 1e3)))  # noqa: E731
     a, b = expect.data_array[key(expect)], back.data_array[key(back)]
     cross = (expect.ant_1_array != expect.ant_2_array)[key(expect)]
@@ -146,8 +145,8 @@ def test_generic_run_of_an_exported_ms(processed, tmp_path, suffix):
     import json
 
     from contimg.cli import main
-    from contimg.interop.ms import export_ms
-    from contimg.qa.catalogue import load_catalogue
+    from contimg.pipeline.exports import export_ms
+    from contimg.sky.catalogue import load_catalogue
 
     base, gid, cfg = processed
     ms = export_ms(gid, root=base / "root", out=tmp_path / "g.ms", cfg=cfg)
@@ -205,7 +204,7 @@ def test_generic_run_keeps_going_when_a_field_cannot_be_imaged(processed, tmp_pa
     from pyuvdata import UVData
 
     from contimg.cli import main
-    from contimg.interop.ms import export_ms
+    from contimg.pipeline.exports import export_ms
 
     base, gid, cfg = processed
     uv = UVData.from_file(str(export_ms(gid, root=base / "root", out=tmp_path / "g.ms", cfg=cfg)), file_type="ms")

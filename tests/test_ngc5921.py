@@ -1,4 +1,4 @@
-"""contimg's flux-scale calibration (contimg.fluxscale): unit tests on synthetic gains and
+"""contimg's flux-scale calibration (contimg.calibrate.fluxscale): unit tests on synthetic gains and
 visibilities with known answers, and the real VLA NGC5921 data against CASA's committed result
 (docs/benchmarks/ngc5921_casa.json): 1445+099's transferred flux density within 1 %, the
 band-averaged per-antenna gains within 1 % in amplitude and 1 degree in phase."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contimg.fluxscale import (channel_average, flux_transfer, perley_butler_2017_3c286, solve_bandpass,
+from contimg.calibrate.fluxscale import (channel_average, flux_transfer, perley_butler_2017_3c286, solve_bandpass,
                                solve_scan_gain, split_scans)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def test_doc_figures_come_from_the_compare_json():
     assert abs(r["flux_1445"]["ratio_contimg_over_casa"] - 1) < 0.01
 
 
-# --- the whole file through `contimg run` (contimg.generic) against CASA's calibration + tclean ---
+# --- the whole file through `contimg run` (contimg.pipeline.generic) against CASA's calibration + tclean ---
 
 IMAGES_JSON = ROOT / "docs/benchmarks/ngc5921_images.json"
 
@@ -206,7 +206,7 @@ def generic_run(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("ngc5921_images", ROOT / "tools/ngc5921_images.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    from contimg.generic import run_observation
+    from contimg.pipeline.generic import run_observation
 
     root = tmp_path_factory.mktemp("ngc5921_generic")
     return tool, run_observation(DATA, root=root, cfg=tool.contimg_config(), nthreads=2)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from contimg.products import ProductsDB
-from contimg.store import read_zarr
+from contimg.state.products import ProductsDB
+from contimg.io.store import read_zarr
 
 
 def test_all_groups_complete(pipeline_run):
@@ -49,7 +49,7 @@ def test_replay_creates_no_duplicate_rows(tmp_path, sim_dir, test_config, pipeli
     import shutil
 
     from contimg.io.naming import group_files, scan_folder
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
 
     results, _, root = pipeline_run
     second = group_files(scan_folder(sim_dir), tolerance_s=60)[1]

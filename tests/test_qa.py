@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from contimg.config import load_config
-from contimg.products import ProductsDB
+from contimg.state.products import ProductsDB
 
 LIGHT_CURVE_JY = [0.2, 0.35, 0.5, 0.25, 0.6, 0.3, 0.45, 0.2]
 
@@ -35,7 +35,7 @@ def _config(catalogue: Path, **over):
 @pytest.fixture(scope="module")
 def lc_run(tmp_path_factory):
     """8 simulated groups with a variable source, run in batch with the truth as catalogue."""
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
     from contimg.sim import simulate
 
     base = tmp_path_factory.mktemp("qa")
@@ -130,9 +130,10 @@ def test_broken_calibration_fails_the_image_gate_with_one_alert(lc_run, tmp_path
     """Two groups without a calibrator get a stored solution with scrambled phases: both images
     fail their gate, the products are still written, and the rate limit (1 per category) lets
     exactly one alert of each category through."""
-    from contimg.calregistry import CalRegistry, registration_row
-    from contimg.pipeline import run_batch
-    from contimg.store import load_solution, save_solution
+    from contimg.calibrate.registry import registration_row
+    from contimg.state.calregistry import CalRegistry
+    from contimg.service.batch import run_batch
+    from contimg.calibrate.storage import load_solution, save_solution
 
     good = load_solution(next((lc_run["root"] / "cal").glob("*.zarr")))
     rng = np.random.default_rng(7)
@@ -235,7 +236,7 @@ def test_calibration_gate_metrics_against_known_scatter():
 
 
 def test_catalogue_errors_name_the_file(tmp_path):
-    from contimg.qa.catalogue import load_catalogue
+    from contimg.sky.catalogue import load_catalogue
 
     bad = tmp_path / "cat.csv"
     bad.write_text("name,ra_deg,dec_deg,flux_jy\nA,10,20,1\n")

@@ -105,7 +105,7 @@ def test_too_few_subbands_fails(copy_group):
 
 
 def test_chunk_check_names_the_mismatch(sim_dir):
-    from contimg.chunk import ChunkShapeError
+    from contimg.io.chunk import ChunkShapeError
 
     chunk = read_group(_group(sim_dir))
     chunk.check()

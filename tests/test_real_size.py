@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.slow
 def test_real_size_group_recovers_every_source(tmp_path):
     from contimg.config import load_config
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
     from contimg.sim import simulate
     from contimg.sim.truthcheck import measure_truth_sources
 

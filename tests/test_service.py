@@ -102,7 +102,7 @@ def _assert_products_consistent(root: Path) -> None:
 def test_replay_with_bad_files(tmp_path, six_groups):
     """Six groups replayed at 300x: one garbage file, one truncated, one missing subband, one
     duplicate. Every group completes once; the bad subbands are flagged with their files named."""
-    from contimg.pipeline import run_replay
+    from contimg.service.batch import run_replay
 
     src = tmp_path / "in"
     groups = _copy_groups(six_groups, src, range(6))
@@ -239,7 +239,7 @@ def test_sigterm_exits_0_within_grace_with_consistent_state(tmp_path, six_groups
 
 def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
     from contimg.cli import main
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
 
     src = tmp_path / "in"
     groups = _copy_groups(six_groups, src, [0])
@@ -266,7 +266,7 @@ def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
 
 def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
     """Read-to-imaged spans of groups never overlap more than prefetch + 1 deep."""
-    from contimg.service import Service
+    from contimg.service.core import Service
 
     src = tmp_path / "in"
     _copy_groups(six_groups, src, range(4))
@@ -289,7 +289,7 @@ def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
 
 
 def test_a_crashing_task_is_restarted_and_reported(tmp_path):
-    from contimg.service import Service
+    from contimg.service.core import Service
 
     cfg = load_config("test", use_env=False, overrides={"service": {"restart_backoff_s": 0.05}})
     svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
@@ -315,8 +315,9 @@ def test_a_crashing_task_is_restarted_and_reported(tmp_path):
 
 def test_status_and_a_second_service_is_refused(tmp_path, six_groups, capsys):
     from contimg.cli import main
-    from contimg.pipeline import run_batch
-    from contimg.service import Service, ServiceLockError
+    from contimg.service.batch import run_batch
+    from contimg.service.core import Service
+    from contimg.state.lock import ServiceLockError
 
     src = tmp_path / "in"
     groups = _copy_groups(six_groups, src, [0])
@@ -338,7 +339,7 @@ def test_status_and_a_second_service_is_refused(tmp_path, six_groups, capsys):
 def test_low_disk_space_raises_an_alert_and_holds_new_groups(tmp_path):
     import shutil as sh
 
-    from contimg.service import Service
+    from contimg.service.core import Service
 
     usage = sh.disk_usage(tmp_path)
     free = usage.free / usage.total

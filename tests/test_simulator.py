@@ -61,9 +61,9 @@ def test_visibilities_agree_with_matvis():
     from matvis import simulate_vis
     from pyuvdata.analytic_beam import AiryBeam
 
-    from contimg.geometry import C_M_S, hadec_to_enu, hadec_to_icrs
-    from contimg.skymodel import PointSources, sky_visibilities
-    from contimg.telescope import ARRAY_LAT_RAD, active_station_numbers, array_location, stations
+    from contimg.sky.geometry import C_M_S, hadec_to_enu, hadec_to_icrs
+    from contimg.sky.skymodel import PointSources, sky_visibilities
+    from contimg.sky.telescope import ARRAY_LAT_RAD, active_station_numbers, array_location, stations
 
     enu = stations().enu_m[active_station_numbers(8)]
     freqs = np.array([1.33e9, 1.41e9, 1.49e9])
@@ -91,7 +91,7 @@ def test_visibilities_agree_with_matvis():
 def test_airy_beam_matches_pyuvdata():
     from pyuvdata.analytic_beam import AiryBeam
 
-    from contimg.beam import airy_power
+    from contimg.sky.beam import airy_power
 
     za = np.radians(np.linspace(0, 6, 61))
     freqs = np.array([1.31e9, 1.4e9, 1.5e9])

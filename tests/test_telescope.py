@@ -1,8 +1,8 @@
 import numpy as np
 from astropy import units as u
 
-from contimg.calibrators import calibrator_by_name, vla_calibrators
-from contimg.telescope import active_station_numbers, array_location, stations
+from contimg.sky.calibrators import calibrator_by_name, vla_calibrators
+from contimg.sky.telescope import active_station_numbers, array_location, stations
 
 
 def test_active_stations_are_the_real_96():

@@ -22,7 +22,7 @@ TOKEN = "s3cret-test-token"
 def web(tmp_path_factory, sim_dir):
     """A root with the two session groups processed, and a service serving it (port 0)."""
     from contimg.io.naming import group_files, scan_folder
-    from contimg.pipeline import run_batch
+    from contimg.service.batch import run_batch
 
     base = tmp_path_factory.mktemp("web")
     cfg = load_config("test", use_env=False, overrides={

@@ -8,9 +8,9 @@ import pytest
 
 import ducc0.wgridder.experimental as ducc
 
-from contimg.backend import gpu_available
+from contimg.device.backend import gpu_available
 from contimg.config import ImageConfig
-from contimg.geometry import C_M_S
+from contimg.sky.geometry import C_M_S
 from contimg.imaging import clean, wgrid
 from contimg.imaging.imager import clean_image
 from contimg.imaging.wgrid_gpu import TILE, arrange
@@ -222,7 +222,7 @@ def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide, monkeypatch):
 def test_every_kernel_compiles_with_nvrtc():
     """Each kernels/*.cu compiles for the H100 (sm_90) and an A100 (sm_80) with NVRTC (no device
     needed) and exports the functions the drivers launch."""
-    from contimg.cuda import NvrtcUnavailable, kernel_names, nvrtc_compile
+    from contimg.device.nvrtc import NvrtcUnavailable, kernel_names, nvrtc_compile
 
     entries = {"wgrid.cu": {"grid_plane", "degrid_plane"}, "hogbom.cu": {"hogbom"}}
     assert set(kernel_names()) == set(entries)
@@ -318,7 +318,7 @@ def test_hogbom_kernel_equals_the_twin():
 @gpu
 @needs_device
 def test_device_clean_equals_the_cpu_clean(small_sky):
-    from contimg.imaging.wgrid_gpu import device_selfcheck
+    from contimg.imaging.selfcheck import device_selfcheck
 
     assert device_selfcheck() is None
     o = small_sky

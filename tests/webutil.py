@@ -12,7 +12,7 @@ class ServiceThread:
     """`Service.run()` in its own thread and event loop (as `contimg serve` runs it)."""
 
     def __init__(self, root: Path, cfg, *, watch: bool = True):
-        from contimg.service import Service
+        from contimg.service.core import Service
 
         self.svc = Service(root, cfg, mode="serve", watch_dir=root / "incoming" if watch else None,
                            install_signal_handlers=False, web=True)

@@ -116,7 +116,7 @@ def _profile(*, data: Path, groups: list[str], out: Path) -> dict:
 
     from contimg.config import load_config
     from contimg.io.naming import group_files, scan_folder
-    from contimg.stages import STAGES, GroupWork, run_stage
+    from contimg.pipeline.stages import STAGES, GroupWork, run_stage
 
     cfg = load_config("dsa110", use_env=False)
     found = {g.group_id: g for g in group_files(scan_folder(data), tolerance_s=60)}
@@ -147,7 +147,7 @@ def _peers(*, data: Path, work: Path, field_group: str, full_root: Path, repeats
     from contimg.imaging.prep import rephase_stokes_i
     from contimg.io.naming import group_files, scan_folder
     from contimg.io.reader import read_group
-    from contimg.geometry import hadec_to_icrs
+    from contimg.sky.geometry import hadec_to_icrs
 
     cfg = load_config("dsa110", use_env=False)
     group = next(g for g in group_files(scan_folder(data), tolerance_s=60) if g.group_id == field_group)
@@ -235,7 +235,7 @@ def _profile_top(path: Path, n: int = 20) -> list[dict]:
 
 
 def _gpu() -> dict | None:
-    from contimg.backend import gpu_available
+    from contimg.device.backend import gpu_available
 
     if not gpu_available():
         return None
@@ -417,7 +417,7 @@ def regress(sim_dir: Path, *, repeats: int = 3) -> dict:
 
     from contimg.config import load_config
     from contimg.io.naming import group_files, scan_folder
-    from contimg.stages import STAGES, GroupWork, run_stage
+    from contimg.pipeline.stages import STAGES, GroupWork, run_stage
 
     cfg = load_config("test", use_env=False, overrides={"qa": {"plots": False},
                                                         "image": {"npix": 512, "niter": 300}})

@@ -174,16 +174,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from contimg.calibrate import (TimeGains, apply_gains, calibrator_model, smooth_over_channels, solution_intervals,
                                    solve_gains, solve_time_gains, time_gains_at)
-    from contimg.calibrators import find_transiting_calibrator
+    from contimg.sky.calibrators import find_transiting_calibrator
     from contimg.config import load_config
     from contimg.flag import flag_group
-    from contimg.geometry import hadec_to_icrs
+    from contimg.sky.geometry import hadec_to_icrs
     from contimg.interop.ms import write_ms
     from contimg.io.naming import group_files, scan_folder
     from contimg.io.reader import read_group
-    from contimg.qa.catalogue import load_catalogue, sources_near
-    from contimg.skymodel import PointSources
-    from contimg.subtract import bright_sources_in_beam
+    from contimg.sky.catalogue import load_catalogue, sources_near
+    from contimg.sky.skymodel import PointSources
+    from contimg.calibrate.subtract import bright_sources_in_beam
 
     numba.set_num_threads(args.threads)
     load_start = _loadavg()

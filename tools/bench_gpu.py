@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from contimg.config import load_config  # noqa: E402
-from contimg.geometry import baseline_uvw, hadec_basis  # noqa: E402
-from contimg.telescope import active_station_numbers, stations  # noqa: E402
+from contimg.sky.geometry import baseline_uvw, hadec_basis  # noqa: E402
+from contimg.sky.telescope import active_station_numbers, stations  # noqa: E402
 
 SIDEREAL_S = 86164.0905
 

@@ -11,7 +11,7 @@ both sides run in this one tool run:
     python tools/ngc5921_compare.py summary docs/benchmarks/ngc5921_compare.json \\
         [--md docs/benchmarks/ngc5921.md]   # the markdown figures (between the doc's markers)
 
-contimg's side, with CASA's choices (``contimg.fluxscale``): the UVFITS read by pyuvdata;
+contimg's side, with CASA's choices (``contimg.calibrate.fluxscale``): the UVFITS read by pyuvdata;
 scans from field changes and time gaps (pyuvdata merges 1445+099's scans 4 and 5); antennas
 matched to CASA's by station; 3C286 = Perley-Butler 2017 per channel, a point source at the phase
 centre; bandpass on 3C286 over its scan, all 63 channels, not normalised, refant VLA:N2 (CASA's
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import casa_ngc5921 as casa_tool  # noqa: E402  (stdlib + numpy at import: no CASA needed)
 
-from contimg.fluxscale import (flux_transfer, perley_butler_2017_3c286, solve_bandpass,  # noqa: E402
+from contimg.calibrate.fluxscale import (flux_transfer, perley_butler_2017_3c286, solve_bandpass,  # noqa: E402
                                solve_scan_gain, split_scans)
 
 DATA = casa_tool.DATA
@@ -300,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "date_utc": casa["date_utc"], "casa": casa["versions"]["casa"]},
         "choices": {"refant_station": REFANT_STATION, "gain_channels": list(CHANS), "max_gap_s": MAX_GAP_S,
                     "min_snr_bandpass": MIN_SNR_BANDPASS, "min_snr_gain": MIN_SNR_GAIN,
-                    "flux_model": "3C286 Perley-Butler 2017 per channel (contimg.fluxscale), point source at the "
+                    "flux_model": "3C286 Perley-Butler 2017 per channel (contimg.calibrate.fluxscale), point source at the "
                                   "phase centre; 1445+099 1 Jy",
                     "gain_solve": "bandpass divided out, data and model averaged over channels 6~56, then "
                                   "solve_gains (one channel) per scan",
@@ -335,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def summary_text(r: dict) -> str:
     """Markdown figures of a compare JSON: what docs/benchmarks/ngc5921.md quotes."""
     f, t = r["flux_1445"], r["timings_s"]
-    L = [f"contimg (`contimg.fluxscale`) beside CASA {r['casa_json']['casa']} (CASA's JSON of "
+    L = [f"contimg (`contimg.calibrate.fluxscale`) beside CASA {r['casa_json']['casa']} (CASA's JSON of "
          f"{r['casa_json']['date_utc']}, {r['casa_json']['path']}), {r['date_utc']}, {r['machine']['cpus']} CPUs"
          + (f" (load average {r['machine']['load_average_1_5_15_at_start'][0]:.2f} at the start)."
             if r["machine"].get("load_average_1_5_15_at_start") else "."), ""]

@@ -6,7 +6,7 @@ transferred flux of 1445+099, and the NGC5921 field's sources and noise.
         [--out docs/benchmarks/ngc5921_images.json]     # also writes the .md beside it
     python tools/ngc5921_images.py report docs/benchmarks/ngc5921_images.json
 
-1. contimg: `contimg.generic.run_observation` (what ``contimg run NGC5921.fits`` does) with the
+1. contimg: `contimg.pipeline.generic.run_observation` (what ``contimg run NGC5921.fits`` does) with the
    ``dsa110`` config, reference antenna VLA:N2 (CASA's "15"), products restored, residual,
    pbcor. Its flagger, its calibration (3C286 = Perley-Butler 2017, bandpass, per-scan gains,
    flux transfer to 1445+099) and its imaging (Briggs, Cotton-Schwab CLEAN to 3 sigma).
@@ -112,7 +112,7 @@ def contimg_config():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from contimg.generic import run_observation
+    from contimg.pipeline.generic import run_observation
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def write_report(json_path: Path, md_path: Path) -> None:
          "```bash", r["command"].replace("python tools", "python tools", 1), "```", "",
          f"Input `{r['input']}`; CASA {r['casa_version']}; {r['date_utc']}; {r['machine']['cpus']} CPUs, load "
          f"average {r['machine']['load_average_at_start']} at the start.", "",
-         "contimg: `contimg run NGC5921.fits` (`contimg.generic`, config `dsa110`, refant VLA:N2): its own "
+         "contimg: `contimg run NGC5921.fits` (`contimg.pipeline.generic`, config `dsa110`, refant VLA:N2): its own "
          f"flagger ({r['contimg_summary']['flagged_fraction']:.1%} of the cross-correlation samples flagged, "
          "mostly the band edges of the calibrator scans where the bandpass rolls off), 3C286 = Perley-Butler "
          "2017, bandpass, per-scan gains on the central 80 % of the channels, flux transfer, gains interpolated "

@@ -20,7 +20,7 @@ models point sources. The NRAO ``catalog.fits`` (an AIPS VL table) is not read: 
 VizieR instead.
 
 Output: a CSV with ``name, ra_deg, dec_deg, flux_jy, spectral_index, ref_freq_hz`` (the form
-`contimg.qa.catalogue.load_catalogue` reads), flux in Jy at 1.4 GHz, every row given
+`contimg.sky.catalogue.load_catalogue` reads), flux in Jy at 1.4 GHz, every row given
 ``--spectral-index`` (default -0.7), written under a temporary name and renamed into place.
 
 Selection: ``--min-flux-mjy`` keeps rows with S1.4 >= the limit; ``--ra/--dec/--radius`` (degrees,
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contimg.qa.catalogue import catalogue_format, sources_near, table_to_sources, write_catalogue
+from contimg.sky.catalogue import catalogue_format, sources_near, table_to_sources, write_catalogue
 
 NVSS_FREQ_HZ = 1.4e9
 

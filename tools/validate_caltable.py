@@ -129,8 +129,8 @@ def _versions() -> dict:
 def run(work: Path) -> dict:
     from contimg.config import load_config
     from contimg.interop.caltable import stored_solution, write_casa_caltable
-    from contimg.interop.ms import export_ms
-    from contimg.pipeline import run_batch
+    from contimg.pipeline.exports import export_ms
+    from contimg.service.batch import run_batch
     from contimg.sim import simulate
 
     times: dict[str, float] = {}

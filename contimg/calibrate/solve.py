@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from contimg.backend import array_module, to_host
+from contimg.device.backend import array_module, to_host
 from contimg.calibrate import cpu as _cpu
 from contimg.calibrate import xp as _xp
 

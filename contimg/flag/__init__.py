@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contimg.backend import array_module, to_host
+from contimg.device.backend import array_module, to_host
 from contimg.flag import cpu as _cpu
 from contimg.flag import xp as _xp
 

@@ -56,7 +56,7 @@ def _minor_device(ys, xs, vals, psf, model, gain: float, stop: float, niter: int
     """`_minor` on the device: kernels/hogbom.cu in one block of HOGBOM_THREADS (cupy arrays)."""
     import cupy
 
-    from contimg.cuda import raw_module
+    from contimg.device.nvrtc import raw_module
 
     kern = raw_module("hogbom.cu", (("THREADS", HOGBOM_THREADS),)).get_function("hogbom")
     done = cupy.zeros(1, cupy.int32)

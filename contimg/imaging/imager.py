@@ -7,21 +7,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contimg.chunk import VisChunk
+from contimg.io.chunk import VisChunk
 from contimg.config import ImageConfig
-from contimg.geometry import hadec_to_icrs
-from contimg.backend import to_host
+from contimg.sky.geometry import hadec_to_icrs
+from contimg.device.backend import to_host
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import rephase_stokes_i
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
-from contimg.subtract import SubtractedSource
+from contimg.io.fits import read_clean_mask
+from contimg.calibrate.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSet", "Cleaned", "clean_image", "clean_mask", "make_images", "make_gridder", "imaging_backend"]
+__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images", "make_gridder", "imaging_backend"]
 
 
 @dataclass
@@ -94,8 +95,8 @@ def imaging_backend(requested: str) -> str:
     """"cpu" or "gpu" for ``image.backend`` ("auto", "cpu", "gpu"; also "twin": the GPU
     algorithm on numpy, for tests). "auto" is "gpu" only when a device is usable and the device
     imager has passed its self-check against the CPU twins in this process
-    (`contimg.imaging.wgrid_gpu.device_selfcheck`); "gpu" raises when either is missing."""
-    from contimg.backend import gpu_available
+    (`contimg.imaging.selfcheck.device_selfcheck`); "gpu" raises when either is missing."""
+    from contimg.device.backend import gpu_available
 
     if requested in ("cpu", "twin"):
         return requested
@@ -105,7 +106,7 @@ def imaging_backend(requested: str) -> str:
         if requested == "gpu":
             raise RuntimeError("image.backend = 'gpu', but cupy finds no CUDA device")
         return "cpu"
-    from contimg.imaging.wgrid_gpu import device_selfcheck
+    from contimg.imaging.selfcheck import device_selfcheck
 
     problem = device_selfcheck()
     if problem is None:
@@ -134,22 +135,6 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
                     xp=xp)
 
 
-def clean_mask(path: str | None, *, npix: int) -> np.ndarray | None:
-    """The CLEAN mask of ``image.clean_mask``: a FITS image of npix x npix pixels in the
-    products' order (extra axes of length 1 allowed), True where non-zero; None for None."""
-    if path is None:
-        return None
-    from astropy.io import fits
-
-    try:
-        data = np.squeeze(np.asarray(fits.getdata(path)))
-    except (OSError, ValueError, IndexError) as exc:  # IndexError: no HDU holds data
-        raise ValueError(f"image.clean_mask {path}: cannot read it as FITS ({exc})") from exc
-    if data.shape != (npix, npix):
-        raise ValueError(f"image.clean_mask {path}: shape {data.shape}, the images are ({npix}, {npix})")
-    return np.nan_to_num(data) != 0
-
-
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
@@ -160,7 +145,7 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,). ``backend``:
     ``cfg.backend`` unless given. Images come back on the host."""
     cell = cell_rad
-    mask = clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
+    mask = read_clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
     wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
                           uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda)
@@ -184,7 +169,7 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
                 subtracted: list[SubtractedSource] | None = None) -> ImageSet:
     """Image the group's Stokes I towards the ICRS position of the meridian at mid-time.
 
-    ``subtracted``: bright sources already removed from ``chunk.vis`` (`contimg.subtract`);
+    ``subtracted``: bright sources already removed from ``chunk.vis`` (`contimg.calibrate.subtract`);
     they are restored analytically into the restored and model images."""
     mid = float(np.mean(chunk.time_jd))
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from contimg.beam import airy_power
-from contimg.geometry import hadec_to_enu, icrs_basis
+from contimg.sky.beam import airy_power
+from contimg.sky.geometry import hadec_to_enu, icrs_basis
 
 __all__ = ["average_primary_beam"]
 

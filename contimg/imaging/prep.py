@@ -3,7 +3,7 @@ centre of each integration to one fixed ICRS phase centre, Stokes I = (XX + YY) 
 
 For baseline ``b`` (ENU), drift centre ``s0`` and new centre ``s1(t)`` (ENU unit vectors):
 ``V1 = V0 * exp(+2 pi i f/c * b . (s0 - s1))`` and ``uvw1 = b . (u_hat, v_hat, w_hat)`` of the
-ICRS tangent basis at ``s1`` (see `contimg.geometry`). uvw are recomputed in float64 from the
+ICRS tangent basis at ``s1`` (see `contimg.sky.geometry`). uvw are recomputed in float64 from the
 antenna positions, not taken from the files' float32 values.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from contimg.chunk import VisChunk
-from contimg.geometry import C_M_S, hadec_to_enu, icrs_basis
+from contimg.io.chunk import VisChunk
+from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
 __all__ = ["rephase_stokes_i"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from contimg.geometry import C_M_S
+from contimg.sky.geometry import C_M_S
 
 __all__ = ["imaging_weights", "uv_taper_and_range"]
 

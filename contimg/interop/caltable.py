@@ -131,7 +131,7 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
     (antenna rows in the telescope's order: row = antenna number)."""
     from casacore import tables
 
-    from contimg.telescope import stations
+    from contimg.sky.telescope import stations
 
     st = stations()
     n = st.numbers.size
@@ -204,7 +204,7 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     integration its own gains)."""
     from casacore import tables
 
-    from contimg.telescope import stations
+    from contimg.sky.telescope import stations
 
     path = Path(path)
     st = stations()
@@ -243,7 +243,7 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     if field_dir_rad is None:
         field_dir_rad = (0.0, 0.0)
         if sol.calibrator:
-            from contimg.calibrators import calibrator_by_name
+            from contimg.sky.calibrators import calibrator_by_name
 
             try:
                 c = calibrator_by_name(sol.calibrator)
@@ -362,7 +362,7 @@ class PerIntegration:
 def stored_time_gains(group_id: str, *, root: Path) -> PerIntegration | None:
     """The time gains applied to each integration of group ``group_id`` (a group solved on its
     own calibrator with ``calibrate.gain_calmode`` on), or None."""
-    from contimg.store import read_zarr
+    from contimg.io.store import read_zarr
 
     arrays, _ = read_zarr(Path(root) / "products" / group_id / "cal.zarr")
     if "time_gains" not in arrays:
@@ -374,7 +374,8 @@ def stored_solution(group_id: str, *, root: Path) -> tuple[GainSolution, dict]:
     """The solution applied to group ``group_id`` (its ``products/<group>/cal.zarr``): the stored
     solution of the group it was solved on (``cal/<solved_on>.zarr``) when that is there, else the
     applied arrays with the group's channels. Returns (solution, the cal.zarr attributes)."""
-    from contimg.store import load_solution, read_zarr
+    from contimg.calibrate.storage import load_solution
+    from contimg.io.store import read_zarr
 
     root = Path(root)
     cal_path = root / "products" / group_id / "cal.zarr"

@@ -1,5 +1,6 @@
-"""Exports of one processed group: a Measurement Set (`export_ms`) and UVFITS/UVH5 of the
-calibrated data (`export_calibrated`).
+"""A group as other tools read it: a Measurement Set (`write_ms`) and UVFITS/UVH5 of the
+calibrated data (`write_calibrated`); what a processed group holds is gathered by
+`contimg.pipeline.exports`.
 
 Measurement Set: DATA (raw), CORRECTED_DATA (the gains contimg applied),
 MODEL_DATA (the sky catalogue through the primary beam), FLAG (contimg's flags), WEIGHT and
@@ -28,18 +29,18 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from contimg.chunk import VisChunk
+from contimg.io.chunk import VisChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["chunk_to_uvdata", "stored_group", "export_ms", "export_calibrated", "write_ms"]
+__all__ = ["chunk_to_uvdata", "phase_uvdata", "write_ms", "write_calibrated"]
 
 
 def _telescope():
     from astropy import units as u
     from pyuvdata import Telescope
 
-    from contimg.telescope import array_location, stations
+    from contimg.sky.telescope import array_location, stations
 
     st = stations()
     loc = array_location()
@@ -60,7 +61,7 @@ def chunk_to_uvdata(chunk: VisChunk, *, vis: np.ndarray | None = None, metadata_
     from astropy.time import Time
     from pyuvdata import UVData
 
-    from contimg.telescope import array_location
+    from contimg.sky.telescope import array_location
 
     ntime, nbl, nchan, npol = chunk.shape
     mid = Time(float(np.mean(chunk.time_jd)), format="jd", scale="utc")
@@ -94,9 +95,9 @@ def _new_uvdata(UVData, chunk: VisChunk, data: np.ndarray | None, catalog: dict)
         history=f"contimg export of group {chunk.group_id}")
 
 
-def _phase(uv, *, phasing: str, pointing_dec_rad: float) -> None:
+def phase_uvdata(uv, *, phasing: str, pointing_dec_rad: float) -> None:
     """Rephase ``uv`` (in place) from the meridian driftscan to ICRS field(s)."""
-    from contimg.geometry import hadec_to_icrs
+    from contimg.sky.geometry import hadec_to_icrs
 
     dec_app = pointing_dec_rad
     times = np.unique(uv.time_array)
@@ -127,7 +128,7 @@ def write_ms(path: Path, *, chunk: VisChunk, corrected: np.ndarray | None, model
     # apply that factor to each column here, in parallel.
     uv = chunk_to_uvdata(chunk, metadata_only=True)
     w_before = uv.uvw_array[:, 2].copy()
-    _phase(uv, phasing=phasing, pointing_dec_rad=chunk.pointing_dec_rad)
+    phase_uvdata(uv, phasing=phasing, pointing_dec_rad=chunk.pointing_dec_rad)
     factor = np.empty((uv.Nblts, uv.Nfreqs), np.complex64)
     _w_factor(uv.uvw_array[:, 2] - w_before, np.asarray(uv.freq_array, np.float64).ravel() / 299792458.0, factor)
     shape = (uv.Nblts, uv.Nfreqs, uv.Npols)
@@ -206,77 +207,15 @@ def _row_index(ms, uv) -> np.ndarray:
     return order[pos]
 
 
-def stored_group(group_id: str, *, root: Path, cfg) -> tuple[VisChunk, np.ndarray]:
-    """A processed group's data as contimg used it: its raw files re-read, its stored flags
-    (``flags.zarr``) and gains (``cal.zarr``) applied. Returns (chunk with the raw visibilities
-    and the final flags, the calibrated visibilities (raw where no gains were applied))."""
-    from contimg.calibrate import apply_gains
-    from contimg.ingest import IngestDB
-    from contimg.stages import GroupWork, run_stage, usable_checkpoint
-    from contimg.store import read_zarr
-
-    root = Path(root)
-    db = IngestDB(root / "state" / "ingest.sqlite3", n_subbands=cfg.grouping.n_subbands,
-                  tolerance_s=cfg.grouping.group_tolerance_s)
-    try:
-        if db.row(group_id) is None:
-            raise FileNotFoundError(f"{root}: no group {group_id} in its ingest database")
-        group = db.group(group_id)
-    finally:
-        db.close()
-    work = GroupWork(group=group, root=root)
-    work.checkpoint = usable_checkpoint(work.out_dir, "flag")
-    if work.checkpoint != "flag":
-        raise FileNotFoundError(f"{work.out_dir / 'flags.zarr'}: group {group_id} has no stored flags; "
-                                "process it first (contimg run / reprocess)")
-    qa_off = cfg.model_validate({**cfg.model_dump(), "qa": {**cfg.qa.model_dump(), "enabled": False}})
-    run_stage("read", work, qa_off)
-    run_stage("flag", work, qa_off)
-    chunk = work.chunk
-    corrected = chunk.vis.copy()
-    cal_path = work.out_dir / "cal.zarr"
-    if cal_path.is_dir():
-        arrays, attrs = read_zarr(cal_path)
-        if attrs.get("applied"):
-            flags = chunk.flags.copy()
-            apply_gains(vis=corrected, flags=flags, ant1=chunk.ant1, ant2=chunk.ant2,
-                        antenna_numbers=arrays["antenna_numbers"], gains=arrays["gains"], gain_flags=arrays["flags"],
-                        time_gains=arrays.get("time_gains"), time_gain_flags=arrays.get("time_gain_flags"))
-            chunk.flags = flags
-    return chunk, corrected
-
-
-def export_ms(group_id: str, *, root: Path, out: Path, cfg, phasing: str | None = None) -> Path:
-    """The group ``group_id`` of ``root`` as an MS (`stored_group` for DATA, FLAG and
-    CORRECTED_DATA; the sky catalogue predicted for MODEL_DATA)."""
-    from contimg.geometry import hadec_to_icrs
-    from contimg.qa.catalogue import load_catalogue, resolve_catalogue, sources_near
-    from contimg.skymodel import sky_visibilities
-
-    chunk, corrected = stored_group(group_id, root=root, cfg=cfg)
-    catalogue = load_catalogue(resolve_catalogue(cfg.sky.catalogue, Path(root)))
-    ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=float(np.mean(chunk.time_jd)))
-    field = sources_near(catalogue, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cfg.calibrate.model_radius_deg,
-                         min_flux_jy=0.0)
-    b_enu = chunk.antenna_enu_m[chunk.ant2] - chunk.antenna_enu_m[chunk.ant1]
-    sky = sky_visibilities(sources=field, time_jd=chunk.time_jd, freq_hz=chunk.freq_hz, b_enu_m=b_enu,
-                           pointing_dec_rad=chunk.pointing_dec_rad) if len(field) else None
-    model = np.zeros_like(chunk.vis)
-    if sky is not None:
-        model[...] = sky[..., None]
-    return write_ms(out, chunk=chunk, corrected=corrected, model=model, phasing=phasing or cfg.interop.ms_phasing)
-
-
-def export_calibrated(group_id: str, *, root: Path, out: Path, cfg) -> Path:
-    """The group's calibrated visibilities (`stored_group`) as UVFITS (``.uvfits``) or UVH5
-    (``.uvh5``), phased to the meridian at mid-group, written by pyuvdata under a temporary name."""
+def write_calibrated(out: Path, *, chunk: VisChunk, corrected: np.ndarray) -> Path:
+    """``corrected`` (the chunk's shape) as UVFITS (``.uvfits``) or UVH5 (``.uvh5``), phased to
+    the meridian at mid-group, written by pyuvdata under a temporary name."""
     out = Path(out)
     kinds = {".uvfits": "write_uvfits", ".uvh5": "write_uvh5"}
     if out.suffix not in kinds:
         raise ValueError(f"{out}: the name must end in .uvfits or .uvh5")
-    chunk, corrected = stored_group(group_id, root=root, cfg=cfg)
     uv = chunk_to_uvdata(chunk, vis=corrected)
-    _phase(uv, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
+    phase_uvdata(uv, phasing="midtime", pointing_dec_rad=chunk.pointing_dec_rad)
     uv.history += " (calibrated: CORRECTED data)"
     tmp = out.with_name(out.name + ".tmp" + out.suffix)
     tmp.unlink(missing_ok=True)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from pyuvdata.utils import ENU_from_ECEF, XYZ_from_LatLonAlt
 
-from contimg.chunk import VisChunk
+from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
-from contimg.telescope import ecef_to_enu
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class SubbandMeta:
     antenna_names: np.ndarray
     antenna_numbers: np.ndarray
     antenna_positions_m: np.ndarray  # ECEF relative to the telescope location
+    location: tuple[float, float, float]  # the telescope's latitude, longitude (rad) and altitude (m)
     pointing_dec_rad: float
 
 
@@ -75,6 +76,8 @@ def read_subband_meta(path: str | Path) -> SubbandMeta:
             positions = h["antenna_positions"][()]
             numbers = h["antenna_numbers"][()]
             pols = h["polarization_array"][()]
+            location = (np.radians(float(h["latitude"][()])), np.radians(float(h["longitude"][()])),
+                        float(h["altitude"][()]))
     except (OSError, KeyError, ValueError) as exc:
         raise ReadError(f"{path}: cannot read the header ({type(exc).__name__}: {exc})") from exc
     ntime = np.unique(times).size
@@ -88,7 +91,7 @@ def read_subband_meta(path: str | Path) -> SubbandMeta:
     if shape != (nblts, 1, nfreq, npol):
         raise ReadError(f"{path}: visdata has shape {shape}, expected {(nblts, 1, nfreq, npol)}")
     return SubbandMeta(path, nblts, ntime, nbl, nfreq, npol, t2[:, 0].astype(np.float64), a1[:nbl], a2[:nbl],
-                       freq, float(cw[0]), pols, float(meta_int[0]), names, numbers, positions, dec0)
+                       freq, float(cw[0]), pols, float(meta_int[0]), names, numbers, positions, location, dec0)
 
 
 def _mismatch(meta: SubbandMeta, ref: SubbandMeta, sb: int, ref_sb: int) -> str | None:
@@ -191,7 +194,10 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
     all_freq_desc = ref.freq_hz[0] + (np.arange(nchan_total) - ref_sb * ref.nchan) * ref.chan_width_hz
     with h5py.File(ref.path, "r") as f:
         uvw = f["Header"]["uvw_array"][()].astype(np.float64).reshape(ref.ntime, ref.nbl, 3)
-    enu = ecef_to_enu(ecef_rel_m=np.asarray(ref.antenna_positions_m, np.float64))
+    lat, lon, alt = ref.location
+    centre = XYZ_from_LatLonAlt(lat, lon, alt)
+    enu = ENU_from_ECEF(np.asarray(ref.antenna_positions_m, np.float64) + centre, latitude=lat, longitude=lon,
+                        altitude=alt)
     enu_by_number = np.zeros((int(ref.antenna_numbers.max()) + 1, 3))
     enu_by_number[ref.antenna_numbers] = enu
     names = np.array([""] * enu_by_number.shape[0], dtype=object)

@@ -118,7 +118,7 @@ def bandpass_roughness(*, gains: np.ndarray, flags: np.ndarray) -> np.ndarray:
 def solution_quality(*, gains: np.ndarray, flags: np.ndarray, snr: np.ndarray, freq_hz: np.ndarray,
                      cfg: QAConfig) -> tuple[dict, list[str]]:
     """The quality of one gain solution: (metrics, reasons it fails). A solution that fails is
-    registered as ``rejected`` and never applied (`contimg.calregistry`).
+    registered as ``rejected`` and never applied (`contimg.state.calregistry`).
 
     gains/flags/snr: (nant, nchan, npol). Median SNR of the unflagged gains, the flagged
     fraction (overall and of the worst antenna), the phase scatter about a delay fit and the
@@ -178,11 +178,11 @@ def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: n
     """After calibration, on the solution applied (None: nothing was applied).
 
     gains/flags/snr: (nant, nchan, npol); solution_age_hours: |group mid − solution mid|, which
-    gives the staleness level (`contimg.calregistry.staleness_level`: fresh / aging / stale /
+    gives the staleness level (`contimg.calibrate.registry.staleness_level`: fresh / aging / stale /
     critical; nothing applied is critical). Fails on the solution's quality
     (`solution_quality`), on a critical level, and when this group's own solve was rejected
     (``rejected_reasons``: why; the group then got an older solution, or none)."""
-    from contimg.calregistry import staleness_level
+    from contimg.calibrate.registry import staleness_level
 
     rejected = [f"the solution solved on this group was rejected ({'; '.join(rejected_reasons)})"] \
         if rejected_reasons else []

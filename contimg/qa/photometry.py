@@ -17,7 +17,7 @@ from astropy.wcs import WCS
 
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
 from contimg.qa.sources import catalogue_in_field
-from contimg.skymodel import PointSources
+from contimg.sky.skymodel import PointSources
 
 __all__ = ["forced_amplitude", "forced_photometry", "variability", "write_lightcurve"]
 

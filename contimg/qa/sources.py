@@ -14,9 +14,9 @@ from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from contimg.imaging.fitsio import image_header
+from contimg.io.fits import image_header
 from contimg.imaging.measure import fit_point_source
-from contimg.skymodel import PointSources
+from contimg.sky.skymodel import PointSources
 
 __all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_sources", "catalogue_in_field", "crossmatch"]
 

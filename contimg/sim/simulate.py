@@ -31,16 +31,16 @@ from astropy import units as u
 from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 
-from contimg.calibrators import calibrator_by_name, vla_calibrators
+from contimg.sky.calibrators import calibrator_by_name, vla_calibrators
 from contimg.config import SimulateConfig
-from contimg.geometry import angular_separation_rad, hadec_basis, hadec_to_icrs
+from contimg.sky.geometry import angular_separation_rad, hadec_basis, hadec_to_icrs
 from contimg.io.naming import subband_name
-from contimg.qa.catalogue import write_catalogue
+from contimg.sky.catalogue import write_catalogue
 from contimg.sim.corrupt import inject_rfi, random_gains, thermal_sigma_jy
 from contimg.sim.sky import random_sources_around
-from contimg.skymodel import PointSources, sky_visibilities
+from contimg.sky.skymodel import PointSources, sky_visibilities
 from contimg.sim.uvh5 import SubbandHeader, write_subband_file
-from contimg.telescope import (ARRAY_HEIGHT_M, ARRAY_LAT_RAD, ARRAY_LON_RAD, active_station_numbers,
+from contimg.sky.telescope import (ARRAY_HEIGHT_M, ARRAY_LAT_RAD, ARRAY_LON_RAD, active_station_numbers,
                                array_location, stations)
 
 log = logging.getLogger(__name__)

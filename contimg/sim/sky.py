@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from contimg.geometry import angular_separation_rad
-from contimg.skymodel import PointSources
+from contimg.sky.geometry import angular_separation_rad
+from contimg.sky.skymodel import PointSources
 
 __all__ = ["random_sources_around"]
 

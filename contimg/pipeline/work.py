@@ -1,0 +1,75 @@
+"""`GroupWork`: one group on its way through the stages, and what they found; the stages'
+names and the intermediates they leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contimg.calibrate import GainSolution, TimeGains
+from contimg.calibrate.subtract import SubtractedSource
+from contimg.imaging.imager import ImageSet
+from contimg.io.chunk import VisChunk
+from contimg.io.naming import Group
+from contimg.qa.gates import Gate
+from contimg.sky.skymodel import PointSources
+
+__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork"]
+
+STAGES = ("read", "flag", "calibrate", "image", "write")
+# the intermediate that a finished stage leaves; "read" leaves none (the raw files are the archive)
+CHECKPOINT_FILES = {"flag": "flags.zarr", "calibrate": "cal.zarr", "image": "image.zarr"}
+
+
+@dataclass
+class GroupWork:
+    """One group on its way through the stages, and what they found."""
+
+    group: Group
+    root: Path
+    checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
+    chunk: VisChunk | None = None
+    meta: dict = field(default_factory=dict)  # times (MJD), pointing, subbands, problems: kept for `write`
+    sol: GainSolution | None = None  # the bandpass applied (solved here, or from the registry)
+    tgains: TimeGains | None = None  # the time gains solved here, applied per integration
+    calibrator: str = ""
+    cal_applied: bool = False
+    subtracted: list[SubtractedSource] = field(default_factory=list)
+    # calibration registry: the shell hands the calibrate stage the active rows near the group's
+    # time (`CalRegistry.candidates`) and registers the rows a solve leaves (bandpass, then time
+    # gains; the stages open no database); cal_rejected: why this group's own solve was rejected
+    cal_candidates: list[dict] = field(default_factory=list)
+    cal_registrations: list[dict] = field(default_factory=list)
+    cal_rejected: list[str] = field(default_factory=list)
+    imgs: ImageSet | None = None
+    products: list[str] = field(default_factory=list)
+    image_rows: list[dict] = field(default_factory=list)
+    flag_fraction: float = float("nan")
+    attempt: int = 1
+    calibrator_group: bool = False  # a listed calibrator transits (scheduled first)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    # QA: set by the shell before the stages run ...
+    catalogue: PointSources | None = None  # cross-match and photometry (None: skipped)
+    reference_beam_arcsec: tuple[float, float] | None = None
+    # ... and filled by them, for the shell to record
+    gates: dict[str, Gate] = field(default_factory=dict)
+    gates_recorded: set[str] = field(default_factory=set)  # stages whose gate the shell has stored
+    artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path) of diagnostic PNGs
+    detections: list[dict] = field(default_factory=list)
+    photometry: list[dict] = field(default_factory=list)
+
+    @property
+    def group_id(self) -> str:
+        return self.group.group_id
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "products" / self.group_id
+
+    @property
+    def cal_dir(self) -> Path:
+        return self.root / "cal"
+
+    def done(self, stage: str) -> bool:
+        """Whether ``stage``'s result is stored (so the stage replays it instead of computing)."""
+        return bool(self.checkpoint) and STAGES.index(self.checkpoint) >= STAGES.index(stage)

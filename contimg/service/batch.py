@@ -1,0 +1,190 @@
+"""Batch (`contimg run`) and replay (`contimg replay`): the service's own tasks and stage code,
+run until the input is done, then a summary, ``failures.json`` and an exit code (0 every group
+completed, 2 some failed, 1 nothing could run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from contimg.config import Config
+from contimg.io.naming import SubbandFile, scan_folder, subband_name
+from contimg.service.core import Service
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GroupResult", "run_batch", "run_replay", "replay_schedule"]
+
+
+@dataclass
+class GroupResult:
+    group_id: str
+    status: str  # "completed" | "failed"
+    stage: str  # the last stage reached
+    error: str = ""
+    files: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # flagged subbands and their reasons
+    calibrator: str = ""
+    cal_applied: bool = False
+    products: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    image_stats: dict = field(default_factory=dict)
+    worker: str = ""  # cluster mode: the Dask worker that ran it
+    qa_passed: bool | None = None  # every gate passed (None: QA off or not reached)
+    gates: dict = field(default_factory=dict)  # stage → Gate.to_dict()
+    note: str = ""
+
+
+def _result(svc: Service, gid: str) -> GroupResult:
+    """This run's outcome for ``gid``, or the databases' record of an earlier run."""
+    if gid in svc.outcomes:
+        return GroupResult(**svc.outcomes[gid])
+    row = svc.ingest.row(gid)
+    files = [f["path"] for f in svc.ingest.files(gid) if f["role"] == "member"]
+    if row["state"] == "completed":
+        img = next((r for r in svc.products.images(gid) if r["type"] == "restored"), None)
+        stats = {} if img is None else {"noise_jy": img["noise_jy"], "peak_jy": img["peak_jy"],
+                                        "dynamic_range": img["dynamic_range"]}
+        return GroupResult(gid, "completed", "done", files=files, image_stats=stats,
+                           problems=json.loads(row["problems"] or "[]"),
+                           note="completed before; not reprocessed (use contimg reprocess)")
+    return GroupResult(gid, row["state"], row["processing_stage"] or "", row["error"] or "", files=files)
+
+
+def _summarise(svc: Service, gids: list[str], root: Path) -> tuple[list[GroupResult], int]:
+    results = [_result(svc, gid) for gid in sorted(gids)]
+    failed = [r for r in results if r.status != "completed"]
+    (root / "failures.json").write_text(json.dumps(
+        [{"group_id": r.group_id, "stage": r.stage, "error": r.error, "files": r.files} for r in failed], indent=2))
+    (root / "summary.json").write_text(json.dumps([asdict(r) for r in results], indent=2, default=float))
+    code = 0 if not failed else (1 if len(failed) == len(results) else 2)
+    if svc.exit_code:
+        code = 1
+    return results, code
+
+
+def _nothing(root: Path, in_dir: Path) -> tuple[list[GroupResult], int]:
+    log.error("no subband files (YYYY-MM-DDTHH:MM:SS_sbNN.hdf5) in %s", in_dir)
+    (root / "failures.json").write_text(json.dumps(
+        [{"group_id": None, "stage": "discover", "error": f"no subband files in {in_dir}"}], indent=2))
+    return [], 1
+
+
+def _groups_of(svc: Service, paths: set[str]) -> list[str]:
+    return sorted({f["group_id"] for f in svc.ingest.files() if f["path"] in paths})
+
+
+def run_batch(in_dir: str | Path, *, root: str | Path, cfg: Config, cluster=None,
+              web: bool = False) -> tuple[list[GroupResult], int]:
+    """Every group in ``in_dir`` as fast as possible (calibrator groups first), through the
+    service's reader/processor/writer with prefetch — or, with ``cluster`` (a
+    `contimg.pipeline.cluster.ClusterBackend`), as Dask tasks on its workers. Groups completed by an
+    earlier run into the same root are not redone; failed ones are tried again. ``web``: serve the
+    web view while it runs."""
+    root, in_dir = Path(root), Path(in_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    files = scan_folder(in_dir)
+    if not files:
+        return _nothing(root, in_dir)
+    svc = Service(root, cfg, mode="drain", cluster=cluster, web=web or None)
+    svc.open()
+    try:
+        svc.register_folder(in_dir)
+        gids = _groups_of(svc, {str(f.path) for f in files})
+        svc.ingest.requeue_failed(gids)
+    except BaseException:
+        svc.close()
+        raise
+    svc.input_done.set()
+    asyncio.run(svc.run())
+    svc.ingest, svc.products = _reopen(root, cfg)
+    try:
+        return _summarise(svc, gids, root)
+    finally:
+        svc.close()
+
+
+def _reopen(root: Path, cfg: Config):
+    from contimg.state.ingest import IngestDB
+    from contimg.state.products import ProductsDB
+
+    return (IngestDB(root / "state" / "ingest.sqlite3", n_subbands=cfg.grouping.n_subbands,
+                     tolerance_s=cfg.grouping.group_tolerance_s), ProductsDB(root / "state" / "products.sqlite3"))
+
+
+def replay_schedule(files: list[SubbandFile], *, speed: float) -> list[tuple[float, SubbandFile]]:
+    """(seconds after the start, file) for every file: the files' own timestamps (jitter and
+    order kept) compressed by ``speed``; equal timestamps keep their name order."""
+    files = sorted(files, key=lambda f: (f.timestamp, f.path.name))
+    t0 = files[0].timestamp
+    return [((f.timestamp - t0).total_seconds() / speed, f) for f in files]
+
+
+def _deliver(src: Path, dest_dir: Path, name: str, incomplete_name: str) -> Path:
+    tmp = dest_dir / incomplete_name
+    shutil.copyfile(src, tmp)
+    final = dest_dir / name
+    os.replace(tmp, final)
+    return final
+
+
+def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: float, web: bool = False,
+               keep_serving: bool = False, on_web=None) -> tuple[list[GroupResult], int]:
+    """Feed ``in_dir``'s files into ``<root>/<incoming_dir>`` at ``speed``× their real cadence
+    (written as ``_incomplete``, then renamed, as the correlator does) while the service watches
+    that folder; stop when every fed group is done — or, with ``keep_serving``, go on serving
+    (and watching) until SIGTERM/Ctrl-C. ``web`` serves the web view; ``on_web(url)`` is called
+    once it is up."""
+    root, in_dir = Path(root), Path(in_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    files = scan_folder(in_dir)
+    if not files:
+        return _nothing(root, in_dir)
+    incoming = Path(cfg.service.incoming_dir)
+    incoming = incoming if incoming.is_absolute() else root / incoming
+    incoming.mkdir(parents=True, exist_ok=True)
+    schedule = replay_schedule(files, speed=speed)
+    svc = Service(root, cfg, mode="serve" if keep_serving else "drain", watch_dir=incoming, timeout_scale=speed,
+                  web=web)
+    delivered: set[str] = set()
+
+    async def feeder():
+        loop = asyncio.get_running_loop()
+        if web and on_web is not None:
+            while svc.web_port is None and not svc.stopping.is_set():
+                await svc._sleep(0.05)
+            if svc.web_port is not None:
+                on_web(f"http://{cfg.web.host}:{svc.web_port}/")
+        start = loop.time()
+        for due, f in schedule:
+            wait = start + due - loop.time()
+            if wait > 0:
+                await svc._sleep(wait)
+            if svc.stopping.is_set():
+                return
+            final = await svc.workers["misc"].run(_deliver, f.path, incoming, f.path.name,
+                                        subband_name(f.timestamp, f.subband, incomplete=True))
+            delivered.add(str(final))
+        log.info("replay: all %d files delivered; waiting for the watcher", len(schedule))
+        while not svc.stopping.is_set():
+            have = {r["path"] for r in svc.ingest.files()}
+            if delivered <= have:
+                break
+            await svc._sleep(0.1)
+        svc.input_done.set()
+
+    asyncio.run(svc.run(feeder))
+    svc.ingest, svc.products = _reopen(root, cfg)
+    try:
+        gids = _groups_of(svc, delivered)
+        if not gids:
+            return _nothing(root, in_dir)
+        return _summarise(svc, gids, root)
+    finally:
+        svc.close()
+

@@ -1,0 +1,209 @@
+"""The REST API's response models (pydantic): what `/api/docs` documents and the routes return."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+class TaskHealth(BaseModel):
+    task: str
+    state: Literal["ok", "degraded", "failed", "stopped"]
+
+
+class StatusOut(BaseModel):
+    """The service as a whole."""
+
+    pid: int
+    mode: str
+    started_at: float
+    uptime_s: float
+    stopping: bool
+    tasks: list[TaskHealth]
+    queue: dict[str, int]  # groups by state
+    queues_in_memory: dict[str, int]  # claim, read, write
+    in_progress: dict[str, str]  # group → stage
+    completed_last_hour: int
+    backend: str
+    device: str
+    loop_lag_ms_p99: float
+    loop_lag_ms_max: float
+    cluster: dict | None = None  # cluster mode: scheduler, workers, groups in flight (s), completed in the last hour
+    rss_bytes: int
+    disk: str
+    watcher: str | None
+    ws_clients: int
+
+
+class GroupOut(BaseModel):
+    group_id: str
+    state: str
+    stage: str
+    checkpoint: str
+    present_subbands: int
+    expected_subbands: int
+    retry_count: int
+    error: str
+    received_at: float | None
+    finished_at: float | None
+
+
+class StageTime(BaseModel):
+    stage: str
+    seconds: float
+    attempt: int
+    replayed: bool
+
+
+class SubbandFileOut(BaseModel):
+    path: str
+    subband: int
+    role: str
+    size: int
+
+
+class GroupDetail(GroupOut):
+    problems: list[str]
+    timings: list[StageTime]
+    files: list[SubbandFileOut]
+    images: list[int]
+
+
+class MsIndexRow(BaseModel):
+    group_id: str
+    status: str | None = None
+    stage: str | None = None
+    start_mjd: float | None = None
+    end_mjd: float | None = None
+    mid_mjd: float | None = None
+    cal_applied: int | None = None
+    calibrator: str | None = None
+    image_name: str | None = None
+    ra_deg: float | None = None
+    dec_deg: float | None = None
+    n_subbands: int | None = None
+    error: str | None = None
+
+
+class ImageOut(BaseModel):
+    id: int
+    group_id: str
+    type: str
+    bmaj_arcsec: float
+    bmin_arcsec: float
+    bpa_deg: float
+    noise_jy: float
+    peak_jy: float
+    dynamic_range: float
+    pbcor: bool
+    fits_url: str
+    thumbnail_url: str
+
+
+class CalTableOut(BaseModel):
+    """One registered solution table (`contimg.state.calregistry`); ``name`` is its set (the group solved on)."""
+
+    name: str
+    calibrator: str
+    refant: str
+    mid_mjd: float
+    median_snr: float | None
+    n_antennas: int
+    n_channels: int
+    status: str = Field(description="active (applied to groups in its window), rejected (failed its quality gate; never applied) or superseded")
+    cal_type: str
+    apply_order: int
+    valid_start_mjd: float
+    valid_end_mjd: float
+    created_at: float
+    quality: dict = Field(default_factory=dict, description="the solution quality gate: passed, metrics, reasons")
+
+
+class GainsOut(BaseModel):
+    """One antenna's gains of a solution: amplitude and phase (deg) per channel and polarization."""
+
+    name: str
+    antenna: int
+    freq_mhz: list[float]
+    amp: list[list[float | None]]  # (npol, nchan); None where flagged
+    phase_deg: list[list[float | None]]
+
+
+class FlagsOut(BaseModel):
+    group_id: str
+    fraction: float
+    per_antenna: list[float | None]  # by antenna number; None for antennas not in the data
+    per_channel: list[float]
+
+
+class QAOut(BaseModel):
+    group_id: str
+    flag_fraction: float | None
+    noise_jy: float | None
+    peak_jy: float | None
+    dynamic_range: float | None
+    bmaj_arcsec: float | None
+    bmin_arcsec: float | None
+    cal_applied: bool
+    calibrator: str
+    qa_passed: bool | None = None
+    gates: list[GateOut] = []
+
+
+class GateOut(BaseModel):
+    stage: str
+    passed: bool
+    metrics: dict
+    reasons: list[str]
+
+
+class ArtifactOut(BaseModel):
+    kind: str
+    url: str
+
+
+class PhotometryOut(BaseModel):
+    group_id: str
+    source: str
+    mid_mjd: float
+    flux_jy: float
+    err_jy: float
+    noise_jy: float
+    pb: float
+    catalogue_flux_jy: float
+
+
+class QADetail(BaseModel):
+    group_id: str
+    gates: list[GateOut]
+    artifacts: list[ArtifactOut]
+    n_detections: int
+    photometry: list[PhotometryOut]
+
+
+class VariableOut(BaseModel):
+    source: str
+    n: int
+    mean_flux_jy: float | None
+    eta: float | None
+    v: float | None
+    candidate: bool
+
+
+class LightcurveOut(BaseModel):
+    source: str
+    points: list[PhotometryOut]
+    stats: VariableOut | None
+
+
+class AlertOut(BaseModel):
+    severity: str
+    category: str
+    message: str
+    at: float
+
+
+class ReprocessOut(BaseModel):
+    group_id: str
+    from_stage: str
+    state: str

@@ -1,0 +1,117 @@
+"""WebSockets: ``/ws/status`` pushes the status bus, ``/ws/waterfall`` the waterfall rows of the
+selection a client asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from contimg.bus import EVENT_TYPES, parse_selection
+from contimg.web.context import ws_context_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _text(event) -> str:
+    return json.dumps(event.to_dict(), default=float)
+
+
+async def _pump(ws: WebSocket, sub) -> None:
+    """Send the subscription's events until the client goes."""
+    while True:
+        await ws.send_text(_text(await sub.get()))
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    """Read (and ignore) what a status client sends, so that a close is noticed."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await ws.receive_text()
+
+
+@router.websocket("/ws/status")
+async def ws_status(ws: WebSocket, types: str | None = None) -> None:
+    ctx = ws_context_of(ws)
+    wanted = set(types.split(",")) if types else set(EVENT_TYPES) - {"waterfall"}
+    if not wanted <= set(EVENT_TYPES):
+        await ws.close(code=1008, reason=f"unknown event types {sorted(wanted - set(EVENT_TYPES))}")
+        return
+    await ws.accept()
+    sub = ctx.bus.subscribe(maxsize=ctx.cfg.client_queue, types=wanted)
+    ctx.ws_clients += 1
+    try:
+        for e in [e for e in ctx.bus.recent if e.type in wanted][-50:]:  # the latest 50 of the kinds asked for
+            await ws.send_text(_text(e))
+        tasks = {asyncio.create_task(_pump(ws, sub)), asyncio.create_task(_drain_client(ws))}
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        ctx.bus.unsubscribe(sub)
+        ctx.ws_clients -= 1
+
+
+@router.websocket("/ws/waterfall")
+async def ws_waterfall(ws: WebSocket, select: str = "avg", pol: str = "XX") -> None:
+    """Rows of the selection (``avg``, ``ant:N``, ``bl:A-B``) and polarization (XX, YY, I);
+    the client may send ``{"select": ..., "pol": ...}`` to change them."""
+    ctx = ws_context_of(ws)
+    try:
+        parse_selection(select)
+    except ValueError as exc:
+        await ws.close(code=1008, reason=str(exc))
+        return
+    await ws.accept()
+    current = {"key": (select, pol.upper())}
+    ctx.watch_waterfall(current["key"], +1)
+    sub = ctx.bus.subscribe(maxsize=ctx.cfg.client_queue, types={"waterfall"})
+    ctx.ws_clients += 1
+
+    async def send_latest():
+        latest = ctx.last_waterfall(current["key"])
+        if latest is not None:
+            await ws.send_text(_text(latest))
+
+    async def sender():
+        while True:
+            e = await sub.get()
+            if (e.selection, e.pol) == current["key"]:
+                await ws.send_text(_text(e))
+
+    async def receiver():
+        while True:
+            msg = await ws.receive_text()
+            try:
+                req = json.loads(msg)
+                key = (str(req.get("select", current["key"][0])), str(req.get("pol", current["key"][1])).upper())
+                parse_selection(key[0])
+                if key[1] not in ("XX", "YY", "I"):
+                    raise ValueError(f"waterfall polarization {key[1]!r}: XX, YY or I")
+            except (ValueError, AttributeError, json.JSONDecodeError) as exc:
+                await ws.send_text(json.dumps({"type": "error", "message": str(exc)}))
+                continue
+            ctx.watch_waterfall(current["key"], -1)
+            current["key"] = key
+            ctx.watch_waterfall(key, +1)
+            await ws.send_text(json.dumps({"type": "selected", "select": key[0], "pol": key[1]}))
+            await send_latest()
+
+    try:
+        await send_latest()
+        tasks = {asyncio.create_task(sender()), asyncio.create_task(receiver())}
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        ctx.bus.unsubscribe(sub)
+        ctx.watch_waterfall(current["key"], -1)
+        ctx.ws_clients -= 1
