@@ -34,3 +34,15 @@ def test_a_broken_rule_is_caught(tmp_path):
     done = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode != 0
     assert "contimg.flag._bad -> contimg.service" in done.stdout
+
+
+def test_the_package_diagram_is_current():
+    """docs/architecture.md's diagram is the one tools/architecture_graph.py makes from the code."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import architecture_graph
+    finally:
+        sys.path.pop(0)
+    text = architecture_graph.DOC.read_text()
+    assert architecture_graph.current_block(text) == architecture_graph.block(), \
+        "docs/architecture.md is stale: run python tools/architecture_graph.py --write"
