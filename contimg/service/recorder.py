@@ -70,7 +70,7 @@ class QARecorder:
                                 err_jy=np.array([r["err_jy"] for r in curve]))
             candidate = bool(stats["n"] >= pc.min_points and stats["eta"] > pc.eta_threshold
                              and stats["v"] > pc.v_threshold)
-            was = any(r["candidate"] for r in self.products.db["variables"].rows_where("source = ?", [row["source"]]))
+            was = bool((self.products.variable(row["source"]) or {}).get("candidate"))
             self.products.upsert_variable(source=row["source"], candidate=int(candidate),
                                           **{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                                              for k, v in stats.items()})

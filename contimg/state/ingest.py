@@ -195,6 +195,11 @@ class IngestDB:
             out.append(r["group_id"])
         return out
 
+    def pending_without_priority(self) -> list[str]:
+        """Pending groups whose priority (calibrator or not) is not yet known."""
+        return [r["group_id"] for r in self.db.query("SELECT group_id FROM ingest_queue WHERE state = 'pending' "
+                                                     "AND priority IS NULL")]
+
     def set_priority(self, group_id: str, priority: int) -> None:
         self.db["ingest_queue"].update(group_id, {"priority": priority})
 

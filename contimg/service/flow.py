@@ -1,0 +1,239 @@
+"""The group's way through the service: the scheduler claims a group when a memory slot is free (calibrator
+groups first), the reader reads it, the processor flags, calibrates and images it in the device thread,
+the writer writes it; bounded queues between them; the waterfall rows as a group is read; drain mode.
+
+A part of `contimg.service.core.Service` (a mixin: it works on the service's own attributes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+import numpy as np
+
+from contimg.bus import GroupState, StageTiming
+from contimg.pipeline.stages import (CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint)
+from contimg.qa.waterfall import waterfall_events
+from contimg.service.watch import FolderWatcher
+
+log = logging.getLogger("contimg.service.core")
+
+PROCESSOR_STAGES = ("flag", "calibrate", "image")
+
+
+class TaskFlow:
+    async def _get(self, q: asyncio.Queue, *, drain: bool = False):
+        """The next item, or None once stopping (``drain``: not before ``q`` is empty)."""
+        while True:
+            if self.stopping.is_set() and not (drain and not q.empty()):
+                return None
+            getter = asyncio.ensure_future(q.get())
+            stopper = asyncio.ensure_future(self.stopping.wait())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+
+    async def _put(self, q: asyncio.Queue, work: GroupWork) -> bool:
+        """Hand ``work`` on; if the service stops first, put the group back and return False."""
+        putter = asyncio.ensure_future(q.put(work))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        done, _ = await asyncio.wait({putter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if putter in done:
+            return True
+        putter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await putter
+        self._put_back(work)
+        return False
+
+    async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds`` or until ``event`` (default: stopping) is set."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for((event or self.stopping).wait(), seconds)
+
+    async def _watcher_task(self) -> None:
+        self._watcher = FolderWatcher(self.watch_dir, settle_s=self.sc.settle_s,
+                                      poll_interval_s=self.sc.poll_interval_s, use_inotify=self.sc.use_inotify)
+        log.info("watching %s (%s)", self.watch_dir, "inotify + polling" if self.sc.use_inotify else "polling")
+        await self._watcher.run(self._on_file, self.stopping)
+
+    async def _take_slot(self) -> bool:
+        """Wait for a free memory slot; False if the service stops first."""
+        taker = asyncio.ensure_future(self.mem_slots.acquire())
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({taker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not taker.done():
+            taker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await taker
+            return False
+        if self.stopping.is_set():
+            self.mem_slots.release()
+            return False
+        return True
+
+    async def _scheduler_task(self) -> None:
+        """Claim the next group only when a memory slot is free, so that a claimed group is read
+        at once and the choice (calibrator groups first) is made as late as possible."""
+        while not self.stopping.is_set():
+            self._close_timed_out()
+            if self.disk_state == "critical":
+                await self._sleep(self.sc.poll_interval_s)
+                continue
+            await self._prioritise()
+            if not await self._take_slot():
+                break
+            row = self.ingest.claim_next()
+            if row is None:
+                self.mem_slots.release()
+                self._wake.clear()
+                wait = self.sc.poll_interval_s
+                nxt = self.ingest.next_retry_at()
+                if nxt:
+                    wait = min(wait, max(0.05, nxt - time.time()))
+                await self._sleep(wait, self._wake)
+                continue
+            gid = row["group_id"]
+            work = GroupWork(group=self.ingest.group(gid), root=self.root)
+            self._slot_holders.add(gid)
+            work.checkpoint = usable_checkpoint(work.out_dir, row["checkpoint"])
+            if work.checkpoint != (row["checkpoint"] or "") and row["checkpoint"] != "write":
+                log.warning("group %s: checkpoint %r incomplete on disk; resuming from %r", gid, row["checkpoint"],
+                            work.checkpoint)
+            if row["checkpoint"] == "write":  # a reprocess of everything after the images
+                work.checkpoint = usable_checkpoint(work.out_dir, "image")
+            work.attempt = row["retry_count"] + 1
+            work.calibrator_group = bool(row.get("priority"))
+            work.catalogue = self.catalogue
+            beams = self.products.recent_beams(10)
+            if beams:
+                work.reference_beam_arcsec = tuple(float(x) for x in np.median(np.array(beams), axis=0))
+            self.in_hand[gid] = work
+            self.products.upsert_group(group_id=gid, status="in_progress", stage="read", error="")
+            self.bus.publish(GroupState(gid, "in_progress", "read"))
+            log.info("group %s: claimed (%d files, attempt %d, resume from %s)", gid, len(work.group.files),
+                     work.attempt, work.checkpoint or "the start")
+            await self._put(self.q_claim, work)
+
+    async def _prioritise(self) -> None:
+        """Calibrator groups first: a target group then finds a fresh solution."""
+        for gid in self.ingest.pending_without_priority():
+            group = self.ingest.group(gid)
+            has_cal = await self.workers["misc"].run(group_has_calibrator, group, self.cfg)
+            self.ingest.set_priority(gid, int(has_cal))
+
+    def _close_timed_out(self, *, input_exhausted: bool = False) -> None:
+        older = 0.0 if input_exhausted else self.sc.collecting_timeout_s / self.timeout_scale
+        for gid in self.ingest.close_collecting(older_than_s=older, on_incomplete=self.sc.on_incomplete,
+                                                reason="no more input" if input_exhausted else ""):
+            row = self.ingest.row(gid)
+            log.warning("%s", json.loads(row["problems"])[-1])
+            self.bus.publish(GroupState(gid, row["state"], error=row["error"]))
+            if row["state"] == "failed":
+                self.products.upsert_group(group_id=gid, status="failed", stage="collect", error=row["error"])
+                self.outcomes[gid] = {"group_id": gid, "status": "failed", "stage": "collect", "error": row["error"]}
+            self._wake.set()
+
+    async def _reader_task(self) -> None:
+        while (work := await self._get(self.q_claim)) is not None:
+            self._current["reader"] = work
+            ok = await self._run_stage(work, "read", self.workers["read"].run)
+            self._current["reader"] = None
+            if not ok:
+                continue
+            if work.chunk is not None:  # raw amplitudes, before the processor changes the data
+                await self._publish_waterfall(work)
+            if self.stopping.is_set():
+                self._put_back(work)
+                continue
+            await self._put(self.q_read, work)
+
+    def watch_waterfall(self, key: tuple[str, str], delta: int) -> None:
+        """A web client starts (+1) or stops (-1) watching a waterfall selection."""
+        self.waterfall_watch[key] += delta
+        if self.waterfall_watch[key] <= 0:
+            del self.waterfall_watch[key]
+
+    async def _publish_waterfall(self, work: GroupWork) -> None:
+        keys = {("avg", "XX"), ("avg", "YY"), *self.waterfall_watch}
+        try:
+            rows = await self.workers["read"].run(waterfall_events, work.chunk, sorted(keys), self.cfg.web.waterfall_bins)
+        except Exception:  # noqa: BLE001 - a display aid: never fails a group
+            log.exception("group %s: waterfall rows failed", work.group_id)
+            return
+        for event in rows:
+            self.last_waterfall[(event.selection, event.pol)] = event
+            self.bus.publish(event)
+
+    def wake(self) -> None:
+        """New work may be waiting (a reprocess request)."""
+        self._wake.set()
+
+    async def _processor_task(self) -> None:
+        while (work := await self._get(self.q_read)) is not None:
+            self._current["processor"] = work
+            ok = True
+            for stage in PROCESSOR_STAGES:
+                if self.stopping.is_set():
+                    ok = False
+                    self._put_back(work)
+                    break
+                ok = await self._run_stage(work, stage, self.workers["device"].run)
+                if not ok:
+                    break
+            work.chunk = None
+            self._release_slot(work)
+            self._current["processor"] = None
+            if ok:
+                await self._put(self.q_write, work)
+
+    async def _writer_task(self) -> None:
+        while (work := await self._get(self.q_write, drain=True)) is not None:
+            self._current["writer"] = work
+            if await self._run_stage(work, "write", self.workers["write"].run):
+                self._record_completed(work)
+            self._current["writer"] = None
+
+    async def _run_stage(self, work: GroupWork, stage: str, runner) -> bool:
+        gid = work.group_id
+        self.ingest.set_stage(gid, stage)
+        self.products.upsert_group(group_id=gid, stage=stage)
+        self.bus.publish(StageTiming(gid, stage, "started"))
+        replayed = work.done("image" if stage == "read" else stage) and stage != "write"
+        if stage == "calibrate":
+            self._hand_calibration(work)
+        t0 = time.perf_counter()
+        try:
+            await runner(run_stage, stage, work, self.cfg)
+        except Exception as exc:  # noqa: BLE001 - a group's failure is recorded, never fatal
+            self._record_failed(work, stage, exc, time.perf_counter() - t0)
+            return False
+        dt = time.perf_counter() - t0
+        work.timings_s[stage] = round(dt, 3)
+        self._register_calibration(work)
+        self.qa.record_stage(work)
+        self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
+        if stage in CHECKPOINT_FILES and not work.done(stage):
+            work.checkpoint = stage
+            self.ingest.set_checkpoint(gid, stage)
+        self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
+        return True
+
+    async def _drain_task(self) -> None:
+        """Drain mode: stop when the input is done and no group is waiting or in hand."""
+        while not self.stopping.is_set():
+            await self._sleep(0.2)
+            if self.input_done.is_set():
+                self._close_timed_out(input_exhausted=True)
+                if not self.ingest.busy() and not self.in_hand:
+                    log.info("queue empty: stopping")
+                    self.stopping.set()
