@@ -236,6 +236,17 @@ def test_every_kernel_compiles_with_nvrtc():
             assert want <= found, (name, arch, found)
 
 
+def test_a_kernel_that_does_not_compile_names_the_file_and_the_error(monkeypatch):
+    """NVRTC's log comes back in the error (cuda-python's bindings, not a hand-written ctypes one)."""
+    from contimg.device import nvrtc
+
+    source = nvrtc.kernel_source
+    monkeypatch.setattr(nvrtc, "kernel_source", lambda name: source(name) + "\n__global__ void broken() { int x = ; }\n")
+    with pytest.raises(nvrtc.NvrtcError, match=r"(?s)kernels/hogbom.cu does not compile for compute_90.*expected an "
+                                               r"expression"):
+        nvrtc.nvrtc_compile("hogbom.cu")
+
+
 @pytest.fixture(scope="module")
 def small_sky():
     """Point sources seen by a compact random array, with noise; the truth to clean against."""

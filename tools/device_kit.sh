@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 rm -rf .whl && mkdir -p .whl
 pkgs=(ducc0 astropy astropy-iers-data pyerfa pydantic pydantic-core annotated-types typing-inspection
-      numcodecs google-crc32c)
+      numcodecs google-crc32c cuda-bindings cuda-pathfinder nvidia-cuda-nvrtc-cu12)
 for p in "${pkgs[@]}"; do
   v=$(python -m pip show "$p" 2>/dev/null | awk '/^Version:/{print $2}')
   [ -n "$v" ] || { echo "$p is not installed here: pip install -e '.[test]' first" >&2; exit 1; }

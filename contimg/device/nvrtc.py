@@ -4,15 +4,14 @@ on a device, and compiling them with NVRTC where there is none.
 `raw_module` is what the GPU paths use (CuPy compiles with NVRTC for the device it runs on and
 caches the result). `nvrtc_compile` compiles a source to PTX for a named architecture with
 NVRTC alone — no driver, no device — so that the test suite checks on every machine that each
-kernel compiles (tests/test_kernels.py); it needs the ``nvidia-cuda-nvrtc-cu12`` wheel (in the
-``test`` extra) and raises `NvrtcUnavailable` without it.
+kernel compiles (tests/test_wgrid.py); it uses cuda-python's NVRTC bindings
+(``cuda-bindings``) with the ``nvidia-cuda-nvrtc-cu12`` library (both in the ``test`` extra) and
+raises `NvrtcUnavailable` without them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import importlib.util
 from pathlib import Path
 
 __all__ = ["KERNEL_DIR", "kernel_names", "kernel_source", "raw_module", "nvrtc_compile", "NvrtcUnavailable",
@@ -54,43 +53,47 @@ def raw_module(name: str, defines: tuple[tuple[str, int], ...] = ()):
     return cupy.RawModule(code=kernel_source(name), options=_OPTIONS + _define_options(defines))
 
 
-@functools.cache
-def _nvrtc() -> ctypes.CDLL:
-    candidates = []
-    spec = importlib.util.find_spec("nvidia.cuda_nvrtc") if importlib.util.find_spec("nvidia") else None
-    if spec is not None:
-        for loc in spec.submodule_search_locations or []:
-            candidates += sorted(Path(loc, "lib").glob("libnvrtc.so*"))
-    candidates += ["libnvrtc.so.12", "libnvrtc.so"]
-    for cand in candidates:
-        try:
-            return ctypes.CDLL(str(cand))
-        except OSError:
-            continue
-    raise NvrtcUnavailable("no NVRTC library (pip install nvidia-cuda-nvrtc-cu12)")
+def _nvrtc():
+    """cuda-python's NVRTC bindings (``cuda.bindings.nvrtc``; it finds the library of the
+    ``nvidia-cuda-nvrtc`` wheel or the system's CUDA)."""
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as exc:
+        raise NvrtcUnavailable(f"no NVRTC bindings ({exc}): pip install 'cuda-bindings>=12.8,<13' "
+                               "nvidia-cuda-nvrtc-cu12") from None
+    return nvrtc
+
+
+def _check(result, what: str):
+    """The values after an NVRTC call's status, or `NvrtcError` naming the call."""
+    status, *values = result if isinstance(result, tuple) else (result,)
+    if int(status) != 0:
+        raise NvrtcError(f"{what} returned {status}")
+    return values[0] if len(values) == 1 else values
 
 
 def nvrtc_compile(name: str, *, arch: str = "compute_90", defines: tuple[tuple[str, int], ...] = ()) -> str:
     """PTX of ``kernels/<name>`` for ``arch``; raises `NvrtcError` with the compiler's log."""
-    lib = _nvrtc()
-    prog = ctypes.c_void_p()
-    src = kernel_source(name).encode()
-    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), src, name.encode(), 0, None, None)
-    if rc:
-        raise NvrtcError(f"nvrtcCreateProgram({name}) returned {rc}")
+    nvrtc = _nvrtc()
+    try:
+        prog = _check(nvrtc.nvrtcCreateProgram(kernel_source(name).encode(), name.encode(), 0, [], []),
+                      f"nvrtcCreateProgram({name})")
+    except RuntimeError as exc:  # the library itself could not be loaded
+        if isinstance(exc, NvrtcError):
+            raise
+        raise NvrtcUnavailable(f"NVRTC cannot be loaded ({exc}): pip install nvidia-cuda-nvrtc-cu12") from None
     try:
         opts = [o.encode() for o in (*_OPTIONS, f"--gpu-architecture={arch}", *_define_options(defines))]
-        arr = (ctypes.c_char_p * len(opts))(*opts)
-        rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        if rc:
-            raise NvrtcError(f"kernels/{name} does not compile for {arch}:\n{log.value.decode(errors='replace')}")
-        lib.nvrtcGetPTXSize(prog, ctypes.byref(size))
-        ptx = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetPTX(prog, ptx)
-        return ptx.value.decode()
+        (status,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
+        log = b" " * size
+        _check(nvrtc.nvrtcGetProgramLog(prog, log), "nvrtcGetProgramLog")
+        if int(status) != 0:
+            text = log.rstrip(b" \0").decode(errors="replace")
+            raise NvrtcError(f"kernels/{name} does not compile for {arch}:\n{text}")
+        size = _check(nvrtc.nvrtcGetPTXSize(prog), "nvrtcGetPTXSize")
+        ptx = b" " * size
+        _check(nvrtc.nvrtcGetPTX(prog, ptx), "nvrtcGetPTX")
+        return ptx.rstrip(b"\0").decode()
     finally:
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+        nvrtc.nvrtcDestroyProgram(prog)
