@@ -15,8 +15,10 @@
    channel flagged above ``extend_fraction`` (per baseline-polarization plane, or over all
    cross-correlations) is flagged whole.
 
-Step 2 runs as CuPy array code (`contimg.flag.xp`) on a GPU or as its numba twin
-(`contimg.flag.cpu`); steps 1 and 3–5 are array code on ``xp`` for both. The group is the unit:
+Every step that touches the whole group has two implementations with the same arithmetic
+(`contimg.flag.steps`): array code on ``xp`` (`ArraySteps`, the CuPy path; `contimg.flag.xp`)
+and its numba twin (`HostSteps`; `contimg.flag.cpu`). `flag_group` is one straight path over
+either; the rest (windows, thresholds, the baseline-averaged plane) is array code for both. The group is the unit:
 nothing crosses group boundaries, and the frequency background never crosses a subband edge.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 from contimg.device.backend import array_module, to_host
 from contimg.flag import cpu as _cpu
 from contimg.flag import xp as _xp
+from contimg.flag.steps import AVERAGE_CLIP, ArraySteps, HostSteps
 
 __all__ = ["FlagStats", "FlagResult", "flag_group", "flag_stats", "REASONS"]
 
@@ -96,23 +99,11 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     cross_d, auto_d = xp.asarray(cross_idx), xp.asarray(auto_idx)  # the same indices where the data live
     v = xp.asarray(vis)
     reasons: dict[str, int] = {}
-
-    def n_cross(mask) -> int:
-        """Samples of a full (ntime, nbl, …) mask that are True on cross-correlations."""
-        return int(xp.count_nonzero(mask)) - int(xp.count_nonzero(mask[:, auto_d]))
+    steps = (ArraySteps(xp=xp, cross_d=cross_d, auto_d=auto_d) if use_xp
+             else HostSteps(cross=cross_h, cross_idx=cross_idx))
 
     # 1. input flags, invalid values, autocorrelations
-    if use_xp:
-        base = xp.asarray(flags).copy() if cfg.keep_input_flags else xp.zeros(v.shape, bool)
-        reasons["input"] = n_cross(base)
-        invalid = (v == 0) | ~xp.isfinite(v)
-        invalid &= ~base
-        reasons["invalid"] = n_cross(invalid)
-        base |= invalid
-        del invalid
-    else:
-        base, reasons["input"], reasons["invalid"] = _cpu.initial_flags(vis=v, flags=flags, keep=cfg.keep_input_flags,
-                                                                        cross=cross_h)
+    base, reasons["input"], reasons["invalid"] = steps.initial_flags(vis=v, flags=flags, keep=cfg.keep_input_flags)
     if cfg.flag_autocorrelations and auto_idx.size:
         reasons["autocorrelation"] = int((~base[:, auto_d]).sum())
         base[:, auto_d] = True
@@ -125,69 +116,46 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
                                    max_window=cfg.max_window)
     chis_f = _xp.window_thresholds(chi1=cfg.first_threshold_sigma, rho=cfg.threshold_rho, n=nchan,
                                    max_window=cfg.max_window)
-    if use_xp:
-        base_x = base[:, cross_d]
-        det, z = _detect_xp(xp=xp, vis=v[:, cross_d], base=base_x, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f,
-                            hi_f=hi_f, chis_t=chis_t, chis_f=chis_f, cfg=cfg)
-    else:
-        det, z = _cpu.detect(vis=v, base=base, cross_idx=cross_idx, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f,
-                             chis_t=chis_t, chis_f=chis_f, n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
+    det, z = steps.detect(vis=v, base=base, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f, chis_t=chis_t, chis_f=chis_f,
+                          n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
     reasons["sumthreshold"] = int(xp.count_nonzero(det))
 
     # 3. polarizations together, then dilation; fx: the cross-correlations' flags from here on
-    if use_xp:
-        if cfg.combine_polarizations:
-            det = xp.broadcast_to(det.any(axis=3, keepdims=True), det.shape).copy()
-        if cfg.sir_eta > 0:
-            det = _dilate_xp(xp=xp, mask=det, eta=cfg.sir_eta)
-        det &= ~base_x
-        added = int(xp.count_nonzero(det))
-        fx = base_x | det
-        del base_x
-    else:
-        fx, added = _cpu.combine_and_dilate(det=det, base=base, cross_idx=cross_idx,
-                                            combine=cfg.combine_polarizations, eta=cfg.sir_eta)
+    fx, added = steps.combine_and_dilate(det=det, base=base, combine=cfg.combine_polarizations, eta=cfg.sir_eta)
     del det
     reasons["dilation"] = added - reasons["sumthreshold"]
 
     # 4. the baseline-averaged plane
     if cfg.baseline_average and fx.shape[1] > 1:
-        if use_xp:
-            ok = ~base[:, cross_d]
-            count = ok.sum(axis=1)  # (ntime, nchan, npol)
-            total = xp.where(ok, xp.clip(z, -_AVERAGE_CLIP, _AVERAGE_CLIP), 0).sum(axis=1, dtype=xp.float64)
-            mean = xp.where(count > 0, total / xp.maximum(count, 1), 0.0)
-            del ok, total
-        else:
-            mean, count = _cpu.baseline_mean(z=z, base=base, cross_idx=cross_idx, clip=_AVERAGE_CLIP)
+        mean, count = steps.baseline_mean(z=z, base=base, clip=AVERAGE_CLIP)
         avg_hits = baseline_average_hits(xp=xp, mean=mean, count=count, chi1=cfg.average_threshold_sigma,
                                          min_excess=cfg.average_min_excess, rho=cfg.threshold_rho,
                                          max_window=cfg.average_max_window, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f)
         if cfg.combine_polarizations:
             avg_hits = xp.broadcast_to(avg_hits.any(axis=2, keepdims=True), avg_hits.shape)
-        reasons["baseline_average"] = _or_broadcast(xp, use_xp, fx, tcp=avg_hits)
+        reasons["baseline_average"] = steps.or_broadcast(fx, tcp=avg_hits)
     del z
 
     # 5. dead antennas and channels, extension (counted on the cross-correlations)
-    tbp, bcp = _count_axes(xp, use_xp, fx)
+    tbp, bcp = steps.count_axes(fx)
     per_bl = to_host(tbp.sum(axis=(0, 2))) / float(ntime * nchan * npol)
     ant_frac = _per_antenna_cross(per_bl=per_bl, ant1=ant1[cross_idx], ant2=ant2[cross_idx], n_antennas=n_antennas)
     dead = np.flatnonzero(np.nan_to_num(ant_frac) > cfg.dead_antenna_fraction)
     bl_dead = np.isin(ant1, dead) | np.isin(ant2, dead)  # (nbl,) host
-    reasons["dead_antenna"] = _or_broadcast(
-        xp, use_xp, fx, tbp=xp.broadcast_to(xp.asarray(bl_dead[cross_idx])[None, :, None], tbp.shape))
+    reasons["dead_antenna"] = steps.or_broadcast(
+        fx, tbp=xp.broadcast_to(xp.asarray(bl_dead[cross_idx])[None, :, None], tbp.shape))
     if reasons["dead_antenna"]:
-        tbp, bcp = _count_axes(xp, use_xp, fx)
+        tbp, bcp = steps.count_axes(fx)
     chan_dead = bcp.sum(axis=(0, 2)) / float(ntime * cross_idx.size * npol) > cfg.dead_channel_fraction
-    reasons["dead_channel"] = _or_broadcast(xp, use_xp, fx, c=chan_dead)
+    reasons["dead_channel"] = steps.or_broadcast(fx, c=chan_dead)
     if reasons["dead_channel"]:
-        tbp, bcp = _count_axes(xp, use_xp, fx)
+        tbp, bcp = steps.count_axes(fx)
     ef = cfg.extend_fraction
-    n_ext = _or_broadcast(xp, use_xp, fx, tbp=tbp / float(nchan) > ef, bcp=bcp / float(ntime) > ef)
+    n_ext = steps.or_broadcast(fx, tbp=tbp / float(nchan) > ef, bcp=bcp / float(ntime) > ef)
     if n_ext:
-        tbp, bcp = _count_axes(xp, use_xp, fx)
-    n_ext += _or_broadcast(xp, use_xp, fx, t=tbp.sum(axis=(1, 2)) / float(cross_idx.size * nchan * npol) > ef,
-                           c=bcp.sum(axis=(0, 2)) / float(ntime * cross_idx.size * npol) > ef)
+        tbp, bcp = steps.count_axes(fx)
+    n_ext += steps.or_broadcast(fx, t=tbp.sum(axis=(1, 2)) / float(cross_idx.size * nchan * npol) > ef,
+                                c=bcp.sum(axis=(0, 2)) / float(ntime * cross_idx.size * npol) > ef)
     reasons["extension"] = n_ext
 
     out = base
@@ -199,73 +167,6 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     flags_h = to_host(out)
     stats = flag_stats(flags=flags_h, ant1=ant1, ant2=ant2, n_antennas=n_antennas, reasons=reasons)
     return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu")
-
-
-_AVERAGE_CLIP = 3.0  # one baseline's residual counts at most this many sigmas in the baseline average
-
-
-def _count_axes(xp, use_xp: bool, mask):
-    """(over channels (ntime, nbl, npol), over times (nbl, nchan, npol)) flagged counts."""
-    if use_xp:
-        return mask.sum(axis=2), mask.sum(axis=0)
-    return _cpu.count_axes(mask)
-
-
-def _or_broadcast(xp, use_xp: bool, mask, *, tbp=None, bcp=None, tcp=None, t=None, c=None) -> int:
-    """Flag, in place, the samples of ``mask`` (ntime, nbl, nchan, npol) whose (time, baseline,
-    pol), (baseline, channel, pol), (time, channel, pol), time or channel is flagged in the
-    given arrays; returns how many were new."""
-    if not use_xp:
-        return _cpu.or_broadcast(mask, tbp=to_host(tbp) if tbp is not None else None,
-                                 bcp=to_host(bcp) if bcp is not None else None,
-                                 tcp=to_host(tcp) if tcp is not None else None,
-                                 t=to_host(t) if t is not None else None, c=to_host(c) if c is not None else None)
-    before = int(xp.count_nonzero(mask))
-    if tbp is not None:
-        mask |= xp.asarray(tbp)[:, :, None, :]
-    if bcp is not None:
-        mask |= xp.asarray(bcp)[None]
-    if tcp is not None:
-        mask |= xp.asarray(tcp)[:, None]
-    if t is not None:
-        mask |= xp.asarray(t)[:, None, None, None]
-    if c is not None:
-        mask |= xp.asarray(c)[None, None, :, None]
-    return int(xp.count_nonzero(mask)) - before
-
-
-_XP_BASELINES_PER_BATCH = 512  # device memory: ~15 float64 temporaries of (2 x 512, 24, 768) ~ 2.3 GB at real size
-
-
-def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, cfg,
-               batch: int = _XP_BASELINES_PER_BATCH):
-    """`contimg.flag.xp.detect_slabs` on (ntime, nx, nchan, npol) data, in that layout, ``batch``
-    baselines at a time (every slab is independent, so batching changes no number; it bounds
-    the device memory of the all-slabs-at-once array code)."""
-    ntime, nx, nchan, npol = vis.shape
-    det = xp.empty(vis.shape, bool)
-    z = xp.empty(vis.shape, xp.float32)
-    for j0 in range(0, nx, batch):
-        j1 = min(j0 + batch, nx)
-        nb = j1 - j0
-        planes = xp.ascontiguousarray(vis[:, j0:j1].transpose(1, 3, 0, 2)).reshape(nb * npol, ntime, nchan)
-        amp = xp.sqrt(planes.real.astype(xp.float64) ** 2 + planes.imag.astype(xp.float64) ** 2)
-        del planes
-        valid = ~xp.ascontiguousarray(base[:, j0:j1].transpose(1, 3, 0, 2)).reshape(nb * npol, ntime, nchan)
-        d, zz = _xp.detect_slabs(xp=xp, amp=amp, valid=valid, lo_t=xp.asarray(lo_t), hi_t=xp.asarray(hi_t),
-                                 lo_f=xp.asarray(lo_f), hi_f=xp.asarray(hi_f), chis_t=chis_t, chis_f=chis_f,
-                                 n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
-        det[:, j0:j1] = d.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
-        z[:, j0:j1] = zz.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
-        del amp, valid, d, zz
-    return det, z
-
-
-def _dilate_xp(*, xp, mask, eta: float):
-    ntime, nx, nchan, npol = mask.shape
-    planes = xp.ascontiguousarray(mask.transpose(1, 3, 0, 2)).reshape(nx * npol, ntime, nchan)
-    out = _xp.sir_dilate(xp=xp, mask=planes, eta=eta, axis=1) | _xp.sir_dilate(xp=xp, mask=planes, eta=eta, axis=2)
-    return xp.ascontiguousarray(out.reshape(nx, npol, ntime, nchan).transpose(2, 0, 3, 1))
 
 
 def baseline_average_hits(*, xp, mean, count, chi1: float, min_excess: float, rho: float, max_window: int,

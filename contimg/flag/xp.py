@@ -76,6 +76,7 @@ def robust_sigma(*, xp, resid, valid):
     enough = ok.sum(axis=1) >= 3
     vals = xp.where(ok & enough[:, None], flat, xp.nan)
     vals = xp.where(enough[:, None], vals, 0.0)
+    # by hand, not astropy.stats.mad_std: vals may be a CuPy array, which mad_std does not take
     med = xp.nanmedian(vals, axis=1)
     mad = xp.nanmedian(xp.abs(vals - med[:, None]), axis=1)
     return xp.where(enough, 1.4826 * mad, 0.0)
