@@ -17,14 +17,92 @@ __all__ = ["main"]
 log = logging.getLogger("contimg")
 
 
-def _config(args):
-    from contimg.config import load_config
-    from contimg.offline import use_iers_a_file
+EXIT_CODES = """exit codes:
+  0  every group completed and passed its QA gates
+  1  nothing could run (bad input or configuration, no subband files, every group failed)
+  2  some groups failed (<root>/failures.json); for one file: a field could not be imaged
+  3  every group completed, but some failed a QA gate (named in the summary; products are kept)"""
 
-    cfg = load_config(args.config)
+
+CONFIG_HELP = ("packaged config name (dsa110, quick, test) or TOML path (default: the configuration stored in the "
+               "root by the command that processed it, else dsa110)")
+
+
+class RootError(Exception):
+    """``--root`` is not a folder contimg can use."""
+
+
+def _root_to_write(root: str | Path) -> Path:
+    """``--root`` of a command that writes there; refused when it, its ``state`` or a folder on
+    its way is a file."""
+    root = Path(root)
+    for path in (root / "state", root, *root.parents):
+        if path.exists() and not path.is_dir():
+            where = f"--root {root}" if path == root else f"--root {root}: {path}"
+            raise RootError(f"{where} is a file, not a folder")
+    return root
+
+
+def _existing_root(root: str | Path) -> Path:
+    """``--root`` of a command that only reads it: a root that contimg processed (it has a
+    ``state`` folder). Nothing is created when it is not."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RootError(f"--root {root} is a file, not a folder")
+    if not (root / "state").is_dir():
+        raise RootError(f"no contimg root at {root} (no {root / 'state'})")
+    return root
+
+
+def _config(args, *, root: Path | None = None, default: str = "dsa110"):
+    """The configuration a command runs with: ``--config`` when given; else, on a root that
+    stored one (`contimg.state.rootconfig`), that one (said on stderr); else ``default``.
+    ``reprocess`` refuses a ``--config`` that differs from the stored one unless ``--force-config``."""
+    from contimg.config import ConfigError, config_from_dict, load_config
+    from contimg.offline import use_iers_a_file
+    from contimg.state.rootconfig import config_differences, config_path, stored_config
+
+    try:
+        raw = stored_config(root) if root is not None else None
+    except ValueError as exc:  # not JSON: say which file, not a traceback
+        raise ConfigError(f"{config_path(root)}: not a stored configuration ({exc}); give --config") from None
+    stored = config_from_dict(raw, where=str(config_path(root))) if raw is not None else None
+    if getattr(args, "config", None) is not None:
+        cfg = load_config(args.config)
+        if args.command == "reprocess" and stored is not None and not args.force_config:
+            diff = config_differences(stored.model_dump(mode="json"), cfg.model_dump(mode="json"))
+            if diff:
+                raise ConfigError(f"--config {args.config} differs from the configuration {root} was processed with "
+                                  f"({config_path(root)}): {'; '.join(diff)}. Leave out --config to use the stored "
+                                  f"one, or add --force-config to reprocess with {args.config} anyway")
+    elif stored is not None:
+        print(f"contimg: using the configuration stored in {config_path(root)} ({stored.name})", file=sys.stderr)
+        cfg = stored
+    else:
+        if root is not None and (root / "state").is_dir():  # a root processed before configurations were stored
+            print(f"contimg: no configuration stored in {config_path(root)}; using {default} (give --config)",
+                  file=sys.stderr)
+        cfg = load_config(default)
     if cfg.astropy.iers_a_file:
         use_iers_a_file(cfg.astropy.iers_a_file)
     return cfg
+
+
+def _remember_config(root: Path, cfg) -> None:
+    """Store ``cfg`` as ``root``'s configuration (a processing command starts on it), with a
+    warning when it replaces a different one; not while another service holds the root."""
+    from contimg.state.lock import service_running
+    from contimg.state.rootconfig import config_differences, config_path, store_config, stored_config
+
+    if service_running(root):
+        return  # the command is refused at the lock; the running service's configuration stays
+    before = stored_config(root)
+    if before is not None:
+        diff = config_differences(before, cfg.model_dump(mode="json"))
+        if diff:
+            log.warning("%s: replacing the stored configuration (%s) with this command's (%s): %s",
+                        config_path(root), before.get("name"), cfg.name, "; ".join(diff))
+    store_config(root, cfg)
 
 
 def _cmd_simulate(args) -> int:
@@ -46,7 +124,13 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
-def _print_summary(results, root: Path) -> None:
+def _print_summary(results, root: Path, code: int) -> int:
+    """Print one line per group, the QA gates that failed, where the products are; returns the
+    exit code: ``code`` (0/1/2 of `run_batch`), or 3 when every group completed but some failed
+    a QA gate."""
+    from contimg.service.batch import qa_failures
+
+    qa = qa_failures(results)
     for r in results:
         line = f"  {r.group_id}  {r.status:9s}"
         if r.status == "completed" and r.note:
@@ -56,10 +140,17 @@ def _print_summary(results, root: Path) -> None:
             line += (f"  cal={'yes (' + r.calibrator + ')' if r.cal_applied else 'no'}"
                      f"  rms={st['noise_jy'] * 1e3:.2f} mJy  peak={st['peak_jy']:.3f} Jy  "
                      f"time={sum(r.timings_s.values()):.1f} s")
+            if r.group_id in qa:
+                line += "  QA FAILED: " + "; ".join(f"{gate} gate ({', '.join(why) or 'failed'})"
+                                                    for gate, why in qa[r.group_id].items())
         else:
             line += f"  stage={r.stage}  {r.error}"
         print(line)
+    if qa:
+        print(f"QA: {len(qa)} of {len(results)} group(s) failed a gate: "
+              + ", ".join(f"{gid} ({', '.join(gates)})" for gid, gates in qa.items()))
     print(f"products: {root / 'products'}  database: {root / 'state' / 'products.sqlite3'}")
+    return 3 if code == 0 and qa else code
 
 
 def _cmd_run_file(args, cfg) -> int:
@@ -93,23 +184,26 @@ def _cmd_run(args) -> int:
     from contimg.pipeline.generic import is_single_file
     from contimg.service.batch import run_batch
 
-    cfg = _config(args)
+    root = _root_to_write(args.root)
+    cfg = _config(args, root=root)
     if not Path(args.input).exists():
         raise FileNotFoundError(f"{args.input}: no such file or folder")
     if Path(args.input).is_file() or is_single_file(Path(args.input)):
         if args.cluster or args.workers or args.web:
             raise ValueError("run: --cluster, --workers and --web are for folders of subband files, not one file")
+        _remember_config(root, cfg)
         return _cmd_run_file(args, cfg)
+    _remember_config(root, cfg)
     cluster = None
     if args.cluster or args.workers:
         from contimg.pipeline.cluster import ClusterBackend
 
         cluster = ClusterBackend(address=args.cluster, n_workers=args.workers, cfg=cfg)
-    results, code = run_batch(args.input, root=Path(args.root), cfg=cfg, cluster=cluster, web=args.web)
-    _print_summary(results, Path(args.root))
+    results, code = run_batch(args.input, root=root, cfg=cfg, cluster=cluster, web=args.web)
+    exit_code = _print_summary(results, root, code)
     if code:
-        print(f"failures: {Path(args.root) / 'failures.json'}")
-    return code
+        print(f"failures: {root / 'failures.json'}")
+    return exit_code
 
 
 def _incoming(cfg, root: Path) -> Path:
@@ -122,8 +216,9 @@ def _cmd_serve(args) -> int:
 
     from contimg.service.core import Service
 
-    cfg = _config(args)
-    root = Path(args.root)
+    root = _root_to_write(args.root)
+    cfg = _config(args, root=root)
+    _remember_config(root, cfg)
     svc = Service(root, cfg, mode="serve", watch_dir=_incoming(cfg, root))
     print(f"contimg serve: watching {_incoming(cfg, root)}; state in {root / 'state'}; SIGTERM or Ctrl-C stops")
     return asyncio.run(svc.run())
@@ -132,15 +227,17 @@ def _cmd_serve(args) -> int:
 def _cmd_replay(args) -> int:
     from contimg.service.batch import run_replay
 
-    cfg = _config(args)
+    root = _root_to_write(args.root)
+    cfg = _config(args, root=root)
     if args.port is not None:
         cfg = cfg.model_validate({**cfg.model_dump(), "web": {**cfg.web.model_dump(), "port": args.port}})
-    results, code = run_replay(args.input, root=Path(args.root), cfg=cfg, speed=args.speed, web=args.web,
+    _remember_config(root, cfg)
+    results, code = run_replay(args.input, root=root, cfg=cfg, speed=args.speed, web=args.web,
                                on_web=lambda url: print(f"web view: {url}", flush=True))
-    _print_summary(results, Path(args.root))
+    exit_code = _print_summary(results, root, code)
     if code:
-        print(f"failures: {Path(args.root) / 'failures.json'}")
-    return code
+        print(f"failures: {root / 'failures.json'}")
+    return exit_code
 
 
 def _cmd_reprocess(args) -> int:
@@ -151,8 +248,8 @@ def _cmd_reprocess(args) -> int:
     from contimg.state.lock import service_running
     from contimg.pipeline.stages import reprocess_checkpoint
 
-    cfg = _config(args)
-    root = Path(args.root)
+    root = _existing_root(args.root)
+    cfg = _config(args, root=root)
     db_path = root / "state" / "ingest.sqlite3"
     if not db_path.exists():
         raise FileNotFoundError(f"{db_path} does not exist: nothing was processed under {root}")
@@ -171,14 +268,16 @@ def _cmd_reprocess(args) -> int:
     svc.input_done.set()
     code = asyncio.run(svc.run())
     outcome = svc.outcomes.get(args.group, {"status": "not run", "error": ""})
-    print(f"  {args.group}  {outcome['status']}  {outcome.get('error', '')}")
-    return code or (0 if outcome["status"] == "completed" else 2)
+    failed_gates = [stage for stage, g in outcome.get("gates", {}).items() if not g.get("passed", True)]
+    print(f"  {args.group}  {outcome['status']}  {outcome.get('error', '')}"
+          + (f"  QA FAILED: {', '.join(failed_gates)} gate" if failed_gates else ""))
+    return code or (2 if outcome["status"] != "completed" else 3 if failed_gates else 0)
 
 
 def _cmd_status(args) -> int:
     from contimg.state.status import status_report
 
-    doc = status_report(Path(args.root))
+    doc = status_report(_existing_root(args.root))
     if args.json:
         print(json.dumps(doc, indent=1, default=str))
     else:
@@ -191,8 +290,9 @@ def _cmd_status(args) -> int:
 def _cmd_export_ms(args) -> int:
     from contimg.pipeline.exports import export_ms
 
-    cfg = _config(args)
-    path = export_ms(args.group, root=Path(args.root), out=Path(args.out), cfg=cfg, phasing=args.phasing)
+    root = _existing_root(args.root)
+    cfg = _config(args, root=root)
+    path = export_ms(args.group, root=root, out=Path(args.out), cfg=cfg, phasing=args.phasing)
     print(f"{path}")
     return 0
 
@@ -200,7 +300,8 @@ def _cmd_export_ms(args) -> int:
 def _cmd_export_uv(args) -> int:
     from contimg.pipeline.exports import export_calibrated
 
-    print(export_calibrated(args.group, root=Path(args.root), out=Path(args.out), cfg=_config(args)))
+    root = _existing_root(args.root)
+    print(export_calibrated(args.group, root=root, out=Path(args.out), cfg=_config(args, root=root)))
     return 0
 
 
@@ -211,8 +312,9 @@ def _cmd_export_cal(args) -> int:
     out = Path(args.out)
     if out.suffix not in CALTABLE_SUFFIXES + UVCAL_SUFFIXES:
         raise ValueError(f"{out}: the name must end in one of {', '.join(CALTABLE_SUFFIXES + UVCAL_SUFFIXES)}")
-    sol, _ = stored_solution(args.group, root=Path(args.root))
-    per_time = stored_time_gains(args.group, root=Path(args.root))  # the calibrator group's own time gains
+    root = _existing_root(args.root)
+    sol, _ = stored_solution(args.group, root=root)
+    per_time = stored_time_gains(args.group, root=root)  # the calibrator group's own time gains
     if out.suffix in CALTABLE_SUFFIXES:
         path = write_casa_caltable(out, sol=sol, ms=Path(args.ms) if args.ms else None, time_gains=per_time)
     else:
@@ -225,7 +327,7 @@ def _cmd_lightcurve(args) -> int:
     from contimg.state.products import ProductsDB
     from contimg.qa.photometry import variability, write_lightcurve
 
-    db_path = Path(args.root) / "state" / "products.sqlite3"
+    db_path = _existing_root(args.root) / "state" / "products.sqlite3"
     if not db_path.is_file():
         print(f"contimg: {db_path}: no products database under this root", file=sys.stderr)
         return 1
@@ -258,15 +360,17 @@ def _cmd_demo(args) -> int:
     from contimg.service.batch import run_replay
     from contimg.sim import simulate
 
-    cfg = _config(args)
+    root = _root_to_write(args.root) if args.root else None
+    cfg = _config(args, root=root, default="test")
     if args.port is not None:
         cfg = cfg.model_validate({**cfg.model_dump(), "web": {**cfg.web.model_dump(), "port": args.port}})
-    root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="contimg-demo-"))
+    root = root or Path(tempfile.mkdtemp(prefix="contimg-demo-"))
     archive = root / "simulated"
     print(f"contimg demo: simulating {args.groups} small group(s) into {archive}")
     simulate(archive, n_groups=args.groups, cfg=cfg.simulate)
     if not cfg.sky.catalogue:  # cross-match and photometry against the simulated sky
         cfg = cfg.model_validate({**cfg.model_dump(), "sky": {"catalogue": str(archive / "catalogue.csv")}})
+    _remember_config(root, cfg)
     print(f"replaying them into {root / cfg.service.incoming_dir} at {args.speed:g}x their cadence; the service "
           f"watches it (read -> flag -> calibrate -> image -> FITS)")
 
@@ -277,7 +381,7 @@ def _cmd_demo(args) -> int:
 
     results, code = run_replay(archive, root=root, cfg=cfg, speed=args.speed, web=True,
                                keep_serving=not args.exit_when_done, on_web=opened)
-    _print_summary(results, root)
+    code = _print_summary(results, root, code)
     print(json.dumps({"root": str(root), "exit_code": code}))
     return code
 
@@ -298,10 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-rfi", action="store_true")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("run", help="process every group in a folder as fast as possible, or one UVH5/UVFITS/MS file of any array")
+    p = sub.add_parser("run", help="process every group in a folder as fast as possible, or one UVH5/UVFITS/MS file of any array",
+                       description="Process every group in a folder as fast as possible (the service's own tasks, "
+                                   "no watcher), or one UVH5/UVFITS/MS file of any array.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="folder of subband files, or one .uvh5/.uvfits/.fits file or .ms directory")
     p.add_argument("--root", required=True, help="output root (products/, state/, cal/)")
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--config", help=CONFIG_HELP)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--cluster", metavar="ADDRESS", help="run the groups as tasks on this Dask scheduler (tcp://host:8786)")
     where.add_argument("--workers", type=int, metavar="N", help="run the groups on a local Dask cluster of N worker processes")
@@ -310,14 +417,15 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("serve", help="the always-on service: watch <root>/incoming and process every group")
     p.add_argument("--root", required=True, help="service root (incoming/, products/, state/, cal/)")
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("replay", help="feed a folder's files into the service at N x their real cadence")
+    p = sub.add_parser("replay", help="feed a folder's files into the service at N x their real cadence",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="folder of archived subband files")
     p.add_argument("--root", required=True)
     p.add_argument("--speed", type=float, default=1.0, help="N x the real cadence (default 1)")
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--web", action="store_true", help="serve the web view while replaying")
     p.add_argument("--port", type=int, help="web view port (default: web.port of the config)")
     p.set_defaults(func=_cmd_replay)
@@ -326,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("group", help="group id (YYYY-MM-DDTHH:MM:SS)")
     p.add_argument("--root", required=True)
     p.add_argument("--from-stage", default="read", choices=["read", "flag", "calibrate", "image", "write"])
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--force-config", action="store_true",
+                   help="reprocess with --config even where it differs from the configuration stored in the root")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_reprocess)
 
     p = sub.add_parser("status", help="the queue, the service's health and the latest products")
@@ -338,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("group", help="group id, e.g. 2026-03-22T07:48:54")
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="the .ms folder to write (replaced)")
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--phasing", choices=["midtime", "per_integration"], help="default: interop.ms_phasing")
     p.set_defaults(func=_cmd_export_ms)
 
@@ -346,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("group", help="group id")
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="X.uvfits or X.uvh5")
-    p.add_argument("--config", default="dsa110")
+    p.add_argument("--config", help=CONFIG_HELP)
     p.set_defaults(func=_cmd_export_uv)
 
     p = sub.add_parser("export-cal", help="the gains applied to one group as a CASA caltable or pyuvdata UVCal")
@@ -365,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="simulate a few small groups and run them end to end")
     p.add_argument("--groups", type=int, default=2)
-    p.add_argument("--config", default="test")
+    p.add_argument("--config", help="packaged config name or TOML path (default: the one stored in --root, else test)")
     p.add_argument("--root", help="output root (default: a fresh temporary folder)")
     p.add_argument("--exit-when-done", action="store_true", help="exit once every group is done (for scripts)")
     p.add_argument("--speed", type=float, default=60.0, help="replay at this many times the real cadence")
@@ -385,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from contimg.pipeline.generic import GenericInputError
 
-        if isinstance(exc, (ConfigError, FileNotFoundError, ServiceLockError, ClusterError, GenericInputError)) or (
+        if isinstance(exc, (ConfigError, RootError, FileNotFoundError, ServiceLockError, ClusterError,
+                            GenericInputError)) or (
                 isinstance(exc, ValueError) and (args.command.startswith("export") or args.command == "run")):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1

@@ -5,7 +5,8 @@ Unknown keys and bad values are refused when the file is loaded, with the key na
 ``base`` config (``base = "dsa110"``) whose values it overrides table by table.
 
 Environment overrides: ``CONTIMG__<TABLE>__<KEY>=value`` (e.g.
-``CONTIMG__IMAGE__NPIX=1024``) are applied after the file, parsed as TOML values.
+``CONTIMG__IMAGE__NPIX=1024``) are applied after the file, parsed as TOML values; a refused
+value names the variable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["Config", "ConfigError", "load_config", "packaged_config_names"]
+__all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "packaged_config_names"]
 
 
 class ConfigError(ValueError):
@@ -283,6 +284,16 @@ class GenericConfig(_Section):
     min_snr_gain: float = Field(3.0, ge=0, description="per-scan gain solutions with a lower SNR are flagged")
     cell_arcsec: float | None = Field(None, gt=0, description="image cell; None = a quarter of the synthesized beam (shortest wavelength / longest baseline)")
     npix: int | None = Field(None, ge=64, description="image size; None = twice the primary beam's FWHM (from the file's dish diameter) over the cell, at most image.npix")
+    refant: str | None = Field(None, description="reference antenna (the file's name for it, e.g. 'VLA:N2'); None = calibrate.refant or its fallbacks if the file has one, else the antenna with the most unflagged data")
+    continuum_channels: list[tuple[int, int]] | None = Field(None, description="line-free channels imaged: [first, last] pairs, inclusive, numbered from 0 in the file's order (CASA's), e.g. [[0, 5], [50, 62]]; None = all. Calibration solves use all channels")
+
+    @model_validator(mode="after")
+    def _channel_ranges(self) -> "GenericConfig":
+        ranges = self.continuum_channels
+        if ranges is not None and (not ranges or not all(0 <= a <= b for a, b in ranges)):
+            raise ValueError("generic.continuum_channels: [first, last] pairs with 0 <= first <= last, at least one, "
+                             f"got {[list(r) for r in ranges]}")
+        return self
 
 
 class Config(_Section):
@@ -311,19 +322,39 @@ def packaged_config_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(name_or_path: str | Path) -> tuple[dict, str]:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        text, where = path.read_text(), str(path)
-    else:
-        res = resources.files("contimg") / "configs" / f"{name_or_path}.toml"
-        if not res.is_file():
-            raise ConfigError(f"no packaged config named {name_or_path!r}; have {packaged_config_names()}")
-        text, where = res.read_text(), f"configs/{name_or_path}.toml"
+def _locate(name_or_path: str | Path, *, relative_to: Path | None = None) -> tuple[str, str, Path | None]:
+    """(text, where, folder) of a config given by packaged name (``test``) or TOML path.
+
+    A bare packaged name is the packaged config. A path is tried relative to ``relative_to``
+    (the folder of the config naming it as ``base``), then as given (relative to the current
+    folder, or absolute). A relative path that is not there but names a packaged config in a
+    ``configs`` folder or none (``configs/test.toml``, ``test.toml``) is the packaged one.
+    ``folder``: where the file lies (None for a packaged config)."""
+    names = packaged_config_names()
+    path = Path(name_or_path).expanduser()
+    bare = len(path.parts) == 1 and path.suffix != ".toml"
+    if bare and str(path) in names:
+        return _packaged(str(path)), f"configs/{path}.toml", None
+    tried = []
+    for candidate in ([relative_to / path] if relative_to is not None and not path.is_absolute() else []) + [path]:
+        if candidate.is_file():
+            return candidate.read_text(), str(candidate), candidate.parent
+        tried.append(str(candidate.absolute()))
+    if (not path.is_absolute() and path.suffix == ".toml" and path.stem in names
+            and path.parent.name in ("", "configs")):
+        return _packaged(path.stem), f"configs/{path.stem}.toml (packaged)", None
+    raise ConfigError(f"no config {str(name_or_path)!r}: no file {' nor '.join(dict.fromkeys(tried))}, and not one of "
+                      f"the packaged configs ({', '.join(names)})")
+
+
+def _packaged(name: str) -> str:
+    return (resources.files("contimg") / "configs" / f"{name}.toml").read_text()
+
+
+def _read_toml(name_or_path: str | Path, *, relative_to: Path | None = None) -> tuple[dict, str, Path | None]:
+    text, where, folder = _locate(name_or_path, relative_to=relative_to)
     try:
-        return tomllib.loads(text), where
+        return tomllib.loads(text), where, folder
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
 
@@ -338,19 +369,21 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _resolve(name_or_path: str | Path, seen: tuple = ()) -> tuple[dict, str]:
-    raw, where = _read_toml(name_or_path)
+def _resolve(name_or_path: str | Path, seen: tuple = (), *, relative_to: Path | None = None) -> tuple[dict, str]:
+    raw, where, folder = _read_toml(name_or_path, relative_to=relative_to)
     base = raw.pop("base", None)
     if base is not None:
         if base in seen:
             raise ConfigError(f"{where}: 'base' chain loops through {base!r}")
-        base_raw, _ = _resolve(base, seen + (str(name_or_path),))
+        base_raw, _ = _resolve(base, seen + (str(name_or_path),), relative_to=folder)
         raw = _merge(base_raw, raw)
     return raw, where
 
 
-def _env_overrides(prefix: str = "CONTIMG__") -> dict:
+def _env_overrides(prefix: str = "CONTIMG__") -> tuple[dict, dict[tuple[str, ...], str]]:
+    """(the overrides as nested tables, key path → ``NAME=value`` of the variable that set it)."""
     out: dict = {}
+    names: dict[tuple[str, ...], str] = {}
     for key, val in os.environ.items():
         if not key.startswith(prefix):
             continue
@@ -363,23 +396,42 @@ def _env_overrides(prefix: str = "CONTIMG__") -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = parsed
-    return out
+        names[tuple(parts)] = f"{key}={val}"
+    return out, names
 
 
-def load_config(name_or_path: str | Path = "dsa110", *, overrides: dict | None = None, use_env: bool = True) -> Config:
-    """Load a packaged config by name or a TOML file by path into a validated `Config`.
-
-    Raises `ConfigError` naming the file and the offending key for unknown keys or bad values.
-    """
-    raw, where = _resolve(name_or_path)
-    if use_env:
-        raw = _merge(raw, _env_overrides())
+def _validate(raw: dict, *, where: str, use_env: bool, overrides: dict | None = None) -> Config:
+    """``raw`` with the environment's and ``overrides``' values merged in, validated; a refused
+    value is blamed on the environment variable that set it, else on ``where``."""
+    env, env_names = _env_overrides() if use_env else ({}, {})
+    raw = _merge(raw, env)
     if overrides:
         raw = _merge(raw, overrides)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from None
+        by_source: dict[str, list[str]] = {}
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            set_by = [name for path, name in env_names.items() if loc[:len(path)] == path]
+            inside = [name for path, name in env_names.items() if len(path) > len(loc) and path[:len(loc)] == loc]
+            source = set_by[0] if set_by else where + (f" with {', '.join(inside)}" if inside else "")
+            by_source.setdefault(source, []).append(f"{'.'.join(loc)}: {err['msg']}")
+        raise ConfigError("; ".join(f"{source}: {'; '.join(problems)}"
+                                    for source, problems in by_source.items())) from None
+
+
+def load_config(name_or_path: str | Path = "dsa110", *, overrides: dict | None = None, use_env: bool = True) -> Config:
+    """Load a packaged config by name or a TOML file by path into a validated `Config`.
+
+    Raises `ConfigError` naming the file (or the environment variable) and the offending key for
+    unknown keys or bad values, and what was tried when no config of that name or path exists.
+    """
+    raw, where = _resolve(name_or_path)
+    return _validate(raw, where=where, use_env=use_env, overrides=overrides)
+
+
+def config_from_dict(raw: dict, *, where: str, use_env: bool = True) -> Config:
+    """A `Config` from its dumped form (``Config.model_dump(mode="json")``, e.g. one stored with a
+    root), with the environment's overrides applied; a refused value names ``where``."""
+    return _validate(dict(raw), where=where, use_env=use_env)

@@ -246,3 +246,26 @@ def test_generic_run_images_the_ngc5921_field_as_casa(generic_run):
         px, py = wcs.world_to_pixel_values(x["ra_deg"], x["dec_deg"])
         got = tool._local_max(image, (int(round(float(py))), int(round(float(px)))), beam_pix)
         assert got == pytest.approx(x["casa_jy"], rel=0.03), x
+
+
+def test_generic_run_names_fields_cleanly_and_says_its_refant(generic_run):
+    """The UVFITS's AIPS-style names (1331+30500002_0, 1445+09900002_0, N5921_2) become
+    1331+305, 1445+099 and N5921 for the summary keys and the files, the file's names kept in
+    the summary and the FITS FIELDNAM; the configured reference antenna (calibrate.refant =
+    VLA:N2, as CASA's) is the one used, and the summary says why; every channel imaged."""
+    from astropy.io import fits
+
+    _, s = generic_run
+    assert {k: f["name"] for k, f in s["fields"].items()} == {
+        "1331+305": "1331+30500002_0", "1445+099": "1445+09900002_0", "N5921": "N5921_2"}
+    cal = s["calibration"]
+    assert (cal["refant"], cal["refant_reason"]) == ("VLA:N2", "calibrate.refant 'VLA:N2'")
+    assert (cal["flux_standard"], cal["bandpass_field"], list(cal["transferred_fluxes"])) == (
+        "1331+305", "1331+305", ["1445+099"])
+    assert cal["channels"] == {"bandpass": "0~62", "gains": "6~55"}
+    assert s["continuum_channels"] == "all"
+    for key, f in s["fields"].items():
+        assert Path(f["files"]["restored"]).name == f"NGC5921.fits.{key}.restored.fits"
+        h = fits.getheader(f["files"]["restored"])
+        assert (h["OBJECT"], h["FIELDNAM"]) == (key, f["name"])
+        assert h["CDELT3"] == pytest.approx(63 * 24414.0625)

@@ -17,21 +17,34 @@ pyuvdata), flag, calibrate on the calibrators it observed, image every field at 
   standard (or the brightest calibrator), amplitude-and-phase gains per calibrator scan over the
   central ``generic.gain_channel_fraction`` of the channels with the bandpass divided out; the
   target fields get the secondary calibrators' gains interpolated linearly in time (amplitude
-  and phase), each calibrator scan its own.
-- **Image** each field (`image_field`): Stokes I, `contimg.imaging.imager.clean_image`, the Airy
-  beam of the file's dish diameter about the phase centre for the primary-beam correction.
+  and phase), each calibrator scan its own. The solves use every channel (the bandpass) and the
+  central fraction (the gains) whatever ``generic.continuum_channels`` says: calibrators are
+  continuum sources. The reference antenna (`choose_refant`): ``generic.refant``, else
+  ``calibrate.refant`` or its fallbacks when the file has them, else the antenna with the most
+  unflagged data; the choice and its reason are logged and kept in ``summary.json``.
+- **Image** each field (`image_field`): Stokes I over ``generic.continuum_channels`` (the
+  line-free channels; all by default), `contimg.imaging.imager.clean_image`, the Airy beam of the
+  file's dish diameter about the phase centre for the primary-beam correction.
+- **Names** (`clean_field_names`): files and ``summary.json`` keys use a clean name per field
+  (AIPS qualifiers dropped: ``1331+30500002_0`` → ``1331+305``, ``N5921_2`` → ``N5921``; never
+  two alike); the file's own name stays in ``summary.json`` (``name``) and the FITS ``FIELDNAM``.
+
+Progress goes to the module's logger (INFO, one line per stage: read, each scan's flagging,
+calibration, each field's imaging), each with its seconds and the run's elapsed seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 
 from contimg.sky.beam import airy_power
 from contimg.calibrate import TimeGains, apply_gains, time_gains_at
@@ -44,7 +57,8 @@ from contimg.imaging.imager import ImageSet, clean_image
 log = logging.getLogger(__name__)
 
 __all__ = ["Field", "Observation", "GenericInputError", "read_observation", "scan_grid", "flag_observation",
-           "calibrate_observation", "image_field", "run_observation", "is_single_file"]
+           "calibrate_observation", "choose_refant", "clean_field_names", "continuum_channels", "image_field",
+           "run_observation", "is_single_file"]
 
 FLUX_STANDARD = "1331+305"  # 3C286 in the VLA calibrator list
 _PARALLEL = ((-1, -2), (-5, -6))  # RR LL, XX YY
@@ -58,11 +72,17 @@ class GenericInputError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    name: str
+    name: str  # as the file gives it (e.g. "1331+30500002_0")
     ra_rad: float  # ICRS
     dec_rad: float
     calibrator: str = ""  # the VLA calibrator list name within 1', "" = a target
     model_flux_jy: np.ndarray | None = None  # (nchan,) the flux standard's model, None otherwise
+    clean_name: str = ""  # for files and summary keys (`clean_field_names`), unique in the file
+
+    @property
+    def label(self) -> str:
+        """The clean name ('' falls back to the file's)."""
+        return self.clean_name or self.name
 
 
 @dataclass
@@ -87,6 +107,13 @@ class Observation:
     dish_diameter_m: float
     int_time_s: float
     scans: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (nrow,) scan number
+    # (nchan,) each channel's number in the file (0-based; the file's order may be descending)
+    file_channel: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+
+    def file_channels(self, idx: np.ndarray) -> np.ndarray:
+        """The file's channel numbers (sorted) of channels ``idx`` of ``freq_hz`` (ascending)."""
+        idx = np.asarray(idx, int)
+        return np.sort(self.file_channel[idx] if self.file_channel.size else idx)
 
 
 def is_single_file(path: Path) -> bool:
@@ -118,6 +145,30 @@ def _match_calibrator(ra_rad: float, dec_rad: float, radius_arcmin: float = 1.0)
         if sep < best_sep:
             best, best_sep = c, sep
     return best if best_sep <= radius_arcmin else None
+
+
+_AIPS_QUALIFIER = re.compile(r"_\d+$")  # "N5921_2", "1331+30500002_0": the qualifier a UVFITS SOURCE carries
+
+
+def clean_field_names(fields: list[tuple[str, str]]) -> list[str]:
+    """A file-safe name for each (name in the file, matched calibrator or "") in order, none alike
+    (ignoring case): a trailing AIPS qualifier ``_<digits>`` dropped; a calibrator whose name
+    starts with its list name is that name (``1331+30500002_0`` → ``1331+305``, the VLA list's
+    1331+305 lying within 1'); characters other than letters, digits and ``+-._`` as ``_``; a name
+    already taken gets ``-2``, ``-3``, ... (``N5921``, ``N5921-2``); an empty one ``field<k>``."""
+    out, taken = [], set()
+    for k, (name, calibrator) in enumerate(fields):
+        base = _AIPS_QUALIFIER.sub("", name.strip())
+        if calibrator and base.upper().startswith(calibrator.upper()):
+            base = calibrator
+        base = _safe(base).strip("._") or f"field{k}"
+        clean, n = base, 1
+        while clean.casefold() in taken:
+            n += 1
+            clean = f"{base}-{n}"
+        taken.add(clean.casefold())
+        out.append(clean)
+    return out
 
 
 def read_observation(path: Path, *, max_scan_gap_s: float = 300.0) -> Observation:
@@ -165,10 +216,12 @@ def read_observation(path: Path, *, max_scan_gap_s: float = 300.0) -> Observatio
     if diam is None or not np.all(np.isfinite(diam)):
         raise GenericInputError(f"{path}: the file gives no antenna diameters (needed for the primary beam)")
     fields = {}
-    for cid, c in cats.items():
+    for cid, c in sorted(cats.items()):
         ra, dec = float(c["cat_lon"]) % (2 * np.pi), float(c["cat_lat"])
         cal = _match_calibrator(ra, dec)
         fields[int(cid)] = Field(str(c["cat_name"]), ra, dec, cal.name if cal else "")
+    clean = clean_field_names([(f.name, f.calibrator) for f in fields.values()])
+    fields = {k: replace(f, clean_name=c) for (k, f), c in zip(fields.items(), clean)}
     chan_width = np.abs(np.asarray(uv.channel_width, float).ravel())
     obs = Observation(
         path=path, telescope=str(tel.name), vis=data, flags=flags, weights=weights,
@@ -176,9 +229,8 @@ def read_observation(path: Path, *, max_scan_gap_s: float = 300.0) -> Observatio
         ant1=uv.ant_1_array[cross], ant2=uv.ant_2_array[cross], field_id=uv.phase_center_id_array[cross],
         fields=fields, freq_hz=freq[order], chan_width_hz=float(np.median(chan_width)), pols=np.array(pair),
         antenna_names=names.astype(str), dish_diameter_m=float(np.median(diam)),
-        int_time_s=float(np.median(uv.integration_time)))
-    names_per_row = np.array([fields[int(i)].name for i in obs.field_id])
-    obs.scans = split_scans(time_s=obs.time_jd * 86400.0, field=names_per_row, max_gap_s=max_scan_gap_s)
+        int_time_s=float(np.median(uv.integration_time)), file_channel=order)
+    obs.scans = split_scans(time_s=obs.time_jd * 86400.0, field=obs.field_id, max_gap_s=max_scan_gap_s)
     return obs
 
 
@@ -197,45 +249,91 @@ def scan_grid(obs: Observation, rows: np.ndarray) -> dict:
     return {"vis": vis, "flags": flags, "ant1": bl[:, 0], "ant2": bl[:, 1], "time_jd": ut, "kt": kt, "kb": kb}
 
 
-def flag_observation(obs: Observation, cfg: Config) -> dict:
+def _took(t0: float | None, run_t0: float | None = None) -> str:
+    """"1.2 s" since ``t0`` (perf_counter seconds), then the run's elapsed seconds since
+    ``run_t0``; either may be None."""
+    now = time.perf_counter()
+    parts = [f"{now - t0:.1f} s"] if t0 is not None else []
+    parts += [f"{now - run_t0:.1f} s elapsed"] if run_t0 is not None else []
+    return ", ".join(parts)
+
+
+def flag_observation(obs: Observation, cfg: Config, *, run_t0: float | None = None) -> dict:
     """Flag every scan with `flag_group` (in place on ``obs.flags``); returns the flagged
-    fraction per scan."""
+    fraction per scan. Logs one line per scan (``run_t0``: the run's start, perf_counter
+    seconds, for the elapsed time)."""
     from contimg.flag import flag_group
 
     out = {}
     nant = int(max(obs.ant1.max(), obs.ant2.max())) + 1
-    for s in np.unique(obs.scans):
+    scans = np.unique(obs.scans)
+    for i, s in enumerate(scans):
+        t0 = time.perf_counter()
         rows = np.flatnonzero(obs.scans == s)
         g = scan_grid(obs, rows)
         res = flag_group(vis=g["vis"], flags=g["flags"], ant1=g["ant1"], ant2=g["ant2"], n_antennas=nant,
                          chans_per_subband=obs.freq_hz.size, cfg=cfg.flag, backend="cpu")
         obs.flags[rows] = res.flags[g["kt"], g["kb"]]
         out[int(s)] = float(obs.flags[rows].mean())
+        log.info("%s: flagged scan %d (%d/%d, %s, %d integrations): %.1f%% flagged (%s)", obs.path.name, s, i + 1,
+                 scans.size, obs.fields[int(obs.field_id[rows[0]])].label, g["time_jd"].size, 100 * out[int(s)],
+                 _took(t0, run_t0))
     return out
 
 
-def _refant(obs: Observation, preferred: list[str]) -> str:
-    """The first of ``preferred`` the file has, else the antenna with the most unflagged data."""
-    present = set(np.unique(np.concatenate([obs.ant1, obs.ant2])))
-    for name in preferred:
-        hits = np.flatnonzero(obs.antenna_names == name)
-        if hits.size and hits[0] in present:
-            return name
+def choose_refant(obs: Observation, cfg: Config) -> tuple[str, str]:
+    """(reference antenna name, why it was chosen). ``generic.refant`` when set (refused with
+    `GenericInputError` when the file has no unflagged data on it); else ``calibrate.refant``,
+    then ``calibrate.refant_fallbacks``, the first the file has unflagged data on; else the
+    antenna with the most unflagged visibility samples (cross-correlations, both polarizations)."""
     good = (~obs.flags).sum(axis=(1, 2))
     counts = np.bincount(obs.ant1, good, minlength=obs.antenna_names.size)
     counts += np.bincount(obs.ant2, good, minlength=obs.antenna_names.size)
-    return str(obs.antenna_names[int(np.argmax(counts))])
+    present = set(np.unique(np.concatenate([obs.ant1, obs.ant2])).tolist())
+
+    def state(name: str) -> str:
+        """"ok", "flagged" (in the file, no unflagged data) or "absent"."""
+        hits = [int(a) for a in np.flatnonzero(obs.antenna_names == name) if a in present]
+        return "absent" if not hits else "ok" if counts[hits].sum() > 0 else "flagged"
+
+    gc, cc = cfg.generic, cfg.calibrate
+    if gc.refant is not None:
+        st = state(gc.refant)
+        if st != "ok":
+            have = sorted(str(obs.antenna_names[a]) for a in present)
+            raise GenericInputError(f"{obs.path}: generic.refant {gc.refant!r} is "
+                                    f"{'not an antenna of the file' if st == 'absent' else 'flagged throughout'} "
+                                    f"(antennas: {', '.join(have)})")
+        return gc.refant, f"generic.refant {gc.refant!r}"
+    missing: dict[str, list[str]] = {"absent": [], "flagged": []}
+
+    def tried() -> str:
+        said = {"absent": "not in the file", "flagged": "flagged throughout"}
+        return "; ".join(f"{', '.join(repr(n) for n in names)} {said[st]}" for st, names in missing.items() if names)
+
+    for i, name in enumerate([cc.refant, *cc.refant_fallbacks]):
+        st = state(name)
+        if st == "ok":
+            key = "calibrate.refant" if i == 0 else "calibrate.refant_fallbacks"
+            return name, f"{key} {name!r}" + (f" (before it: {tried()})" if i else "")
+        missing[st].append(name)
+    best = int(np.argmax(counts))
+    why = (f"the antenna with the most unflagged data ({int(counts[best])} samples): generic.refant is not set, "
+           f"calibrate.refant and its fallbacks {tried()}")
+    return str(obs.antenna_names[best]), why
 
 
 @dataclass
 class CalResult:
     refant: str
+    refant_reason: str  # why this one (`choose_refant`)
     flux_standard: str  # the field the flux scale comes from ("" = list fluxes)
     bandpass_field: str
     bandpass: dict  # contimg.calibrate.fluxscale.solve_bandpass's
     solutions: list[dict]  # per calibrator scan: scan, field, time_jd, gains (nant, 2), flags, snr
     fluxes: dict[str, dict]  # per secondary calibrator field: transferred flux, error, n
     problems: list[str] = field(default_factory=list)  # what could not be done, and why
+    channels: dict[str, str] = field(default_factory=dict)  # the file's channels each solve used ("6~56")
 
 
 def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
@@ -258,7 +356,8 @@ def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
 
     bp_field = standard if standard is not None else max(
         cal_fields, key=lambda k: calibrator_by_name(cal_fields[k].calibrator).flux_jy)
-    refant = _refant(obs, [cfg.calibrate.refant, *cfg.calibrate.refant_fallbacks])
+    refant, refant_reason = choose_refant(obs, cfg)
+    log.info("%s: reference antenna %s: %s", obs.path.name, refant, refant_reason)
     scans = {int(s): np.flatnonzero(obs.scans == s) for s in np.unique(obs.scans)}
     scan_field = {s: int(obs.field_id[r[0]]) for s, r in scans.items()}
     # the bandpass over all of its field's scans
@@ -296,18 +395,20 @@ def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
                                    tran_amp=np.abs([x["gains"] for x in tran]),
                                    tran_flags=np.array([x["flags"] for x in tran]))
             except ValueError as exc:  # its 1 Jy gains carry an unknown sqrt(S): not used anywhere
-                problems.append(f"{obs.path}: {obs.fields[k].name}: no flux transfer ({exc}); its gains are not used")
+                problems.append(f"{obs.path}: {obs.fields[k].label}: no flux transfer ({exc}); its gains are not used")
                 sols = [x for x in sols if x["field"] != k]
                 continue
-            fluxes[obs.fields[k].name] = {"calibrator": cal_fields[k].calibrator, "flux_jy": ft.flux_jy,
-                                          "flux_err_jy": ft.flux_err_jy, "n": ft.n,
-                                          "freq_hz": float(np.mean(freq[lo:lo + keep]))}
+            fluxes[obs.fields[k].label] = {"calibrator": cal_fields[k].calibrator, "flux_jy": ft.flux_jy,
+                                           "flux_err_jy": ft.flux_err_jy, "n": ft.n,
+                                           "freq_hz": float(np.mean(freq[lo:lo + keep]))}
             for x in tran:  # solved with 1 Jy: the gains carry sqrt(S)
                 x["gains"] = (x["gains"] / np.sqrt(ft.flux_jy)).astype(np.complex64)
     _apply(obs, bandpass=bandpass, sols=sols, scans=scans, scan_field=scan_field, cal_fields=cal_fields,
            standard=standard)
-    return CalResult(refant, obs.fields[standard].name if standard is not None else "", obs.fields[bp_field].name,
-                     bandpass, sols, fluxes, problems)
+    return CalResult(refant, refant_reason, obs.fields[standard].label if standard is not None else "",
+                     obs.fields[bp_field].label, bandpass, sols, fluxes, problems,
+                     channels={"bandpass": _chan_text(obs.file_channels(np.arange(nchan))),
+                               "gains": _chan_text(obs.file_channels(np.arange(lo, lo + keep)))})
 
 
 def _on_antennas(sol: dict, numbers: np.ndarray) -> dict:
@@ -383,37 +484,81 @@ def _field_primary_beam(*, npix: int, cell_rad: float, freq_hz: np.ndarray, weig
     return (acc / max(wsum, 1e-30)).astype(np.float32)
 
 
-def image_field(obs: Observation, field_id: int, cfg: Config, *, nthreads: int = 1) -> ImageSet:
-    """Stokes I image of one field at its phase centre (`clean_image`), with its primary beam."""
+def _chan_text(numbers) -> str:
+    """Sorted channel numbers as CASA writes a selection: ``[0, 1, 2, 5]`` → ``"0~2;5"``."""
+    numbers = [int(n) for n in numbers]
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ";".join(f"{a}~{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def continuum_channels(obs: Observation, ranges: list[tuple[int, int]] | None) -> np.ndarray | None:
+    """Indices into ``obs.freq_hz`` (ascending) of the channels ``ranges`` selects
+    (``generic.continuum_channels``: [first, last] pairs, inclusive, the file's channel
+    numbers); None for None (all channels). A channel the file lacks is refused with
+    `GenericInputError` naming the key."""
+    if ranges is None:
+        return None
+    nchan = obs.freq_hz.size
+    wanted = set()
+    for a, b in ranges:
+        if b >= nchan:
+            raise GenericInputError(f"{obs.path}: generic.continuum_channels [{a}, {b}]: the file has channels "
+                                    f"0 to {nchan - 1}")
+        wanted.update(range(int(a), int(b) + 1))
+    numbers = obs.file_channel if obs.file_channel.size else np.arange(nchan)
+    return np.flatnonzero(np.isin(numbers, sorted(wanted)))
+
+
+def image_field(obs: Observation, field_id: int, cfg: Config, *, nthreads: int = 1,
+                channels: np.ndarray | None = None, run_t0: float | None = None) -> ImageSet:
+    """Stokes I image of one field at its phase centre (`clean_image`), with its primary beam.
+    ``channels``: indices into ``obs.freq_hz`` to image (`continuum_channels`); None = all.
+    Frequency (Hz) is the imaging-weighted mean of those channels, the bandwidth (Hz) their
+    number times the channel width; ``stats["channels_used"]``: the file's numbers of those
+    with unflagged data. Logs the image's size before CLEAN (``run_t0`` as in `flag_observation`)."""
     rows = np.flatnonzero(obs.field_id == field_id)
     f = obs.fields[field_id]
-    vis = obs.vis[rows]
-    ok = ~obs.flags[rows] & (obs.weights[rows] > 0)
+    chan = np.arange(obs.freq_hz.size) if channels is None else np.asarray(channels, int)
+    sel = np.s_[rows] if channels is None else np.ix_(rows, chan)
+    freq_hz = obs.freq_hz[chan]
+    vis = obs.vis[sel]
+    weights = obs.weights[sel]
+    ok = ~obs.flags[sel] & (weights > 0)
     both = ok.all(axis=2)
     stokes_i = np.where(both, 0.5 * (vis[..., 0] + vis[..., 1]), 0).astype(np.complex64)
-    wgt = np.where(both, obs.weights[rows].sum(axis=2), 0).astype(np.float32)
+    wgt = np.where(both, weights.sum(axis=2), 0).astype(np.float32)
     if not (wgt > 0).any():
-        raise GenericInputError(f"{obs.path}: field {f.name} has no unflagged data to image")
+        raise GenericInputError(f"{obs.path}: field {f.label} has no unflagged data to image"
+                                + ("" if channels is None else f" in channels {_chan_text(obs.file_channels(chan))}"))
     npix, cell = image_geometry(obs, rows, cfg)
-    c = clean_image(uvw_m=np.ascontiguousarray(obs.uvw_m[rows]), freq_hz=obs.freq_hz, vis=stokes_i, wgt=wgt,
+    log.info("%s: imaging %s: %d x %d pixels of %.3g\", channels %s (%d), %d rows, CLEAN to at most %d "
+             "iterations (%s)", obs.path.name, f.label, npix, npix, np.degrees(cell) * 3600,
+             _chan_text(obs.file_channels(chan)), chan.size, rows.size, cfg.image.niter, _took(None, run_t0))
+    c = clean_image(uvw_m=np.ascontiguousarray(obs.uvw_m[rows]), freq_hz=freq_hz, vis=stokes_i, wgt=wgt,
                     npix=npix, cell_rad=cell, cfg=cfg.image, nthreads=nthreads)
     weight_f = c.weights.sum(axis=0, dtype=np.float64)
-    pb = _field_primary_beam(npix=npix, cell_rad=cell, freq_hz=obs.freq_hz, weight_f=weight_f,
+    pb = _field_primary_beam(npix=npix, cell_rad=cell, freq_hz=freq_hz, weight_f=weight_f,
                              diameter_m=obs.dish_diameter_m)
-    freq = float(np.sum(weight_f * obs.freq_hz) / max(weight_f.sum(), 1e-30))
+    freq = float(np.sum(weight_f * freq_hz) / max(weight_f.sum(), 1e-30))
     pbcor = np.where(pb >= cfg.image.pb_cutoff, c.restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
-    noise = 1.4826 * float(np.median(np.abs(c.residual - np.median(c.residual))))
+    noise = float(mad_std(c.residual))
     t = obs.time_jd[rows]
+    bandwidth = (float(freq_hz[-1] - freq_hz[0] + obs.chan_width_hz) if channels is None
+                 else chan.size * obs.chan_width_hz)
     return ImageSet(
         images={"dirty": c.dirty, "psf": c.psf, "model": c.model, "residual": c.residual, "restored": c.restored,
                 "pbcor": pbcor, "pb": pb},
-        ra_rad=f.ra_rad, dec_rad=f.dec_rad, cell_rad=cell, freq_hz=freq,
-        bandwidth_hz=float(obs.freq_hz[-1] - obs.freq_hz[0] + obs.chan_width_hz),
+        ra_rad=f.ra_rad, dec_rad=f.dec_rad, cell_rad=cell, freq_hz=freq, bandwidth_hz=bandwidth,
         time_start_jd=float(t.min() - obs.int_time_s / 86400 / 2), time_mid_jd=float(np.mean(t)),
         beam_rad=c.beam_rad, noise_jy=noise, peak_jy=float(np.nanmax(c.restored)), clean_iterations=c.iterations,
         stats={"clean_threshold_jy": c.threshold_jy, "major_cycles": c.major_cycles,
                "n_vis": int(np.sum(c.weights > 0, dtype=np.int64)), "npix": npix,
-               "channels_used": [int(i) for i in np.flatnonzero(weight_f > 0)]})
+               "channels_used": [int(i) for i in obs.file_channels(chan[weight_f > 0])]})
 
 
 def _safe(name: str) -> str:
@@ -424,61 +569,84 @@ def run_observation(path: Path, *, root: Path, cfg: Config, nthreads: int = 1) -
     """Read, flag, calibrate and image the file at ``path``; FITS images per field and a
     ``summary.json`` into ``<root>/products/<file name>/``. Returns the summary. A field that
     cannot be imaged gets an ``error`` entry (the others are imaged); a secondary calibrator
-    whose flux cannot be transferred is left out with the reason in ``calibration.problems``."""
-    t0 = time.perf_counter()
+    whose flux cannot be transferred is left out with the reason in ``calibration.problems``.
+    Fields are keyed by their clean name (`clean_field_names`), the file's name in ``name``.
+    Progress: one INFO line per stage on this module's logger (the CLI's stderr)."""
+    run_t0 = t0 = time.perf_counter()
     timings = {}
+    log.info("%s: reading", path)
     obs = read_observation(path, max_scan_gap_s=cfg.generic.max_scan_gap_s)
     timings["read"] = time.perf_counter() - t0
+    chan = continuum_channels(obs, cfg.generic.continuum_channels)  # a bad range fails before the long work
+    chan_all = np.arange(obs.freq_hz.size)
+    imaged = _chan_text(obs.file_channels(chan_all if chan is None else chan))
+    log.info("%s: read %s data: %d rows, %d channels, %d fields (%s), %d scans; imaging channels %s (%s)",
+             obs.path.name, obs.telescope, obs.time_jd.size, obs.freq_hz.size, len(obs.fields),
+             ", ".join(f.label if f.label == f.name else f"{f.label} = {f.name}" for f in obs.fields.values()),
+             np.unique(obs.scans).size, imaged, _took(t0, run_t0))
     obs_id = _safe(Path(path).name)
     out_dir = Path(root) / "products" / obs_id
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    flagged = flag_observation(obs, cfg)
+    flagged = flag_observation(obs, cfg, run_t0=run_t0)
     timings["flag"] = time.perf_counter() - t0
     cal = None
     t0 = time.perf_counter()
     if cfg.calibrate.enabled:
         cal = calibrate_observation(obs, cfg)
+        log.info("%s: calibrated: bandpass on %s, flux scale from %s, %d scan solutions, refant %s (%s)",
+                 obs.path.name, cal.bandpass_field, cal.flux_standard or "the calibrator list", len(cal.solutions),
+                 cal.refant, _took(t0, run_t0))
     timings["calibrate"] = time.perf_counter() - t0
+    history = (f"contimg: Stokes I from channels {imaged} of 0~{obs.freq_hz.size - 1} (the file's numbering)"
+               + ("" if chan is None else ", generic.continuum_channels"))
     fields = {}
     for k, f in obs.fields.items():
         if not (obs.field_id == k).any():
             continue
         t0 = time.perf_counter()
         try:
-            imgs = image_field(obs, k, cfg, nthreads=nthreads)
+            imgs = image_field(obs, k, cfg, nthreads=nthreads, channels=chan, run_t0=run_t0)
         except GenericInputError as exc:  # this field is lost, the others are still imaged
             log.error("%s", exc)
-            fields[f.name] = {"calibrator": f.calibrator, "error": str(exc)}
+            fields[f.label] = {"name": f.name, "calibrator": f.calibrator, "error": str(exc)}
             continue
-        timings[f"image {f.name}"] = time.perf_counter() - t0
+        timings[f"image {f.label}"] = time.perf_counter() - t0
+        log.info("%s: imaged %s: %d CLEAN iterations in %d major cycles, peak %.4g Jy/beam, noise %.3g Jy/beam (%s)",
+                 obs.path.name, f.label, imgs.clean_iterations, imgs.stats["major_cycles"], imgs.peak_jy,
+                 imgs.noise_jy, _took(t0, run_t0))
         files = {}
         for kind in cfg.image.products:
             header = imageset_header(imgs, kind, extra={
-                "OBJECT": f.name, "TELESCOP": obs.telescope, "INSTRUME": obs.telescope,
+                "OBJECT": f.label, "FIELDNAM": f.name, "TELESCOP": obs.telescope, "INSTRUME": obs.telescope,
                 "PBCUTOFF": cfg.image.pb_cutoff if kind == "pbcor" else 0.0})
-            files[kind] = str(write_fits(out_dir / f"{obs_id}.{_safe(f.name)}.{kind}.fits", image=imgs.images[kind],
+            header.comments["FIELDNAM"] = "the field's name in the visibility file"
+            header.add_history(history)
+            files[kind] = str(write_fits(out_dir / f"{obs_id}.{f.label}.{kind}.fits", image=imgs.images[kind],
                                          header=header))
         n = imgs.images["restored"].shape[0]
-        fields[f.name] = {"calibrator": f.calibrator, "ra_deg": float(np.degrees(f.ra_rad)),
-                          "dec_deg": float(np.degrees(f.dec_rad)), "npix": n,
-                          "cell_arcsec": float(np.degrees(imgs.cell_rad) * 3600),
-                          "beam_arcsec": [float(np.degrees(imgs.beam_rad[0]) * 3600),
-                                          float(np.degrees(imgs.beam_rad[1]) * 3600)],
-                          "beam_pa_deg": float(np.degrees(imgs.beam_rad[2])), "freq_hz": imgs.freq_hz,
-                          "noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy,
-                          "centre_jy": float(imgs.images["restored"][n // 2, n // 2]),
-                          "clean_iterations": imgs.clean_iterations,
-                          "channels_used": imgs.stats["channels_used"], "files": files}
+        fields[f.label] = {"name": f.name, "calibrator": f.calibrator, "ra_deg": float(np.degrees(f.ra_rad)),
+                           "dec_deg": float(np.degrees(f.dec_rad)), "npix": n,
+                           "cell_arcsec": float(np.degrees(imgs.cell_rad) * 3600),
+                           "beam_arcsec": [float(np.degrees(imgs.beam_rad[0]) * 3600),
+                                           float(np.degrees(imgs.beam_rad[1]) * 3600)],
+                           "beam_pa_deg": float(np.degrees(imgs.beam_rad[2])), "freq_hz": imgs.freq_hz,
+                           "bandwidth_hz": imgs.bandwidth_hz, "noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy,
+                           "centre_jy": float(imgs.images["restored"][n // 2, n // 2]),
+                           "clean_iterations": imgs.clean_iterations,
+                           "channels_used": imgs.stats["channels_used"], "files": files}
     summary = {"input": str(path), "telescope": obs.telescope, "rows": int(obs.time_jd.size),
                "channels": int(obs.freq_hz.size), "freq_min_hz": float(obs.freq_hz.min()),
                "freq_max_hz": float(obs.freq_hz.max()), "dish_diameter_m": obs.dish_diameter_m,
+               "continuum_channels": imaged if chan is not None else "all",
                "scans": int(np.unique(obs.scans).size), "flagged_fraction_per_scan": flagged,
                "flagged_fraction": float(obs.flags.mean()),
                "calibration": None if cal is None else {
-                   "refant": cal.refant, "flux_standard": cal.flux_standard, "bandpass_field": cal.bandpass_field,
+                   "refant": cal.refant, "refant_reason": cal.refant_reason, "flux_standard": cal.flux_standard,
+                   "bandpass_field": cal.bandpass_field, "channels": cal.channels,
                    "transferred_fluxes": cal.fluxes, "scan_solutions": len(cal.solutions),
                    "problems": cal.problems},
                "fields": fields, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    log.info("%s: products in %s (%s)", obs.path.name, out_dir, _took(None, run_t0))
     return summary

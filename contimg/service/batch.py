@@ -1,6 +1,8 @@
 """Batch (`contimg run`) and replay (`contimg replay`): the service's own tasks and stage code,
 run until the input is done, then a summary, ``failures.json`` and an exit code (0 every group
-completed, 2 some failed, 1 nothing could run)."""
+completed, 2 some failed, 1 nothing could run). A completed group that failed a QA gate keeps
+its products and counts as completed here; `qa_failures` names them (the command line exits 3
+when that is all that went wrong)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from contimg.service.core import Service
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroupResult", "run_batch", "run_replay", "replay_schedule"]
+__all__ = ["GroupResult", "qa_failures", "run_batch", "run_replay", "replay_schedule"]
 
 
 @dataclass
@@ -66,6 +68,12 @@ def _summarise(svc: Service, gids: list[str], root: Path) -> tuple[list[GroupRes
     if svc.exit_code:
         code = 1
     return results, code
+
+
+def qa_failures(results: list[GroupResult]) -> dict[str, dict[str, list[str]]]:
+    """The completed groups that failed a QA gate: group id → {gate (stage) → its reasons}."""
+    return {r.group_id: {stage: list(g.get("reasons", [])) for stage, g in r.gates.items() if not g.get("passed", True)}
+            for r in results if r.status == "completed" and r.qa_passed is False}
 
 
 def _nothing(root: Path, in_dir: Path) -> tuple[list[GroupResult], int]:

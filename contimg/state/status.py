@@ -14,6 +14,10 @@ import sqlite_utils
 
 __all__ = ["status_report", "format_status"]
 
+STAGES = ("read", "flag", "calibrate", "image", "write")  # the pipeline's stages (contimg.pipeline.work)
+MODES = {"serve": "always-on (watching the incoming folder)", "drain": "batch (stops when the queue is empty)"}
+TASKS = {"drain": "stop-when-empty"}  # task names that are not words an operator knows
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -26,10 +30,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def status_report(root: Path, *, n_recent: int = 5) -> dict:
-    """Everything `contimg status` prints, as one JSON-able dict."""
+    """Everything `contimg status` prints, as one JSON-able dict. Raises FileNotFoundError
+    (creating nothing) when ``root`` holds no ``state`` folder."""
     state = Path(root) / "state"
-    doc: dict = {"root": str(root), "service": None, "queue": {}, "in_progress": [], "pending": [],
-                 "recent_failures": [], "stage_median_s": {}, "latest_images": [], "caltables": []}
+    if not state.is_dir():
+        raise FileNotFoundError(f"no contimg root at {root} (no {state})")
+    doc: dict = {"root": str(root), "service": None, "config": None, "queue": {}, "in_progress": [], "pending": [],
+                 "recent_failures": [], "stage_median_s": {}, "pauses_max_ms": {}, "latest_images": [],
+                 "caltables": []}
+    config_path = state / "config.json"
+    if config_path.is_file():
+        doc["config"] = {"name": json.loads(config_path.read_text()).get("name"), "path": str(config_path)}
     health_path = state / "health.json"
     if health_path.exists():
         health = json.loads(health_path.read_text())
@@ -53,7 +64,11 @@ def status_report(root: Path, *, n_recent: int = 5) -> dict:
         by_stage: dict[str, list[float]] = {}
         for r in db.query("SELECT stage, seconds FROM performance_metrics ORDER BY id DESC LIMIT 500"):
             by_stage.setdefault(r["stage"], []).append(r["seconds"])
-        doc["stage_median_s"] = {k: round(statistics.median(v), 3) for k, v in sorted(by_stage.items())}
+        # per group: the stages' seconds, and the longest event-loop delay and garbage collection
+        doc["stage_median_s"] = {k: round(statistics.median(by_stage[k]), 3) for k in STAGES if k in by_stage}
+        doc["pauses_max_ms"] = {label: round(1e3 * max(by_stage[k]), 1) for label, k in
+                                (("event_loop_delay", "loop_lag_max"), ("garbage_collection", "gc_max"))
+                                if by_stage.get(k)}
         db.close()
     products_path = state / "products.sqlite3"
     if products_path.exists():
@@ -81,17 +96,19 @@ def format_status(doc: dict) -> str:
         lines.append("service: never ran here")
     else:
         running = "running" if svc["alive"] else "not running"
-        lines.append(f"service: {running} (pid {svc['pid']}, {svc['mode']}, health updated {svc['age_s']} s ago, "
-                     f"backend {svc['backend']}, disk {svc['disk']})")
-        lines.append("  tasks: " + ", ".join(f"{k} {v}" for k, v in sorted(svc["health"].items())))
-        lines.append(f"  queues: {svc['queues']}  loop lag p99 {svc['loop_lag_ms']['p99']:.1f} ms, "
-                     f"max {svc['loop_lag_ms']['max']:.1f} ms  longest GC {svc.get('gc_max_ms', 0):.0f} ms  "
-                     f"rss {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
+        lines.append(f"service: {running} (pid {svc['pid']}, {MODES.get(svc['mode'], svc['mode'])}, "
+                     f"health updated {svc['age_s']} s ago, backend {svc['backend']}, disk {svc['disk']})")
+        lines.append("  tasks: " + ", ".join(f"{TASKS.get(k, k)} {v}" for k, v in sorted(svc["health"].items())))
+        lines.append(f"  queues: {', '.join(f'{k} {v}' for k, v in svc['queues'].items())}  event-loop delay (p99) {svc['loop_lag_ms']['p99']:.1f} ms, "
+                     f"(max) {svc['loop_lag_ms']['max']:.1f} ms  garbage-collection pause (max) "
+                     f"{svc.get('gc_max_ms', 0):.0f} ms  memory {(svc['rss_bytes'] or 0) / 2**30:.2f} GiB")
         cl = svc.get("cluster")
         if cl:
             lines.append(f"  cluster {cl['scheduler']}: {len(cl['workers'])} workers "
                          f"({', '.join(w['name'] for w in cl['workers'])}), {len(cl['in_flight'])} groups in flight, "
                          f"{cl['completed_last_hour']} completed in the last hour")
+    if doc.get("config"):
+        lines.append(f"configuration: {doc['config']['name']} ({doc['config']['path']})")
     q = doc["queue"]
     lines.append("queue: " + (", ".join(f"{k} {v}" for k, v in sorted(q.items())) or "empty"))
     for r in doc["in_progress"]:
@@ -104,6 +121,10 @@ def format_status(doc: dict) -> str:
         lines.append(f"  failed       {r['group_id']}  {r['processing_stage'] or '-'}: {r['error']}")
     if doc["stage_median_s"]:
         lines.append("median stage time: " + ", ".join(f"{k} {v:.2f} s" for k, v in doc["stage_median_s"].items()))
+    pauses = doc.get("pauses_max_ms", {})
+    if pauses:
+        words = {"event_loop_delay": "event-loop delay (max)", "garbage_collection": "garbage-collection pause (max)"}
+        lines.append("while groups ran: " + ", ".join(f"{words[k]} {v:.0f} ms" for k, v in pauses.items()))
     for r in doc["latest_images"]:
         lines.append(f"  image {r['group_id']}  rms {r['noise_jy'] * 1e3:.2f} mJy  peak {r['peak_jy']:.3f} Jy  "
                      f"DR {r['dynamic_range']:.0f}  beam {r['bmaj_arcsec']:.1f}\" x {r['bmin_arcsec']:.1f}\"  "
