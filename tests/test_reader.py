@@ -1,5 +1,7 @@
 """The h5py reader against pyuvdata, and bad input."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -58,8 +60,44 @@ def test_missing_subband_is_flagged_and_named(copy_group):
     assert chunk.flags[:, :, lo:lo + nch].all() and not chunk.vis[:, :, lo:lo + nch].any()
     assert not chunk.flags[:, chunk.cross, lo + nch:].all()
     assert np.all(np.diff(chunk.freq_hz) > 0)  # frequencies are still complete and ascending
-    with pytest.raises(ReadError, match="sb07 is missing"):
+    with pytest.raises(ReadError, match=r"1 of 16 subbands missing \(sb07\)"):
         read_group(_group(folder), on_bad_subband="fail")
+
+
+def _reader_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "contimg.io.reader" and r.levelno >= logging.WARNING]
+
+
+def test_random_bytes_file_is_reported_once_with_the_missing_count(copy_group, caplog):
+    """One garbage subband file among missing ones: one line for the group, naming the file and
+    counting the missing subbands, not one line per missing subband."""
+    folder, files = copy_group
+    for sb in range(8, 16):  # sb08..sb15 missing, sb03 random bytes, the other seven good
+        files[sb].unlink()
+    files[3].write_bytes(np.random.default_rng(1).bytes(4096))
+    caplog.set_level(logging.WARNING, logger="contimg.io.reader")
+    chunk = read_group(_group(folder))
+    assert chunk.subbands_present.sum() == 7 and not chunk.subbands_present[3]
+    assert len(chunk.problems) == 9  # the chunk still keeps one reason per subband
+    warnings = _reader_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    msg = warnings[0]
+    assert msg.startswith(f"group {chunk.group_id}: 1 unreadable subband file ({files[3]}: cannot read the header")
+    assert "8 of 16 subbands missing (sb08-sb15)" in msg and msg.endswith("(flagged)")
+    assert "is missing" not in msg and msg.count(str(files[3])) == 1
+
+    # the same group with only the garbage file left: the error is one short line too
+    for sb in (0, 1, 2, 4, 5, 6, 7):
+        files[sb].unlink()
+    caplog.clear()
+    group = _group(folder)
+    with pytest.raises(ReadError) as info:
+        read_group(group)
+    text = str(info.value)
+    assert text.startswith(f"group {group.group_id}: no readable subband file: 1 unreadable subband file ({files[3]}")
+    assert text.endswith("15 of 16 subbands missing (sb00-sb02, sb04-sb15)")
+    assert text.count("group ") == 1 and text.count(str(files[3])) == 1
+    assert not _reader_warnings(caplog)
 
 
 def test_truncated_file_is_named(copy_group):

@@ -93,6 +93,7 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
 
 
 def _robust_rms(img, xp: ModuleType = np) -> float:
+    # by hand, not astropy.stats.mad_std: img may be a CuPy array, which mad_std does not take
     return 1.4826 * float(xp.median(xp.abs(img - xp.median(img))))
 
 

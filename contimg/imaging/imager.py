@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from astropy.stats import mad_std
 
 from contimg.io.chunk import VisChunk
 from contimg.config import ImageConfig
@@ -38,7 +39,7 @@ class ImageSet:
     time_start_jd: float
     time_mid_jd: float
     beam_rad: tuple[float, float, float]
-    noise_jy: float  # robust RMS of the residual (1.4826 MAD)
+    noise_jy: float  # robust RMS of the residual (astropy's mad_std: 1.4826 MAD)
     peak_jy: float  # restored peak
     clean_iterations: int
     stats: dict = field(default_factory=dict)
@@ -190,7 +191,7 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
         _add_back(restored=restored, model=model, pb=pb, sources=subtracted, freq_hz=freq, ra0=ra, dec0=dec,
                   cell_rad=cell, beam=beam)
     pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
-    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    noise = float(mad_std(residual))
     log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
              "rms %.3g Jy, peak %.3g Jy", chunk.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
              np.degrees(beam[2]), iters, majors, noise, float(restored.max()))

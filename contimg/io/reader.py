@@ -4,6 +4,9 @@ Each file is validated against the group's first readable file (antennas, times,
 channel count and width, and a frequency that fits its subband number); a missing, unreadable
 or mismatched subband is either flagged (its channels flagged, its data left zero, its reason
 recorded) or fails the group, as configured. Nothing is invented for a missing subband.
+The reasons are kept one per subband in the chunk's ``problems``; the log line and the
+`ReadError` message are one line per group, naming each bad file and counting the missing
+subbands.
 Subband files are read in parallel threads straight into the group's arrays, reversed to
 ascending frequency (sb00 is the highest subband).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from pyuvdata.utils import ENU_from_ECEF, XYZ_from_LatLonAlt
+from pyuvdata.uvdata.uvh5 import FastUVH5Meta
 
 from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
@@ -61,25 +65,28 @@ def _text(v) -> str:
 def read_subband_meta(path: str | Path) -> SubbandMeta:
     """Header facts of one subband file; raises `ReadError` naming the file."""
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            h = f["Header"]
-            nblts, nfreq, npol = int(h["Nblts"][()]), int(h["Nfreqs"][()]), int(h["Npols"][()])
-            times = h["time_array"][()]
-            a1, a2 = h["ant_1_array"][()], h["ant_2_array"][()]
-            freq = np.ravel(h["freq_array"][()]).astype(np.float64)
-            cw = np.ravel(h["channel_width"][()])
-            dec0 = float(h["extra_keywords"]["phase_center_dec"][()])
-            names = np.array([_text(n) for n in h["antenna_names"][()]])
-            meta_int = np.ravel(h["integration_time"][()])
-            shape = f["Data"]["visdata"].shape
-            positions = h["antenna_positions"][()]
-            numbers = h["antenna_numbers"][()]
-            pols = h["polarization_array"][()]
-            location = (np.radians(float(h["latitude"][()])), np.radians(float(h["longitude"][()])),
-                        float(h["altitude"][()]))
-    except (OSError, KeyError, ValueError) as exc:
+    meta = None
+    try:  # pyuvdata's reader of UVH5 headers (as fast as our own h5py one: docs/benchmarks/header.md)
+        meta = FastUVH5Meta(path)
+        nblts, nfreq, npol = int(meta.Nblts), int(meta.Nfreqs), int(meta.Npols)
+        times = np.asarray(meta.time_array)
+        a1, a2 = np.asarray(meta.ant_1_array), np.asarray(meta.ant_2_array)
+        freq = np.ravel(meta.freq_array).astype(np.float64)
+        cw = np.ravel(meta.channel_width)
+        dec0 = float(meta.extra_keywords["phase_center_dec"])
+        names = np.array([_text(n) for n in meta.antenna_names])
+        meta_int = np.ravel(meta.integration_time)
+        shape = meta.datagrp["visdata"].shape
+        positions = np.asarray(meta.antenna_positions)
+        numbers = np.asarray(meta.antenna_numbers)
+        pols = np.asarray(meta.polarization_array)
+        lat, lon, alt = meta.telescope_location_lat_lon_alt
+        location = (float(lat), float(lon), float(alt))
+    except (OSError, KeyError, ValueError, AttributeError) as exc:
         raise ReadError(f"{path}: cannot read the header ({type(exc).__name__}: {exc})") from exc
+    finally:
+        if meta is not None:
+            meta.close()
     ntime = np.unique(times).size
     if nblts % ntime:
         raise ReadError(f"{path}: Nblts {nblts} is not a multiple of {ntime} times")
@@ -124,6 +131,36 @@ def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
             weights[t, :, chans, :] = d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :]
 
 
+def _subband_ranges(sbs: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"sb00-sb02, sb05"``."""
+    runs: list[list[int]] = []
+    for sb in sorted(sbs):
+        if runs and sb == runs[-1][1] + 1:
+            runs[-1][1] = sb
+        else:
+            runs.append([sb, sb])
+    return ", ".join(f"sb{a:02d}" if a == b else f"sb{a:02d}-sb{b:02d}" for a, b in runs)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _summary(problems: dict[int, str], kinds: dict[int, str], n_subbands: int) -> str:
+    """The group's subband problems in one line: each bad file named with its reason, the missing
+    subbands counted (``1 unreadable subband file (PATH: why); 15 of 16 subbands missing (sb01-sb15)``)."""
+    parts = []
+    for kind in ("unreadable", "mismatched"):
+        sbs = [sb for sb in sorted(problems) if kinds[sb] == kind]
+        if sbs:
+            parts.append(f"{_plural(len(sbs), kind + ' subband file')} ("
+                         + "; ".join(problems[sb] for sb in sbs) + ")")
+    missing = [sb for sb in sorted(problems) if kinds[sb] == "missing"]
+    if missing:
+        parts.append(f"{len(missing)} of {n_subbands} subbands missing ({_subband_ranges(missing)})")
+    return "; ".join(parts)
+
+
 @lru_cache(maxsize=4)
 def _pool(n_threads: int) -> ThreadPoolExecutor:
     """One long-lived pool per size: threads made once, not per group (a new thread per read
@@ -138,27 +175,29 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
     on_bad_subband: "flag" (record the reason, flag its channels) or "fail" (raise `ReadError`).
     Raises `ReadError` when fewer than ``min_subbands`` subbands are usable.
     """
-    problems: dict[int, str] = {}
+    gid = group.group_id
+    problems: dict[int, str] = {}  # per subband, the reason (kept in the chunk, one entry each)
+    kinds: dict[int, str] = {}  # per subband, "missing", "unreadable" or "mismatched"
     metas: dict[int, SubbandMeta] = {}
     for sb in range(n_subbands):
         path = group.files.get(sb)
         if path is None:
-            problems[sb] = f"group {group.group_id}: subband sb{sb:02d} is missing"
+            problems[sb], kinds[sb] = f"group {gid}: subband sb{sb:02d} is missing", "missing"
             continue
         try:
             metas[sb] = read_subband_meta(path)
         except ReadError as exc:
-            problems[sb] = str(exc)
+            problems[sb], kinds[sb] = str(exc), "unreadable"
     if not metas:
-        raise ReadError(f"group {group.group_id}: no readable subband file; " + "; ".join(problems.values()))
+        raise ReadError(f"group {gid}: no readable subband file: {_summary(problems, kinds, n_subbands)}")
     ref_sb = min(metas)
     ref = metas[ref_sb]
     for sb in sorted(metas):
         why = _mismatch(metas[sb], ref, sb, ref_sb) if sb != ref_sb else None
         if why:
-            problems[sb] = f"{metas.pop(sb).path}: {why}"
+            problems[sb], kinds[sb] = f"{metas.pop(sb).path}: {why}", "mismatched"
     if problems and on_bad_subband == "fail":
-        raise ReadError("; ".join(problems[sb] for sb in sorted(problems)))
+        raise ReadError(f"group {gid}: {_summary(problems, kinds, n_subbands)}")
 
     nchan_total = n_subbands * ref.nchan
     shape = (ref.ntime, ref.nbl, nchan_total, ref.npol)
@@ -178,18 +217,18 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
 
     for sb, err in _pool(read_threads).map(work, sorted(metas)):
         if err:
-            problems[sb] = err
+            problems[sb], kinds[sb] = err, "unreadable"
             metas.pop(sb)
             flags[:, :, chans_of(sb), :] = True
             vis[:, :, chans_of(sb), :] = 0
             weights[:, :, chans_of(sb), :] = 0
     if problems and on_bad_subband == "fail":
-        raise ReadError("; ".join(problems[sb] for sb in sorted(problems)))
+        raise ReadError(f"group {gid}: {_summary(problems, kinds, n_subbands)}")
     if len(metas) < min_subbands:
-        raise ReadError(f"group {group.group_id}: only {len(metas)} usable subbands (< {min_subbands}); "
-                        + "; ".join(problems[sb] for sb in sorted(problems)))
-    for sb in sorted(problems):
-        log.warning("%s (flagged)", problems[sb])
+        raise ReadError(f"group {gid}: only {len(metas)} usable subbands (< {min_subbands}): "
+                        f"{_summary(problems, kinds, n_subbands)}")
+    if problems:  # one line per group, however many subbands
+        log.warning("group %s: %s (flagged)", gid, _summary(problems, kinds, n_subbands))
 
     all_freq_desc = ref.freq_hz[0] + (np.arange(nchan_total) - ref_sb * ref.nchan) * ref.chan_width_hz
     with h5py.File(ref.path, "r") as f:

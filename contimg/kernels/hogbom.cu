@@ -1,5 +1,5 @@
 // Högbom CLEAN minor cycle on the active set, in one thread block: no host round trip per
-// iteration (contimg.imaging.clean_gpu launches it once per minor cycle).
+// iteration (contimg/imaging/clean.py `_minor_device` launches it once per minor cycle).
 //
 // Twin: contimg/imaging/clean.py `_minor` (numba), same arithmetic in float64:
 // each iteration finds the active pixel of largest |residual| (the first index among equal

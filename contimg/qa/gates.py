@@ -202,7 +202,7 @@ def calibrate_gate(*, gains: np.ndarray | None, flags: np.ndarray | None, snr: n
 def image_gate(*, noise_jy: float, peak_jy: float, beam_arcsec: tuple[float, float, float],
                reference_beam_arcsec: tuple[float, float] | None, crossmatch: dict, cfg: QAConfig) -> Gate:
     """After imaging: noise, dynamic range, beam against the reference, and the cross-match
-    summary (`contimg.qa.sources.crossmatch_summary`)."""
+    summary (the summary `contimg.qa.sources.crossmatch` returns)."""
     dr = peak_jy / noise_jy if noise_jy > 0 else float("inf")
     reasons = []
     if not noise_jy <= cfg.max_noise_jy:

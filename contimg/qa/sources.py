@@ -11,6 +11,7 @@ import numba
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
+from astropy.stats import mad_std
 from astropy.wcs import WCS
 from scipy import ndimage
 
@@ -30,7 +31,7 @@ def image_wcs(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float) -> W
 
 
 def rms_map(*, residual: np.ndarray, tile: int) -> np.ndarray:
-    """Local robust RMS (1.4826 MAD) of ``residual`` (ny, nx) in square tiles of ``tile`` pixels,
+    """Local robust RMS (astropy's `mad_std`) of ``residual`` (ny, nx) in square tiles of ``tile`` pixels,
     spread back to (ny, nx) float32; NaN where a tile has no finite pixel."""
     ny, nx = residual.shape
     ty, tx = -(-ny // tile), -(-nx // tile)
@@ -40,7 +41,7 @@ def rms_map(*, residual: np.ndarray, tile: int) -> np.ndarray:
             block = residual[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
             block = block[np.isfinite(block)]
             if block.size:
-                out[i, j] = 1.4826 * np.median(np.abs(block - np.median(block)))
+                out[i, j] = mad_std(block)
     return np.repeat(np.repeat(out, tile, axis=0), tile, axis=1)[:ny, :nx]
 
 

@@ -87,8 +87,6 @@ class Recording:
     def _record_failure(self, work: GroupWork, stage: str, error: str, *, permanent: bool, seconds: float) -> None:
         """The group failed in ``stage``: retried later (unless ``permanent``: bad input) or failed."""
         gid = work.group_id
-        if permanent:
-            log.error("group %s failed in stage %s: %s", gid, stage, error)
         state = self.ingest.fail(gid, error, retry=not permanent, max_retries=self.sc.max_retries,
                                  backoff_s=self.sc.retry_backoff_s)
         self.ingest.record_metric(gid, f"{stage}_failed", seconds, attempt=work.attempt)
@@ -102,7 +100,10 @@ class Recording:
             self.outcomes[gid] = {"group_id": gid, "status": "failed", "stage": stage, "error": error,
                                   "files": [str(p) for p in work.group.files.values()],
                                   "timings_s": dict(work.timings_s)}
-            self.alerts.raise_alert("warning", "group_failed", f"group {gid} failed in {stage}: {error}")
+            # the alert logs the error once; only when it is rate-limited does the log say it here
+            sent = self.alerts.raise_alert("warning", "group_failed", f"group {gid} failed in {stage}: {error}")
+            if permanent and not sent:
+                log.error("group %s failed in stage %s: %s", gid, stage, error)
         else:
             log.warning("group %s: retry %d of %d in %.0f s", gid, self.ingest.row(gid)["retry_count"],
                         self.sc.max_retries, self.sc.retry_backoff_s)

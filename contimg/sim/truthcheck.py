@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from astropy.io import fits
+from astropy.stats import mad_std
 from astropy.wcs import WCS
 
 from contimg.imaging.measure import fit_point_source
@@ -32,7 +33,7 @@ def measure_truth_sources(*, products_dir: Path, group_id: str, truth_path: Path
     residual = fits.getdata(f"{stem}.residual.fits")[0, 0]
     restored = fits.getdata(f"{stem}.restored.fits")[0, 0]
     pb = np.where(np.isfinite(pbcor) & (pbcor != 0), restored / np.where(pbcor != 0, pbcor, 1), np.nan)
-    sigma = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    sigma = float(mad_std(residual))
     wcs = WCS(header).celestial
     beam = tuple(np.radians(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
     cell = np.radians(abs(header["CDELT1"]))
