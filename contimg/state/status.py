@@ -29,6 +29,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _rows(path: Path, table: str, sql: str, args: list) -> list[dict]:
+    """The rows of ``sql`` in the database at ``path`` ([] when it or its ``table`` does not exist yet)."""
+    if not path.exists():
+        return []
+    db = sqlite_utils.Database(path)
+    try:
+        return list(db.query(sql, args)) if table in db.table_names() else []
+    finally:
+        db.close()
+
+
 def status_report(root: Path, *, n_recent: int = 5) -> dict:
     """Everything `contimg status` prints, as one JSON-able dict. Raises FileNotFoundError
     (creating nothing) when ``root`` holds no ``state`` folder."""
@@ -70,22 +81,12 @@ def status_report(root: Path, *, n_recent: int = 5) -> dict:
                                 (("event_loop_delay", "loop_lag_max"), ("garbage_collection", "gc_max"))
                                 if by_stage.get(k)}
         db.close()
-    products_path = state / "products.sqlite3"
-    if products_path.exists():
-        db = sqlite_utils.Database(products_path)
-        if "images" in db.table_names():
-            doc["latest_images"] = list(db.query(
-                "SELECT group_id, path, noise_jy, peak_jy, dynamic_range, bmaj_arcsec, bmin_arcsec FROM images "
-                "WHERE type = 'restored' ORDER BY group_id DESC LIMIT ?", [n_recent]))
-        db.close()
-    cal_path = state / "cal_registry.sqlite3"
-    if cal_path.exists():
-        db = sqlite_utils.Database(cal_path)
-        if "caltables" in db.table_names():
-            doc["caltables"] = list(db.query(
-                "SELECT set_name, cal_type, status, calibrator, refant, mid_mjd, valid_start_mjd, valid_end_mjd "
-                "FROM caltables ORDER BY mid_mjd DESC, created_at DESC LIMIT ?", [n_recent]))
-        db.close()
+    doc["latest_images"] = _rows(state / "products.sqlite3", "images",
+                                 "SELECT group_id, path, noise_jy, peak_jy, dynamic_range, bmaj_arcsec, bmin_arcsec "
+                                 "FROM images WHERE type = 'restored' ORDER BY group_id DESC LIMIT ?", [n_recent])
+    doc["caltables"] = _rows(state / "cal_registry.sqlite3", "caltables",
+                             "SELECT set_name, cal_type, status, calibrator, refant, mid_mjd, valid_start_mjd, "
+                             "valid_end_mjd FROM caltables ORDER BY mid_mjd DESC, created_at DESC LIMIT ?", [n_recent])
     return doc
 
 

@@ -27,6 +27,14 @@ async def _pump(ws: WebSocket, sub) -> None:
         await ws.send_text(_text(await sub.get()))
 
 
+async def _until_either(*coros) -> None:
+    """Run the coroutines (a sender and a receiver) until one ends, then cancel the other."""
+    tasks = {asyncio.create_task(c) for c in coros}
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        t.cancel()
+
+
 async def _drain_client(ws: WebSocket) -> None:
     """Read (and ignore) what a status client sends, so that a close is noticed."""
     with contextlib.suppress(WebSocketDisconnect):
@@ -47,10 +55,7 @@ async def ws_status(ws: WebSocket, types: str | None = None) -> None:
     try:
         for e in [e for e in ctx.bus.recent if e.type in wanted][-50:]:  # the latest 50 of the kinds asked for
             await ws.send_text(_text(e))
-        tasks = {asyncio.create_task(_pump(ws, sub)), asyncio.create_task(_drain_client(ws))}
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in tasks:
-            t.cancel()
+        await _until_either(_pump(ws, sub), _drain_client(ws))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -105,10 +110,7 @@ async def ws_waterfall(ws: WebSocket, select: str = "avg", pol: str = "XX") -> N
 
     try:
         await send_latest()
-        tasks = {asyncio.create_task(sender()), asyncio.create_task(receiver())}
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in tasks:
-            t.cancel()
+        await _until_either(sender(), receiver())
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
