@@ -112,7 +112,7 @@ def main() -> int:
     in_dir = args.work / f"in-test-{args.groups}"
     if not list(in_dir.glob("*_sb00.hdf5")):
         subprocess.run([sys.executable, "-m", "contimg.cli", "simulate", str(in_dir), "--groups", str(args.groups),
-                        "--config", "test"], check=True)
+                        "--config", "test"], check=True, stdout=subprocess.DEVNULL)  # the report is stdout
     runs = [run(args, in_dir, "idle", 0), run(args, in_dir, "loaded", args.clients)]
     print(f"# Web view under load: {args.clients} WebSocket clients ({args.stalled} never reading)\n")
     print(f"Machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; Python "
