@@ -154,10 +154,15 @@ def _print_summary(results, root: Path, code: int) -> int:
 
 
 def _cmd_run_file(args, cfg) -> int:
-    """One file of any array (`contimg.pipeline.generic`): products and summary.json under the root."""
-    from contimg.pipeline.generic import run_observation
+    """One file of any array as a file group through the service's tasks (`run_file`):
+    products and summary.json under the root, its tables in the registry."""
+    from contimg.service.batch import run_file
 
-    s = run_observation(Path(args.input), root=Path(args.root), cfg=cfg, nthreads=cfg.runtime.nthreads)
+    result, s, code = run_file(Path(args.input), root=Path(args.root), cfg=cfg, say=print)
+    if s is None:
+        print(f"contimg: {args.input}: failed in stage {result.stage}: {result.error}", file=sys.stderr)
+        print(f"failures: {Path(args.root) / 'failures.json'}")
+        return code
     cal = s["calibration"]
     print(f"{s['input']}: {s['telescope']}, {s['rows']} rows, {s['channels']} channels, {s['scans']} scans, "
           f"{s['flagged_fraction']:.1%} flagged")
@@ -176,7 +181,10 @@ def _cmd_run_file(args, cfg) -> int:
         print(f"  field {name}{' (calibrator ' + f['calibrator'] + ')' if f['calibrator'] else ''}: "
               f"peak {f['peak_jy']:.4g} Jy/beam, noise {f['noise_jy']:.3g} Jy/beam, beam "
               f"{f['beam_arcsec'][0]:.1f}\" x {f['beam_arcsec'][1]:.1f}\"")
-    print(f"products: {Path(args.root) / 'products' / Path(s['input']).name}")
+    for t in (cal or {}).get("registered", []):
+        print(f"  calibration table {t['cal_type']} {t['status']}: {t['path']}")
+    print(f"products: {Path(args.root) / 'products' / s['group_id']}  database: "
+          f"{Path(args.root) / 'state' / 'products.sqlite3'}")
     return 2 if failed else 0  # as for a folder: 2 = something failed, the rest is done
 
 

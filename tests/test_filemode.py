@@ -18,7 +18,7 @@ from astropy.io import fits
 from contimg.config import ConfigError, load_config
 from contimg.pipeline.generic import (
     GenericInputError,
-    _chan_text,
+    chan_text,
     choose_refant,
     clean_field_names,
     continuum_channels,
@@ -52,8 +52,8 @@ def test_clean_field_names_drop_aips_qualifiers_and_never_collide():
 
 
 def test_channel_text_is_casa_like():
-    assert _chan_text([0, 1, 2, 3, 4, 5, 50, 51, 62]) == "0~5;50~51;62"
-    assert _chan_text([]) == ""
+    assert chan_text([0, 1, 2, 3, 4, 5, 50, 51, 62]) == "0~5;50~51;62"
+    assert chan_text([]) == ""
 
 
 @pytest.mark.parametrize("value, complaint", [
@@ -165,7 +165,7 @@ def filemode(processed, tmp_path_factory):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = records.append
-    logger = logging.getLogger("contimg.pipeline.generic")
+    logger = logging.getLogger("contimg.pipeline")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -176,6 +176,10 @@ def filemode(processed, tmp_path_factory):
         logger.setLevel(level)
     summary = json.loads((tmp / "root" / "products" / path.name / "summary.json").read_text())
     return summary, [r.getMessage() for r in records], refant, np.sort(np.asarray(uv.freq_array, float).ravel())
+
+
+def _root(summary: dict) -> Path:
+    return Path(summary["input"]).parent / "root"
 
 
 def test_progress_lines_per_stage(filemode):
@@ -241,3 +245,124 @@ def test_continuum_channels_are_what_is_imaged(filemode):
         assert h["CDELT3"] == pytest.approx(f["bandwidth_hz"]) and h["CRVAL3"] == pytest.approx(f["freq_hz"])
         assert freq[0] <= h["CRVAL3"] <= freq[27]
         assert any("channels 0~7;20~27 of 0~63" in str(x) for x in h["HISTORY"])
+
+
+# --- one pipeline: a file run is a group of the service, its state and products ------------------------
+
+
+def test_file_run_is_a_group_in_the_state(filemode, capsys):
+    """The file went through the service's own queue as a ``file`` group: completed in the
+    ingest database, its images in the products database (one row per field and kind), its
+    bandpass and gains tables registered, and `status` says all of it."""
+    import sqlite3
+
+    from contimg.cli import main
+
+    summary, _, _, _ = filemode
+    root, gid = _root(summary), summary["group_id"]
+    with sqlite3.connect(root / "state" / "ingest.sqlite3") as db:
+        kind, state, stage = db.execute("SELECT kind, state, processing_stage FROM ingest_queue WHERE group_id = ?",
+                                        [gid]).fetchone()
+        stages = [r[0] for r in db.execute("SELECT stage FROM performance_metrics WHERE group_id = ? ORDER BY id",
+                                           [gid])]
+    assert (kind, state, stage) == ("file", "completed", "done")
+    assert [x for x in stages if x in ("read", "flag", "calibrate", "image", "write")] == [
+        "read", "flag", "calibrate", "image", "write"]
+    with sqlite3.connect(root / "state" / "products.sqlite3") as db:
+        images = db.execute("SELECT path, field, type FROM images WHERE group_id = ? ORDER BY path", [gid]).fetchall()
+        status, cal_applied = db.execute("SELECT status, cal_applied FROM ms_index WHERE group_id = ?",
+                                         [gid]).fetchone()
+    files = sorted((f["files"][k], name, k) for name, f in summary["fields"].items() for k in f["files"])
+    assert sorted(images) == files and len(files) == 4
+    assert (status, cal_applied) == ("completed", 1)
+    with sqlite3.connect(root / "state" / "cal_registry.sqlite3") as db:
+        tables = db.execute("SELECT cal_type, path, n_channels FROM caltables WHERE set_name = ?", [gid]).fetchall()
+    assert sorted(t[0] for t in tables) == ["bandpass", "gains"]
+    assert all(Path(t[1]).is_dir() for t in tables)
+    assert dict((t[0], t[2]) for t in tables)["bandpass"] == summary["channels"]
+    assert main(["status", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "completed 1" in out and f"image {gid}" in out
+    assert f"caltable {gid}  bandpass" in out and f"caltable {gid}  gains" in out
+
+
+def test_export_cal_of_a_file_run_is_pyuvdatas_calibration(filemode, tmp_path):
+    """`export-cal` works after a file run. pyuvdata's uvcalibrate (an independent
+    implementation) of the raw file with the exported UVCal equals contimg's calibration of the
+    file (its stored flags and solutions applied again), flags included; the table names the
+    file's antennas. The CASA table is written too, its ANTENNA rows the file's antennas."""
+    import warnings
+
+    from casacore import tables
+    from pyuvdata import UVCal, UVData
+    from pyuvdata.utils import uvcalibrate
+
+    from contimg.cli import main
+    from contimg.io.store import read_zarr
+    from contimg.pipeline.filestages import _stored_cal
+    from contimg.pipeline.generic import apply_calibration
+
+    summary, _, _, _ = filemode
+    root, gid = _root(summary), summary["group_id"]
+    out = tmp_path / "g.calh5"
+    assert main(["export-cal", gid, "--root", str(root), "--out", str(out)]) == 0
+    cal = UVCal.from_file(str(out))
+    uv = UVData.from_file(summary["input"])
+    assert set(cal.telescope.antenna_names) == set(uv.telescope.antenna_names)
+    # contimg's calibration of the file
+    obs = read_observation(Path(summary["input"]))
+    obs.flags[...] = read_zarr(root / "products" / gid / "flags.zarr")[0]["flags"]
+    apply_calibration(obs, _stored_cal(*read_zarr(root / "products" / gid / "cal.zarr")))
+    # pyuvdata's, on the same rows, channels (ascending) and polarizations
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = uvcalibrate(uv, cal, inplace=False, prop_flags=True)
+    cross = got.ant_1_array != got.ant_2_array
+    order = np.argsort(np.asarray(got.freq_array, float).ravel())
+    ip = [list(got.polarization_array).index(p) for p in obs.pols]
+    v = got.data_array[cross][:, order][:, :, ip]
+    f = got.flag_array[cross][:, order][:, :, ip] | obs.flags  # contimg's own flags (the flagger's) on top
+    assert np.array_equal(f, obs.flags)  # every flag pyuvdata propagates from the gains, contimg has too
+    ok = ~f
+    scale = np.abs(obs.vis[ok]).max()
+    assert np.abs(v[ok] - obs.vis[ok]).max() < 2e-5 * scale
+    bcal = tmp_path / "g.bcal"
+    assert main(["export-cal", gid, "--root", str(root), "--out", str(bcal)]) == 0
+    with tables.table(str(bcal / "ANTENNA"), ack=False) as t:
+        names = [n for n in t.getcol("NAME") if n]
+    assert set(names) == set(uv.telescope.antenna_names)
+    with tables.table(str(bcal / "OBSERVATION"), ack=False) as t:
+        assert t.getcol("TELESCOPE_NAME")[0] == uv.telescope.name
+
+
+def test_rerun_into_the_same_root_says_what_it_replaces(filemode, tmp_path, capsys):
+    """Running the file again into the same root (a copy here) says what it replaces before it
+    starts — when and how the earlier run ended, its images, its tables — and leaves one set:
+    with fewer image kinds configured, the old residual FITS and their rows are gone, the
+    tables registered once."""
+    import shutil
+    import sqlite3
+
+    from contimg.cli import main
+
+    summary, _, refant, _ = filemode
+    gid = summary["group_id"]
+    root = tmp_path / "root"
+    shutil.copytree(_root(summary), root)
+    config = tmp_path / "again.toml"
+    config.write_text(f'base = "test"\n[generic]\nnpix = 256\ncell_arcsec = 20.0\nrefant = "{refant}"\n'
+                      '[image]\nniter = 100\nproducts = ["restored"]\n')
+    assert main(["run", summary["input"], "--root", str(root), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "processed in this root before" in x)
+    assert line.startswith(f"{gid}: processed in this root before (completed at ")
+    assert "processing it again replaces 4 images in the products database" in line
+    assert f"calibration tables bandpass (" in line and "gains (" in line
+    after = json.loads((root / "products" / gid / "summary.json").read_text())
+    kept = sorted(p.name for p in (root / "products" / gid).glob("*.fits"))
+    assert kept == sorted(f"{gid}.{name}.restored.fits" for name in after["fields"])
+    with sqlite3.connect(root / "state" / "products.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM images WHERE group_id = ?", [gid]).fetchone()[0] == 2
+    with sqlite3.connect(root / "state" / "cal_registry.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM caltables WHERE set_name = ?", [gid]).fetchone()[0] == 2
+    assert all(f["npix"] == 256 for f in after["fields"].values())

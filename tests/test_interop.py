@@ -195,10 +195,11 @@ def test_generic_run_refuses_bad_input(tmp_path, capsys):
     assert "not a UVH5, UVFITS or Measurement Set" in capsys.readouterr().err
 
 
-def test_generic_run_keeps_going_when_a_field_cannot_be_imaged(processed, tmp_path, capsys):
-    """A file whose every sample is flagged: calibrated on nothing, its field cannot be imaged.
-    The run does not crash: exit 2, the field's error (naming the file) in summary.json and on
-    the console."""
+def test_generic_run_fails_the_group_when_no_field_can_be_imaged(processed, tmp_path, capsys):
+    """A file whose every sample is flagged: its one field cannot be imaged. The run does not
+    crash: the file group is failed in stage image (exit 1, as for a folder whose every group
+    failed), the field's error naming the file on the console and in failures.json, and
+    `status` lists the failure."""
     import json
 
     from pyuvdata import UVData
@@ -212,8 +213,12 @@ def test_generic_run_keeps_going_when_a_field_cannot_be_imaged(processed, tmp_pa
     path = tmp_path / "flagged.uvh5"
     uv.write_uvh5(str(path))
     root = tmp_path / "generic"
-    assert main(["run", str(path), "--root", str(root), "--config", "test"]) == 2
-    summary = json.loads((root / "products" / path.name / "summary.json").read_text())
-    (field,) = summary["fields"].values()
-    assert str(path) in field["error"] and "no unflagged data" in field["error"]
-    assert "NOT imaged" in capsys.readouterr().out
+    assert main(["run", str(path), "--root", str(root), "--config", "test"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: failed in stage image" in err and "has no unflagged data" in err
+    (failure,) = json.loads((root / "failures.json").read_text())
+    assert failure["group_id"] == path.name and failure["stage"] == "image"
+    assert str(path) in failure["error"] and "no unflagged data" in failure["error"]
+    assert not (root / "products" / path.name / "summary.json").exists()
+    assert main(["status", "--root", str(root)]) == 0
+    assert f"failed       {path.name}  image: GenericInputError: {path}" in capsys.readouterr().out

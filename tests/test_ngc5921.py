@@ -206,10 +206,14 @@ def generic_run(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("ngc5921_images", ROOT / "tools/ngc5921_images.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    from contimg.pipeline.generic import run_observation
+    from contimg.service.batch import run_file
 
     root = tmp_path_factory.mktemp("ngc5921_generic")
-    return tool, run_observation(DATA, root=root, cfg=tool.contimg_config(), nthreads=2)
+    cfg = tool.contimg_config()
+    cfg = cfg.model_validate({**cfg.model_dump(), "runtime": {**cfg.runtime.model_dump(), "nthreads": 2}})
+    result, summary, code = run_file(DATA, root=root, cfg=cfg)
+    assert code == 0 and result.status == "completed", result
+    return tool, summary
 
 
 def test_generic_run_transfers_the_flux_scale_as_casa(generic_run):

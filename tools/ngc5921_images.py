@@ -6,7 +6,7 @@ transferred flux of 1445+099, and the NGC5921 field's sources and noise.
         [--out docs/benchmarks/ngc5921_images.json]     # also writes the .md beside it
     python tools/ngc5921_images.py report docs/benchmarks/ngc5921_images.json
 
-1. contimg: `contimg.pipeline.generic.run_observation` (what ``contimg run NGC5921.fits`` does) with the
+1. contimg: `contimg.service.batch.run_file` (what ``contimg run NGC5921.fits`` does) with the
    ``dsa110`` config, reference antenna VLA:N2 (CASA's "15"), products restored, residual,
    pbcor. Its flagger, its calibration (3C286 = Perley-Butler 2017, bandpass, per-scan gains,
    flux transfer to 1445+099) and its imaging (Briggs, Cotton-Schwab CLEAN to 3 sigma).
@@ -112,14 +112,14 @@ def contimg_config():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from contimg.pipeline.generic import run_observation
+    from contimg.service.batch import run_file
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     load = [round(x, 2) for x in os.getloadavg()]
     cfg = contimg_config()
     t0 = time.perf_counter()
-    summary = run_observation(args.fits, root=work / "contimg", cfg=cfg, nthreads=cfg.runtime.nthreads)
+    summary = run_file(args.fits, root=work / "contimg", cfg=cfg)[1]
     t_contimg = time.perf_counter() - t0
     fields = {_prefix(name): f for name, f in summary["fields"].items()}
     spec = {"fields": {p: {"imsize": f["npix"], "cell_arcsec": f["cell_arcsec"],

@@ -70,6 +70,78 @@ def casa_gains(gains: np.ndarray, *, conjugate: bool = False) -> np.ndarray:
     return np.conj(g) if conjugate else g.copy()
 
 
+def telescope_from_info(info: dict):
+    """The pyuvdata ``Telescope`` of a `contimg.pipeline.generic.telescope_info` dict (a file
+    group's array, kept with its calibration tables)."""
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation
+    from pyuvdata import Telescope
+
+    loc = EarthLocation.from_geocentric(*info["location_ecef_m"], unit=u.m)
+    diam = info.get("antenna_diameters_m")
+    circular = set(info.get("pols") or (-5, -6)) <= {-1, -2, -3, -4}
+    return Telescope.new(name=info["name"], location=loc, antenna_positions=np.asarray(info["antenna_positions_m"]),
+                         antenna_names=list(info["antenna_names"]), antenna_numbers=list(info["antenna_numbers"]),
+                         antenna_diameters=None if diam is None else np.asarray(diam, float),
+                         feeds=["r", "l"] if circular else ["x", "y"], x_orientation=None if circular else "east",
+                         mount_type="alt-az", update_from_known=False)
+
+
+def solution_telescope(sol: GainSolution):
+    """The array ``sol`` was solved on: a file group's (``sol.meta["telescope_info"]``), else
+    contimg's DSA-110 (as its UVData/MS exports write it)."""
+    info = sol.meta.get("telescope_info")
+    if info:
+        return telescope_from_info(info)
+    from contimg.interop.ms import _telescope
+
+    return _telescope()
+
+
+def solution_pols(sol: GainSolution, pols=None) -> tuple[int, ...]:
+    """``pols`` when given; else the polarization codes ``sol`` was solved on (a file group's
+    ``telescope_info``), else XX, YY."""
+    if pols is not None:
+        return tuple(int(p) for p in pols)
+    return tuple((sol.meta.get("telescope_info") or {}).get("pols") or (-5, -6))
+
+
+@dataclass(frozen=True)
+class _Array:
+    """The ANTENNA subtable's rows (row = antenna number, gaps as flagged unnamed rows)."""
+
+    name: str
+    numbers: np.ndarray  # (nrow,) = arange(nrow)
+    names: np.ndarray  # (nrow,) str
+    ecef_m: np.ndarray  # (nrow, 3)
+    diameters_m: np.ndarray  # (nrow,)
+    present: np.ndarray  # (nrow,) bool
+
+
+def _array_rows(sol: GainSolution) -> _Array:
+    """A file group's array (``sol.meta["telescope_info"]``), else contimg's DSA-110 stations."""
+    info = sol.meta.get("telescope_info")
+    if not info:
+        from contimg.sky.telescope import stations
+
+        st = stations()
+        n = st.numbers.size
+        return _Array("DSA-110", np.asarray(st.numbers), np.asarray(st.names), np.asarray(st.ecef_m, np.float64),
+                      np.full(n, DISH_DIAMETER_M), np.ones(n, bool))
+    numbers = np.asarray(info["antenna_numbers"], int)
+    n = int(numbers.max()) + 1
+    names = np.array([""] * n, dtype=object)
+    ecef = np.zeros((n, 3))
+    diam = np.zeros(n)
+    present = np.zeros(n, bool)
+    names[numbers] = info["antenna_names"]
+    ecef[numbers] = np.asarray(info["antenna_positions_m"], float) + np.asarray(info["location_ecef_m"], float)
+    if info.get("antenna_diameters_m"):
+        diam[numbers] = info["antenna_diameters_m"]
+    present[numbers] = True
+    return _Array(str(info["name"]), np.arange(n), names.astype(str), ecef, diam, present)
+
+
 def _receptor_order(pols) -> np.ndarray:
     """Positions in the solution's polarization axis of receptors 0, 1 (X, Y or R, L)."""
     pols = [int(p) for p in pols]
@@ -131,9 +203,7 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
     (antenna rows in the telescope's order: row = antenna number)."""
     from casacore import tables
 
-    from contimg.sky.telescope import stations
-
-    st = stations()
+    st = _array_rows(sol)
     n = st.numbers.size
     with tables.default_ms_subtable("ANTENNA", str(tmp / "ANTENNA")) as t:
         t.addrows(n)
@@ -141,10 +211,10 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
         t.putcol("STATION", list(st.names))
         t.putcol("TYPE", ["GROUND-BASED"] * n)
         t.putcol("MOUNT", ["ALT-AZ"] * n)
-        t.putcol("POSITION", np.asarray(st.ecef_m, np.float64))
+        t.putcol("POSITION", st.ecef_m)
         t.putcol("OFFSET", np.zeros((n, 3)))
-        t.putcol("DISH_DIAMETER", np.full(n, DISH_DIAMETER_M))
-        t.putcol("FLAG_ROW", np.zeros(n, bool))
+        t.putcol("DISH_DIAMETER", st.diameters_m)
+        t.putcol("FLAG_ROW", ~st.present)
     with tables.default_ms_subtable("FIELD", str(tmp / "FIELD")) as t:
         t.addrows(1)
         d = np.array([[list(field_dir_rad)]], np.float64)  # (row, poly, 2)
@@ -176,7 +246,7 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
     with tables.default_ms_subtable("OBSERVATION", str(tmp / "OBSERVATION")) as t:
         t.addrows(1)
         t.putcol("TIME_RANGE", np.array([[time_mjd_s - interval_s / 2, time_mjd_s + interval_s / 2]]))
-        t.putcol("TELESCOPE_NAME", ["DSA-110"])
+        t.putcol("TELESCOPE_NAME", [st.name])
         t.putcol("OBSERVER", ["contimg"])
         t.putcol("PROJECT", [f"contimg group {sol.group_id}"])
         t.putcol("SCHEDULE_TYPE", [""])
@@ -186,7 +256,7 @@ def _subtables_built(tmp: Path, *, sol: GainSolution, chan_width_hz: float, time
         pass
 
 
-def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: float | None = None,
+def write_casa_caltable(path: Path, *, sol: GainSolution, pols=None, chan_width_hz: float | None = None,
                         interval_s: float = 0.0, ms: Path | None = None, ms_name: str = "",
                         field_dir_rad: tuple[float, float] | None = None, conjugate: bool = False,
                         time_gains: "PerIntegration | None" = None) -> Path:
@@ -204,10 +274,9 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     integration its own gains)."""
     from casacore import tables
 
-    from contimg.sky.telescope import stations
-
     path = Path(path)
-    st = stations()
+    st = _array_rows(sol)
+    pols = solution_pols(sol, pols)
     freq = np.asarray(sol.freq_hz, np.float64)
     if np.any(np.diff(freq) <= 0):
         raise ValueError("the solution's frequencies must be ascending")
@@ -285,7 +354,7 @@ def write_casa_caltable(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_wi
     return path
 
 
-def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | None = None,
+def solution_uvcal(sol: GainSolution, *, pols=None, chan_width_hz: float | None = None,
                    interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None,
                    time_gains: "PerIntegration | None" = None):
     """``sol`` as a pyuvdata `UVCal`: gain, sky style (the calibrator as catalogue), per-channel
@@ -297,9 +366,8 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
     gain, at the integrations' times (``uvcalibrate`` matches them exactly)."""
     from pyuvdata import UVCal
 
-    from contimg.interop.ms import _telescope
-
-    tel = _telescope()
+    tel = solution_telescope(sol)
+    pols = solution_pols(sol, pols)
     freq = np.asarray(sol.freq_hz, np.float64)
     nums = np.asarray(sol.antenna_numbers, int)
     names = dict(zip(tel.antenna_numbers, tel.antenna_names))
@@ -332,7 +400,7 @@ def solution_uvcal(sol: GainSolution, *, pols=(-5, -6), chan_width_hz: float | N
     return cal
 
 
-def write_uvcal(path: Path, *, sol: GainSolution, pols=(-5, -6), chan_width_hz: float | None = None,
+def write_uvcal(path: Path, *, sol: GainSolution, pols=None, chan_width_hz: float | None = None,
                 interval_s: float | None = None, time_range_jd: tuple[float, float] | None = None,
                 time_gains: "PerIntegration | None" = None) -> Path:
     """``sol`` (`solution_uvcal`) written by pyuvdata as calh5 (``.calh5``) or calfits

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 __all__ = ["SubbandFile", "Group", "parse_subband_name", "subband_name", "group_files", "scan_folder"]
@@ -28,14 +28,21 @@ class SubbandFile:
 
 @dataclass
 class Group:
-    """One group: up to ``n_subbands`` files, keyed by subband index."""
+    """One unit of work: a DSA-110 group of up to ``n_subbands`` files keyed by subband index
+    (``kind`` "subbands"), or one visibility file of any array (``kind`` "file": ``files`` is
+    ``{0: path}`` and the id is the file's name)."""
 
-    group_id: str  # the first file's timestamp, YYYY-MM-DDTHH:MM:SS
+    group_id: str  # subbands: the first file's timestamp, YYYY-MM-DDTHH:MM:SS; file: the file's name
     files: dict[int, Path]
     duplicates: list[Path] = field(default_factory=list)
+    kind: str = "subbands"  # "subbands" | "file"
+    registered_unix: float | None = None  # file: when it was queued (its id holds no time)
 
     @property
     def start(self) -> datetime:
+        """Subbands: the time in the id (UTC, naive); file: when it was queued (UTC, naive)."""
+        if self.kind == "file":
+            return datetime.fromtimestamp(self.registered_unix or 0.0, timezone.utc).replace(tzinfo=None)
         return datetime.strptime(self.group_id, TIME_FORMAT)
 
     def missing(self, n_subbands: int) -> list[int]:

@@ -1,6 +1,8 @@
 """Any telescope's file as one observation: read (UVH5, UVFITS or Measurement Set, through
 pyuvdata), flag, calibrate on the calibrators it observed, image every field at its own
-(tracked) phase centre. What `contimg run FILE` does for a single file.
+(tracked) phase centre. The science of a file group (`contimg run FILE`), whose stages —
+under the DSA-110 groups' names, through the same service, state and products — are
+`contimg.pipeline.filestages`.
 
 - **Read** (`read_observation`): pyuvdata's arrays as they are (contimg follows pyuvdata's
   visibility convention, so its uvws and data image directly), the two parallel-hand
@@ -35,7 +37,6 @@ calibration, each field's imaging), each with its seconds and the run's elapsed 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -51,14 +52,15 @@ from contimg.calibrate import TimeGains, apply_gains, time_gains_at
 from contimg.config import Config
 from contimg.calibrate.fluxscale import flux_transfer, perley_butler_2017_3c286, solve_bandpass, solve_scan_gain, split_scans
 from contimg.sky.geometry import C_M_S
-from contimg.io.fits import imageset_header, write_fits
+from contimg.io.reader import ReadError
 from contimg.imaging.imager import ImageSet, clean_image
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Field", "Observation", "GenericInputError", "read_observation", "scan_grid", "flag_observation",
-           "calibrate_observation", "choose_refant", "clean_field_names", "continuum_channels", "image_field",
-           "run_observation", "is_single_file"]
+__all__ = ["Field", "Observation", "CalResult", "GenericInputError", "read_observation", "scan_grid",
+           "flag_observation", "calibrate_observation", "solve_observation", "apply_calibration",
+           "integration_gains", "choose_refant", "clean_field_names", "continuum_channels", "image_field",
+           "image_geometry", "chan_text", "safe_name", "took", "is_single_file", "input_kind"]
 
 FLUX_STANDARD = "1331+305"  # 3C286 in the VLA calibrator list
 _PARALLEL = ((-1, -2), (-5, -6))  # RR LL, XX YY
@@ -66,8 +68,9 @@ _SUFFIXES = {".uvh5": "uvh5", ".h5": "uvh5", ".hdf5": "uvh5", ".uvfits": "uvfits
              ".ms": "ms"}
 
 
-class GenericInputError(ValueError):
-    """A file contimg cannot process as one observation (the message names it and why)."""
+class GenericInputError(ReadError, ValueError):
+    """A file contimg cannot process as one observation (the message names it and why): bad
+    input, so its group fails at once, without retries (as a `ReadError`)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class Observation:
     scans: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # (nrow,) scan number
     # (nchan,) each channel's number in the file (0-based; the file's order may be descending)
     file_channel: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    # the file's array for exports (`telescope_info`): name, location and antennas, JSON-able
+    telescope_info: dict = field(default_factory=dict)
 
     def file_channels(self, idx: np.ndarray) -> np.ndarray:
         """The file's channel numbers (sorted) of channels ``idx`` of ``freq_hz`` (ascending)."""
@@ -125,7 +130,9 @@ def is_single_file(path: Path) -> bool:
     return path.is_dir() and (path / "table.dat").is_file()
 
 
-def _file_type(path: Path) -> str:
+def input_kind(path: Path) -> str:
+    """"uvh5", "uvfits" or "ms" for ``path`` by its suffix (an MS is a directory);
+    `GenericInputError` for anything else."""
     if path.is_dir():
         return "ms"
     kind = _SUFFIXES.get(path.suffix.lower())
@@ -161,7 +168,7 @@ def clean_field_names(fields: list[tuple[str, str]]) -> list[str]:
         base = _AIPS_QUALIFIER.sub("", name.strip())
         if calibrator and base.upper().startswith(calibrator.upper()):
             base = calibrator
-        base = _safe(base).strip("._") or f"field{k}"
+        base = safe_name(base).strip("._") or f"field{k}"
         clean, n = base, 1
         while clean.casefold() in taken:
             n += 1
@@ -179,7 +186,7 @@ def read_observation(path: Path, *, max_scan_gap_s: float = 300.0) -> Observatio
     path = Path(path)
     if not path.exists():
         raise GenericInputError(f"{path}: no such file")
-    kind = _file_type(path)
+    kind = input_kind(path)
     try:
         with warnings.catch_warnings():  # e.g. "uvw_array does not match": the file's uvws are used
             warnings.simplefilter("ignore")
@@ -231,7 +238,23 @@ def read_observation(path: Path, *, max_scan_gap_s: float = 300.0) -> Observatio
         antenna_names=names.astype(str), dish_diameter_m=float(np.median(diam)),
         int_time_s=float(np.median(uv.integration_time)), file_channel=order)
     obs.scans = split_scans(time_s=obs.time_jd * 86400.0, field=obs.field_id, max_gap_s=max_scan_gap_s)
+    obs.telescope_info = telescope_info(tel, pols=pair)
     return obs
+
+
+def telescope_info(tel, *, pols) -> dict:
+    """A pyuvdata ``Telescope`` as a JSON-able dict, kept with a file's calibration tables so that
+    `export-cal` writes that array (`contimg.interop.caltable.telescope_from_info`): name,
+    location (ECEF, m), antenna numbers, names, positions (ECEF relative to the location, m),
+    diameters (m), and the two polarization codes solved (AIPS)."""
+    diam = getattr(tel, "antenna_diameters", None)
+    xyz = tel.location.itrs.cartesian.xyz.to_value("m")
+    return {"name": str(tel.name), "location_ecef_m": [float(x) for x in xyz],
+            "antenna_numbers": [int(a) for a in tel.antenna_numbers],
+            "antenna_names": [str(a) for a in tel.antenna_names],
+            "antenna_positions_m": np.asarray(tel.antenna_positions, float).tolist(),
+            "antenna_diameters_m": None if diam is None else [float(d) for d in diam],
+            "pols": [int(p) for p in pols]}
 
 
 def scan_grid(obs: Observation, rows: np.ndarray) -> dict:
@@ -249,7 +272,7 @@ def scan_grid(obs: Observation, rows: np.ndarray) -> dict:
     return {"vis": vis, "flags": flags, "ant1": bl[:, 0], "ant2": bl[:, 1], "time_jd": ut, "kt": kt, "kb": kb}
 
 
-def _took(t0: float | None, run_t0: float | None = None) -> str:
+def took(t0: float | None, run_t0: float | None = None) -> str:
     """"1.2 s" since ``t0`` (perf_counter seconds), then the run's elapsed seconds since
     ``run_t0``; either may be None."""
     now = time.perf_counter()
@@ -277,7 +300,7 @@ def flag_observation(obs: Observation, cfg: Config, *, run_t0: float | None = No
         out[int(s)] = float(obs.flags[rows].mean())
         log.info("%s: flagged scan %d (%d/%d, %s, %d integrations): %.1f%% flagged (%s)", obs.path.name, s, i + 1,
                  scans.size, obs.fields[int(obs.field_id[rows[0]])].label, g["time_jd"].size, 100 * out[int(s)],
-                 _took(t0, run_t0))
+                 took(t0, run_t0))
     return out
 
 
@@ -325,6 +348,9 @@ def choose_refant(obs: Observation, cfg: Config) -> tuple[str, str]:
 
 @dataclass
 class CalResult:
+    """What `solve_observation` found; `apply_calibration` applies it (and does so again from a
+    stored copy when a group resumes: `contimg.pipeline.filestages`)."""
+
     refant: str
     refant_reason: str  # why this one (`choose_refant`)
     flux_standard: str  # the field the flux scale comes from ("" = list fluxes)
@@ -334,10 +360,21 @@ class CalResult:
     fluxes: dict[str, dict]  # per secondary calibrator field: transferred flux, error, n
     problems: list[str] = field(default_factory=list)  # what could not be done, and why
     channels: dict[str, str] = field(default_factory=dict)  # the file's channels each solve used ("6~56")
+    standard_field: int | None = None  # the flux standard's field id (None: list fluxes)
+    bandpass_field_id: int = -1
+    mid_jd: float = float("nan")  # the bandpass field's mean time
 
 
 def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
-    """Solve and apply (in place on ``obs.vis``/``obs.flags``) as the module docstring says.
+    """Solve (`solve_observation`) and apply (`apply_calibration`, in place on ``obs.vis`` and
+    ``obs.flags``)."""
+    cal = solve_observation(obs, cfg)
+    apply_calibration(obs, cal)
+    return cal
+
+
+def solve_observation(obs: Observation, cfg: Config) -> CalResult:
+    """The bandpass and per-scan gains as the module docstring says (``obs`` unchanged).
     Raises `GenericInputError` when the file observed no listed calibrator."""
     gc = cfg.generic
     cal_fields = {k: f for k, f in obs.fields.items() if f.calibrator}
@@ -403,12 +440,12 @@ def calibrate_observation(obs: Observation, cfg: Config) -> CalResult:
                                            "freq_hz": float(np.mean(freq[lo:lo + keep]))}
             for x in tran:  # solved with 1 Jy: the gains carry sqrt(S)
                 x["gains"] = (x["gains"] / np.sqrt(ft.flux_jy)).astype(np.complex64)
-    _apply(obs, bandpass=bandpass, sols=sols, scans=scans, scan_field=scan_field, cal_fields=cal_fields,
-           standard=standard)
     return CalResult(refant, refant_reason, obs.fields[standard].label if standard is not None else "",
                      obs.fields[bp_field].label, bandpass, sols, fluxes, problems,
-                     channels={"bandpass": _chan_text(obs.file_channels(np.arange(nchan))),
-                               "gains": _chan_text(obs.file_channels(np.arange(lo, lo + keep)))})
+                     channels={"bandpass": chan_text(obs.file_channels(np.arange(nchan))),
+                               "gains": chan_text(obs.file_channels(np.arange(lo, lo + keep)))},
+                     standard_field=standard, bandpass_field_id=int(bp_field),
+                     mid_jd=float(np.mean(obs.time_jd[bp_rows])))
 
 
 def _on_antennas(sol: dict, numbers: np.ndarray) -> dict:
@@ -423,27 +460,49 @@ def _on_antennas(sol: dict, numbers: np.ndarray) -> dict:
     return {**sol, "antenna_numbers": numbers, "gains": gains, "flags": flags, "snr": snr}
 
 
-def _apply(obs: Observation, *, bandpass, sols, scans, scan_field, cal_fields, standard) -> None:
-    """Bandpass and gains into ``obs`` per scan: a calibrator scan its own gains; any other the
-    secondaries' (else all calibrators') gains interpolated to its integrations."""
-    nums = bandpass["antenna_numbers"]
-    interp = [x for x in sols if x["field"] != standard] or sols
+def _scan_gains(cal: CalResult, *, scan: int, time_jd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gains, flags), each (ntime, nant, 2), for the integrations ``time_jd`` of ``scan``: a
+    calibrator scan its own gains; any other the secondaries' (else all calibrators') gains
+    interpolated to its integrations."""
+    own = {x["scan"]: x for x in cal.solutions}
+    if scan in own:
+        per_t = np.broadcast_to(own[scan]["gains"], (time_jd.size, *own[scan]["gains"].shape)).copy()
+        return per_t, np.broadcast_to(own[scan]["flags"], per_t.shape).copy()
+    interp = [x for x in cal.solutions if x["field"] != cal.standard_field] or cal.solutions
     interp = sorted(interp, key=lambda x: x["time_jd"])
-    tg = TimeGains(nums, np.array([x["time_jd"] for x in interp]), np.array([x["gains"] for x in interp]),
-                   np.array([x["flags"] for x in interp]), np.array([x["snr"] for x in interp]), "", "", "")
-    own = {x["scan"]: x for x in sols}
-    for s, rows in scans.items():
+    tg = TimeGains(cal.bandpass["antenna_numbers"], np.array([x["time_jd"] for x in interp]),
+                   np.array([x["gains"] for x in interp]), np.array([x["flags"] for x in interp]),
+                   np.array([x["snr"] for x in interp]), "", "", "")
+    return time_gains_at(tg, time_jd)
+
+
+def apply_calibration(obs: Observation, cal: CalResult) -> None:
+    """The bandpass and each scan's gains (`_scan_gains`) into ``obs.vis`` and ``obs.flags``."""
+    nums = cal.bandpass["antenna_numbers"]
+    for s in np.unique(obs.scans):
+        rows = np.flatnonzero(obs.scans == s)
         g = scan_grid(obs, rows)
-        if s in own:
-            per_t = np.broadcast_to(own[s]["gains"], (g["time_jd"].size, *own[s]["gains"].shape)).copy()
-            per_f = np.broadcast_to(own[s]["flags"], per_t.shape).copy()
-        else:
-            per_t, per_f = time_gains_at(tg, g["time_jd"])
+        per_t, per_f = _scan_gains(cal, scan=int(s), time_jd=g["time_jd"])
         vis, flags = g["vis"], g["flags"]
         apply_gains(vis=vis, flags=flags, ant1=g["ant1"], ant2=g["ant2"], antenna_numbers=nums,
-                    gains=bandpass["gains"], gain_flags=bandpass["flags"], time_gains=per_t, time_gain_flags=per_f)
+                    gains=cal.bandpass["gains"], gain_flags=cal.bandpass["flags"], time_gains=per_t,
+                    time_gain_flags=per_f)
         obs.vis[rows] = vis[g["kt"], g["kb"]]
         obs.flags[rows] = flags[g["kt"], g["kb"]]
+
+
+def integration_gains(obs: Observation, cal: CalResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gains applied after the bandpass at each of the file's integrations, as
+    `apply_calibration` applies them: (time_jd (nt,) ascending, gains (nt, nant, 2) complex64,
+    flags (nt, nant, 2) bool), antennas as ``cal.bandpass["antenna_numbers"]``."""
+    times, gains, flags = [], [], []
+    for s in np.unique(obs.scans):
+        t = np.unique(obs.time_jd[obs.scans == s])
+        g, f = _scan_gains(cal, scan=int(s), time_jd=t)
+        times.append(t), gains.append(g), flags.append(f)
+    t = np.concatenate(times)
+    order = np.argsort(t, kind="stable")
+    return t[order], np.concatenate(gains)[order].astype(np.complex64), np.concatenate(flags)[order]
 
 
 def image_geometry(obs: Observation, rows: np.ndarray, cfg: Config) -> tuple[int, float]:
@@ -484,7 +543,7 @@ def _field_primary_beam(*, npix: int, cell_rad: float, freq_hz: np.ndarray, weig
     return (acc / max(wsum, 1e-30)).astype(np.float32)
 
 
-def _chan_text(numbers) -> str:
+def chan_text(numbers) -> str:
     """Sorted channel numbers as CASA writes a selection: ``[0, 1, 2, 5]`` → ``"0~2;5"``."""
     numbers = [int(n) for n in numbers]
     runs: list[list[int]] = []
@@ -534,11 +593,11 @@ def image_field(obs: Observation, field_id: int, cfg: Config, *, nthreads: int =
     wgt = np.where(both, weights.sum(axis=2), 0).astype(np.float32)
     if not (wgt > 0).any():
         raise GenericInputError(f"{obs.path}: field {f.label} has no unflagged data to image"
-                                + ("" if channels is None else f" in channels {_chan_text(obs.file_channels(chan))}"))
+                                + ("" if channels is None else f" in channels {chan_text(obs.file_channels(chan))}"))
     npix, cell = image_geometry(obs, rows, cfg)
     log.info("%s: imaging %s: %d x %d pixels of %.3g\", channels %s (%d), %d rows, CLEAN to at most %d "
              "iterations (%s)", obs.path.name, f.label, npix, npix, np.degrees(cell) * 3600,
-             _chan_text(obs.file_channels(chan)), chan.size, rows.size, cfg.image.niter, _took(None, run_t0))
+             chan_text(obs.file_channels(chan)), chan.size, rows.size, cfg.image.niter, took(None, run_t0))
     c = clean_image(uvw_m=np.ascontiguousarray(obs.uvw_m[rows]), freq_hz=freq_hz, vis=stokes_i, wgt=wgt,
                     npix=npix, cell_rad=cell, cfg=cfg.image, nthreads=nthreads)
     weight_f = c.weights.sum(axis=0, dtype=np.float64)
@@ -561,92 +620,5 @@ def image_field(obs: Observation, field_id: int, cfg: Config, *, nthreads: int =
                "channels_used": [int(i) for i in obs.file_channels(chan[weight_f > 0])]})
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "+-._" else "_" for ch in name)
-
-
-def run_observation(path: Path, *, root: Path, cfg: Config, nthreads: int = 1) -> dict:
-    """Read, flag, calibrate and image the file at ``path``; FITS images per field and a
-    ``summary.json`` into ``<root>/products/<file name>/``. Returns the summary. A field that
-    cannot be imaged gets an ``error`` entry (the others are imaged); a secondary calibrator
-    whose flux cannot be transferred is left out with the reason in ``calibration.problems``.
-    Fields are keyed by their clean name (`clean_field_names`), the file's name in ``name``.
-    Progress: one INFO line per stage on this module's logger (the CLI's stderr)."""
-    run_t0 = t0 = time.perf_counter()
-    timings = {}
-    log.info("%s: reading", path)
-    obs = read_observation(path, max_scan_gap_s=cfg.generic.max_scan_gap_s)
-    timings["read"] = time.perf_counter() - t0
-    chan = continuum_channels(obs, cfg.generic.continuum_channels)  # a bad range fails before the long work
-    chan_all = np.arange(obs.freq_hz.size)
-    imaged = _chan_text(obs.file_channels(chan_all if chan is None else chan))
-    log.info("%s: read %s data: %d rows, %d channels, %d fields (%s), %d scans; imaging channels %s (%s)",
-             obs.path.name, obs.telescope, obs.time_jd.size, obs.freq_hz.size, len(obs.fields),
-             ", ".join(f.label if f.label == f.name else f"{f.label} = {f.name}" for f in obs.fields.values()),
-             np.unique(obs.scans).size, imaged, _took(t0, run_t0))
-    obs_id = _safe(Path(path).name)
-    out_dir = Path(root) / "products" / obs_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    flagged = flag_observation(obs, cfg, run_t0=run_t0)
-    timings["flag"] = time.perf_counter() - t0
-    cal = None
-    t0 = time.perf_counter()
-    if cfg.calibrate.enabled:
-        cal = calibrate_observation(obs, cfg)
-        log.info("%s: calibrated: bandpass on %s, flux scale from %s, %d scan solutions, refant %s (%s)",
-                 obs.path.name, cal.bandpass_field, cal.flux_standard or "the calibrator list", len(cal.solutions),
-                 cal.refant, _took(t0, run_t0))
-    timings["calibrate"] = time.perf_counter() - t0
-    history = (f"contimg: Stokes I from channels {imaged} of 0~{obs.freq_hz.size - 1} (the file's numbering)"
-               + ("" if chan is None else ", generic.continuum_channels"))
-    fields = {}
-    for k, f in obs.fields.items():
-        if not (obs.field_id == k).any():
-            continue
-        t0 = time.perf_counter()
-        try:
-            imgs = image_field(obs, k, cfg, nthreads=nthreads, channels=chan, run_t0=run_t0)
-        except GenericInputError as exc:  # this field is lost, the others are still imaged
-            log.error("%s", exc)
-            fields[f.label] = {"name": f.name, "calibrator": f.calibrator, "error": str(exc)}
-            continue
-        timings[f"image {f.label}"] = time.perf_counter() - t0
-        log.info("%s: imaged %s: %d CLEAN iterations in %d major cycles, peak %.4g Jy/beam, noise %.3g Jy/beam (%s)",
-                 obs.path.name, f.label, imgs.clean_iterations, imgs.stats["major_cycles"], imgs.peak_jy,
-                 imgs.noise_jy, _took(t0, run_t0))
-        files = {}
-        for kind in cfg.image.products:
-            header = imageset_header(imgs, kind, extra={
-                "OBJECT": f.label, "FIELDNAM": f.name, "TELESCOP": obs.telescope, "INSTRUME": obs.telescope,
-                "PBCUTOFF": cfg.image.pb_cutoff if kind == "pbcor" else 0.0})
-            header.comments["FIELDNAM"] = "the field's name in the visibility file"
-            header.add_history(history)
-            files[kind] = str(write_fits(out_dir / f"{obs_id}.{f.label}.{kind}.fits", image=imgs.images[kind],
-                                         header=header))
-        n = imgs.images["restored"].shape[0]
-        fields[f.label] = {"name": f.name, "calibrator": f.calibrator, "ra_deg": float(np.degrees(f.ra_rad)),
-                           "dec_deg": float(np.degrees(f.dec_rad)), "npix": n,
-                           "cell_arcsec": float(np.degrees(imgs.cell_rad) * 3600),
-                           "beam_arcsec": [float(np.degrees(imgs.beam_rad[0]) * 3600),
-                                           float(np.degrees(imgs.beam_rad[1]) * 3600)],
-                           "beam_pa_deg": float(np.degrees(imgs.beam_rad[2])), "freq_hz": imgs.freq_hz,
-                           "bandwidth_hz": imgs.bandwidth_hz, "noise_jy": imgs.noise_jy, "peak_jy": imgs.peak_jy,
-                           "centre_jy": float(imgs.images["restored"][n // 2, n // 2]),
-                           "clean_iterations": imgs.clean_iterations,
-                           "channels_used": imgs.stats["channels_used"], "files": files}
-    summary = {"input": str(path), "telescope": obs.telescope, "rows": int(obs.time_jd.size),
-               "channels": int(obs.freq_hz.size), "freq_min_hz": float(obs.freq_hz.min()),
-               "freq_max_hz": float(obs.freq_hz.max()), "dish_diameter_m": obs.dish_diameter_m,
-               "continuum_channels": imaged if chan is not None else "all",
-               "scans": int(np.unique(obs.scans).size), "flagged_fraction_per_scan": flagged,
-               "flagged_fraction": float(obs.flags.mean()),
-               "calibration": None if cal is None else {
-                   "refant": cal.refant, "refant_reason": cal.refant_reason, "flux_standard": cal.flux_standard,
-                   "bandpass_field": cal.bandpass_field, "channels": cal.channels,
-                   "transferred_fluxes": cal.fluxes, "scan_solutions": len(cal.solutions),
-                   "problems": cal.problems},
-               "fields": fields, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
-    log.info("%s: products in %s (%s)", obs.path.name, out_dir, _took(None, run_t0))
-    return summary

@@ -1,5 +1,7 @@
 """The stages of one group — read, flag, calibrate, image, write — as plain synchronous functions
-on a `GroupWork`, shared by the service, `contimg run`, `replay` and `reprocess`.
+on a `GroupWork`, shared by the service, `contimg run`, `replay` and `reprocess`. A file group
+(one visibility file of any array, `contimg run FILE`) has its own stages under the same names
+(`contimg.pipeline.filestages`); `run_stage` runs either.
 
 Each stage after ``read`` leaves a Zarr intermediate in ``<root>/products/<group_id>/``
 (``flags.zarr``, ``cal.zarr``, ``image.zarr``); ``work.checkpoint`` names the last stage whose
@@ -33,6 +35,7 @@ from contimg.imaging.storage import load_imageset, save_imageset
 from contimg.io.store import read_zarr, write_zarr
 from contimg.calibrate.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 from contimg.pipeline.calibration import solve_or_look_up
+from contimg.pipeline.filestages import FILE_STAGES
 from contimg.pipeline.work import CHECKPOINT_FILES, STAGES, GroupWork
 
 log = logging.getLogger(__name__)
@@ -331,5 +334,6 @@ _STAGE_FUNCS = {"read": _read, "flag": _flag, "calibrate": _calibrate, "image": 
 
 
 def run_stage(stage: str, work: GroupWork, cfg: Config) -> None:
-    """Run one stage on ``work`` (in place). Raises on bad data; the caller records the failure."""
-    _STAGE_FUNCS[stage](work, cfg)
+    """Run one stage on ``work`` (in place): a DSA-110 group's here, a file group's in
+    `contimg.pipeline.filestages`. Raises on bad data; the caller records the failure."""
+    (FILE_STAGES if work.kind == "file" else _STAGE_FUNCS)[stage](work, cfg)

@@ -11,6 +11,7 @@ from contimg.calibrate.subtract import SubtractedSource
 from contimg.imaging.imager import ImageSet
 from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
+from contimg.pipeline.generic import CalResult, Observation
 from contimg.qa.gates import Gate
 from contimg.sky.skymodel import PointSources
 
@@ -57,10 +58,22 @@ class GroupWork:
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path) of diagnostic PNGs
     detections: list[dict] = field(default_factory=list)
     photometry: list[dict] = field(default_factory=list)
+    # a file group (``group.kind == "file"``, `contimg.pipeline.filestages`): the file's
+    # observation, its calibration, and per field (clean name) its images or why it has none
+    observation: Observation | None = None
+    file_cal: CalResult | None = None
+    field_images: dict[str, ImageSet] = field(default_factory=dict)
+    field_errors: dict[str, str] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)  # written as summary.json by the file group's write stage
 
     @property
     def group_id(self) -> str:
         return self.group.group_id
+
+    @property
+    def kind(self) -> str:
+        """"subbands" (a DSA-110 group) or "file" (one visibility file of any array)."""
+        return self.group.kind
 
     @property
     def out_dir(self) -> Path:

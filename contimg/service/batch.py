@@ -20,7 +20,7 @@ from contimg.service.core import Service
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GroupResult", "qa_failures", "run_batch", "run_replay", "replay_schedule"]
+__all__ = ["GroupResult", "qa_failures", "run_batch", "run_file", "run_replay", "replay_schedule"]
 
 
 @dataclass
@@ -115,6 +115,74 @@ def run_batch(in_dir: str | Path, *, root: str | Path, cfg: Config, cluster=None
         return _summarise(svc, gids, root)
     finally:
         svc.close()
+
+
+def run_file(path: str | Path, *, root: str | Path, cfg: Config,
+             say=log.info) -> tuple[GroupResult, dict | None, int]:
+    """One visibility file of any array (UVH5, UVFITS, Measurement Set) through the service's
+    own tasks as a file group (`contimg.pipeline.filestages`): queued in the ingest database
+    under the file's name, its calibration tables registered, its images in the products
+    database, so that `status`, the web view and `export-cal` know it. A file this root processed
+    before is processed again from the start: ``say`` is told first what that replaces (its
+    products, the products rows, its registered calibration tables), and those are removed, so no
+    mixed set is left. Returns (the group's result, its ``summary.json`` or None when it failed,
+    the exit code as `run_batch`'s)."""
+    from contimg.pipeline.generic import input_kind, safe_name
+
+    root, path = Path(root), Path(path).resolve()
+    input_kind(path)  # not a visibility file: refused before anything is queued
+    root.mkdir(parents=True, exist_ok=True)
+    gid = safe_name(path.name)
+    svc = Service(root, cfg, mode="drain")
+    svc.open()
+    try:
+        before = svc.ingest.row(gid)
+        if before is not None and before.get("kind") == "file":
+            say(_replacing(svc, gid, before))
+            _forget(svc, gid)
+        svc.ingest.register_observation(path, group_id=gid)
+    except BaseException:
+        svc.close()
+        raise
+    svc.input_done.set()
+    asyncio.run(svc.run())
+    svc.ingest, svc.products = _reopen(root, cfg)
+    try:
+        results, code = _summarise(svc, [gid], root)
+    finally:
+        svc.close()
+    summary_path = root / "products" / gid / "summary.json"
+    summary = json.loads(summary_path.read_text()) if results[0].status == "completed" else None
+    return results[0], summary, code
+
+
+def _replacing(svc: Service, gid: str, row: dict) -> str:
+    """What processing file group ``gid`` again replaces, in words."""
+    from datetime import datetime, timezone
+
+    when = row.get("finished_at") or row.get("last_update")
+    at = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if when else "an unknown time"
+    state = {"completed": f"completed at {at}", "failed": f"failed at {at} in {row.get('processing_stage') or '-'}: "
+                                                          f"{row.get('error')}"}.get(row["state"], row["state"])
+    images = svc.products.images(gid)
+    tables = sorted((r for r in svc.calreg.rows(limit=10_000) if r["set_name"] == gid), key=lambda r: r["apply_order"])
+    out_dir = svc.root / "products" / gid
+    n_files = sum(1 for p in out_dir.iterdir()) if out_dir.is_dir() else 0
+    parts = [f"{len(images)} image{'s' if len(images) != 1 else ''} in the products database",
+             f"{n_files} entr{'ies' if n_files != 1 else 'y'} in {out_dir}"]
+    if tables:
+        parts.append("calibration tables " + ", ".join(f"{r['cal_type']} ({r['status']}, {r['path']})" for r in tables))
+    return f"{gid}: processed in this root before ({state}); processing it again replaces " + "; ".join(parts)
+
+
+def _forget(svc: Service, gid: str) -> None:
+    """Remove file group ``gid``'s products, product rows and registered tables."""
+    for r in svc.calreg.forget(gid):
+        shutil.rmtree(r["path"], ignore_errors=True)
+    for path in (svc.root / "cal" / f"{gid}.zarr", svc.root / "cal" / "gains" / f"{gid}.zarr",
+                 svc.root / "products" / gid):
+        shutil.rmtree(path, ignore_errors=True)
+    svc.products.forget_group(gid)
 
 
 def _reopen(root: Path, cfg: Config):

@@ -46,7 +46,8 @@ class Recording:
         self.products.upsert_group(
             group_id=gid, status="completed", stage="done", error="", start_mjd=meta.get("start_mjd"),
             end_mjd=meta.get("end_mjd"), mid_mjd=meta.get("mid_mjd"), cal_applied=int(work.cal_applied),
-            calibrator=work.calibrator, image_name=str(work.out_dir / f"{gid}.restored.fits"),
+            calibrator=work.calibrator,
+            image_name=next((r["path"] for r in work.image_rows if r["type"] == "restored"), ""),
             flag_fraction=None if not np.isfinite(work.flag_fraction) else work.flag_fraction,
             ra_deg=float(np.degrees(imgs.ra_rad)), dec_deg=float(np.degrees(imgs.dec_rad)),
             n_subbands=meta.get("n_subbands"), problems=json.dumps(problems),

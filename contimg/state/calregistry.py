@@ -49,6 +49,14 @@ class CalRegistry:
             row = {**row, "status": "superseded"}
         self.db["caltables"].upsert(row, pk=("set_name", "cal_type"))
 
+    def forget(self, set_name: str) -> list[dict]:
+        """Delete every row of ``set_name`` (its tables are about to be solved again); the rows
+        as they were."""
+        rows = list(self.db["caltables"].rows_where("set_name = ?", [set_name]))
+        with self.db.conn:
+            self.db.execute("DELETE FROM caltables WHERE set_name = ?", [set_name])
+        return rows
+
     def set_status(self, set_name: str, status: str, *, cal_type: str = "bandpass") -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")

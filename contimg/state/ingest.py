@@ -9,6 +9,8 @@ Tables:
   completed | failed), expected and present subbands, ``retry_count``, ``error``,
   ``processing_stage`` (the stage running), ``checkpoint`` (the last stage whose intermediate is
   stored), ``not_before`` (a retry's back-off), ``priority`` (calibrator groups first).
+  ``kind``: ``subbands`` (a DSA-110 group) or ``file`` (`register_observation`: one visibility file
+  of any array, its id the file's name, the file its one member in ``subband_files``).
 - ``performance_metrics``: seconds per group, stage and attempt; ``replayed`` marks a stage that
   loaded its stored intermediate instead of computing it.
 
@@ -53,9 +55,12 @@ class IngestDB:
             {"group_id": str, "start_unix": float, "state": str, "received_at": float, "last_file_at": float,
              "last_update": float, "expected_subbands": int, "present_subbands": int, "retry_count": int,
              "error": str, "processing_stage": str, "checkpoint": str, "not_before": float, "priority": int,
-             "started_at": float, "finished_at": float, "problems": str},
+             "started_at": float, "finished_at": float, "problems": str, "kind": str},
             pk="group_id", if_not_exists=True, defaults={"retry_count": 0, "error": "", "processing_stage": "",
-                                                         "checkpoint": "", "not_before": 0.0, "problems": "[]"})
+                                                         "checkpoint": "", "not_before": 0.0, "problems": "[]",
+                                                         "kind": "subbands"})
+        if "kind" not in self.db["ingest_queue"].columns_dict:  # a root from before file runs were queued
+            self.db["ingest_queue"].add_column("kind", str, not_null_default="subbands")
         self.db["ingest_queue"].create_index(["state"], if_not_exists=True)
         self.db["ingest_queue"].create_index(["start_unix"], if_not_exists=True)
         self.db["performance_metrics"].create(
@@ -77,7 +82,8 @@ class IngestDB:
         t = _unix(ts)
         with self.db.conn:
             row = next(iter(self.db.query(
-                "SELECT * FROM ingest_queue WHERE abs(start_unix - ?) <= ? ORDER BY abs(start_unix - ?) LIMIT 1",
+                "SELECT * FROM ingest_queue WHERE kind = 'subbands' AND abs(start_unix - ?) <= ? "
+                "ORDER BY abs(start_unix - ?) LIMIT 1",
                 [t, self.tolerance_s, t])), None)
             if row is None:
                 gid = ts
@@ -110,6 +116,37 @@ class IngestDB:
             self.db["ingest_queue"].update(gid, update)
         return gid
 
+    def register_observation(self, path: str | Path, *, group_id: str, now: float | None = None) -> dict | None:
+        """Queue one visibility file of any array (``kind`` file) as group ``group_id``, pending
+        at once. A group of that id queued before is queued again from the start (retries reset,
+        its earlier outcome in ``problems``); returns its row as it was, or None when new.
+        Raises ValueError when ``group_id`` is a DSA-110 group's, or names another file."""
+        now = time.time() if now is None else now
+        path = str(path)
+        with self.db.conn:
+            before = self.row(group_id)
+            if before is not None and before.get("kind") != "file":
+                raise ValueError(f"{path}: group {group_id} in {self.path} is a DSA-110 subband group, not this file")
+            if before is not None:
+                member = [f["path"] for f in self.files(group_id) if f["role"] == "member"]
+                if member and member[0] != path:
+                    raise ValueError(f"{path}: group {group_id} in {self.path} is another file ({member[0]}) "
+                                     f"with the same name; use another --root")
+                self.db["ingest_queue"].update(group_id, {
+                    "state": "pending", "checkpoint": "", "retry_count": 0, "error": "", "not_before": 0.0,
+                    "processing_stage": "", "last_update": now, "priority": 0,
+                    "problems": "[]"})
+            else:
+                self.db["ingest_queue"].insert(
+                    {"group_id": group_id, "start_unix": now, "state": "pending", "received_at": now,
+                     "last_file_at": now, "last_update": now, "expected_subbands": 1, "present_subbands": 1,
+                     "priority": 0, "kind": "file"})
+            st = Path(path).stat() if Path(path).exists() else None
+            self.db["subband_files"].upsert(
+                {"path": path, "group_id": group_id, "subband": 0, "file_time": "", "size": st.st_size if st else 0,
+                 "mtime": st.st_mtime if st else 0.0, "registered_at": now, "role": "member"}, pk="path")
+        return before
+
     @staticmethod
     def _role_text(role: str, path: str, gid: str) -> str:
         if role == "duplicate":
@@ -133,6 +170,9 @@ class IngestDB:
                 files[r["subband"]] = Path(r["path"])
             else:
                 dups.append(Path(r["path"]))
+        row = self.row(group_id) or {}
+        if row.get("kind") == "file":
+            return Group(group_id=group_id, files=files, kind="file", registered_unix=row["start_unix"])
         return Group(group_id=group_id, files=files, duplicates=dups)
 
     def row(self, group_id: str) -> dict | None:

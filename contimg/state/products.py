@@ -52,6 +52,16 @@ class ProductsDB:
         row["updated_at"] = time.time()
         self.db["ms_index"].upsert(row, pk="group_id", alter=True)
 
+    def forget_group(self, group_id: str) -> dict[str, int]:
+        """Delete the rows of ``group_id``'s products (images, QA gates and plots, detections,
+        photometry) before it is processed again from the start; how many went, per table.
+        Its ``ms_index`` row stays (it is updated as the group runs)."""
+        out = {}
+        with self.db.conn:
+            for table in ("images", "qa", "qa_artifacts", "detections", "photometry"):
+                out[table] = self.db.execute(f"DELETE FROM {table} WHERE group_id = ?", [group_id]).rowcount
+        return out
+
     def upsert_image(self, **row) -> None:
         row["created_at"] = time.time()
         self.db["images"].upsert(row, pk="path", alter=True)
