@@ -1,8 +1,8 @@
-"""contimg's w-stacking gridder (the algorithm of the CUDA kernels) against a direct DFT and
-ducc0, the adjoint identity, the kernels' tile bookkeeping, NVRTC compilation of every kernel,
-and — where a device is present — the CUDA kernels against their numba twins."""
+"""contimg's w-stacking gridder (the algorithm of the device kernels, here its numba twin)
+against a direct DFT and ducc0, the adjoint identity, CLEAN through it, and — where a device is
+present — the device clean against the CPU clean. The kernels themselves (`contimg.kernels`)
+run in tests/test_kernels.py: under numba-cuda's CUDA simulator in CI, on a device where one is."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -11,9 +11,8 @@ import ducc0.wgridder.experimental as ducc
 from contimg.device.backend import gpu_available
 from contimg.config import ImageConfig
 from contimg.sky.geometry import C_M_S
-from contimg.imaging import clean, wgrid
+from contimg.imaging import wgrid
 from contimg.imaging.imager import clean_image
-from contimg.imaging.wgrid_gpu import TILE, arrange
 
 gpu = pytest.mark.gpu
 needs_device = pytest.mark.skipif(not gpu_available(), reason="no CUDA device (cupy)")
@@ -120,133 +119,6 @@ def test_baselines_beyond_the_pixel_nyquist_wrap_like_ducc0(wide):
         wgrid.kernel_support(1e-8)
 
 
-@numba.njit(cache=True)
-def _emulate_grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start, chunk_end, chunk_jstart,
-                        first_chunk, nchunks, side, plane, support, beta, tile):
-    """kernels/wgrid.cu grid_plane's index arithmetic, block by block, on the host (one thread)."""
-    g = grid.shape[0]
-    kwt = np.empty(support)
-    ku = np.empty(support)
-    kv = np.empty(support)
-    for blk in range(nchunks):
-        c = first_chunk + blk
-        t = chunk_tile[c]
-        dj = plane - chunk_jstart[c]
-        if dj < 0 or dj >= support:
-            raise ValueError("chunk launched for a plane its support does not cover")
-        u0, v0 = (t % side) * tile, (t // side) * tile
-        s = tile + support - 1
-        acc = np.zeros((s, s), np.complex128)
-        for n in range(chunk_start[c], chunk_end[c]):
-            wgrid._vis_weights(n, fu, fv, fw, support, beta, ku, kv, kwt)
-            du, dv = iu[n] % g - u0, iv[n] % g - v0
-            if du < 0 or du >= tile or dv < 0 or dv >= tile:
-                raise ValueError("visibility outside its tile")
-            for a in range(support):
-                for b in range(support):
-                    acc[dv + a, du + b] += vals[n] * kwt[dj] * kv[a] * ku[b]
-        for a in range(s):
-            for b in range(s):
-                grid[(v0 + a) % g, (u0 + b) % g] += acc[a, b]
-
-
-@numba.njit(cache=True)
-def _emulate_degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start, chunk_end, chunk_jstart,
-                          first_chunk, nchunks, side, plane, support, beta, tile):
-    """kernels/wgrid.cu degrid_plane's index arithmetic (the region load, then each visibility)."""
-    g = grid.shape[0]
-    kwt = np.empty(support)
-    ku = np.empty(support)
-    kv = np.empty(support)
-    for blk in range(nchunks):
-        c = first_chunk + blk
-        t = chunk_tile[c]
-        dj = plane - chunk_jstart[c]
-        u0, v0 = (t % side) * tile, (t // side) * tile
-        s = tile + support - 1
-        region = np.empty((s, s), np.complex128)
-        for k in range(s * s):
-            region[k // s, k % s] = grid[(v0 + k // s) % g, (u0 + k % s) % g]
-        for n in range(chunk_start[c], chunk_end[c]):
-            wgrid._vis_weights(n, fu, fv, fw, support, beta, ku, kv, kwt)
-            du, dv = iu[n] % g - u0, iv[n] % g - v0
-            acc = 0j
-            for a in range(support):
-                r = 0j
-                for b in range(support):
-                    r += region[dv + a, du + b] * ku[b]
-                acc += r * kv[a]
-            out[n] += acc * kwt[dj]
-
-
-def test_tile_bookkeeping_of_the_kernels_equals_the_twin(wide, monkeypatch):
-    """`arrange` (sort, chunks) plus the kernels' block/tile index arithmetic (emulated on the
-    host, with the launches' chunk windows) grid every plane exactly as the numba twin does;
-    chunks are small here so that buckets are cut into several."""
-    from contimg.imaging import wgrid_gpu
-
-    monkeypatch.setattr(wgrid_gpu, "CHUNK", 7)
-    o = wide
-    lo, hi = wgrid.w_range(uvw_m=o["uvw"], freq_hz=o["freq"])
-    plan = wgrid.plan_grid(npix=o["npix"], cell_rad=o["cell"], epsilon=1e-4, w_min=lo, w_max=hi)
-    prep = wgrid.prepare_visibilities(plan=plan, uvw_m=o["uvw"], freq_hz=o["freq"], select=o["wgt"] > 0)
-    tiled = arrange(plan, prep)
-    assert sorted(tiled.index.tolist()) == sorted(prep.index.tolist())
-    sizes = tiled.chunk_end - tiled.chunk_start
-    assert sizes.min() >= 1 and sizes.max() <= 7 and sizes.sum() == prep.index.size
-    assert np.any(np.diff(tiled.chunk_tile)[np.diff(tiled.chunk_jstart) == 0] == 0), "no bucket was cut"
-    vals = (o["vis"] * o["wgt"]).ravel()
-    for j in range(plan.nplanes):
-        twin = np.zeros((plan.ngrid, plan.ngrid), np.complex128)
-        wgrid._grid_plane(twin, prep.iu, prep.fu, prep.iv, prep.fv, prep.iw, prep.fw, vals[prep.index], j,
-                          plan.support, plan.beta)
-        first, count = tiled.chunk_window(j, plan.support)
-        emu = np.zeros_like(twin)
-        _emulate_grid_plane(emu, tiled.iu, tiled.fu, tiled.iv, tiled.fv, tiled.fw, vals[tiled.index],
-                            tiled.chunk_tile, tiled.chunk_start, tiled.chunk_end, tiled.chunk_jstart, first, count,
-                            tiled.ntile_side, j, plan.support, plan.beta, TILE)
-        assert np.allclose(emu, twin, rtol=0, atol=1e-12 * np.abs(twin).max())
-        # degridding this plane's grid back: the same per visibility, in the sorted order
-        out_twin = np.zeros(prep.index.size, np.complex128)
-        wgrid._degrid_plane(twin, prep.iu, prep.fu, prep.iv, prep.fv, prep.iw, prep.fw, out_twin, j, plan.support,
-                            plan.beta)
-        out_emu = np.zeros(tiled.index.size, np.complex128)
-        _emulate_degrid_plane(twin, tiled.iu, tiled.fu, tiled.iv, tiled.fv, tiled.fw, out_emu, tiled.chunk_tile,
-                              tiled.chunk_start, tiled.chunk_end, tiled.chunk_jstart, first, count, tiled.ntile_side,
-                              j, plan.support, plan.beta, TILE)
-        by_index = dict(zip(prep.index.tolist(), out_twin))
-        expect = np.array([by_index[i] for i in tiled.index.tolist()])
-        assert np.allclose(out_emu, expect, rtol=0, atol=1e-12 * max(np.abs(expect).max(), 1e-300))
-
-
-def test_every_kernel_compiles_with_nvrtc():
-    """Each kernels/*.cu compiles for the H100 (sm_90) and an A100 (sm_80) with NVRTC (no device
-    needed) and exports the functions the drivers launch."""
-    from contimg.device.nvrtc import NvrtcUnavailable, kernel_names, nvrtc_compile
-
-    entries = {"wgrid.cu": {"grid_plane", "degrid_plane"}, "hogbom.cu": {"hogbom"}}
-    assert set(kernel_names()) == set(entries)
-    for name, want in entries.items():
-        for arch in ("compute_90", "compute_80"):
-            try:
-                ptx = nvrtc_compile(name, arch=arch)
-            except NvrtcUnavailable as exc:
-                pytest.fail(f"{exc} (the test extra installs it)")
-            found = {line.split("(")[0].split()[-1] for line in ptx.splitlines() if ".entry" in line}
-            assert want <= found, (name, arch, found)
-
-
-def test_a_kernel_that_does_not_compile_names_the_file_and_the_error(monkeypatch):
-    """NVRTC's log comes back in the error (cuda-python's bindings, not a hand-written ctypes one)."""
-    from contimg.device import nvrtc
-
-    source = nvrtc.kernel_source
-    monkeypatch.setattr(nvrtc, "kernel_source", lambda name: source(name) + "\n__global__ void broken() { int x = ; }\n")
-    with pytest.raises(nvrtc.NvrtcError, match=r"(?s)kernels/hogbom.cu does not compile for compute_90.*expected an "
-                                               r"expression"):
-        nvrtc.nvrtc_compile("hogbom.cu")
-
-
 @pytest.fixture(scope="module")
 def small_sky():
     """Point sources seen by a compact random array, with noise; the truth to clean against."""
@@ -283,48 +155,8 @@ def test_clean_with_the_device_algorithm_on_the_host_equals_the_ducc0_clean(smal
             pytest.approx(s, rel=0.02)
 
 
-# ---- on a device: the CUDA kernels against their twins ---------------------------------------
-
-@gpu
-@needs_device
-@pytest.mark.parametrize("epsilon", [1e-2, 1e-4, 1e-5])
-def test_cuda_gridder_equals_the_twin_and_ducc0(wide, epsilon):
-    import cupy
-
-    o = wide
-    kw = dict(uvw_m=o["uvw"], freq_hz=o["freq"], cell_rad=o["cell"], epsilon=epsilon)
-    dev = cupy.asnumpy(wgrid.vis2dirty(vis=cupy.asarray(o["vis"]), wgt=cupy.asarray(o["wgt"]), npix=o["npix"],
-                                       xp=cupy, **kw))
-    twin = wgrid.vis2dirty(vis=o["vis"], wgt=o["wgt"], npix=o["npix"], **kw)
-    assert np.linalg.norm(dev - twin) / np.linalg.norm(twin) < max(epsilon, 1e-5)
-    image = np.random.default_rng(4).normal(size=(o["npix"], o["npix"]))
-    dev_v = cupy.asnumpy(wgrid.dirty2vis(image=cupy.asarray(image), xp=cupy, **kw))
-    twin_v = wgrid.dirty2vis(image=image, **kw)
-    assert np.linalg.norm(dev_v - twin_v) / np.linalg.norm(twin_v) < max(epsilon, 1e-5)
-    # adjoint on the device (float32 accumulation: 1e-5)
-    y = o["vis"]
-    ahy = cupy.asnumpy(wgrid.vis2dirty(vis=cupy.asarray(y), wgt=cupy.ones(y.shape), npix=o["npix"], xp=cupy, **kw))
-    assert np.real(np.vdot(dev_v, y)) == pytest.approx(float(np.sum(image * ahy)), rel=1e-5)
-
-
-@gpu
-@needs_device
-def test_hogbom_kernel_equals_the_twin():
-    import cupy
-
-    rng = np.random.default_rng(6)
-    res = rng.normal(size=(256, 256))
-    yy, xx = np.mgrid[-256:256, -256:256]
-    psf = np.exp(-(xx**2 + yy**2) / 18.0) + 0.05 * np.cos(xx / 7.0) * np.exp(-(xx**2 + yy**2) / 2e4)
-    out = []
-    for xp in (np, cupy):
-        model = xp.zeros((256, 256))
-        n = clean.minor_cycle(residual=xp.asarray(res), psf=xp.asarray(psf), model=model, gain=0.1, stop_jy=2.0,
-                              niter=2000, xp=xp)
-        out.append((n, cupy.asnumpy(model) if xp is cupy else model))
-    assert out[0][0] == out[1][0]
-    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-9, atol=1e-12)
-
+# ---- on a device: the whole device clean against the CPU clean (the kernels themselves are
+# held to their twins in tests/test_kernels.py, under the CUDA simulator in CI and on a device)
 
 @gpu
 @needs_device

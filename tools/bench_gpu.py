@@ -7,19 +7,23 @@ What it measures, in one run, on the same visibilities (DSA-110 layout, 96 anten
 baselines, 24 integrations of 12.9 s around transit, 768 channels: 84 M visibilities; a sky
 of point sources predicted with ducc0, plus noise):
 
-1. gridding (vis2dirty, 4096² at 3", epsilon 1e-4) and degridding (dirty2vis): contimg's CUDA
-   w-stacking gridder vs ducc0 on every host core; visibilities per second; the kernels' share
-   of the time beside the FFTs; the relative L2 difference of the two images;
+0. each stage's device self-check against its CPU twin (`contimg.imaging.selfcheck`): the
+   backend it would choose and the check's figures;
+1. gridding (vis2dirty, 4096² at 3", epsilon 1e-4) and degridding (dirty2vis): contimg's
+   w-stacking gridder (numba-cuda kernels, `contimg.kernels.wgrid`) vs ducc0 on every host
+   core; visibilities per second; the kernels' share of the time beside the FFTs; the
+   relative L2 difference of the two images;
 2. the gridder's two numbers (bytes it must move, operations it must do) against its time;
-3. the Högbom minor cycle: kernels/hogbom.cu vs the numba twin on the same active set;
+3. the Högbom minor cycle: `contimg.kernels.hogbom` (numba-cuda) vs the numba twin on the
+   same active set;
 4. a full clean (``clean_image``, the dsa110 config: 4096², Briggs 0, 1000 iterations) on the
    device and on the CPU: wall time, the device memory CuPy's pool holds after it, the restored
    images' difference relative to the noise, the components.
 Timings: contimg's gridding, degridding, kernels, FFT and Högbom runs are the median of
 ``--repeats`` after one warm-up (``median_s``; CUDA events on a device, perf_counter on the
-host); ducc0's gridding and degridding are one cold run each, no warm-up (``wall_s``); the full
-cleans are one run each (wall time). The JSON holds the device name, driver, runtime and CuPy
-version.
+host; the warm-up also compiles the numba-cuda kernels); ducc0's gridding and degridding are
+one cold run each, no warm-up (``wall_s``); the full cleans are one run each (wall time).
+The JSON holds the device name, driver, runtime and CuPy and numba-cuda versions.
 """
 
 from __future__ import annotations
@@ -107,10 +111,13 @@ class Timer:
 def device_info(xp) -> dict:
     if xp is np:
         return {"name": "none (numpy twin)"}
+    from importlib.metadata import version
+
     rt = xp.cuda.runtime
     props = rt.getDeviceProperties(0)
     return {"name": props["name"].decode(), "driver": rt.driverGetVersion(), "runtime": rt.runtimeGetVersion(),
-            "cupy": xp.__version__, "memory_gib": props["totalGlobalMem"] / 2**30, "sm_count": props["multiProcessorCount"]}
+            "cupy": xp.__version__, "numba_cuda": version("numba-cuda"), "memory_gib": props["totalGlobalMem"] / 2**30,
+            "sm_count": props["multiProcessorCount"]}
 
 
 def gridder_model(*, nvis: int, plan) -> dict:
@@ -157,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"device": device_info(xp), "host": {"cpu": platform.processor() or platform.machine(),
                                                      "cores": nthreads}, "small": args.small, "epsilon": eps}
     print("device", res["device"], flush=True)
+
+    # 0. the stages' self-checks (on numpy: the device path's array code, "array")
+    from contimg.device.selfcheck import chosen_backends
+    from contimg.imaging.selfcheck import choose_backends
+
+    choose_backends(device=None if xp is not np else "array")
+    res["selfcheck"] = chosen_backends()
+    print("selfcheck", {k: (v["backend"], v["reason"]) for k, v in res["selfcheck"].items()}, flush=True)
 
     g = synthetic_group(small=args.small)
     sky_visibilities(g, npix=npix, cell_rad=cell, nthreads=nthreads)

@@ -13,11 +13,13 @@ Thresholds are ``threshold_sigma`` times the residual's robust RMS (1.4826 MAD),
 every major cycle.
 
 Array code against ``xp``: with cupy the images stay on the device and the minor cycle runs as
-one CUDA block (``kernels/hogbom.cu``, `_minor`'s twin) with its peak search a block reduction.
+one CUDA block (`contimg.kernels.hogbom`, numba-cuda, `_minor`'s twin) with its peak search a
+block reduction.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 
@@ -49,21 +51,30 @@ def _minor(ys, xs, vals, psf, model, gain, stop, n_iter):
     return done
 
 
-HOGBOM_THREADS = 1024
+HOGBOM_THREADS = 1024  # the block on a device (contimg.kernels.hogbom.THREADS at most; a power of two)
 
 
-def _minor_device(ys, xs, vals, psf, model, gain: float, stop: float, niter: int) -> int:
-    """`_minor` on the device: kernels/hogbom.cu in one block of HOGBOM_THREADS (cupy arrays)."""
-    import cupy
+def _hogbom_args(ys, xs, vals, psf, model, gain: float, stop: float, niter: int, done) -> tuple:
+    """The arguments of `contimg.kernels.hogbom.hogbom`, typed as the kernel is compiled for."""
+    return ys, xs, vals, psf, model, np.float64(gain), np.float64(stop), np.int32(niter), done
 
-    from contimg.device.nvrtc import raw_module
 
-    kern = raw_module("hogbom.cu", (("THREADS", HOGBOM_THREADS),)).get_function("hogbom")
-    done = cupy.zeros(1, cupy.int32)
-    kern((1,), (HOGBOM_THREADS,), (ys, xs, vals, np.int32(vals.size), psf, np.int32(psf.shape[0]),
-                                   np.int32(psf.shape[1]), model, np.int32(model.shape[1]), np.float64(gain),
-                                   np.float64(stop), np.int32(niter), done))
-    return int(done.get()[0])
+def _minor_device(ys, xs, vals, psf, model, gain: float, stop: float, niter: int, *,
+                  threads: int = HOGBOM_THREADS) -> int:
+    """`_minor` as the kernel `contimg.kernels.hogbom.hogbom` in one block of ``threads``: CuPy
+    arrays on a device, or numpy arrays under numba-cuda's CUDA simulator (the CI tests)."""
+    from contimg.kernels.hogbom import hogbom  # numba.cuda: imported only where the kernel runs
+
+    if isinstance(vals, np.ndarray):  # the simulator
+        done = np.zeros(1, np.int32)
+    else:
+        import cupy
+
+        done = cupy.zeros(1, cupy.int32)
+    with warnings.catch_warnings():  # one block by design: numba-cuda's low-occupancy warning says nothing here
+        warnings.filterwarnings("ignore", message=".*under-utilization.*")
+        hogbom[1, threads](*_hogbom_args(ys, xs, vals, psf, model, gain, stop, niter, done))
+    return int(done[0])
 
 
 def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int, max_active: int = 200_000,

@@ -2,7 +2,7 @@
 
 ducc0's ``vis2dirty``/``dirty2vis`` stay the production CPU gridder (`contimg.imaging.grid`);
 this module is the same mathematics (improved w-stacking, Arras et al. 2021, A&A 646, A58)
-written so that one plane at a time can be gridded by a CUDA kernel (`kernels/wgrid.cu`,
+written so that one plane at a time can be gridded by a CUDA kernel (`kernels/wgrid.py`,
 driven by `contimg.imaging.wgrid_gpu`) or by its numba twin (`_grid_plane` / `_degrid_plane`
 here). Everything else — the plan, the preparation of each visibility's kernel position, the
 FFTs, the w-screens and the gridding correction — is array code against ``xp`` and is the same

@@ -1,10 +1,11 @@
 """The device half of `contimg.imaging.wgrid`: visibilities sorted into tiles and cut into
-chunks, and the CUDA kernels ``grid_plane``/``degrid_plane`` of ``kernels/wgrid.cu`` launched
-one w plane at a time, one block per chunk.
+chunks, and the numba-cuda kernels ``grid_plane``/``degrid_plane`` of `contimg.kernels.wgrid`
+launched one w plane at a time, one block per chunk.
 
 `arrange` is array code (numpy or cupy): it reorders a `Prepared` by (first w plane, tile) and
-adds the chunk table the kernels read, so the host half is tested in CI (with an emulation of
-the kernels' index arithmetic, tests/test_wgrid.py). The launches need cupy and a device.
+adds the chunk table the kernels read. `plane_grid`/`plane_degrid` launch the kernels on the
+arrays they are given: CuPy arrays on a device, or numpy arrays under numba-cuda's CUDA
+simulator, which is how CI executes the kernels' own source (tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import numpy as np
 
 from contimg.imaging.wgrid_plan import GridPlan, Prepared
 
-__all__ = ["TILE", "THREADS", "CHUNK", "Tiled", "arrange", "plane_grid", "plane_degrid"]
+__all__ = ["TILE", "THREADS", "CHUNK", "Tiled", "arrange", "launch_args", "plane_grid", "plane_degrid"]
 
-TILE = 32  # grid cells a tile side (kernels/wgrid.cu's TILE)
-THREADS = 256  # threads a block
+TILE = 32  # grid cells a tile side (contimg.kernels.wgrid.TILE; tests/test_kernels.py checks they agree)
+THREADS = 256  # threads a block (any number works; the simulator tests take fewer)
 CHUNK = 2048  # visibilities a block at most
 
 
@@ -83,21 +84,23 @@ def arrange(plan: GridPlan, prep: Prepared, *, xp: ModuleType = np) -> Tiled:
     return out
 
 
-def _module():
-    from contimg.device.nvrtc import raw_module
-
-    return raw_module("wgrid.cu", (("TILE", TILE), ("MAXW", 8)))
+def launch_args(plan: GridPlan, prep: Tiled, target, vis_or_out, j: int) -> tuple[int, tuple]:
+    """(blocks, arguments) of plane ``j``'s launch of ``grid_plane`` / ``degrid_plane``: one block
+    per chunk in the plane's window; ``target`` (g, g) and ``vis_or_out`` (nvis,) complex64 go in as
+    float32 views."""
+    first, count = prep.chunk_window(j, plan.support)
+    return count, (target.view(np.float32), prep.iu, prep.fu, prep.iv, prep.fv, prep.fw, vis_or_out.view(np.float32),
+                   prep.chunk_tile, prep.chunk_start, prep.chunk_end, prep.chunk_jstart, np.int64(first),
+                   np.int32(prep.ntile_side), np.int32(j), np.int32(plan.support), np.float32(plan.beta))
 
 
 def _launch(name: str, plan: GridPlan, prep: Tiled, target, vis_or_out, j: int) -> None:
-    first, count = prep.chunk_window(j, plan.support)
-    if count == 0:
+    blocks, args = launch_args(plan, prep, target, vis_or_out, j)
+    if blocks == 0:
         return
-    kern = _module().get_function(name)
-    args = (target, np.int32(plan.ngrid), prep.iu, prep.fu, prep.iv, prep.fv, prep.fw, vis_or_out,
-            prep.chunk_tile, prep.chunk_start, prep.chunk_end, prep.chunk_jstart, np.int64(first),
-            np.int32(prep.ntile_side), np.int32(j), np.int32(plan.support), np.float32(plan.beta))
-    kern((count,), (THREADS,), args)
+    from contimg.kernels import wgrid as kernels  # numba.cuda: imported only where a kernel runs
+
+    getattr(kernels, name)[blocks, THREADS](*args)
 
 
 def plane_grid(plan: GridPlan, prep: Tiled, vals, j: int, grid) -> None:

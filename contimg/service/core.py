@@ -44,10 +44,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from contimg.bus import GroupState, StatusBus, Waterfall
-from contimg.config import Config
+from contimg.config import Config, ConfigError
 from contimg.io.naming import scan_folder
 from contimg.offline import load_earth_orientation
 from contimg.pipeline.calibration import adopt_unregistered
+from contimg.imaging.selfcheck import choose_backends
 from contimg.pipeline.stages import GroupWork
 from contimg.qa.alerts import AlertManager
 from contimg.service.clustermode import ClusterMode
@@ -125,9 +126,11 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self._remote_done = asyncio.Event()
         self.catalogue = None  # the sky catalogue (loaded at open)
         self.qa: QARecorder | None = None  # records what QA the stages left (made at open)
+        self.backends: dict[str, dict] = {}  # stage → its chosen backend and self-check (made at open)
 
     # ---- set-up -------------------------------------------------------------------------------
     def open(self) -> None:
+        self._choose_backends()  # before anything is locked or opened: a refusal leaves nothing behind
         self._lock.acquire()
         load_earth_orientation()
         vla_calibrators()  # parse the calibrator list once, before any group
@@ -155,6 +158,23 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         gc.freeze()
         if self._gc_timer not in gc.callbacks:
             gc.callbacks.append(self._gc_timer)
+
+    def _choose_backends(self) -> None:
+        """Each stage's backend, once: the configured ``backend`` ("auto", "cpu", "gpu") after a
+        self-check of the stage's device path against its CPU twin on a small simulated group
+        (`contimg.imaging.selfcheck.choose_backends`; "auto" falls back to the CPU with the reason
+        logged, "gpu" refuses to start). The stages then run on the chosen one: this process's
+        configuration carries it. ``self.backends``: the choices, for health.json and the web."""
+        cfg = self.cfg
+        try:
+            choices = choose_backends(flag=cfg.flag.backend, calibrate=cfg.calibrate.backend, image=cfg.image.backend)
+        except RuntimeError as exc:  # "gpu" configured: no device, or its self-check disagreed
+            raise ConfigError(f"{exc} (set it to auto or cpu)") from exc
+        self.backends = {stage: c.as_dict() for stage, c in choices.items()}
+        self.cfg = cfg.model_copy(update={
+            stage: getattr(cfg, stage).model_copy(update={"backend": choices[stage].backend})
+            for stage in ("flag", "calibrate", "image")})
+        log.info("stage backends: %s", ", ".join(f"{s} {c.backend} ({c.reason})" for s, c in choices.items()))
 
     def close(self) -> None:
         if self._gc_timer in gc.callbacks:

@@ -139,14 +139,17 @@ class Supervision:
         lags = sorted(self.lag_s)
         doc = {
             "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "mode": self.mode,
-            "stopping": self.stopping.is_set(), "health": self.health, "backend": "cpu",
+            "stopping": self.stopping.is_set(), "health": self.health,
+            "backend": ", ".join(f"{stage} {c['backend']}" for stage, c in self.backends.items()) or "cpu",
+            "backends": self.backends,
             "queues": {"claim": self.q_claim.qsize(), "read": self.q_read.qsize(), "write": self.q_write.qsize()},
             "in_hand": {gid: self.ingest.row(gid)["processing_stage"] if self.ingest else "" for gid in self.in_hand},
             "loop_lag_ms": {"p99": 1e3 * lags[int(0.99 * (len(lags) - 1))] if lags else 0.0,
                             "max": 1e3 * lags[-1] if lags else 0.0},
             "rss_bytes": rss, "disk": self.disk_state, "gc_max_ms": round(1e3 * self.gc_max_s, 1),
             "watcher": self._watcher.backend if self._watcher else None,
-            "device": "cpu", "web_port": self.web_port,
+            "device": "gpu" if any(c["backend"] == "gpu" for c in self.backends.values()) else "cpu",
+            "web_port": self.web_port,
             "cluster": self.cluster.status() if self.cluster is not None and self.cluster.client is not None else None,
         }
         return doc

@@ -99,6 +99,9 @@ def format_status(doc: dict) -> str:
         running = "running" if svc["alive"] else "not running"
         lines.append(f"service: {running} (pid {svc['pid']}, {MODES.get(svc['mode'], svc['mode'])}, "
                      f"health updated {svc['age_s']} s ago, backend {svc['backend']}, disk {svc['disk']})")
+        if svc.get("backends"):
+            lines.append("  stages on: " + ", ".join(f"{stage} {c['backend']} ({c['reason']})"
+                                                     for stage, c in svc["backends"].items()))
         lines.append("  tasks: " + ", ".join(f"{TASKS.get(k, k)} {v}" for k, v in sorted(svc["health"].items())))
         lines.append(f"  queues: {', '.join(f'{k} {v}' for k, v in svc['queues'].items())}  event-loop delay (p99) {svc['loop_lag_ms']['p99']:.1f} ms, "
                      f"(max) {svc['loop_lag_ms']['max']:.1f} ms  garbage-collection pause (max) "
