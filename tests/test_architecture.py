@@ -27,7 +27,7 @@ def test_a_broken_rule_is_caught(tmp_path):
     if exe is None:
         pytest.fail("lint-imports is missing: install the test extra (pip install -e '.[test]')")
     pkg = tmp_path / "contimg"
-    shutil.copytree(ROOT / "contimg", pkg, ignore=shutil.ignore_patterns("__pycache__", "static", "data", "kernels"))
+    shutil.copytree(ROOT / "contimg", pkg, ignore=shutil.ignore_patterns("__pycache__", "static", "data", "*.cu"))
     (pkg / "flag" / "_bad.py").write_text("from contimg.service import core  # noqa: F401\n")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     env = {"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
