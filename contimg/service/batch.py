@@ -99,12 +99,21 @@ def run_batch(in_dir: str | Path, *, root: str | Path, cfg: Config, cluster=None
     files = scan_folder(in_dir)
     if not files:
         return _nothing(root, in_dir)
-    svc = Service(root, cfg, mode="drain", cluster=cluster, web=web or None)
-    svc.open()
-    try:
+    def queue(svc: Service) -> list[str]:
         svc.register_folder(in_dir)
         gids = _groups_of(svc, {str(f.path) for f in files})
         svc.ingest.requeue_failed(gids)
+        return gids
+
+    return _drain(Service(root, cfg, mode="drain", cluster=cluster, web=web or None), queue, root=root, cfg=cfg)
+
+
+def _drain(svc: Service, queue, *, root: Path, cfg: Config) -> tuple[list[GroupResult], int]:
+    """Open ``svc``, let ``queue(svc)`` queue the work and return its group ids, run until they
+    are done, and summarise them (`_summarise`)."""
+    svc.open()
+    try:
+        gids = queue(svc)
     except BaseException:
         svc.close()
         raise
@@ -133,24 +142,15 @@ def run_file(path: str | Path, *, root: str | Path, cfg: Config,
     input_kind(path)  # not a visibility file: refused before anything is queued
     root.mkdir(parents=True, exist_ok=True)
     gid = safe_name(path.name)
-    svc = Service(root, cfg, mode="drain")
-    svc.open()
-    try:
+    def queue(svc: Service) -> list[str]:
         before = svc.ingest.row(gid)
         if before is not None and before.get("kind") == "file":
             say(_replacing(svc, gid, before))
             _forget(svc, gid)
         svc.ingest.register_observation(path, group_id=gid)
-    except BaseException:
-        svc.close()
-        raise
-    svc.input_done.set()
-    asyncio.run(svc.run())
-    svc.ingest, svc.products = _reopen(root, cfg)
-    try:
-        results, code = _summarise(svc, [gid], root)
-    finally:
-        svc.close()
+        return [gid]
+
+    results, code = _drain(Service(root, cfg, mode="drain"), queue, root=root, cfg=cfg)
     summary_path = root / "products" / gid / "summary.json"
     summary = json.loads(summary_path.read_text()) if results[0].status == "completed" else None
     return results[0], summary, code
@@ -176,9 +176,9 @@ def _replacing(svc: Service, gid: str, row: dict) -> str:
 
 
 def _forget(svc: Service, gid: str) -> None:
-    """Remove file group ``gid``'s products, product rows and registered tables."""
-    for r in svc.calreg.forget(gid):
-        shutil.rmtree(r["path"], ignore_errors=True)
+    """Remove file group ``gid``'s products, product rows, registry rows and its tables under
+    this root (only there: a row's path elsewhere is not this root's to delete)."""
+    svc.calreg.forget(gid)
     for path in (svc.root / "cal" / f"{gid}.zarr", svc.root / "cal" / "gains" / f"{gid}.zarr",
                  svc.root / "products" / gid):
         shutil.rmtree(path, ignore_errors=True)
