@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 log = logging.getLogger(__name__)
 
 __all__ = ["Event", "GroupState", "StageTiming", "QAResult", "Alert", "Health", "Waterfall", "StatusBus",
-           "Subscription", "EVENT_TYPES", "parse_selection"]
+           "Subscription", "WaterfallHistory", "EVENT_TYPES", "parse_selection"]
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,42 @@ class Subscription:
         return await self.queue.get()
 
 
+class WaterfallHistory:
+    """The waterfall events of the last ``window_s`` of data (by the rows' own timestamps, not
+    the wall clock: a replay at 100× keeps the same hour of data) for each (selection, pol), so
+    that a page opening later starts with the whole window. Bounded: at most ``max_events``
+    events per selection and ``max_selections`` selections (the least recently updated go)."""
+
+    def __init__(self, *, window_s: float = 3600.0, max_events: int = 64, max_selections: int = 16):
+        self.window_s = window_s
+        self.max_events = max_events
+        self.max_selections = max_selections
+        self._by_key: dict[tuple[str, str], deque[Waterfall]] = {}
+
+    def add(self, event: Waterfall) -> None:
+        key = (event.selection, event.pol)
+        events = self._by_key.pop(key, None) or deque(maxlen=self.max_events)
+        self._by_key[key] = events  # most recently updated last
+        if any(e.group_id == event.group_id for e in events):  # a group read again (reprocess)
+            events = deque((e for e in events if e.group_id != event.group_id), maxlen=self.max_events)
+            self._by_key[key] = events
+        events.append(event)
+        newest = max(e.time_mjd[-1] for e in events if e.time_mjd)
+        while events and events[0].time_mjd and newest - events[0].time_mjd[-1] > self.window_s / 86400.0:
+            events.popleft()
+        while len(self._by_key) > self.max_selections:
+            del self._by_key[next(iter(self._by_key))]
+
+    def events(self, key: tuple[str, str]) -> list[Waterfall]:
+        """The key's events in time order."""
+        return sorted(self._by_key.get(key, ()), key=lambda e: e.time_mjd[0] if e.time_mjd else 0.0)
+
+
 class StatusBus:
     def __init__(self, *, history: int = 500):
         self._subs: list[Subscription] = []
         self.recent: deque[Event] = deque(maxlen=history)
+        self.waterfalls = WaterfallHistory()  # the web view sets its window (web.waterfall_history_s)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -140,6 +172,8 @@ class StatusBus:
     def publish(self, event: Event) -> None:
         if event.type not in _NOT_KEPT:
             self.recent.append(event)
+        elif isinstance(event, Waterfall):
+            self.waterfalls.add(event)
         for sub in list(self._subs):
             sub.offer(event)
 

@@ -331,34 +331,89 @@ def _cmd_export_cal(args) -> int:
     return 0
 
 
-def _cmd_lightcurve(args) -> int:
+def _lightcurve_points(root: Path, db_path: Path, source: list[str]) -> tuple[str, list[dict]]:
+    """(the source's name, its measurements in time order) for ``source``: a name of the
+    pipeline's own catalogue, else of the external catalogue's photometry, or "RA DEC" in
+    degrees (the nearest own-catalogue source within 60"). FileNotFoundError naming what was
+    looked for when there is none."""
+    from contimg.pipeline.catalogue import catalogue_lightcurve
     from contimg.state.products import ProductsDB
+
+    keys = ("group_id", "mid_mjd", "flux_jy", "err_jy", "noise_jy", "pb", "catalogue_flux_jy", "freq_hz")
+    if len(source) == 2:
+        try:
+            ra, dec = float(source[0]), float(source[1])
+        except ValueError:
+            raise ValueError(f"lightcurve: {' '.join(source)!r}: give one catalogue name, or RA DEC in degrees") from None
+        where = {"ra_deg": ra, "dec_deg": dec}
+    elif len(source) == 1:
+        where = {"name": source[0]}
+    else:
+        raise ValueError("lightcurve: give one catalogue name, or RA DEC in degrees")
+    try:
+        src, rows = catalogue_lightcurve(root, **where)
+    except KeyError:
+        src, rows = None, []
+    if rows:
+        return src["name"], [{"group_id": r["image"], **{k: r.get(k) for k in keys[1:]}} for r in rows]
+    if "name" in where:  # an external catalogue's source (the QA stage's photometry)
+        db = ProductsDB(db_path)
+        try:
+            ext = db.lightcurve(where["name"])
+        finally:
+            db.close()
+        if ext:
+            return where["name"], [{k: r[k] for k in keys} for r in ext]
+    what = where.get("name") or f"RA {where['ra_deg']} Dec {where['dec_deg']} (within 60\")"
+    raise FileNotFoundError(f"no measurements of {what} in {db_path} (the pipeline's catalogue and the external "
+                            "catalogue's photometry)")
+
+
+def _cmd_lightcurve(args) -> int:
     from contimg.qa.photometry import variability, write_lightcurve
 
-    db_path = _existing_root(args.root) / "state" / "products.sqlite3"
+    root = _existing_root(args.root)
+    db_path = root / "state" / "products.sqlite3"
     if not db_path.is_file():
         print(f"contimg: {db_path}: no products database under this root", file=sys.stderr)
         return 1
-    db = ProductsDB(db_path)
     try:
-        rows = db.lightcurve(args.source)
-    finally:
-        db.close()
-    if not rows:
-        print(f"contimg: no measurements of {args.source!r} in {db_path}", file=sys.stderr)
+        name, points = _lightcurve_points(root, db_path, args.source)
+    except FileNotFoundError as exc:
+        print(f"contimg: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.root) / "lightcurves"
+    out = Path(args.out) if args.out else root / "lightcurves"
     out.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "+-._" else "_" for c in args.source)
-    keys = ("group_id", "mid_mjd", "flux_jy", "err_jy", "noise_jy", "pb", "catalogue_flux_jy", "freq_hz")
-    points = [{k: r[k] for k in keys} for r in rows]
-    stats = variability(flux_jy=[r["flux_jy"] for r in rows], err_jy=[r["err_jy"] for r in rows])
+    safe = "".join(c if c.isalnum() or c in "+-._" else "_" for c in name)
+    stats = variability(flux_jy=[r["flux_jy"] for r in points], err_jy=[r["err_jy"] for r in points])
     written = write_lightcurve(points, csv_path=out / f"{safe}.csv", png_path=None if args.no_plot else out / f"{safe}.png",
-                               title=f"{args.source}: eta {stats['eta']:.2f}, V {stats['v']:.3f}, {stats['n']} points")
-    print(f"{args.source}: {stats['n']} measurements, mean {stats['mean_flux_jy'] * 1e3:.2f} mJy, "
+                               title=f"{name}: eta {stats['eta']:.2f}, V {stats['v']:.3f}, {stats['n']} points")
+    print(f"{name}: {stats['n']} measurements, mean {stats['mean_flux_jy'] * 1e3:.2f} mJy, "
           f"eta {stats['eta']:.2f}, V {stats['v']:.3f}")
     for path in written:
         print(f"  {path}")
+    return 0
+
+
+def _cmd_mosaic(args) -> int:
+    """A mosaic of a processed root's groups after the fact, or every span's; optionally the
+    pipeline's catalogue rebuilt first."""
+    from contimg.pipeline.mosaic import build_mosaic, build_span_mosaics
+
+    root = _existing_root(args.root)
+    cfg = _config(args, root=root)
+    if args.catalogue:
+        from contimg.pipeline.catalogue import build_catalogue
+
+        cat = build_catalogue(root, cfg=cfg)
+        print(f"catalogue rebuilt from {cat['n_groups']} groups: {cat['n_detections']} detections, "
+              f"{len(cat['candidates'])} transient candidates, {len(cat['variables'])} variability candidates")
+    rows = (build_span_mosaics(root, cfg=cfg) if args.spans else
+            [build_mosaic(root, cfg=cfg, start_mjd=args.start_mjd, end_mjd=args.end_mjd, groups=args.groups,
+                          name=args.name)])
+    for r in rows:
+        print(f"mosaic {r['name']}: {len(r['groups'])} groups, {r['status']}  "
+              f"{r.get('image_path') or r.get('zarr_path', '')}")
     return 0
 
 
@@ -474,12 +529,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ms", help="CASA table: copy ANTENNA, FIELD, SPECTRAL_WINDOW, OBSERVATION from this MS")
     p.set_defaults(func=_cmd_export_cal)
 
-    p = sub.add_parser("lightcurve", help="one catalogue source's forced photometry across groups: CSV and PNG")
-    p.add_argument("source", help="the catalogue name")
+    p = sub.add_parser("lightcurve", help="one source's forced photometry across groups: CSV and PNG")
+    p.add_argument("source", nargs="+", metavar="NAME | RA DEC",
+                   help="a catalogue name (the pipeline's own, or the external catalogue's), or RA DEC in degrees")
     p.add_argument("--root", required=True)
     p.add_argument("--out", help="output folder (default: <root>/lightcurves)")
     p.add_argument("--no-plot", action="store_true", help="CSV only")
     p.set_defaults(func=_cmd_lightcurve)
+
+    p = sub.add_parser("mosaic", help="a strip mosaic of a processed root's groups (or every span's), after the fact")
+    p.add_argument("--root", required=True)
+    p.add_argument("--config", help="packaged config name or TOML path (default: the one stored in --root)")
+    p.add_argument("--start-mjd", type=float, help="groups whose mid-time is at or after this")
+    p.add_argument("--end-mjd", type=float, help="... and before this")
+    p.add_argument("--groups", nargs="+", help="these group ids instead")
+    p.add_argument("--name", help="the mosaic's name (default: from its time range)")
+    p.add_argument("--spans", action="store_true", help="every span's fixed mosaic (mosaic.span_hours), rebuilt")
+    p.add_argument("--catalogue", action="store_true", help="rebuild the pipeline's catalogue from every group first")
+    p.set_defaults(func=_cmd_mosaic)
 
     p = sub.add_parser("demo", help="simulate a few small groups and run them end to end")
     p.add_argument("--groups", type=int, default=2)

@@ -58,6 +58,14 @@ class SimulateConfig(_Section):
     group_interval_s: float | None = Field(None, gt=0, description="None = n_times * int_time_s")
     variable_flux_jy: list[float] = Field(default_factory=list, description="a variable source near the middle group's field centre: its flux (1.4 GHz, flat spectrum) in each group; empty = none")
     variable_offset_deg: float = Field(0.2, description="its declination offset from that field centre")
+    # --- strip mode and injected transients (mosaics, the pipeline's own catalogue) ---
+    sky_mode: Literal["fields", "strip"] = Field("fields", description="fields: n_faint_sources around each group's field centre; strip: one fixed sky spread uniformly over the whole strip the groups drift through (and a margin beyond its ends), as the mosaic and catalogue tests need")
+    strip_sources_per_deg2: float = Field(1.5, ge=0, description="strip mode: faint sources per square degree (fluxes from faint_flux_jy)")
+    strip_halfwidth_deg: float = Field(2.5, gt=0, description="strip mode: the sky extends this far north and south of the pointing declination")
+    strip_margin_deg: float = Field(2.5, ge=0, description="strip mode: ... and this far (on the sky) east and west beyond the last and first fields' centres")
+    transient_flux_jy: float = Field(0.0, ge=0, description="a transient (1.4 GHz, flat spectrum) on during one group only; 0 = none")
+    transient_group: int = Field(1, ge=0, description="the group it is on in")
+    transient_offset_deg: tuple[float, float] = Field((0.3, -0.4), description="its (east, north) offset on the sky from that group's field centre")
     seed: int = 2026
 
 
@@ -192,6 +200,7 @@ class WebConfig(_Section):
     token: str = Field("", description="bearer token for state-changing requests (reprocess); env CONTIMG_WEB_TOKEN wins; empty = refused")
     client_queue: int = Field(100, ge=1, description="events a WebSocket client may fall behind before its oldest are dropped")
     waterfall_bins: int = Field(192, ge=8, le=4096, description="frequency bins of a waterfall row")
+    waterfall_history_s: float = Field(3600.0, gt=0, le=86400, description="the waterfall shows this much of the latest data (by the data's own timestamps; at most 64 groups); a page that opens gets it at once")
 
 
 class SkyConfig(_Section):
@@ -248,6 +257,36 @@ class PhotometryConfig(_Section):
     eta_threshold: float = Field(5.0, gt=0, description="variability: weighted reduced chi-square eta above this ...")
     v_threshold: float = Field(0.1, gt=0, description="... and modulation index V above this make a candidate")
     min_points: int = Field(4, ge=2, description="measurements a source needs before it can be a candidate")
+
+
+class MosaicConfig(_Section):
+    """Strip mosaics of consecutive groups: primary-beam-weighted inverse-variance linear mosaics
+    (`contimg.mosaic`), a running one per span updated as each group completes."""
+
+    enabled: bool = Field(True, description="update the running strip mosaic after each group (contimg.pipeline.mosaic.after_group)")
+    span_hours: float = Field(1.0, gt=0, le=24, description="one fixed mosaic per this many hours of data (UTC, spans aligned to 00:00); a group goes into the span of its mid-time and into a neighbouring span's grid where its image reaches it")
+    cell_arcsec: float | None = Field(None, gt=0, description="mosaic pixel; None = the images' cell")
+    pb_cutoff: float = Field(0.2, gt=0, lt=1, description="an image contributes where its averaged primary beam is at least this")
+    interpolation: Literal["bilinear", "bicubic"] = Field("bicubic", description="reproject's interpolation of the images onto the mosaic grid (bilinear loses a few per cent of a point source's peak on a beam of ~3 pixels)")
+
+
+class CatalogueConfig(_Section):
+    """The pipeline's own running catalogue (source finding on every image and mosaic), forced
+    photometry of its sources, and transient candidates."""
+
+    enabled: bool = Field(True, description="find sources, update the catalogue and measure its sources after each group")
+    detect_sigma: float = Field(7.0, gt=0, description="islands above this many local robust RMS become detections")
+    min_pb: float = Field(0.2, gt=0, le=1, description="detection and forced photometry only where the averaged primary beam (a mosaic's pb weight) is at least this")
+    match_radius_beam: float = Field(1.0, gt=0, description="a detection within this many restoring-beam major axes of a catalogue source is that source")
+    max_sources: int = Field(2000, ge=1, description="at most this many islands (brightest first) per image")
+    systematic_fraction: float = Field(0.02, ge=0, description="fractional flux-scale error added in quadrature to each forced measurement's error")
+    eta_threshold: float = Field(5.0, gt=0, description="variability candidates: eta above this ...")
+    v_threshold: float = Field(0.1, gt=0, description="... and V above this, with at least min_points measurements")
+    min_points: int = Field(3, ge=2, description="forced measurements a source needs before it can be a variability candidate")
+    transient_sigma: float = Field(8.0, gt=0, description="transient candidates: detections above this many local RMS with no catalogue counterpart ...")
+    transient_rise_sigma: float = Field(5.0, gt=0, description="... whose flux exceeds the forced flux at that position in every earlier image of the same sky by this many combined sigma")
+    cutout_arcmin: float = Field(20.0, gt=0, description="side of a transient candidate's cut-out PNG")
+    external: str = Field("", description="an external catalogue (CSV/FITS/VOTable, contimg.sky.catalogue) to cross-match the catalogue's sources with; empty = sky.catalogue when set")
 
 
 class AlertsConfig(_Section):
@@ -310,6 +349,8 @@ class Config(_Section):
     sky: SkyConfig = SkyConfig()
     qa: QAConfig = QAConfig()
     photometry: PhotometryConfig = PhotometryConfig()
+    mosaic: MosaicConfig = MosaicConfig()
+    catalogue: CatalogueConfig = CatalogueConfig()
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
     interop: InteropConfig = InteropConfig()

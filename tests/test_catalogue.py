@@ -298,3 +298,95 @@ def test_errors_name_the_file_and_the_column(nvss, tmp_path):
     p.write_text('<?xml version="1.0"?>\n<VOTABLE><RESOURCE><TABLE>broken')
     with pytest.raises(ValueError, match=f"{p}.*votable"):
         load_catalogue(p)
+
+
+# ---- the pipeline's own catalogue: association, position refinement, shapes, candidates -------
+
+def test_associate_takes_the_nearest_within_the_radius_as_skycoord_does():
+    from contimg.qa.sources import associate
+
+    rng = np.random.default_rng(8)
+    cat_ra, cat_dec = 180 + rng.uniform(-2, 2, 200), 31 + rng.uniform(-2, 2, 200)
+    det_ra = np.concatenate([cat_ra[:50] + rng.normal(0, 10 / 3600, 50), 180 + rng.uniform(-2, 2, 30)])
+    det_dec = np.concatenate([cat_dec[:50] + rng.normal(0, 10 / 3600, 50), 31 + rng.uniform(-2, 2, 30)])
+    idx, sep = associate(cat_ra_deg=cat_ra, cat_dec_deg=cat_dec, ra_deg=det_ra, dec_deg=det_dec, radius_arcsec=60.0)
+    cat = SkyCoord(cat_ra * u.deg, cat_dec * u.deg)
+    for k in range(det_ra.size):  # brute force: every separation
+        d = SkyCoord(det_ra[k] * u.deg, det_dec[k] * u.deg).separation(cat).arcsec
+        j = int(np.argmin(d))
+        takers = [m for m in range(det_ra.size) if idx[m] == j]
+        if d[j] > 60.0:
+            assert idx[k] == -1
+        elif idx[k] == -1:  # lost the source to a nearer detection
+            assert any(m != k for m in takers)
+        else:
+            assert idx[k] == j and sep[k] == pytest.approx(d[j], abs=1e-6)
+    assert (idx[:50] == np.arange(50)).all()
+
+
+def test_refined_position_is_the_inverse_variance_mean_and_converges():
+    from contimg.qa.sources import refine_position
+
+    rng = np.random.default_rng(2)
+    truth = SkyCoord(150.0 * u.deg, 45.0 * u.deg)
+    sigmas = rng.uniform(1.0, 6.0, 400)  # arcsec
+    east, north = rng.normal(0, sigmas), rng.normal(0, sigmas)
+    vec, weight = np.zeros(3), 0.0
+    for e, n, s in zip(east, north, sigmas):
+        det = truth.spherical_offsets_by(e * u.arcsec, n * u.arcsec)
+        vec, weight, ra, dec, err = refine_position(sum_vec=vec, weight=weight, ra_deg=det.ra.deg, dec_deg=det.dec.deg,
+                                                    sigma_arcsec=s)
+    expected_err = 1 / np.sqrt(np.sum(1 / sigmas**2))
+    assert err == pytest.approx(expected_err)
+    w = 1 / sigmas**2
+    mean = truth.spherical_offsets_by(np.sum(w * east) / w.sum() * u.arcsec, np.sum(w * north) / w.sum() * u.arcsec)
+    assert SkyCoord(ra * u.deg, dec * u.deg).separation(mean).arcsec < 0.01 * expected_err
+    assert SkyCoord(ra * u.deg, dec * u.deg).separation(truth).arcsec < 4 * expected_err
+
+
+def test_fitted_shape_recovers_an_elliptical_gaussian():
+    from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
+    from contimg.qa.sources import fit_shape
+
+    cell = np.radians(3.0 / 3600)
+    maj, mnr, pa = np.radians(40 / 3600), np.radians(18 / 3600), np.radians(30.0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    x0, y0 = 63.3, 64.6
+    image = 0.5 * elliptical_gaussian(-(xx - x0), yy - y0, maj / FWHM_PER_SIGMA / cell, mnr / FWHM_PER_SIGMA / cell, pa)
+    beam = (np.radians(30 / 3600), np.radians(15 / 3600), 0.0)
+    got = fit_shape(image=image, x=64.0, y=65.0, beam_rad=beam, cell_rad=cell)
+    assert got[0] == pytest.approx(maj, rel=1e-3) and got[1] == pytest.approx(mnr, rel=1e-3)
+    assert got[2] == pytest.approx(pa, abs=1e-3)
+
+
+def test_transient_rise_and_variability_candidates():
+    from contimg.qa.photometry import transient_rise, variability, variability_candidate
+
+    assert np.isnan(transient_rise(flux_jy=1.0, err_jy=0.1, prior_flux_jy=np.zeros(0), prior_err_jy=np.zeros(0)))
+    rise = transient_rise(flux_jy=1.0, err_jy=0.03, prior_flux_jy=np.array([0.0, 0.5]),
+                          prior_err_jy=np.array([0.04, 0.04]))
+    assert rise == pytest.approx(0.5 / 0.05)  # the smallest rise: over the brighter earlier flux
+    steady = variability(flux_jy=np.array([1.0, 1.01, 0.99, 1.0]), err_jy=np.full(4, 0.02))
+    flaring = variability(flux_jy=np.array([1.0, 3.0, 1.0]), err_jy=np.full(3, 0.02))
+    kw = {"eta_threshold": 5.0, "v_threshold": 0.1, "min_points": 3}
+    assert not variability_candidate(steady, **kw) and variability_candidate(flaring, **kw)
+    assert not variability_candidate(flaring, **{**kw, "min_points": 4})
+
+
+def test_candidate_verdicts_are_kept_when_an_image_is_searched_again(tmp_path):
+    from contimg.state.catalogue import CatalogueDB
+
+    db = CatalogueDB(tmp_path / "products.sqlite3")
+    row = {"id": "g1#3", "image": "g1", "mid_mjd": 61000.1, "ra_deg": 10.0, "dec_deg": 20.0, "flux_jy": 0.1,
+           "err_jy": 0.01, "snr": 12.0, "pb": 0.6, "prior": [{"image": "g0", "flux_jy": 0.0, "err_jy": 0.01}],
+           "min_rise_sigma": 7.0, "cutout_path": "x.png", "source": "CTG J004000.0+200000"}
+    db.record_candidate(row)
+    assert db.candidates(status="new")[0]["prior"][0]["image"] == "g0"
+    db.mark_candidate("g1#3", verdict="artefact", by="op", note="sidelobe")
+    db.forget_image("g1")  # an image searched again keeps a marked candidate ...
+    db.record_candidate(row)
+    assert db.candidate("g1#3")["status"] == "artefact" and db.candidate("g1#3")["note"] == "sidelobe"
+    assert db.candidates(status="new") == []
+    with pytest.raises(ValueError):
+        db.mark_candidate("g1#3", verdict="maybe")
+    db.close()

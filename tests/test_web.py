@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import time
 
@@ -46,7 +47,9 @@ def test_status_and_openapi(web):
     r = httpx.get(st.url + "/api/status")
     assert r.status_code == 200
     s = r.json()
-    assert s["backend"] == "cpu" and s["queue"]["completed"] == 1 and s["mode"] == "serve"
+    backends = dict(part.split() for part in s["backend"].split(", "))  # each device stage's backend
+    assert set(backends) == {"flag", "calibrate", "image"} and set(backends.values()) <= {"cpu", "gpu"}
+    assert s["queue"]["completed"] == 1 and s["mode"] == "serve"
     assert {t["task"] for t in s["tasks"]} >= {"scheduler", "reader", "processor", "writer", "web", "watcher"}
     spec = httpx.get(st.url + "/api/openapi.json").json()
     for path in ("/api/status", "/api/groups", "/api/groups/{group_id}", "/api/ms_index", "/api/images",
@@ -66,7 +69,8 @@ def test_groups_images_and_files(web):
     d = httpx.get(st.url + f"/api/groups/{gid}").json()
     assert len(d["files"]) == 16 and {t["stage"] for t in d["timings"]} >= {"read", "flag", "calibrate", "image"}
     assert httpx.get(st.url + "/api/groups/2001-01-01T00:00:00").status_code == 404
-    bad = httpx.get(st.url + "/api/groups/not-a-group")
+    assert httpx.get(st.url + "/api/groups/not-a-group").status_code == 404  # could be a file group's name
+    bad = httpx.get(st.url + "/api/groups/not a group!")  # a group id is a time or a file's safe name
     assert bad.status_code == 422 and "pattern" in bad.text
     assert httpx.get(st.url + "/api/groups?limit=0").status_code == 422
     assert httpx.get(st.url + "/api/groups?state=lost").status_code == 422
@@ -192,9 +196,20 @@ def test_waterfall_websocket_streams_rows_of_a_new_group(web, sim_dir):
             await ws.send(json.dumps({"select": "bl:24-25", "pol": "XX"}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert ack == {"type": "selected", "select": "bl:24-25", "pol": "XX"}
+            window = json.loads(await asyncio.wait_for(ws.recv(), 10))  # then the new selection's history
+            assert window == {"type": "window", "window_s": cfg.web.waterfall_history_s, "select": "bl:24-25",
+                              "pol": "XX"}
             await ws.send(json.dumps({"select": "ant:x"}))
-            err = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            while (err := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] == "waterfall":
+                pass
             assert err["type"] == "error" and "ant:x" in err["message"]
+        # a page opening later gets the window of history at once: the window, then the group's rows
+        async with websockets.connect(ws_url + "/ws/waterfall?select=ant:24&pol=I", max_size=None) as ws:
+            window = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert window["type"] == "window" and window["window_s"] == cfg.web.waterfall_history_s
+            rows = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert rows["type"] == "waterfall" and rows["group_id"] == groups[1].group_id
+            assert rows["selection"] == "ant:24" and len(rows["amp"]) == 24
 
     asyncio.run(main())
     # the averaged rows equal the mean |V| over the unflagged cross-correlations, from numpy
@@ -212,3 +227,144 @@ def test_waterfall_websocket_streams_rows_of_a_new_group(web, sim_dir):
     got = np.array([[np.nan if x is None else x for x in row] for row in ev.amp])
     np.testing.assert_allclose(got, expect, rtol=1e-5)
     assert os.environ.get("CONTIMG_WEB_TOKEN") is None
+
+
+def test_image_viewer_data_against_the_fits_file(web):
+    """The viewer's endpoints give the FITS file's own pixels and WCS keywords (astropy reads the same file)."""
+    import sqlite3
+
+    import numpy as np
+    from astropy.io import fits
+
+    st, groups, _ = web
+    gid = groups[0].group_id
+    restored = next(i for i in httpx.get(st.url + f"/api/images?group_id={gid}").json() if i["type"] == "restored")
+    path = st.svc.root / "products" / gid / f"{gid}.restored.fits"
+    with fits.open(path) as hdul:
+        header, data = hdul[0].header, np.squeeze(hdul[0].data).astype(np.float32)
+    meta = httpx.get(st.url + f"/api/images/{restored['id']}/meta").json()
+    assert (meta["ny"], meta["nx"]) == data.shape and meta["step"] == 1 and meta["bunit"] == header["BUNIT"]
+    for key in ("crval1", "crval2", "crpix1", "crpix2", "cdelt1", "cdelt2"):
+        assert meta[key] == header[key.upper()], key
+    finite = data[np.isfinite(data)]
+    assert meta["p99_5"] == pytest.approx(float(np.percentile(finite, 99.5)), rel=1e-5)
+    assert meta["max"] == pytest.approx(float(finite.max()))
+
+    def array(query):
+        r = httpx.get(st.url + f"/api/images/{restored['id']}/array{query}")
+        assert r.status_code == 200, r.text
+        shape = tuple(int(n) for n in r.headers["X-Shape"].split(","))
+        return np.frombuffer(r.content, "<f4").reshape(shape)
+
+    np.testing.assert_array_equal(array(""), data)
+    np.testing.assert_array_equal(array("?step=2"), data[::2, ::2])
+    np.testing.assert_array_equal(array("?x0=10&y0=20&w=30&h=40"), data[20:60, 10:40])
+    assert httpx.get(st.url + f"/api/images/{restored['id']}/array?x0=5000&w=4&h=4").status_code == 422
+    assert httpx.get(st.url + "/api/images/999999/array").status_code == 404
+
+    # the overlay: the products database's forced photometry and detections of this group
+    con = sqlite3.connect(f"file:{st.svc.root / 'state' / 'products.sqlite3'}?mode=ro", uri=True)
+    try:
+        phot = {r[0]: (r[1], r[2]) for r in con.execute("SELECT source, x, y FROM photometry WHERE group_id = ?", [gid])}
+        n_found = con.execute("SELECT COUNT(*) FROM detections WHERE group_id = ?", [gid]).fetchone()[0]
+    finally:
+        con.close()
+    overlay = httpx.get(st.url + f"/api/images/{restored['id']}/overlay").json()
+    assert {s["source"]: (s["x"], s["y"]) for s in overlay["catalogue"]} == phot and phot
+    assert len(overlay["found"]) == n_found > 0
+    assert not any(s["candidate"] for s in overlay["catalogue"])  # one group: no light curve yet
+
+    # a source: its light curve with the restored image of each point
+    name = next(iter(phot))
+    src = httpx.get(st.url + f"/api/sources/{name}").json()
+    assert src["source"] == name and [p["group_id"] for p in src["points"]] == [gid]
+    assert src["points"][0]["image_id"] == restored["id"] and (src["points"][0]["x"], src["points"][0]["y"]) == phot[name]
+    assert httpx.get(st.url + "/api/sources/no-such-source").status_code == 404
+    page = httpx.get(st.url + f"/source/{name}")
+    assert page.status_code == 200 and "/static/source.js" in page.text
+
+
+def test_flag_waterfall_bins_the_stored_flags(web):
+    import numpy as np
+    import zarr
+
+    st, groups, _ = web
+    gid = groups[0].group_id
+    ptc = np.asarray(zarr.open_group(str(st.svc.root / "products" / gid / "flags.zarr"), mode="r")
+                     ["per_time_channel"][...], float)
+    got = np.array(httpx.get(st.url + f"/api/groups/{gid}/flag_waterfall?bins=16").json()["flagged"])
+    assert got.shape == (ptc.shape[0], 16)
+    per = ptc.shape[1] // 16
+    np.testing.assert_allclose(got, ptc.reshape(ptc.shape[0], 16, per).mean(axis=2), atol=1e-4)
+    full = np.array(httpx.get(st.url + f"/api/groups/{gid}/flag_waterfall").json()["flagged"])
+    np.testing.assert_allclose(full, ptc, atol=1e-4)  # fewer channels than bins: one per channel
+    assert httpx.get(st.url + "/api/groups/2001-01-01T00:00:00/flag_waterfall").status_code == 404
+
+
+def test_page_and_plotting_library_come_from_the_package(web):
+    from pathlib import Path
+
+    import contimg.web
+
+    st, _, _ = web
+    page = httpx.get(st.url + "/").text
+    scripts = re.findall(r'<script src="([^"]+)"', page) + re.findall(r'<link rel="stylesheet" href="([^"]+)"', page)
+    assert "/static/vendor/uPlot-1.6.32.iife.min.js" in scripts
+    vendor = Path(contimg.web.__file__).parent / "static" / "vendor"
+    for src in scripts:
+        assert src.startswith("/static/"), src  # nothing from another host (no CDN)
+        r = httpx.get(st.url + src)
+        assert r.status_code == 200, src
+        if "/vendor/" in src:
+            assert r.content == (vendor / src.rsplit("/", 1)[1]).read_bytes()
+    assert (vendor / "uPlot-LICENSE.txt").read_text().startswith("The MIT License")
+    assert "1.6.32" in (vendor / "VENDORED.md").read_text()
+    for bad in ("/static/vendor/VENDORED.md", "/static/vendor/..%2F..%2Fapp.py", "/static/vendor/nope.js"):
+        assert httpx.get(st.url + bad).status_code in (404, 422), bad
+
+
+def test_the_sky_the_pipeline_learns(web):
+    """/api/catalogue, /api/mosaics and /api/candidates say what the products database holds
+    (read here with sqlite3): the sources the after-group hook found in the group's image, each
+    with its forced photometry; the running span mosaic (no FITS until it completes: 404); an
+    operator's verdict on a transient candidate needs the token and is kept."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from contimg.state.catalogue import CatalogueDB
+
+    st, groups, _ = web
+    db_path = st.svc.root / "state" / "products.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM catalogue_sources")}
+        mosaic_names = {r[0] for r in db.execute("SELECT name FROM mosaics")}
+    cat = httpx.get(st.url + "/api/catalogue").json()
+    assert names and {s["name"] for s in cat} == names
+    name = sorted(names)[0]
+    one = httpx.get(st.url + f"/api/catalogue/{quote(name)}").json()
+    with sqlite3.connect(db_path) as db:
+        fluxes = [r[0] for r in db.execute("SELECT flux_jy FROM forced_photometry WHERE source = ? AND kind = 'group' "
+                                           "ORDER BY mid_mjd", [name])]
+    assert one["source"]["name"] == name and [r["flux_jy"] for r in one["lightcurve"]] == pytest.approx(fluxes)
+    assert httpx.get(st.url + "/api/catalogue/nothing-here").status_code == 404
+    mos = httpx.get(st.url + "/api/mosaics").json()
+    assert mosaic_names and {m["name"] for m in mos} == mosaic_names
+    running = [m for m in mos if m["status"] == "running"]
+    assert running and running[0]["files"] == {}
+    assert httpx.get(st.url + f"/api/mosaics/{quote(running[0]['name'])}/image.fits").status_code == 404
+    cid = f"{groups[0].group_id}#999"
+    cdb = CatalogueDB(db_path)
+    try:
+        cdb.record_candidate({"id": cid, "image": groups[0].group_id, "mid_mjd": 0.0, "ra_deg": 1.0, "dec_deg": 2.0,
+                              "flux_jy": 0.1, "err_jy": 0.01, "snr": 10.0, "pb": 0.5, "prior": [],
+                              "min_rise_sigma": 6.0, "cutout_path": "", "source": ""})
+    finally:
+        cdb.close()
+    url = st.url + f"/api/candidates/{quote(cid, safe='')}"
+    assert httpx.post(url, json={"verdict": "real"}).status_code == 401
+    r = httpx.post(url, json={"verdict": "real", "by": "operator", "note": "seen by eye"},
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()["status"] == "real"
+    assert httpx.post(url, json={"verdict": "maybe"}, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 422
+    real = httpx.get(st.url + "/api/candidates", params={"status": "real"}).json()["transients"]
+    assert [c["id"] for c in real] == [cid] and real[0]["marked_by"] == "operator"

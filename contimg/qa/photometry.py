@@ -19,7 +19,8 @@ from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
 from contimg.qa.sources import catalogue_in_field
 from contimg.sky.skymodel import PointSources
 
-__all__ = ["forced_amplitude", "forced_photometry", "variability", "write_lightcurve"]
+__all__ = ["forced_amplitude", "forced_photometry", "forced_at", "variability", "variability_candidate",
+           "transient_rise", "write_lightcurve"]
 
 
 def forced_amplitude(*, image: np.ndarray, x: float, y: float, beam_rad: tuple[float, float, float],
@@ -68,6 +69,56 @@ def forced_photometry(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, 
                      "err_jy": float(np.hypot(noise, systematic_fraction * abs(flux))),
                      "catalogue_flux_jy": float(field["flux_jy"][k])})
     return rows
+
+
+def forced_at(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
+              beam_rad: tuple[float, float, float], cell_rad: float, ra_deg: np.ndarray, dec_deg: np.ndarray,
+              min_pb: float, systematic_fraction: float) -> list[dict]:
+    """Forced photometry at positions (``ra_deg``, ``dec_deg`` (n,)): `forced_photometry`'s
+    measurement for each position inside the image where ``pb`` ≥ ``min_pb``: ``index`` (into
+    the positions), ``x``, ``y``, ``pb``, ``flux_jy``, ``noise_jy``, ``err_jy``. For a mosaic
+    (already primary-beam corrected) pass its noise map as ``rms`` and a ``pb`` of 1 where its
+    primary-beam weight reaches the cutoff, 0 elsewhere."""
+    ra_deg, dec_deg = np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)
+    if ra_deg.size == 0:
+        return []
+    x, y = wcs.world_to_pixel_values(ra_deg, dec_deg)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ny, nx = restored.shape
+    rows = []
+    for i in range(ra_deg.size):
+        ix, iy = int(round(x[i])), int(round(y[i]))
+        if not (0 <= ix < nx and 0 <= iy < ny):
+            continue
+        pb_i = float(pb[iy, ix])
+        if not (np.isfinite(pb_i) and pb_i >= min_pb):
+            continue
+        amp = forced_amplitude(image=restored, x=float(x[i]), y=float(y[i]), beam_rad=beam_rad, cell_rad=cell_rad)
+        local = float(rms[iy, ix])
+        if not (np.isfinite(amp) and np.isfinite(local)):
+            continue
+        flux, noise = amp / pb_i, local / pb_i
+        rows.append({"index": i, "x": float(x[i]), "y": float(y[i]), "pb": pb_i, "flux_jy": flux,
+                     "noise_jy": noise, "err_jy": float(np.hypot(noise, systematic_fraction * abs(flux)))})
+    return rows
+
+
+def variability_candidate(stats: dict, *, eta_threshold: float, v_threshold: float, min_points: int) -> bool:
+    """Whether a light curve's `variability` statistics make it a candidate: at least
+    ``min_points`` measurements, eta above ``eta_threshold`` and |V| above ``v_threshold``."""
+    return bool(stats["n"] >= min_points and np.isfinite(stats["eta"]) and stats["eta"] > eta_threshold
+                and abs(stats["v"]) > v_threshold)
+
+
+def transient_rise(*, flux_jy: float, err_jy: float, prior_flux_jy: np.ndarray, prior_err_jy: np.ndarray) -> float:
+    """How far (in combined sigmas) a new detection's flux rises above the forced flux at its
+    position in each earlier image of the same sky: the smallest
+    (flux - prior) / sqrt(err² + prior_err²); NaN when there is no earlier measurement (new sky
+    says nothing about a source being new)."""
+    prior = np.asarray(prior_flux_jy, float)
+    if prior.size == 0:
+        return float("nan")
+    return float(np.min((flux_jy - prior) / np.hypot(err_jy, np.asarray(prior_err_jy, float))))
 
 
 def variability(*, flux_jy: np.ndarray, err_jy: np.ndarray) -> dict:

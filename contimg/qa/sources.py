@@ -14,12 +14,15 @@ from astropy.coordinates import SkyCoord
 from astropy.stats import mad_std
 from astropy.wcs import WCS
 from scipy import ndimage
+from scipy.optimize import least_squares
 
 from contimg.io.fits import image_header
 from contimg.imaging.measure import fit_point_source
+from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
 from contimg.sky.skymodel import PointSources
 
-__all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_sources", "catalogue_in_field", "crossmatch"]
+__all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_sources", "fit_shape", "associate",
+           "refine_position", "catalogue_in_field", "crossmatch"]
 
 
 def image_wcs(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float) -> WCS:
@@ -106,6 +109,76 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
     pb_at = sample(pb, x, y)
     return {"x": x, "y": y, "ra_deg": np.asarray(ra) % 360.0, "dec_deg": np.asarray(dec), "peak_jy": amp,
             "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at}
+
+
+def fit_shape(*, image: np.ndarray, x: float, y: float, beam_rad: tuple[float, float, float],
+              cell_rad: float) -> tuple[float, float, float]:
+    """The FWHM major and minor axes (radians) and position angle (radians, east of north) of
+    an elliptical Gaussian with free amplitude, centre, axes and angle fitted to ``image``
+    (ny, nx) around pixel (x, y), over a box of twice the beam's major axis, started at the
+    restoring beam; NaNs when it cannot be fitted (edge, NaN pixels)."""
+    smaj, smin = beam_rad[0] / FWHM_PER_SIGMA / cell_rad, beam_rad[1] / FWHM_PER_SIGMA / cell_rad
+    hb = max(3, int(np.ceil(2.0 * smaj)))
+    ix, iy = int(round(x)), int(round(y))
+    ny, nx = image.shape
+    nan = (float("nan"),) * 3
+    if not (hb <= ix < nx - hb and hb <= iy < ny - hb):
+        return nan
+    box = image[iy - hb:iy + hb + 1, ix - hb:ix + hb + 1].astype(np.float64)
+    if not np.all(np.isfinite(box)):
+        return nan
+    yy, xx = np.mgrid[iy - hb:iy + hb + 1, ix - hb:ix + hb + 1]
+
+    def resid(p):
+        amp, x0, y0, sa, sb, pa = p
+        return (amp * elliptical_gaussian(-(xx - x0), yy - y0, sa, sb, pa) - box).ravel()
+
+    start = [float(image[iy, ix]), x, y, smaj, smin, beam_rad[2]]
+    lo = [-np.inf, x - hb, y - hb, 0.3 * smin, 0.3 * smin, -np.inf]
+    hi = [np.inf, x + hb, y + hb, 4 * smaj + 1, 4 * smaj + 1, np.inf]
+    fit = least_squares(resid, start, bounds=(lo, hi))
+    if not fit.success:
+        return nan
+    _, _, _, sa, sb, pa = fit.x
+    if sb > sa:
+        sa, sb, pa = sb, sa, pa + np.pi / 2
+    pa = (pa + np.pi / 2) % np.pi - np.pi / 2
+    return float(sa * FWHM_PER_SIGMA * cell_rad), float(sb * FWHM_PER_SIGMA * cell_rad), float(pa)
+
+
+def associate(*, cat_ra_deg: np.ndarray, cat_dec_deg: np.ndarray, ra_deg: np.ndarray, dec_deg: np.ndarray,
+              radius_arcsec: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each detection (``ra_deg``, ``dec_deg`` (n,)), the index of the nearest catalogue
+    source (``cat_ra_deg``, ``cat_dec_deg`` (m,)) within ``radius_arcsec`` (-1: none) and the
+    separation (arcsec). When two detections take one source, the nearer keeps it."""
+    n = np.asarray(ra_deg).size
+    if n == 0 or np.asarray(cat_ra_deg).size == 0:
+        return np.full(n, -1), np.full(n, np.inf)
+    det = SkyCoord(ra=np.asarray(ra_deg) * u.deg, dec=np.asarray(dec_deg) * u.deg)
+    cat = SkyCoord(ra=np.asarray(cat_ra_deg) * u.deg, dec=np.asarray(cat_dec_deg) * u.deg)
+    idx, sep, _ = det.match_to_catalog_sky(cat)
+    sep = sep.to_value(u.arcsec)
+    idx = np.where(sep <= radius_arcsec, idx, -1)
+    for k in np.unique(idx[idx >= 0]):
+        takers = np.flatnonzero(idx == k)
+        if takers.size > 1:
+            idx[takers[takers != takers[np.argmin(sep[takers])]]] = -1
+    return idx, sep
+
+
+def refine_position(*, sum_vec: np.ndarray, weight: float, ra_deg: float, dec_deg: float,
+                    sigma_arcsec: float) -> tuple[np.ndarray, float, float, float, float]:
+    """Add one detection at (``ra_deg``, ``dec_deg``) with positional error ``sigma_arcsec``
+    to a source's weighted sum of unit vectors ``sum_vec`` (3,) and weight (sum of 1/sigma²,
+    arcsec⁻²). Returns the new (sum_vec, weight, ra_deg, dec_deg, error_arcsec): the
+    inverse-variance weighted mean direction and its error 1/sqrt(weight)."""
+    w = 1.0 / sigma_arcsec**2
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    vec = np.asarray(sum_vec, float) + w * np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    weight = weight + w
+    unit = vec / np.linalg.norm(vec)
+    return (vec, float(weight), float(np.degrees(np.arctan2(unit[1], unit[0])) % 360.0),
+            float(np.degrees(np.arcsin(np.clip(unit[2], -1, 1)))), float(1.0 / np.sqrt(weight)))
 
 
 def catalogue_in_field(*, catalogue: PointSources, wcs: WCS, pb: np.ndarray, min_pb: float,

@@ -72,6 +72,7 @@ class ClusterMode:
             self.outcomes[gid]["worker"] = f"{outcome.worker} (pid {outcome.pid})"
             self.cluster.completed_times.append(time.time())
             self._release_slot(done)
+            await self._after_group(done)
         finally:
             self._remote.pop(gid, None)
             self._remote_done.set()

@@ -126,6 +126,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self._remote_done = asyncio.Event()
         self.catalogue = None  # the sky catalogue (loaded at open)
         self.qa: QARecorder | None = None  # records what QA the stages left (made at open)
+        self._post_group: set[str] = set()  # groups whose catalogue/mosaic update runs (drain waits)
         self.backends: dict[str, dict] = {}  # stage → its chosen backend and self-check (made at open)
 
     # ---- set-up -------------------------------------------------------------------------------

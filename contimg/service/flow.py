@@ -201,6 +201,7 @@ class TaskFlow:
             self._current["writer"] = work
             if await self._run_stage(work, "write", self.workers["write"].run):
                 self._record_completed(work)
+                await self._after_group(work)
             self._current["writer"] = None
 
     async def _run_stage(self, work: GroupWork, stage: str, runner) -> bool:
@@ -234,6 +235,6 @@ class TaskFlow:
             await self._sleep(0.2)
             if self.input_done.is_set():
                 self._close_timed_out(input_exhausted=True)
-                if not self.ingest.busy() and not self.in_hand:
+                if not self.ingest.busy() and not self.in_hand and not self._post_group:
                     log.info("queue empty: stopping")
                     self.stopping.set()

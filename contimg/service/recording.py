@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
+from functools import partial
 
 import numpy as np
 
@@ -77,6 +79,33 @@ class Recording:
         log.info("group %s: completed (%s) in %.1f s", gid, ", ".join(f"{k} {v:.1f}" for k, v in
                                                                       work.timings_s.items()),
                  sum(work.timings_s.values()))
+
+    async def _after_group(self, work: GroupWork) -> None:
+        """After a DSA-110 group completed: the pipeline's own catalogue (forced photometry,
+        transient and variability candidates) and the running strip mosaic
+        (`contimg.pipeline.mosaic.after_group`, in the write thread); its alerts sent. A failure
+        here is logged and the group's products stand. A file group (any array, tracked fields)
+        has no place in the drift-scan strip and is left out."""
+        from contimg.pipeline.mosaic import after_group
+
+        gid = work.group_id
+        if work.kind == "file" or not (self.cfg.mosaic.enabled or self.cfg.catalogue.enabled):
+            return
+        self._post_group.add(gid)  # drain mode waits for it
+        t0 = time.perf_counter()
+        try:
+            out = await self.workers["write"].run(partial(after_group, cfg=self.cfg), self.root, gid)
+        except Exception:  # noqa: BLE001 - the group is done; its catalogue/mosaic update is not vital
+            log.exception("group %s: catalogue and mosaic update failed (the group's products stand)", gid)
+            return
+        finally:
+            self._post_group.discard(gid)
+        dt = time.perf_counter() - t0
+        self.ingest.record_metric(gid, "catalogue_mosaic", dt, attempt=work.attempt)
+        for a in out["alerts"]:
+            self.alerts.raise_alert(a["severity"], a["category"], a["message"])
+        log.info("group %s: catalogue and mosaic updated in %.1f s (%s)", gid, dt,
+                 ", ".join(f"{r['name']} {r['status']}" for r in out["mosaics"]) or "no mosaic")
 
     def _record_failed(self, work: GroupWork, stage: str, exc: Exception, seconds: float) -> None:
         """A stage raised ``exc`` here (called from its except clause: the traceback is logged)."""

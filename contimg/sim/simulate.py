@@ -4,11 +4,16 @@ and ``catalogue.csv`` (the simulated sky as a source catalogue, for QA cross-mat
 Truth file (HDF5, beside the data), in the pipeline's conventions (ascending frequency):
 - attrs: ``pointing_dec_rad`` (apparent, HA-Dec frame), ``calibrator``, ``sigma_jy`` (thermal
   noise per real/imag part of one cross-correlation), ``config`` (JSON);
-- ``sources/{name,ra_rad,dec_rad,flux_jy,spectral_index,group}`` (group -1: listed calibrators) with
-  attr ``ref_freq_hz``; ``antenna_numbers`` (nant,), ``ant1``/``ant2`` (nbl,), ``freq_hz`` (nchan,);
+- attr ``sky_mode``: ``fields`` (faint sources around each group's field centre, ``group`` = that
+  group) or ``strip`` (one fixed sky spread over the whole strip the groups drift through, with a
+  margin beyond its ends; ``group`` 0 for all of them);
+- ``sources/{name,ra_rad,dec_rad,flux_jy,spectral_index,group}`` (group -1: listed calibrators,
+  -2: the variable source, -3: the transient) with attr ``ref_freq_hz``; ``antenna_numbers`` (nant,), ``ant1``/``ant2`` (nbl,), ``freq_hz`` (nchan,);
 - ``bandpass`` (nant, nchan, npol) complex128;
 - ``variable/flux_jy`` (ngroups,) with attr ``name``: the light curve of the variable source, if
   one was asked for (its ``sources`` entry, group -2, holds the mean flux);
+- ``transient/flux_jy`` (ngroups,) with attr ``name``: the transient's flux in each group (0 but
+  in ``simulate.transient_group``), if one was asked for (``sources`` entry: group -3, mean flux);
 - ``groups/<group_id>/``: ``time_jd`` (ntime,), ``gain`` (ntime, nant, npol) complex128,
   ``rfi_mask`` (ntime, nbl, nchan) bool, ``rfi_amp_sigma`` (same shape, float32: the RFI
   amplitude in thermal sigmas), attrs ``rfi_events`` (JSON), ``has_calibrator``,
@@ -37,7 +42,7 @@ from contimg.sky.geometry import angular_separation_rad, hadec_basis, hadec_to_i
 from contimg.io.naming import subband_name
 from contimg.sky.catalogue import write_catalogue
 from contimg.sim.corrupt import inject_rfi, random_gains, thermal_sigma_jy
-from contimg.sim.sky import random_sources_around
+from contimg.sim.sky import offset_position, random_sources_around, random_sources_in_strip
 from contimg.sky.skymodel import PointSources, sky_visibilities
 from contimg.sim.uvh5 import SubbandHeader, write_subband_file
 from contimg.sky.telescope import (ARRAY_HEIGHT_M, ARRAY_LAT_RAD, ARRAY_LON_RAD, active_station_numbers,
@@ -129,25 +134,47 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
         parts.append(PointSources.from_calibrators(listed))
         group_of.append(np.full(len(listed), -1))
         avoid += [(c.ra_rad, c.dec_rad) for c in listed]
-    for g, times in enumerate(group_times):
-        ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=dec0, time_jd=float(times.mean()))
-        faint = random_sources_around(
-            rng=rng, n=cfg.n_faint_sources, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cfg.faint_radius_deg,
-            flux_range_jy=cfg.faint_flux_jy, min_separation_deg=cfg.faint_min_separation_deg, avoid=avoid,
-            ref_freq_hz=1.4e9, prefix=f"g{g:02d}s")
-        avoid += list(zip(faint.ra_rad, faint.dec_rad))
-        parts.append(faint)
-        group_of.append(np.full(len(faint), g))
     light_curve = np.asarray(cfg.variable_flux_jy, float)
+    if light_curve.size and light_curve.size != n_groups:
+        raise ValueError(f"simulate.variable_flux_jy has {light_curve.size} fluxes for {n_groups} groups")
+    events: list[tuple[str, int, float, float, np.ndarray]] = []  # name, truth group, ra, dec, flux per group
     if light_curve.size:
-        if light_curve.size != n_groups:
-            raise ValueError(f"simulate.variable_flux_jy has {light_curve.size} fluxes for {n_groups} groups")
         mid = group_times[n_groups // 2]
         ra_v, dec_v = hadec_to_icrs(ha_rad=0.0, dec_rad=dec0 + np.radians(cfg.variable_offset_deg),
                                     time_jd=float(mid.mean()))
-        parts.append(PointSources(np.array(["var000"]), np.array([ra_v % (2 * np.pi)]), np.array([dec_v]),
-                                  np.array([float(light_curve.mean())]), np.zeros(1), 1.4e9))
-        group_of.append(np.full(1, -2))
+        events.append(("var000", -2, ra_v % (2 * np.pi), dec_v, light_curve))
+    if cfg.transient_flux_jy > 0:
+        if not 0 <= cfg.transient_group < n_groups:
+            raise ValueError(f"simulate.transient_group {cfg.transient_group}: there are {n_groups} groups")
+        ra_t, dec_t = offset_position(ra_rad=centres[cfg.transient_group][0], dec_rad=centres[cfg.transient_group][1],
+                                      east_deg=cfg.transient_offset_deg[0], north_deg=cfg.transient_offset_deg[1])
+        on = np.zeros(n_groups)
+        on[cfg.transient_group] = cfg.transient_flux_jy
+        events.append(("tra000", -3, ra_t, dec_t, on))
+    if cfg.sky_mode == "strip":
+        avoid += [(e[2], e[3]) for e in events]
+        if n_groups:
+            parts.append(random_sources_in_strip(
+                rng=rng, per_deg2=cfg.strip_sources_per_deg2, ra_first_rad=centres[0][0], ra_last_rad=centres[-1][0],
+                dec_rad=float(np.mean([c[1] for c in centres])), halfwidth_deg=cfg.strip_halfwidth_deg, margin_deg=cfg.strip_margin_deg,
+                flux_range_jy=cfg.faint_flux_jy, min_separation_deg=cfg.faint_min_separation_deg, avoid=avoid,
+                ref_freq_hz=1.4e9, prefix="str"))
+            group_of.append(np.full(len(parts[-1]), 0))
+    else:
+        for g, times in enumerate(group_times):
+            ra_c, dec_c = hadec_to_icrs(ha_rad=0.0, dec_rad=dec0, time_jd=float(times.mean()))
+            faint = random_sources_around(
+                rng=rng, n=cfg.n_faint_sources, ra_rad=ra_c, dec_rad=dec_c, radius_deg=cfg.faint_radius_deg,
+                flux_range_jy=cfg.faint_flux_jy, min_separation_deg=cfg.faint_min_separation_deg, avoid=avoid,
+                ref_freq_hz=1.4e9, prefix=f"g{g:02d}s")
+            avoid += list(zip(faint.ra_rad, faint.dec_rad))
+            parts.append(faint)
+            group_of.append(np.full(len(faint), g))
+    n_fixed = sum(len(p) for p in parts)
+    for name, tag, ra_e, dec_e, curve in events:  # flat spectra; the sources entry holds the mean flux
+        parts.append(PointSources(np.array([name]), np.array([ra_e]), np.array([dec_e]),
+                                  np.array([float(curve.mean())]), np.zeros(1), 1.4e9))
+        group_of.append(np.full(1, tag))
     sources = PointSources.concat(parts) if parts else None
     source_group = np.concatenate(group_of) if group_of else np.zeros(0, int)
 
@@ -179,7 +206,7 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
     results = []
     with h5py.File(out / "truth.h5", "w") as truth:
         truth.attrs.update(pointing_dec_rad=dec0, sigma_jy=sigma, calibrator=cal.name if cal else "",
-                           config=cfg.model_dump_json())
+                           config=cfg.model_dump_json(), sky_mode=cfg.sky_mode)
         src = truth.create_group("sources")
         if sources is not None:
             for key in ("ra_rad", "dec_rad", "flux_jy", "spectral_index"):
@@ -188,9 +215,10 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
             src["group"] = source_group
             src.attrs["ref_freq_hz"] = sources.ref_freq_hz
             write_catalogue(out / "catalogue.csv", sources)
-        if light_curve.size:
-            truth["variable/flux_jy"] = light_curve
-            truth["variable"].attrs["name"] = "var000"
+        for name, _, _, _, curve in events:
+            key = "variable" if name.startswith("var") else "transient"
+            truth[f"{key}/flux_jy"] = curve
+            truth[key].attrs["name"] = name
         truth["antenna_numbers"] = ants
         truth["ant1"], truth["ant2"] = ant1, ant2
         truth["freq_hz"] = freq_desc[::-1]
@@ -200,8 +228,9 @@ def simulate(out_dir: str | Path, *, n_groups: int, cfg: SimulateConfig) -> list
             start = start.replace(microsecond=0)
             lst = Time(times, format="jd").sidereal_time("apparent", longitude=np.degrees(ARRAY_LON_RAD) * u.deg).rad
             sky_g = sources
-            if light_curve.size:  # the variable source (last) has this group's flux
-                sky_g = replace(sources, flux_jy=np.concatenate([sources.flux_jy[:-1], light_curve[g:g + 1]]))
+            if events:  # the variable and the transient (last) have this group's flux
+                sky_g = replace(sources, flux_jy=np.concatenate([sources.flux_jy[:n_fixed],
+                                                                 [e[4][g] for e in events]]))
             sky = (sky_visibilities(sources=sky_g, time_jd=times, freq_hz=freq_desc, b_enu_m=b_enu,
                                     pointing_dec_rad=dec0) if sources is not None
                    else np.zeros((times.size, ant1.size, freq_desc.size), np.complex64))

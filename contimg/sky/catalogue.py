@@ -43,7 +43,7 @@ from contimg.sky.calibrators import vla_calibrators
 from contimg.sky.skymodel import PointSources
 
 __all__ = ["COLUMNS", "DEFAULT_SPECTRAL_INDEX", "DEFAULT_REF_FREQ_HZ", "load_catalogue", "write_catalogue",
-           "resolve_catalogue", "sources_near", "table_to_sources", "catalogue_format"]
+           "resolve_catalogue", "sources_near", "table_to_sources", "catalogue_format", "position_names"]
 
 COLUMNS = ("name", "ra_deg", "dec_deg", "flux_jy", "spectral_index", "ref_freq_hz")
 DEFAULT_SPECTRAL_INDEX = -0.7  # a table without spectral indices: typical optically thin synchrotron
@@ -329,6 +329,11 @@ def table_to_sources(table, *, source: str | Path = "<table>", spectral_index: f
     else:
         names = _position_names(values["ra_deg"], values["dec_deg"])
     return _sources(source, names, values, {k: v for k, v in found.items() if v is not None})
+
+
+def position_names(ra_deg: np.ndarray, dec_deg: np.ndarray, *, prefix: str = "J") -> np.ndarray:
+    """IAU-style names from ICRS positions: ``<prefix>HHMMSS.s+DDMMSS`` (n,) str."""
+    return np.array([prefix + n[1:] for n in _position_names(ra_deg, dec_deg)])
 
 
 def _position_names(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:

@@ -171,6 +171,22 @@ class ProductsDB:
     def photometry(self, group_id: str) -> list[dict]:
         return list(self.db.query("SELECT * FROM photometry WHERE group_id = ? ORDER BY source", [group_id]))
 
+    def detections(self, group_id: str) -> list[dict]:
+        """The sources found in a group's image (pixel x, y 0-based), brightest first."""
+        return list(self.db.query("SELECT * FROM detections WHERE group_id = ? ORDER BY peak_jy DESC", [group_id]))
+
+    def candidate_sources(self) -> set[str]:
+        """The names of the sources flagged as variability candidates."""
+        return {r["source"] for r in self.db.query("SELECT source FROM variables WHERE candidate = 1")}
+
+    def restored_image_ids(self, group_ids: list[str]) -> dict[str, int]:
+        """group → the id of its restored image (where it has one)."""
+        if not group_ids:
+            return {}
+        marks = ",".join("?" * len(group_ids))
+        return {r["group_id"]: r["id"] for r in self.db.query(
+            f"SELECT rowid AS id, group_id FROM images WHERE type = 'restored' AND group_id IN ({marks})", group_ids)}
+
     def variables(self, *, candidates_only: bool = False, limit: int = 100) -> list[dict]:
         where = "WHERE candidate = 1 " if candidates_only else ""
         return list(self.db.query(f"SELECT * FROM variables {where}ORDER BY eta DESC LIMIT ?", [limit]))

@@ -8,20 +8,21 @@ import time
 from typing import Literal
 
 import numpy as np
+import zarr
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from contimg.io.store import read_zarr
 from contimg.web.context import ReprocessRefused, WebContext, context_of
 from contimg.web.metrics import prometheus_text
-from contimg.web.models import (AlertOut, FlagsOut, GroupDetail, GroupOut, ReprocessOut, StageTime, StatusOut,
+from contimg.web.models import (AlertOut, FlagsOut, FlagWaterfallOut, GroupDetail, GroupOut, ReprocessOut, StageTime, StatusOut,
                                 SubbandFileOut, TaskHealth)
 
 __all__ = ["router", "GROUP_ID"]
 
-GROUP_ID = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$"
+# a DSA-110 group (its first file's time, YYYY-MM-DDTHH:MM:SS) or a file group (the file's name)
+GROUP_ID = r"^[\w+\-.:]{1,200}$"
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False)
 
@@ -76,15 +77,43 @@ async def group(group_id: str = PathParam(pattern=GROUP_ID), ctx: WebContext = D
             "images": ctx.products.image_ids(group_id)}
 
 
-@router.get("/api/groups/{group_id}/flags", response_model=FlagsOut, summary="flag fractions of a group")
-async def group_flags(group_id: str = PathParam(pattern=GROUP_ID), ctx: WebContext = Depends(context_of)) -> FlagsOut:
+def _read_flag_summary(path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict]:
+    """Only the named (small) arrays of a ``flags.zarr``, not the full flags."""
+    grp = zarr.open_group(str(path), mode="r")
+    return {n: np.asarray(grp[n][...]) for n in names if n in grp}, dict(grp.attrs)
+
+
+def _flags_path(ctx: WebContext, group_id: str):
     path = ctx.products_root / group_id / "flags.zarr"
     if not path.is_dir():
         raise HTTPException(404, f"no flags stored for group {group_id}")
-    arrays, attrs = await ctx.run_blocking(read_zarr, path)
+    return path
+
+
+@router.get("/api/groups/{group_id}/flags", response_model=FlagsOut, summary="flag fractions of a group")
+async def group_flags(group_id: str = PathParam(pattern=GROUP_ID), ctx: WebContext = Depends(context_of)) -> FlagsOut:
+    path = _flags_path(ctx, group_id)
+    arrays, attrs = await ctx.run_blocking(_read_flag_summary, path, ("per_antenna", "per_channel"))
     per_ant = [None if not np.isfinite(x) else float(x) for x in np.asarray(arrays["per_antenna"], float)]
     return FlagsOut(group_id=group_id, fraction=float(attrs["fraction"]), per_antenna=per_ant,
                     per_channel=[float(x) for x in arrays["per_channel"]])
+
+
+@router.get("/api/groups/{group_id}/flag_waterfall", response_model=FlagWaterfallOut,
+            summary="the flagger's flagged fraction per integration and channel bin (all cross-correlations)")
+async def group_flag_waterfall(group_id: str = PathParam(pattern=GROUP_ID), bins: int = Query(192, ge=1, le=4096),
+                               ctx: WebContext = Depends(context_of)) -> FlagWaterfallOut:
+    """The flags after the flag stage, binned like the waterfall's rows (``bins`` channel bins of
+    equal channel counts, ascending frequency), over every cross-correlation and polarization."""
+    arrays, _ = await ctx.run_blocking(_read_flag_summary, _flags_path(ctx, group_id), ("per_time_channel",))
+    if "per_time_channel" not in arrays:
+        raise HTTPException(404, f"group {group_id}'s flags have no per-time-channel summary")
+    ptc = np.asarray(arrays["per_time_channel"], float)  # (ntime, nchan)
+    nchan = ptc.shape[1]
+    nb = min(bins, nchan)
+    edges = np.linspace(0, nchan, nb + 1).astype(int)
+    binned = np.add.reduceat(ptc, edges[:-1], axis=1) / np.diff(edges)[None, :]
+    return FlagWaterfallOut(group_id=group_id, flagged=np.round(binned, 4).tolist())
 
 
 @router.get("/api/alerts", response_model=list[AlertOut], summary="recent alerts, newest first")

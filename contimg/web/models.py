@@ -136,6 +136,11 @@ class FlagsOut(BaseModel):
     per_channel: list[float]
 
 
+class FlagWaterfallOut(BaseModel):
+    group_id: str
+    flagged: list[list[float]]  # (ntime, nbins) in [0, 1]
+
+
 class QAOut(BaseModel):
     group_id: str
     flag_fraction: float | None
@@ -207,3 +212,95 @@ class ReprocessOut(BaseModel):
     group_id: str
     from_stage: str
     state: str
+
+
+class ImageMetaOut(BaseModel):
+    """What the image viewer needs of an image: size, the SIN projection's keywords, statistics."""
+
+    id: int
+    group_id: str
+    type: str
+    nx: int
+    ny: int
+    step: int = Field(description="the whole image goes to the viewer as every step-th pixel (1 up to 2048²)")
+    bunit: str
+    ctype1: str
+    ctype2: str
+    crval1: float
+    crval2: float
+    crpix1: float
+    crpix2: float
+    cdelt1: float
+    cdelt2: float
+    freq_hz: float
+    date_obs: str
+    bmaj_deg: float | None
+    bmin_deg: float | None
+    bpa_deg: float | None
+    min: float
+    max: float
+    p0_5: float
+    p1: float
+    median: float
+    p99: float
+    p99_5: float
+    p99_9: float
+    rms_mad: float
+
+
+class OverlaySource(BaseModel):
+    source: str
+    x: float
+    y: float
+    ra_deg: float
+    dec_deg: float
+    flux_jy: float
+    err_jy: float
+    catalogue_flux_jy: float
+    candidate: bool
+
+
+class OverlayFound(BaseModel):
+    x: float
+    y: float
+    ra_deg: float
+    dec_deg: float
+    peak_jy: float
+    snr: float
+    match: str
+
+
+class OverlayOut(BaseModel):
+    image_id: int
+    group_id: str
+    catalogue: list[OverlaySource]
+    found: list[OverlayFound]
+
+
+class SourcePoint(BaseModel):
+    group_id: str
+    mid_mjd: float
+    flux_jy: float
+    err_jy: float
+    noise_jy: float
+    pb: float
+    catalogue_flux_jy: float
+    x: float
+    y: float
+    image_id: int | None
+
+
+class SourceStats(BaseModel):
+    n: int
+    mean_flux_jy: float | None
+    eta: float | None
+    v: float | None
+    candidate: bool
+
+
+class SourceOut(BaseModel):
+    source: str
+    ra_deg: float
+    dec_deg: float
+    points: list[SourcePoint]
+    stats: SourceStats | None

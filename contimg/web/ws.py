@@ -1,11 +1,13 @@
 """WebSockets: ``/ws/status`` pushes the status bus, ``/ws/waterfall`` the waterfall rows of the
-selection a client asks for."""
+selection a client asks for: first a ``window`` message (how much history the page keeps), the
+rows of the last ``web.waterfall_history_s`` of data, then each new group's rows as it is read."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from collections import OrderedDict
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -17,8 +19,22 @@ __all__ = ["router"]
 router = APIRouter()
 
 
+_texts: OrderedDict[int, tuple[object, str]] = OrderedDict()  # id → (waterfall event, its JSON), the latest 64
+
+
 def _text(event) -> str:
-    return json.dumps(event.to_dict(), default=float)
+    """The event as JSON; a waterfall event (large, sent to every client watching its selection
+    and again to each page that opens within the history window) is encoded once."""
+    if event.type != "waterfall":
+        return json.dumps(event.to_dict(), default=float)
+    hit = _texts.get(id(event))
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    text = json.dumps(event.to_dict(), default=float)
+    _texts[id(event)] = (event, text)
+    while len(_texts) > 64:
+        _texts.popitem(last=False)
+    return text
 
 
 async def _pump(ws: WebSocket, sub) -> None:
@@ -80,9 +96,16 @@ async def ws_waterfall(ws: WebSocket, select: str = "avg", pol: str = "XX") -> N
     ctx.ws_clients += 1
 
     async def send_latest():
-        latest = ctx.last_waterfall(current["key"])
-        if latest is not None:
-            await ws.send_text(_text(latest))
+        """The selection's window of history (``web.waterfall_history_s`` of data), oldest first;
+        at least the latest group's rows."""
+        await ws.send_text(json.dumps({"type": "window", "window_s": ctx.cfg.waterfall_history_s,
+                                       "select": current["key"][0], "pol": current["key"][1]}))
+        events = ctx.bus.waterfalls.events(current["key"])
+        if not events:
+            latest = ctx.last_waterfall(current["key"])
+            events = [latest] if latest is not None else []
+        for e in events:
+            await ws.send_text(_text(e))
 
     async def sender():
         while True:

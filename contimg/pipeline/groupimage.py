@@ -1,0 +1,50 @@
+"""One processed group's images as the mosaics and the catalogue read them back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.wcs import WCS
+
+from contimg.imaging.storage import load_imageset
+from contimg.qa.sources import image_wcs
+
+__all__ = ["GroupImage", "load_group_image"]
+
+
+@dataclass
+class GroupImage:
+    """One group's images as the mosaic and the catalogue use them (all (ny, nx) float32)."""
+
+    group_id: str
+    restored: np.ndarray  # apparent, Jy/beam
+    residual: np.ndarray
+    pb: np.ndarray  # the group-averaged primary beam
+    noise_jy: float  # robust RMS of the residual
+    wcs: WCS
+    beam_rad: tuple[float, float, float]
+    cell_rad: float
+    freq_hz: float
+    bandwidth_hz: float
+    ra_rad: float
+    dec_rad: float
+    time_start_jd: float
+    time_mid_jd: float
+
+    @property
+    def mid_mjd(self) -> float:
+        return self.time_mid_jd - 2400000.5
+
+
+def load_group_image(root: str | Path, group_id: str) -> GroupImage:
+    """The images of a processed group, from ``<root>/products/<group_id>/image.zarr``."""
+    imgs, _ = load_imageset(Path(root) / "products" / group_id / "image.zarr")
+    npix = imgs.images["restored"].shape[0]
+    return GroupImage(group_id=group_id, restored=imgs.images["restored"], residual=imgs.images["residual"],
+                      pb=imgs.images["pb"], noise_jy=float(imgs.noise_jy),
+                      wcs=image_wcs(npix=npix, cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad),
+                      beam_rad=tuple(imgs.beam_rad), cell_rad=imgs.cell_rad, freq_hz=imgs.freq_hz,
+                      bandwidth_hz=imgs.bandwidth_hz, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad,
+                      time_start_jd=imgs.time_start_jd, time_mid_jd=imgs.time_mid_jd)

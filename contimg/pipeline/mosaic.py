@@ -1,0 +1,372 @@
+"""Strip mosaics of a root's groups: the running span mosaic updated after each group, and
+mosaics built after the fact (`build_mosaic`, what ``contimg mosaic`` calls).
+
+Each completed group's ``image.zarr`` (restored and residual images, averaged primary beam,
+measured noise) is added to the sums (`contimg.mosaic.MosaicSums`) of the span it belongs to:
+spans are ``mosaic.span_hours`` long, aligned to 00:00 UTC, a group belonging to the span of its
+mid-time. A span's grid (`contimg.mosaic.strip_header`) is fixed when its first group arrives:
+SIN about the meridian's RA at the span's mid-time and the images' declination, as wide as the
+span's drift plus one image, as tall as one image. A group is also added to a neighbouring
+span whose grid its image reaches, so the spans' edges are as deep as their middles.
+
+Files, under ``<root>/mosaics/<name>/``: ``sums.zarr`` (the running sums, float32, the grid's
+header and the groups in them: a restart goes on from them) and ``<name>.zarr`` (the planes of
+`contimg.mosaic.finish_mosaic`: ``image`` (Jy/beam, primary-beam corrected), ``residual``,
+``noise`` (1/sqrt(W), Jy/beam), ``pb_weight`` (sqrt(sum B²)), ``weight``; the FITS header in its
+attributes), both chunked along RA: a group's update reads and writes only the columns its image
+covers, so the cost and the memory of an update do not grow with the span. Once complete,
+``<name>.image.fits``, ``<name>.residual.fits``, ``<name>.noise.fits`` and ``<name>.pbweight.fits``
+(full WCS, written under a temporary name and renamed). The ``mosaics`` row
+(`contimg.state.mosaics`) is written after the files. The group list of a store is updated after
+its arrays: a crash in between adds that group again when it is re-run (rebuild the span with
+`build_span_mosaics` if that happened).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import zarr
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from contimg.config import Config
+from contimg.io.fits import write_fits
+from contimg.io.store import read_zarr
+from contimg.mosaic import MosaicSums, add_image, finish_mosaic, footprint_box, strip_header
+from contimg.pipeline.groupimage import GroupImage, load_group_image
+from contimg.state.mosaics import MosaicsDB
+from contimg.state.products import ProductsDB
+
+log = logging.getLogger(__name__)
+
+__all__ = ["span_of", "update_running_mosaic", "build_mosaic",
+           "build_span_mosaics", "mosaic_paths"]
+
+SIDEREAL_RATE = 1.00273790935  # sidereal days per solar day
+MJD_UNIX_EPOCH = datetime(1858, 11, 17)
+PLANES = ("restored", "residual")
+CHUNK_X = 512  # columns per Zarr chunk of a mosaic's stores
+PREVIOUS_GROUPS = 4  # a new span takes in this many of the previous span's last groups (those reaching its grid)
+
+
+def span_of(mid_mjd: float, span_hours: float) -> tuple[int, float, float]:
+    """(index, start MJD, end MJD) of the span holding ``mid_mjd`` (spans aligned to 00:00 UTC)."""
+    day = np.floor(mid_mjd)
+    k = int(np.floor((mid_mjd - day) * 24.0 / span_hours))
+    start = day + k * span_hours / 24.0
+    return int(day) * 1000 + k, float(start), float(min(start + span_hours / 24.0, day + 1.0))
+
+
+def _span_name(start_mjd: float, span_hours: float) -> str:
+    start = MJD_UNIX_EPOCH + timedelta(days=start_mjd)
+    return f"span_{start:%Y%m%dT%H%M}_{span_hours:g}h"
+
+
+def mosaic_paths(root: str | Path, name: str) -> dict[str, Path]:
+    folder = Path(root) / "mosaics" / name
+    return {"folder": folder, "sums": folder / "sums.zarr", "image": folder / f"{name}.image.fits",
+            "residual": folder / f"{name}.residual.fits", "noise": folder / f"{name}.noise.fits",
+            "pb_weight": folder / f"{name}.pbweight.fits", "zarr": folder / f"{name}.zarr"}
+
+
+def _grid_for(img: GroupImage, *, start_mjd: float, end_mjd: float, cell_rad: float) -> fits.Header:
+    """The grid of a mosaic covering the meridian's drift from ``start_mjd`` to ``end_mjd`` at
+    ``img``'s declination, plus one image side, from ``img``'s centre and time."""
+    turns = lambda mjd: (mjd - img.mid_mjd) * SIDEREAL_RATE * 2 * np.pi  # noqa: E731
+    ra_mid = (img.ra_rad + turns(0.5 * (start_mjd + end_mjd))) % (2 * np.pi)
+    side = img.restored.shape[0] * img.cell_rad
+    width = abs(turns(end_mjd) - turns(start_mjd)) * np.cos(img.dec_rad) + side
+    return strip_header(ra_rad=ra_mid, dec_rad=img.dec_rad, width_rad=width, height_rad=side, cell_rad=cell_rad,
+                        freq_hz=img.freq_hz, bandwidth_hz=img.bandwidth_hz,
+                        time_start_jd=start_mjd + 2400000.5, time_mid_jd=0.5 * (start_mjd + end_mjd) + 2400000.5,
+                        beam_rad=img.beam_rad)
+
+
+def _shape(header: fits.Header) -> tuple[int, int]:
+    return int(header["NAXIS2"]), int(header["NAXIS1"])
+
+
+def _create_store(path: Path, header: fits.Header, attrs: dict, arrays: dict[str, np.dtype]) -> None:
+    """A Zarr group of zero arrays on the grid of ``header`` (chunked along RA, so a group's
+    update reads and writes only the columns it covers), made under a temporary name."""
+    shape = _shape(header)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grp = zarr.open_group(str(tmp), mode="w")
+    for key, dtype in arrays.items():
+        grp.create_array(key, shape=shape, chunks=(shape[0], min(CHUNK_X, shape[1])), dtype=dtype, fill_value=0)
+    grp.attrs.update({**attrs, "groups": [], "header": header.tostring()})
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _sums_arrays() -> dict[str, np.dtype]:
+    return {**{f"num_{p}": np.float32 for p in PLANES}, "weight": np.float32, "pb2": np.float32, "count": np.int16}
+
+
+def _open_store(path: Path) -> tuple[zarr.Group, fits.Header, dict]:
+    grp = zarr.open_group(str(path), mode="r+")
+    attrs = dict(grp.attrs)
+    return grp, fits.Header.fromstring(attrs["header"]), attrs
+
+
+def _read_sums(grp: zarr.Group, box: tuple[int, int, int, int] | None = None) -> MosaicSums:
+    sl = (slice(None), slice(None)) if box is None else (slice(box[0], box[1]), slice(box[2], box[3]))
+    return MosaicSums(num={p: grp[f"num_{p}"][sl] for p in PLANES}, weight=grp["weight"][sl], pb2=grp["pb2"][sl],
+                      count=grp["count"][sl], images=list(grp.attrs["groups"]))
+
+
+def _add(path: Path, img: GroupImage, cfg: Config) -> tuple[int, int, int, int] | None:
+    """Add one group's images to the sums stored at ``path``, reading and writing only the
+    box of the grid they cover; the box (None: the image misses the grid)."""
+    grp, header, attrs = _open_store(path)
+    wcs = WCS(header).celestial
+    box = footprint_box(wcs_in=img.wcs, shape_in=img.pb.shape, wcs_out=wcs, shape_out=_shape(header))
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    sums = _read_sums(grp, box)
+    add_image(sums, planes={"restored": img.restored, "residual": img.residual}, pb=img.pb, noise_jy=img.noise_jy,
+              wcs_in=img.wcs, wcs_out=wcs[y0:y1, x0:x1], pb_cutoff=cfg.mosaic.pb_cutoff,
+              order=cfg.mosaic.interpolation)
+    for p in PLANES:
+        grp[f"num_{p}"][y0:y1, x0:x1] = sums.num[p]
+    grp["weight"][y0:y1, x0:x1] = sums.weight
+    grp["pb2"][y0:y1, x0:x1] = sums.pb2
+    grp["count"][y0:y1, x0:x1] = sums.count
+    grp.attrs["groups"] = list(attrs["groups"]) + [img.group_id]  # last: a crash before it re-adds the group
+    return box
+
+
+def _planes_header(header: fits.Header, name: str, n_images: int, cfg: Config) -> fits.Header:
+    h = header.copy()
+    h["OBJECT"] = name
+    h["NIMAGES"] = (n_images, "group images in the mosaic")
+    h["PBCUTOFF"] = cfg.mosaic.pb_cutoff
+    h["BTYPE"] = "Intensity"
+    return h
+
+
+def _update_planes(root: Path, name: str, box: tuple[int, int, int, int] | None, cfg: Config) -> None:
+    """The mosaic's planes (`finish_mosaic`) in ``<name>.zarr``, over ``box`` (None: all)."""
+    paths = mosaic_paths(root, name)
+    grp, header, _ = _open_store(paths["sums"])
+    sums = _read_sums(grp, box)
+    planes = finish_mosaic(sums)
+    planes = {"image": planes["restored"], **{k: v for k, v in planes.items() if k != "restored"}}
+    if not paths["zarr"].is_dir():
+        _create_store(paths["zarr"], header, {"kind": "", "groups": []}, {k: np.float32 for k in planes})
+    out = zarr.open_group(str(paths["zarr"]), mode="r+")
+    sl = (slice(None), slice(None)) if box is None else (slice(box[0], box[1]), slice(box[2], box[3]))
+    for key, plane in planes.items():
+        out[key][sl] = plane
+    out.attrs.update({"groups": sums.images, "header": _planes_header(header, name, len(sums.images), cfg).tostring()})
+
+
+def _record(root: Path, name: str, *, kind: str, status: str, cfg: Config, db: MosaicsDB) -> dict:
+    """Write the FITS products of a complete mosaic (the planes read back from its Zarr) and
+    upsert its row; a running mosaic gets its row only (its planes are in the Zarr)."""
+    paths = mosaic_paths(root, name)
+    grp, header, attrs = _open_store(paths["sums"])
+    groups = list(attrs["groups"])
+    h = _planes_header(header, name, len(groups), cfg)
+    noise_stats = (None, None)
+    fits_paths = {"image_path": "", "noise_path": "", "weight_path": ""}
+    if status == "complete":
+        planes, _ = read_zarr(paths["zarr"])
+        write_fits(paths["image"], image=planes["image"], header=h)
+        write_fits(paths["residual"], image=planes["residual"], header=h)
+        hn = h.copy()
+        hn["BTYPE"] = "Noise"
+        write_fits(paths["noise"], image=planes["noise"], header=hn)
+        hw = h.copy()
+        hw["BUNIT"], hw["BTYPE"] = "", "PrimaryBeamWeight"
+        write_fits(paths["pb_weight"], image=planes["pb_weight"], header=hw)
+        fits_paths = {"image_path": str(paths["image"]), "noise_path": str(paths["noise"]),
+                      "weight_path": str(paths["pb_weight"])}
+        noise = planes["noise"][np.isfinite(planes["noise"]) & (planes["noise"] > 0)]
+        if noise.size:
+            noise_stats = (float(np.median(noise)), float(noise.min()))
+    ra, dec = WCS(h).celestial.wcs.crval
+    ny, nx = _shape(h)
+    cell = abs(float(h["CDELT1"]))
+    row = dict(kind=kind, status=status, start_mjd=float(attrs["start_mjd"]), end_mjd=float(attrs["end_mjd"]),
+               ra_deg=float(ra), dec_deg=float(dec), width_deg=nx * cell, height_deg=ny * cell,
+               cell_arcsec=cell * 3600, noise_median_jy=noise_stats[0], noise_min_jy=noise_stats[1],
+               zarr_path=str(paths["zarr"]), **fits_paths)
+    db.upsert(name=name, groups=groups, **row)
+    return {"name": name, **row, "groups": sorted(groups)}
+
+
+def _completed_groups(root: Path) -> list[dict]:
+    products = ProductsDB(root / "state" / "products.sqlite3")
+    try:
+        return [g for g in products.groups() if g.get("status") == "completed" and g.get("mid_mjd") is not None]
+    finally:
+        products.close()
+
+
+def _new_span(root: Path, name: str, img: GroupImage, s0: float, s1: float, cfg: Config) -> None:
+    cell = np.radians(cfg.mosaic.cell_arcsec / 3600) if cfg.mosaic.cell_arcsec else img.cell_rad
+    header = _grid_for(img, start_mjd=s0, end_mjd=s1, cell_rad=cell)
+    _create_store(mosaic_paths(root, name)["sums"], header, {"start_mjd": s0, "end_mjd": s1}, _sums_arrays())
+
+
+def _rebuild(root: Path, name: str, group_ids: list[str], cfg: Config, replace: dict[str, GroupImage]) -> None:
+    """The sums of ``name`` made again from its groups' stored images (a reprocessed group)."""
+    path = mosaic_paths(root, name)["sums"]
+    _, header, attrs = _open_store(path)
+    _create_store(path, header, {"start_mjd": attrs["start_mjd"], "end_mjd": attrs["end_mjd"]}, _sums_arrays())
+    for gid in group_ids:
+        _add(path, replace.get(gid) or load_group_image(root, gid), cfg)
+
+
+def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image: GroupImage | None = None) -> list[dict]:
+    """Add a completed group to the running mosaic of its span (and to a neighbouring span's
+    whose grid its image reaches): only the columns of the grid it covers are read and written
+    (the sums and the ``<name>.zarr`` planes); the rows written.
+
+    What the service calls after each completed group (when ``mosaic.enabled``). A new span
+    takes in the previous span's last groups that reach its grid. A group already in a span (a
+    reprocessed group) rebuilds that span from its groups' stored images. Spans that end before
+    this group's span starts are completed: their FITS products are written and their rows say
+    ``complete``."""
+    root = Path(root)
+    img = image or load_group_image(root, group_id)
+    hours = cfg.mosaic.span_hours
+    k, start, end = span_of(img.mid_mjd, hours)
+    db = MosaicsDB(root / "state" / "products.sqlite3")
+    written = []
+    try:
+        for kk, s0, s1 in ((k, start, end), span_of(start - 1e-6, hours), span_of(end + 1e-6, hours)):
+            name = _span_name(s0, hours)
+            path = mosaic_paths(root, name)["sums"]
+            if not path.is_dir():
+                if kk != k:
+                    continue  # a neighbour span that has no group of its own yet
+                _new_span(root, name, img, s0, s1, cfg)
+                prev = db.get(_span_name(span_of(s0 - 1e-6, hours)[1], hours))
+                for gid in sorted(prev["groups"] if prev else [])[-PREVIOUS_GROUPS:]:
+                    if gid != group_id and (root / "products" / gid / "image.zarr").is_dir():
+                        _add(path, load_group_image(root, gid), cfg)
+                box = None
+            else:
+                box = False
+            _, _, attrs = _open_store(path)
+            if group_id in attrs["groups"]:
+                _rebuild(root, name, list(attrs["groups"]), cfg, replace={group_id: img})
+                box = None
+            else:
+                added = _add(path, img, cfg)
+                if added is None:
+                    continue
+                box = None if box is None else added
+            _update_planes(root, name, box, cfg)
+            row = db.get(name)
+            status = row["status"] if row is not None else "running"  # a reprocessed group keeps a closed span closed
+            if status == "complete":
+                _update_planes(root, name, None, cfg)
+            written.append(_record(root, name, kind="span", status=status, cfg=cfg, db=db))
+        for row in db.running():
+            if row["kind"] == "span" and row["end_mjd"] <= start:
+                _update_planes(root, row["name"], None, cfg)
+                _record(root, row["name"], kind="span", status="complete", cfg=cfg, db=db)
+    finally:
+        db.close()
+    return written
+
+
+def build_mosaic(root: str | Path, *, cfg: Config, start_mjd: float | None = None, end_mjd: float | None = None,
+                 groups: list[str] | None = None, name: str | None = None) -> dict:
+    """Build one mosaic from a root after the fact (what ``contimg mosaic`` calls): the
+    completed groups named in ``groups``, else those whose mid-time lies in
+    [``start_mjd``, ``end_mjd``) (all when None), onto a grid covering their drift. Writes the
+    products under ``<root>/mosaics/<name>/`` and a ``custom`` row; returns that row (with the
+    product paths). ValueError when no completed group is selected."""
+    root = Path(root)
+    rows = _completed_groups(root)
+    if groups is not None:
+        rows = [r for r in rows if r["group_id"] in set(groups)]
+    else:
+        rows = [r for r in rows if (start_mjd is None or r["mid_mjd"] >= start_mjd)
+                and (end_mjd is None or r["mid_mjd"] < end_mjd)]
+    if not rows:
+        raise ValueError(f"{root}: no completed group to mosaic"
+                         + (f" among {groups}" if groups is not None else f" with mid-time in [{start_mjd}, {end_mjd})"))
+    rows.sort(key=lambda r: r["mid_mjd"])
+    first = load_group_image(root, rows[0]["group_id"])
+    half = 0.5 * (rows[0]["end_mjd"] - rows[0]["start_mjd"]) if rows[0].get("end_mjd") else 0.0
+    s0, s1 = rows[0]["mid_mjd"] - half, rows[-1]["mid_mjd"] + half
+    name = name or f"mosaic_{rows[0]['group_id'].replace(':', '')}_{len(rows)}g"
+    paths = mosaic_paths(root, name)
+    shutil.rmtree(paths["zarr"], ignore_errors=True)
+    _new_span(root, name, first, s0, s1, cfg)
+    for r in rows:
+        _add(paths["sums"], first if r["group_id"] == first.group_id else load_group_image(root, r["group_id"]), cfg)
+    _update_planes(root, name, None, cfg)
+    db = MosaicsDB(root / "state" / "products.sqlite3")
+    try:
+        return _record(root, name, kind="custom", status="complete", cfg=cfg, db=db)
+    finally:
+        db.close()
+
+
+def build_span_mosaics(root: str | Path, *, cfg: Config) -> list[dict]:
+    """Every span's fixed mosaic of a root's completed groups, rebuilt from their images (the
+    archive path; the service builds the same spans group by group). The rows written."""
+    root = Path(root)
+    rows = sorted(_completed_groups(root), key=lambda r: r["mid_mjd"])
+    for old in (root / "mosaics").glob("span_*"):
+        shutil.rmtree(old)
+    out = {}
+    for r in rows:
+        for row in update_running_mosaic(root, r["group_id"], cfg=cfg):
+            out[row["name"]] = row
+    db = MosaicsDB(root / "state" / "products.sqlite3")
+    try:
+        for name in out:
+            _update_planes(root, name, None, cfg)
+            out[name] = _record(root, name, kind="span", status="complete", cfg=cfg, db=db)
+    finally:
+        db.close()
+    return list(out.values())
+
+
+def after_group(root: str | Path, group_id: str, *, cfg: Config) -> dict:
+    """What the service runs after each completed group (in a worker thread; it touches only
+    files under ``root`` and the products DB): the catalogue, forced photometry and transient
+    search of `contimg.pipeline.catalogue.update_catalogue` (when ``catalogue.enabled``), then
+    the running span mosaic (when ``mosaic.enabled``); a span that this group closed (every
+    earlier span) is searched for sources too. Returns ``catalogue`` (that summary or None),
+    ``mosaics`` (rows written), ``closed`` (spans marked complete) and ``alerts`` (dicts with
+    ``severity``, ``category``, ``message``) for the service to send and publish."""
+    from contimg.pipeline.catalogue import update_catalogue, update_catalogue_from_mosaic
+
+    root = Path(root)
+    img = load_group_image(root, group_id)
+    out = {"catalogue": None, "mosaics": [], "closed": [], "alerts": []}
+    if cfg.catalogue.enabled:
+        out["catalogue"] = update_catalogue(root, group_id, cfg=cfg, image=img)
+        out["alerts"] += out["catalogue"]["alerts"]
+    if cfg.mosaic.enabled:
+        db = MosaicsDB(root / "state" / "products.sqlite3")
+        try:
+            before = {r["name"] for r in db.running()}
+        finally:
+            db.close()
+        out["mosaics"] = update_running_mosaic(root, group_id, cfg=cfg, image=img)
+        db = MosaicsDB(root / "state" / "products.sqlite3")
+        try:
+            out["closed"] = sorted(before - {r["name"] for r in db.running()})
+        finally:
+            db.close()
+        if cfg.catalogue.enabled:
+            for name in out["closed"]:
+                update_catalogue_from_mosaic(root, name, cfg=cfg)
+    return out
