@@ -152,6 +152,7 @@ def test_status_speaks_an_operators_words(run_root, capsys):
     stage_line = next(line for line in out.splitlines() if line.startswith("median stage time: "))
     names = {item.split()[0] for item in stage_line.removeprefix("median stage time: ").split(", ")}
     assert names == STAGES
+    assert "after each group: catalogue and mosaic update" in out  # the service's after-group hook, timed
     assert "batch (stops when the queue is empty)" in out
     assert "event-loop delay (max)" in out and "garbage-collection pause (max)" in out
     assert f"configuration: test ({run_root / 'state' / 'config.json'})" in out
