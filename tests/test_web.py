@@ -112,6 +112,9 @@ def test_groups_images_and_files(web):
     assert qa[0]["group_id"] == gid and qa[0]["noise_jy"] > 0 and 0 < qa[0]["flag_fraction"] < 1
     metrics = httpx.get(st.url + "/api/metrics").text
     assert 'contimg_groups{state="completed"} 1.0' in metrics and "contimg_stage_seconds_total" in metrics
+    # each stage's backend as the service chose it at start-up (no device here: the CPU, unchecked)
+    for stage in ("flag", "calibrate", "image"):
+        assert f'contimg_stage_on_device{{checked="false",requested="auto",stage="{stage}"}} 0.0' in metrics, metrics
     assert isinstance(httpx.get(st.url + "/api/alerts").json(), list)
 
 

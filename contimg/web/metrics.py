@@ -45,6 +45,17 @@ class _ServiceCollector:
         for q, n in doc["queues"].items():
             inmem.add_metric([q], n)
         yield inmem
+        backend = GaugeMetricFamily("contimg_stage_on_device", "1 if the stage runs on the GPU, 0 on the CPU "
+                                    "(chosen at start-up after its self-check)", labels=["stage", "requested", "checked"])
+        figures = GaugeMetricFamily("contimg_selfcheck_figure", "a stage's self-check: its device path against the "
+                                    "CPU twin (limit: the figure's own limit)", labels=["stage", "figure", "what"])
+        for stage, c in (doc.get("backends") or {}).items():
+            backend.add_metric([stage, c["requested"], str(bool(c["checked"])).lower()], float(c["backend"] == "gpu"))
+            for name, f in (c.get("figures") or {}).items():
+                figures.add_metric([stage, name, "value"], f["value"])
+                figures.add_metric([stage, name, "limit"], f["limit"])
+        yield backend
+        yield figures
 
 
 def prometheus_text(ctx: WebContext) -> str:
