@@ -54,7 +54,7 @@ def _shot(page, name: str, *, doc: bool = False, **kw) -> None:
 
 class ReplayServiceThread(ServiceThread):
     """The service with a replay feeder beside its tasks (as `contimg replay` runs one: the task
-    ``extra0``), delivering the groups' files into incoming/ at ``speed``× their cadence."""
+    ``replay_feeder``), delivering the groups' files into incoming/ at ``speed``× their cadence."""
 
     def __init__(self, root: Path, cfg, files, *, speed: float):
         super().__init__(root, cfg)
@@ -80,7 +80,7 @@ class ReplayServiceThread(ServiceThread):
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
             self.go = asyncio.Event()
-            self.code = self.loop.run_until_complete(svc.run(feeder))
+            self.code = self.loop.run_until_complete(svc.run(replay_feeder=feeder))
         except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
             self.error = exc
 
@@ -209,7 +209,7 @@ def test_live_page_during_a_replay(tmp_path, sim_dir):
                 expect(page.locator(e)).to_be_hidden()
 
             # ---- the replay feeder finished: named as such, not a red "stopped"
-            feeder = page.locator('#tasks tr[data-task="extra0"]')
+            feeder = page.locator('#tasks tr[data-task="replay_feeder"]')
             expect(feeder).to_contain_text("replay feeder", timeout=20_000)
             expect(feeder.locator(".pill")).to_have_text("finished")
             assert "bad" not in feeder.locator(".pill").get_attribute("class")

@@ -254,7 +254,7 @@ def run_replay(in_dir: str | Path, *, root: str | Path, cfg: Config, speed: floa
             await svc._sleep(0.1)
         svc.input_done.set()
 
-    asyncio.run(svc.run(feeder))
+    asyncio.run(svc.run(replay_feeder=feeder))
     svc.ingest, svc.products = _reopen(root, cfg)
     try:
         gids = _groups_of(svc, delivered)

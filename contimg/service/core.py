@@ -214,9 +214,10 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
                      f" ({why})" if why else "")
             self.stopping.set()
 
-    async def run(self, *extra: Callable[[], Awaitable]) -> int:
+    async def run(self, *extra: Callable[[], Awaitable], **named: Callable[[], Awaitable]) -> int:
         """Run until stopped (serve) or drained; returns the exit code. ``extra`` coroutine
-        factories (a replay feeder) run beside the tasks, supervised too."""
+        factories run beside the tasks, supervised too, as tasks ``extra0``, ``extra1``...;
+        ``named`` ones under their keyword (``replay_feeder=...``: what status and the page show)."""
         loop = asyncio.get_running_loop()
         self.bus.bind(loop)
         prefetch = self.sc.prefetch
@@ -258,6 +259,10 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
             tasks["drain"] = self._drain_task
         for i, factory in enumerate(extra):
             tasks[f"extra{i}"] = factory
+        for name, factory in named.items():
+            if name in tasks:
+                raise ValueError(f"task name {name!r} is taken by the service's own task")
+            tasks[name] = factory
         self._tasks = [asyncio.create_task(self._supervise(name, f), name=name) for name, f in tasks.items()]
         self._wake.set()
         try:

@@ -16,7 +16,7 @@ __all__ = ["status_report", "format_status"]
 
 STAGES = ("read", "flag", "calibrate", "image", "write")  # the pipeline's stages (contimg.pipeline.work)
 MODES = {"serve": "always-on (watching the incoming folder)", "drain": "batch (stops when the queue is empty)"}
-TASKS = {"drain": "stop-when-empty"}  # task names that are not words an operator knows
+TASKS = {"drain": "stop-when-empty", "replay_feeder": "replay-feeder"}  # task names that are not words an operator knows
 
 
 def _pid_alive(pid: int) -> bool:

@@ -64,8 +64,8 @@ let statusTimer = null;
 function refreshStatusSoon() {  // at most one /api/status call per second, however many events arrive
   if (!statusTimer) statusTimer = setTimeout(() => { statusTimer = null; refreshStatus(); }, 1000);
 }
-// What each task is, in the operator's words; "extraN" are coroutines run beside the service's own
-// tasks, which today only `contimg replay` starts: its feeder.
+// What each task is, in the operator's words; "extraN" are unnamed coroutines run beside the
+// service's own tasks (`contimg replay` names its feeder "replay_feeder").
 const TASKS = {
   watcher: ["file watcher", "notices subband files arriving in the incoming folder"],
   scheduler: ["scheduler", "claims the next pending group (calibrator transits first)"],
@@ -76,11 +76,12 @@ const TASKS = {
   web: ["web view", "this page, the REST API and the WebSockets"],
   drain: ["drain", "stops the service once all input is processed"],
   cluster: ["cluster", "sends groups to the Dask workers"],
+  replay_feeder: ["replay feeder", "copies the archived files into the incoming folder at the replay speed"],
 };
 function taskLabel(name) {
   if (/^extra\d+$/.test(name)) return ["replay feeder", "copies the archived files into the incoming folder at the replay speed", true];
   const t = TASKS[name] || [name, ""];
-  return [t[0], t[1], name === "drain"];
+  return [t[0], t[1], name === "drain" || name === "replay_feeder"];  // tasks that end when their work is done
 }
 function badge(task, st, finishes) {
   if (st === "stopped" && finishes) return `<span class="pill done" title="it ran to its end">finished</span>`;
