@@ -1,7 +1,24 @@
-"""The device imager on one real-size group's visibilities, beside ducc0 on the host's cores.
+"""Files → FITS per real-size group on the device beside the CPU chain, and the device imager on
+one real-size group's visibilities beside ducc0 on the host's cores.
 
-    python tools/bench_gpu.py --out docs/benchmarks/gpu_imaging.json          # on a GPU machine
-    python tools/bench_gpu.py --small --backend twin --out /tmp/gpu_small.json  # checks the script on a CPU
+    python tools/bench_gpu.py --out docs/benchmarks/gpu_imaging.json --chain /tmp/rs1   # on a GPU machine
+    python tools/bench_gpu.py --small --backend twin --chain /tmp/small --out /tmp/gpu_small.json  # checks it on a CPU
+
+The chain (``--chain DIR``: the first group of DIR, simulated there with ``contimg simulate``'s
+code when DIR has none; dsa110, or with ``--small`` the test config at 6 integrations): read,
+flag, calibrate, image, write of `contimg.pipeline.stages` — what ``contimg run`` runs per group
+— with every stage on ``--backend`` ("gpu"; "twin": the device path's array code on numpy), in
+quick mode (the quick config's image) and full mode (the dsa110 image: 4096² at 3", the CPU full
+mode's cleaning), then the same two on the CPU chain (numba/ducc0, every host core), in this
+process on the same files. Per stage: wall time (perf_counter) and, on a device, the device
+time between CUDA events recorded before and after it; the group's host↔device bytes
+(`contimg.device.transfer`, counted by the stages) against its visibility bytes; the device
+pool's high-water mark (the largest bytes CuPy's pool had in use at any allocation: an
+allocator that reads the pool after every malloc). The first device run (quick) also compiles
+the kernels: it is marked ``cold``. Skip with ``--no-cpu-chain`` / ``--chain-modes``.
+The JSON (--out) is rewritten after every measurement, so a timeout keeps what was measured.
+
+Then, unless ``--chain-only``:
 
 What it measures, in one run, on the same visibilities (DSA-110 layout, 96 antennas, 4560
 baselines, 24 integrations of 12.9 s around transit, 768 channels: 84 M visibilities; a sky
@@ -136,6 +153,121 @@ def gridder_model(*, nvis: int, plan) -> dict:
             "flops_kernels": float(flops_vis), "flops_fft": float(flops_fft)}
 
 
+class PeakAllocator:
+    """CuPy's default pool behind an allocator that reads the pool's bytes in use after every
+    malloc: their maximum (``peak``) is the pool's high-water mark (use grows only at a malloc)."""
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+        self.pool = cupy.get_default_memory_pool()
+        self.peak = 0
+        cupy.cuda.set_allocator(self.malloc)
+
+    def malloc(self, size: int):
+        ptr = self.pool.malloc(size)
+        self.peak = max(self.peak, self.pool.used_bytes())
+        return ptr
+
+    def reset(self) -> None:
+        self.pool.free_all_blocks()
+        self.peak = self.pool.used_bytes()
+
+
+def chain_config(*, small: bool, mode: str, backend: str):
+    """The configuration of a chain run: dsa110 (full) or quick, every stage on ``backend``;
+    ``small``: the test config with a 256² image (full) or 128² (quick)."""
+    if small:
+        image = {"npix": 256, "cell_arcsec": 20.0, "niter": 200} if mode == "full" else \
+            {"npix": 128, "cell_arcsec": 40.0, "niter": 100}
+        cfg = load_config("test", use_env=False, overrides={"simulate": {"n_times": 6}, "image": image,
+                                                            "qa": {"plots": False}})
+    else:
+        cfg = load_config("dsa110" if mode == "full" else "quick", use_env=False, overrides={"qa": {"plots": False}})
+    return cfg.model_copy(update={s: getattr(cfg, s).model_copy(update={"backend": backend})
+                                  for s in ("flag", "calibrate", "image")})
+
+
+def run_chain(*, folder: Path, cfg, xp, peak: PeakAllocator | None) -> dict:
+    """One group of ``folder`` through the stages into a fresh root: per-stage times, traffic,
+    pool high-water mark, what the images found."""
+    import tempfile
+
+    from contimg.io.naming import group_files, scan_folder
+    from contimg.pipeline.stages import STAGES, GroupWork, run_stage
+
+    group = group_files(scan_folder(folder), tolerance_s=60)[0]
+    if peak is not None:
+        peak.reset()
+    stages: dict = {}
+    with tempfile.TemporaryDirectory() as root:
+        work = GroupWork(group=group, root=Path(root))
+        for stage in STAGES:
+            ev = None
+            if xp is not np:
+                ev = (xp.cuda.Event(), xp.cuda.Event())
+                ev[0].record()
+            t0 = time.perf_counter()
+            run_stage(stage, work, cfg)
+            if ev is not None:
+                ev[1].record()
+                ev[1].synchronize()
+            stages[stage] = {"wall_s": time.perf_counter() - t0}
+            if ev is not None:
+                stages[stage]["device_event_s"] = xp.cuda.get_elapsed_time(*ev) / 1e3
+        imgs = work.imgs
+        out = {"group": group.group_id, "stages": stages, "total_s": sum(v["wall_s"] for v in stages.values()),
+               "products": [Path(p).name for p in work.products], "flag_fraction": work.flag_fraction,
+               "n_vis": imgs.stats.get("n_vis"), "npix": int(imgs.images["restored"].shape[0]),
+               "clean_iterations": imgs.clean_iterations, "peak_jy": imgs.peak_jy, "noise_jy": imgs.noise_jy,
+               "beam_arcsec": [float(np.degrees(b) * 3600) for b in imgs.beam_rad[:2]],
+               "transfer_bytes": work.meta.get("transfer_bytes")}
+    t = out["transfer_bytes"] or {}
+    vis_bytes = (t.get("by_label") or {}).get("h2d:vis")
+    if vis_bytes:
+        out["visibility_bytes"] = vis_bytes
+        out["traffic_over_visibility_bytes"] = (t["h2d"] + t["d2h"]) / vis_bytes
+    if peak is not None:
+        out["device_pool_high_water_gib"] = peak.peak / 2**30
+    return out
+
+
+def bench_chain(res: dict, *, folder: Path, small: bool, backend: str, xp, modes: list[str], cpu: bool, save) -> None:
+    """Files → FITS on ``backend`` and on the CPU, per mode, into ``res`` (saved after each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(folder.glob("*_sb*.hdf5")):
+        from contimg.sim import simulate
+
+        t0 = time.perf_counter()
+        simulate(folder, n_groups=1, cfg=chain_config(small=small, mode="full", backend="cpu").simulate)
+        res["simulate_s"] = time.perf_counter() - t0
+    peak = PeakAllocator(xp) if xp is not np else None
+    # the device runs first (the first compiles the kernels), then the CPU's, full mode first:
+    # a timeout then loses the least useful measurement
+    runs = [(backend, m) for m in modes] + ([("cpu", m) for m in sorted(modes, key=lambda m: m != "full")]
+                                            if cpu else [])
+    cold = True
+    for kind, mode in runs:
+        key = f"{kind}_{mode}"
+        print("chain", key, "...", flush=True)
+        try:
+            r = run_chain(folder=folder, cfg=chain_config(small=small, mode=mode, backend=kind),
+                          xp=xp if kind != "cpu" else np, peak=peak if kind != "cpu" else None)
+        except Exception as exc:  # noqa: BLE001 - recorded, the next run goes on
+            r = {"error": f"{type(exc).__name__}: {exc}"}
+        if kind != "cpu":
+            r["cold"], cold = cold, False
+        r["cpu_threads"] = os.cpu_count()
+        res[key] = r
+        print("chain", key, {k: v for k, v in r.items() if k not in ("products",)}, flush=True)
+        save()
+    for mode in modes:
+        d, c = res.get(f"{backend}_{mode}", {}), res.get(f"cpu_{mode}", {})
+        if "total_s" in d and "total_s" in c:
+            res[f"speedup_{mode}"] = c["total_s"] / d["total_s"]
+            res[f"peak_ratio_{mode}"] = d["peak_jy"] / c["peak_jy"] if c["peak_jy"] else None
+    save()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -144,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epsilon", type=float, default=1e-4)
     ap.add_argument("--skip-clean", action="store_true")
+    ap.add_argument("--chain", type=Path, default=None, help="folder of one real-size group (simulated if empty)")
+    ap.add_argument("--chain-modes", default="quick,full", help="comma-separated: quick, full")
+    ap.add_argument("--no-cpu-chain", action="store_true", help="skip the CPU chain beside the device one")
+    ap.add_argument("--chain-only", action="store_true", help="only the chain: no gridding/Högbom/clean benchmarks")
     args = ap.parse_args(argv)
 
     import ducc0.wgridder.experimental as wg
@@ -173,12 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     res["selfcheck"] = chosen_backends()
     print("selfcheck", {k: (v["backend"], v["reason"]) for k, v in res["selfcheck"].items()}, flush=True)
 
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1, default=float))
+
+    save()
+    if args.chain is not None:
+        res["chain"] = {}
+        bench_chain(res["chain"], folder=args.chain, small=args.small, backend=args.backend, xp=xp,
+                    modes=[m for m in args.chain_modes.split(",") if m], cpu=not args.no_cpu_chain, save=save)
+    if args.chain_only:
+        save()
+        print("wrote", args.out)
+        return 0
+
     g = synthetic_group(small=args.small)
     sky_visibilities(g, npix=npix, cell_rad=cell, nthreads=nthreads)
     nvis = int(g["vis"].size)
     res["data"] = {"nant": g["nant"], "ntime": g["ntime"], "nrow": int(g["uvw"].shape[0]), "nchan": int(g["freq"].size),
                    "nvis": nvis, "npix": npix, "cell_arcsec": cfg.image.cell_arcsec}
     print("data", res["data"], flush=True)
+    save()
 
     # 1. gridding and degridding
     lo, hi = wgrid.w_range(uvw_m=g["uvw"], freq_hz=g["freq"])
@@ -220,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     res["gridder_model"] = {**model_ops, "achieved_gb_per_s": model_ops["bytes"] / t / 1e9,
                             "achieved_gflop_per_s": model_ops["flops"] / t / 1e9}
     print("gridding", res["grid"], "kernels", res["grid_kernels"], flush=True)
+    save()
 
     t0 = time.perf_counter()
     ref = wg.vis2dirty(uvw=g["uvw"], freq=g["freq"], vis=g["vis"], wgt=g["wgt"], npix_x=npix, npix_y=npix,
@@ -258,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         res[f"hogbom_{name}"] = (timer if mod is xp else Timer(np))(run, max(1, args.repeats // 2))
         res[f"hogbom_{name}"]["components"] = out[name]
     print("hogbom", {k: v for k, v in res.items() if k.startswith("hogbom")}, flush=True)
+    save()
 
     # 4. the full clean
     if not args.skip_clean:
@@ -290,8 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                         "restored_diff_rms_over_noise": float(np.sqrt(np.mean(diff**2)) / noise),
                         "restored_diff_max_over_noise": float(np.max(np.abs(diff)) / noise)}
         print("clean", res["clean"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1))
+    save()
     print("wrote", args.out)
     return 0
 

@@ -8,7 +8,9 @@ import numpy as np
 from contimg.calibrate import cpu as _cpu
 from contimg.calibrate.solution import GainSolution, TimeGains
 
-__all__ = ["apply_gains", "time_gains_at", "fold_time_gains"]
+__all__ = ["apply_gains", "apply_gains_xp", "time_gains_at", "fold_time_gains"]
+
+_BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
 
 def _interp_index(t: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,13 +61,20 @@ def fold_time_gains(sol: GainSolution, tg: TimeGains, *, mid_jd: float) -> GainS
 
 def apply_gains(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
                 antenna_numbers: np.ndarray, gains: np.ndarray, gain_flags: np.ndarray,
-                time_gains: np.ndarray | None = None, time_gain_flags: np.ndarray | None = None) -> None:
+                time_gains: np.ndarray | None = None, time_gain_flags: np.ndarray | None = None,
+                xp=None) -> None:
     """In place: ``vis /= g_i conj(g_j)``; flags where either gain is flagged or missing.
 
     vis, flags: (ntime, nbl, nchan, npol); gains, gain_flags: (nant, nchan, npol) for
     ``antenna_numbers`` (the bandpass); time_gains, time_gain_flags: (ntime, nant, npol) for
     the same antennas, one per integration (`time_gains_at`), or None.
+    ``xp``: None or numpy, the numba twin (the CPU path); cupy (or the twin module), the device
+    path's array code (`apply_gains_xp`) on ``vis``/``flags`` where they live.
     """
+    if xp is not None and xp is not np:
+        apply_gains_xp(xp=xp, vis=vis, flags=flags, ant1=ant1, ant2=ant2, antenna_numbers=antenna_numbers,
+                       gains=gains, gain_flags=gain_flags, time_gains=time_gains, time_gain_flags=time_gain_flags)
+        return
     lookup = {a: k for k, a in enumerate(antenna_numbers)}
     missing = np.array([a not in lookup or b not in lookup for a, b in zip(ant1, ant2)])
     k1 = np.array([lookup.get(a, 0) for a in ant1])
@@ -83,3 +92,50 @@ def apply_gains(*, vis: np.ndarray, flags: np.ndarray, ant1: np.ndarray, ant2: n
         bad_t = time_gain_flags[:, k1] | time_gain_flags[:, k2] | (np.abs(gt) == 0) | missing[None, :, None]
         inv_t = np.where(bad_t, 0, 1.0 / np.where(bad_t, 1, gt)).astype(np.complex64)
     _cpu.apply_inverse(vis, flags, inv, bad, inv_t, bad_t)
+
+
+def _gain_indices(ant1, ant2, antenna_numbers):
+    """(k1, k2, missing) on the host: each baseline's antennas' rows in the solution (0 when
+    missing) and whether either has none."""
+    lookup = {a: k for k, a in enumerate(antenna_numbers)}
+    missing = np.array([a not in lookup or b not in lookup for a, b in zip(ant1, ant2)], bool)
+    k1 = np.array([lookup.get(a, 0) for a in ant1], np.int64)
+    k2 = np.array([lookup.get(b, 0) for b in ant2], np.int64)
+    return k1, k2, missing
+
+
+def _inverse_products(xp, g, gf, k1, k2, missing, axis: int):
+    """``1 / (g_i conj(g_j))`` per baseline (0 where bad) and ``bad``: either gain flagged,
+    missing or their product 0. ``axis``: the antenna axis of ``g`` (0 bandpass, 1 time gains)."""
+    gi, gj = xp.take(g, k1, axis=axis), xp.take(g, k2, axis=axis)
+    gg = gi * xp.conj(gj)
+    shape = [1] * gg.ndim
+    shape[axis] = missing.size
+    bad = xp.take(gf, k1, axis=axis) | xp.take(gf, k2, axis=axis) | (xp.abs(gg) == 0) | missing.reshape(shape)
+    return xp.where(bad, 0, 1.0 / xp.where(bad, 1, gg)).astype(np.complex64), bad
+
+
+def apply_gains_xp(*, xp, vis, flags, ant1: np.ndarray, ant2: np.ndarray, antenna_numbers: np.ndarray,
+                   gains: np.ndarray, gain_flags: np.ndarray, time_gains: np.ndarray | None = None,
+                   time_gain_flags: np.ndarray | None = None) -> None:
+    """`apply_gains` as array code on ``xp`` (the device path), in place on ``vis`` and
+    ``flags`` (arrays of ``xp``): the same inverse products (complex64) as the numba twin, the
+    same order of the multiplications (``vis * (inv * inv_t)``), in blocks of integrations.
+    Only the solutions (small) are uploaded."""
+    k1, k2, missing = _gain_indices(ant1, ant2, antenna_numbers)
+    k1d, k2d, miss_d = xp.asarray(k1), xp.asarray(k2), xp.asarray(missing)
+    inv, bad = _inverse_products(xp, xp.asarray(gains), xp.asarray(gain_flags), k1d, k2d, miss_d, 0)
+    if time_gains is not None:
+        if time_gains.shape[0] != vis.shape[0]:
+            raise ValueError(f"time gains for {time_gains.shape[0]} integrations, data have {vis.shape[0]}")
+        inv_t, bad_t = _inverse_products(xp, xp.asarray(time_gains), xp.asarray(time_gain_flags), k1d, k2d, miss_d, 1)
+    ntime, nbl, nchan, npol = vis.shape
+    step = max(1, _BLOCK_BYTES // max(nbl * nchan * npol * 8, 1))
+    for t0 in range(0, ntime, step):
+        ts = slice(t0, min(t0 + step, ntime))
+        if time_gains is None:
+            vis[ts] *= inv[None]
+            flags[ts] |= bad[None]
+        else:
+            vis[ts] *= inv[None] * inv_t[ts][:, :, None, :]
+            flags[ts] |= bad[None] | bad_t[ts][:, :, None, :]

@@ -28,7 +28,10 @@ from contimg.sky.telescope import array_location
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SubtractedSource", "bright_sources_in_beam", "fit_and_subtract", "subtract_fitted"]
+__all__ = ["SubtractedSource", "bright_sources_in_beam", "fit_and_subtract", "subtract_fitted",
+           "normal_equations_xp", "subtract_xp"]
+
+_BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
 
 @dataclass(frozen=True)
@@ -105,21 +108,79 @@ def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_
     return [c for c, s in zip(cands, sep) if s <= radius_deg]
 
 
-def _source_models(chunk: VisChunk, sources: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _source_models(chunk: VisChunk, sources: list, xp=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit-scale models ``S(f) A(t, f)`` of each source on the cross-correlations:
-    (k, ntime, ncross, nchan) complex64, the cross-correlation indices and their lengths (m)."""
+    (k, ntime, ncross, nchan) complex64, the cross-correlation indices and their lengths (m).
+    ``xp`` (a device module): the models predicted by the array code, on ``xp``."""
     cross = chunk.cross
     b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
-    models = np.empty((len(sources), chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size), np.complex64)
+    shape = (len(sources), chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size)
+    models = np.empty(shape, np.complex64) if xp is None else xp.empty(shape, np.complex64)
     for k, c in enumerate(sources):  # each predicted in place: no per-source copies of ~0.7 GB
-        sky_visibilities(sources=PointSources.from_calibrators([c]), time_jd=chunk.time_jd, freq_hz=chunk.freq_hz,
-                         b_enu_m=b_enu, pointing_dec_rad=chunk.pointing_dec_rad, out=models[k])
+        kw = dict(sources=PointSources.from_calibrators([c]), time_jd=chunk.time_jd, freq_hz=chunk.freq_hz,
+                  b_enu_m=b_enu, pointing_dec_rad=chunk.pointing_dec_rad)
+        if xp is None:
+            sky_visibilities(**kw, out=models[k])
+        else:
+            models[k] = sky_visibilities(**kw, xp=xp)
     return models, np.flatnonzero(cross), np.linalg.norm(b_enu, axis=1)
+
+
+def _device_module(chunk: VisChunk):
+    """The chunk's device module, or None on the host (the numba twins)."""
+    xp = getattr(chunk, "xp", np)
+    return None if xp is np else xp
+
+
+def _time_steps(ntime: int, per_time_bytes: int):
+    step = max(1, _BLOCK_BYTES // max(per_time_bytes, 1))
+    for t0 in range(0, ntime, step):
+        yield slice(t0, min(t0 + step, ntime))
+
+
+def normal_equations_xp(*, xp, vis, flags, models, cross_idx: np.ndarray, fit_sel: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """`_normal_equations` summed over channels, as array code on ``xp``: (normal (k, k),
+    rhs (k,)) float64 on the host, ``normal[k, l] = sum Re(conj(M_k) M_l)`` and ``rhs[k] = sum
+    Re(conj(M_k) V)`` over times, fitted baselines, channels and unflagged polarizations
+    (complex128 products; the numba twin's are complex64 products summed in float64)."""
+    nk, ntime, nb, nchan = models.shape
+    npol = vis.shape[3]
+    sel_d = xp.asarray(np.flatnonzero(fit_sel))
+    b_d = xp.asarray(np.asarray(cross_idx)[np.asarray(fit_sel, bool)])
+    normal = xp.zeros((nk, nk))
+    rhs = xp.zeros(nk)
+    for ts in _time_steps(ntime, nb * nchan * (nk * 16 + npol * 9 + 16)):
+        m = models[:, ts][:, :, sel_d].astype(np.complex128)  # (k, t, b, c)
+        ok = ~flags[ts][:, b_d]  # (t, b, c, p)
+        n_ok = ok.sum(axis=3)  # unflagged polarizations per sample
+        v = xp.where(ok, vis[ts][:, b_d], 0).astype(np.complex128).sum(axis=3)
+        rhs += xp.einsum("ktbc,tbc->k", xp.conj(m), v).real
+        normal += xp.einsum("ktbc,ltbc,tbc->kl", xp.conj(m), m, n_ok.astype(np.float64)).real
+    return to_host_array(normal), to_host_array(rhs)
+
+
+def to_host_array(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def subtract_xp(*, xp, vis, models, cross_idx: np.ndarray, scales: np.ndarray) -> None:
+    """`_subtract` as array code on ``xp``, in place: ``vis[t, cross_idx[b], c, p] -= sum_k
+    scales[k] M_k[t, b, c]`` (the sum in complex128, in the order of k, as the twin)."""
+    nk, ntime, nb, nchan = models.shape
+    b_d = xp.asarray(np.asarray(cross_idx))
+    for ts in _time_steps(ntime, nb * nchan * (16 + 2 * vis.shape[3] * 16)):
+        m = float(scales[0]) * models[0, ts].astype(np.complex128)
+        for k in range(1, nk):
+            m = m + float(scales[k]) * models[k, ts].astype(np.complex128)
+        block = vis[ts]
+        block[:, b_d] = (block[:, b_d] - m[..., None]).astype(np.complex64)
 
 
 def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline_m: float = 0.0,
                      ) -> list[SubtractedSource]:
-    """Fit a flux scale per source against the calibrated data and subtract, in place.
+    """Fit a flux scale per source against the calibrated data and subtract, in place (on the
+    device, with its array code, when the chunk is there: `VisChunk.to_device`).
 
     The fit uses unflagged cross-correlations of both polarizations on baselines of at least
     ``min_baseline_m`` (on short ones the unmodelled field leaks into the fit most); the fitted
@@ -127,14 +188,23 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
     """
     if not sources:
         return []
-    models, cross_idx, length_m = _source_models(chunk, sources)
+    xp = _device_module(chunk)
+    models, cross_idx, length_m = _source_models(chunk, sources, xp)
     fit_sel = length_m >= min_baseline_m
     n = models.shape[0]
-    normal = np.zeros((chunk.freq_hz.size, n, n))
-    rhs = np.zeros((chunk.freq_hz.size, n))
-    _normal_equations(chunk.vis, chunk.flags, models, cross_idx, fit_sel, normal, rhs)
-    scales = np.linalg.lstsq(normal.sum(axis=0), rhs.sum(axis=0), rcond=None)[0]
-    _subtract(chunk.vis, models, cross_idx, scales.astype(np.float64))
+    if xp is None:
+        normal = np.zeros((chunk.freq_hz.size, n, n))
+        rhs = np.zeros((chunk.freq_hz.size, n))
+        _normal_equations(chunk.vis, chunk.flags, models, cross_idx, fit_sel, normal, rhs)
+        normal, rhs = normal.sum(axis=0), rhs.sum(axis=0)
+    else:
+        normal, rhs = normal_equations_xp(xp=xp, vis=chunk.vis, flags=chunk.flags, models=models,
+                                          cross_idx=cross_idx, fit_sel=fit_sel)
+    scales = np.linalg.lstsq(normal, rhs, rcond=None)[0]
+    if xp is None:
+        _subtract(chunk.vis, models, cross_idx, scales.astype(np.float64))
+    else:
+        subtract_xp(xp=xp, vis=chunk.vis, models=models, cross_idx=cross_idx, scales=scales.astype(np.float64))
     out = []
     for c, scale in zip(sources, scales):
         out.append(SubtractedSource(c.name, c.ra_rad, c.dec_rad, c.flux_jy, c.spectral_index, c.ref_freq_hz,
@@ -148,5 +218,10 @@ def subtract_fitted(*, chunk: VisChunk, subtracted: list[SubtractedSource]) -> N
     """Subtract sources whose scales were fitted before (a resumed group), in place."""
     if not subtracted:
         return
-    models, cross_idx, _ = _source_models(chunk, subtracted)
-    _subtract(chunk.vis, models, cross_idx, np.array([s.scale for s in subtracted], np.float64))
+    xp = _device_module(chunk)
+    models, cross_idx, _ = _source_models(chunk, subtracted, xp)
+    scales = np.array([s.scale for s in subtracted], np.float64)
+    if xp is None:
+        _subtract(chunk.vis, models, cross_idx, scales)
+    else:
+        subtract_xp(xp=xp, vis=chunk.vis, models=models, cross_idx=cross_idx, scales=scales)

@@ -11,7 +11,35 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["gpu_available", "array_module", "to_host"]
+__all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "TWIN"]
+
+
+class _Twin(ModuleType):
+    """numpy standing in for cupy: every attribute is numpy's, but ``TWIN is not numpy``, so code
+    that takes its device path where ``xp is not np`` runs that path's array code on the host.
+    The tests run the whole device chain with it (stage backend "twin")."""
+
+    TWIN = True
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+TWIN = _Twin("contimg_twin_numpy", "numpy as a stand-in for cupy (the device path's array code on the host)")
+
+
+def module_name(xp) -> str:
+    """"numpy", "cupy" or "twin": what `array_module` takes back (for a picklable record)."""
+    if xp is np:
+        return "numpy"
+    if xp is TWIN:
+        return "twin"
+    return xp.__name__
+
+
+def is_device(xp) -> bool:
+    """Whether ``xp`` is a device path's array module: cupy, or the twin (`TWIN`)."""
+    return xp is not np
 
 
 @functools.cache
@@ -27,7 +55,9 @@ def gpu_available() -> bool:
 
 def array_module(backend: str) -> ModuleType:
     """``numpy`` for "cpu"; ``cupy`` for "gpu" (raises when there is none); "auto" picks cupy
-    when a device is usable."""
+    when a device is usable; "twin": `TWIN` (the device path's array code on numpy, for tests)."""
+    if backend == "twin":
+        return TWIN
     if backend == "cpu" or (backend == "auto" and not gpu_available()):
         return np
     if backend in ("gpu", "auto"):
@@ -36,7 +66,7 @@ def array_module(backend: str) -> ModuleType:
         import cupy
 
         return cupy
-    raise ValueError(f"unknown backend {backend!r} (cpu, gpu or auto)")
+    raise ValueError(f"unknown backend {backend!r} (cpu, gpu, auto or twin)")
 
 
 def to_host(arr):

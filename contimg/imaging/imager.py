@@ -11,7 +11,8 @@ from astropy.stats import mad_std
 from contimg.io.chunk import VisChunk
 from contimg.config import ImageConfig
 from contimg.sky.geometry import hadec_to_icrs
-from contimg.device.backend import to_host
+from contimg.device.backend import TWIN
+from contimg.device.transfer import TransferCounter, download
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
@@ -118,6 +119,19 @@ def imaging_backend(requested: str) -> str:
     return "cpu"
 
 
+def kind_module(kind: str):
+    """The array module of an imaging backend kind (`imaging_backend`'s answer): numpy for
+    "cpu", cupy for "gpu", `contimg.device.backend.TWIN` (numpy taking the device path) for
+    "twin"."""
+    if kind == "cpu":
+        return np
+    if kind == "twin":
+        return TWIN
+    import cupy
+
+    return cupy
+
+
 def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float,
                  nthreads: int = 1):
     """The imaging operators for ``backend`` (see `imaging_backend`): ducc0 on the CPU, contimg's
@@ -137,32 +151,44 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
 
 
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
-                cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None) -> Cleaned:
+                cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None,
+                weights_on_device: bool = False, transfers: TransferCounter | None = None) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
     dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
     Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam fitted to the PSF.
     uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan) complex64, wgt
     (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,). ``backend``:
-    ``cfg.backend`` unless given. Images come back on the host."""
+    ``cfg.backend`` unless given. On a device backend vis and wgt may already be on the device
+    (they are uploaded otherwise) and the imaging weights are computed there
+    (`contimg.imaging.weights.imaging_weights_xp`); the images come back on the host, and the
+    weights too unless ``weights_on_device`` (`make_images` reduces them there); what comes back
+    is added to ``transfers``."""
     cell = cell_rad
     mask = read_clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
-    wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=cfg.weighting, robust=cfg.robust,
+    kind = imaging_backend(backend or cfg.backend)
+    xp = kind_module(kind)
+    wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt if xp is np else xp.asarray(wgt),
+                          weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
-                          uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda)
-    gridder = make_gridder(backend=backend or cfg.backend, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
+                          uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda, xp=xp)
+    gridder = make_gridder(backend=kind, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
                            cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
     dirty = gridder.dirty_image()
     psf = gridder.psf_image()
     n = npix
-    beam = fit_beam(psf=to_host(psf[n // 2:n // 2 + n, n // 2:n // 2 + n]), cell_rad=cell)
+    beam = fit_beam(psf=download(psf[n // 2:n // 2 + n, n // 2:n // 2 + n], xp=xp, counter=transfers,
+                                 label="psf (beam fit)"), cell_rad=cell)
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
         threshold_sigma=cfg.threshold_sigma, threshold_jy=cfg.threshold_jy, cycle_fraction=cfg.cycle_fraction,
         max_major=cfg.max_major_cycles, mask=mask, xp=gridder.xp)
-    dirty, psf, model, residual = (to_host(a) for a in (dirty, psf, model, residual))
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
-                       cell_rad=cell)
+                       cell_rad=cell, xp=xp)  # on the device for a device backend, then all come back
+    dirty, psf, model, residual, restored = (download(a, xp=xp, counter=transfers, label="images")
+                                             for a in (dirty, psf, model, residual, restored))
+    if not weights_on_device:
+        wgt = download(wgt, xp=xp, counter=transfers, label="weights")
     return Cleaned(dirty, psf, model, residual, restored, beam, wgt, iters, thresh, majors)
 
 
@@ -171,20 +197,34 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
     """Image the group's Stokes I towards the ICRS position of the meridian at mid-time.
 
     ``subtracted``: bright sources already removed from ``chunk.vis`` (`contimg.calibrate.subtract`);
-    they are restored analytically into the restored and model images."""
+    they are restored analytically into the restored and model images.
+
+    On a device backend (``cfg.backend`` "gpu", or "twin": the device path's array code on numpy)
+    the chunk is moved to the device if it is not there (`VisChunk.to_device`; the stages put it
+    there at the flag stage) and rephasing, weights, gridding and CLEAN run there; what comes
+    back (counted in ``chunk.transfers``) is the images and the per-(time, channel) weight sums."""
     mid = float(np.mean(chunk.time_jd))
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
     cell = np.radians(cfg.cell_arcsec / 3600.0)
-    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec)
+    kind = imaging_backend(cfg.backend)
+    xp = kind_module(kind)
+    chunk.to_device(xp)  # a no-op where it is already (and for the CPU on the host)
+    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp)
     c = clean_image(uvw_m=uvw, freq_hz=chunk.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
-                    nthreads=nthreads)
+                    nthreads=nthreads, backend=kind, weights_on_device=True, transfers=chunk.transfers)
+    del vis
     wgt, beam, n = c.weights, c.beam_rad, cfg.npix
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
     iters, thresh, majors = c.iterations, c.threshold_jy, c.major_cycles
     ntime, ncross = chunk.time_jd.size, int(chunk.cross.sum())
-    weight_tf = wgt.reshape(ntime, ncross, -1).sum(axis=1, dtype=np.float64)
-    pb = average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=chunk.time_jd,
-                              freq_hz=chunk.freq_hz, weight_tf=weight_tf, pointing_dec_rad=chunk.pointing_dec_rad)
+    weight_tf = download(wgt.reshape(ntime, ncross, -1).sum(axis=1, dtype=np.float64), xp=xp,
+                         counter=chunk.transfers, label="weight sums")
+    n_vis = int(xp.count_nonzero(wgt > 0))
+    del wgt
+    pb = download(average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=chunk.time_jd,
+                                       freq_hz=chunk.freq_hz, weight_tf=weight_tf,
+                                       pointing_dec_rad=chunk.pointing_dec_rad, xp=xp),
+                  xp=xp, counter=chunk.transfers, label="images")
     wf = weight_tf.sum(axis=0)
     freq = float(np.sum(wf * chunk.freq_hz) / max(wf.sum(), 1e-30))
     if subtracted:
@@ -202,5 +242,5 @@ def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
         bandwidth_hz=float(chunk.freq_hz[-1] - chunk.freq_hz[0] + chunk.chan_width_hz),
         time_start_jd=float(chunk.time_jd[0] - chunk.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
         noise_jy=noise, peak_jy=float(np.nanmax(restored)), clean_iterations=iters,
-        stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": int(np.sum(wgt > 0, dtype=np.int64))},
+        stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": n_vis},
     )

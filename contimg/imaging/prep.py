@@ -15,7 +15,9 @@ import numpy as np
 from contimg.io.chunk import VisChunk
 from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
-__all__ = ["rephase_stokes_i"]
+__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp"]
+
+_BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -44,23 +46,63 @@ def _rephase_kernel(vis, flags, weights, delay_m, freq_hz, two_pi_over_c, out_vi
                 out_wgt[tb, c] = 0
 
 
-def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stokes I cross-correlations towards the ICRS direction (ra, dec).
-
-    Returns uvw (nrow, 3) float64 metres, vis (nrow, nchan) complex64 and weights
-    (nrow, nchan) float32 (0 where either polarization is flagged), nrow = ntime * ncross,
-    time-major.
-    """
+def rephase_geometry(*, chunk: VisChunk, ra_rad: float, dec_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uvw (ntime, ncross, 3) float64 m towards (ra, dec), delay b . (s0 - s1) (ntime, ncross)
+    float64 m), on the host: both paths' geometry (small: no channels)."""
     cross = chunk.cross
     b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
     s0 = hadec_to_enu(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad)
     basis = icrs_basis(ra_rad=ra_rad, dec_rad=dec_rad, time_jd=chunk.time_jd)  # (t, 3, 3)
     uvw = np.einsum("bk,tjk->tbj", b_enu, basis)
-    delay = b_enu @ s0 - uvw[:, :, 2]  # b . (s0 - s1), (t, b)
-    ntime, ncross, nchan = chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size
+    return uvw, b_enu @ s0 - uvw[:, :, 2]
+
+
+def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stokes I cross-correlations towards the ICRS direction (ra, dec).
+
+    Returns uvw (nrow, 3) float64 metres, vis (nrow, nchan) complex64 and weights
+    (nrow, nchan) float32 (0 where either polarization is flagged), nrow = ntime * ncross,
+    time-major. ``xp``: None or numpy, the numba twin (the CPU path); cupy (or the twin
+    module), `rephase_stokes_i_xp` on the chunk's arrays where they live (vis and weights come
+    back on ``xp``, uvw on the host).
+    """
+    if xp is not None and xp is not np:
+        return rephase_stokes_i_xp(xp=xp, chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
+    cross = chunk.cross
+    uvw, delay = rephase_geometry(chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
+    ntime, ncross, nchan = chunk.time_jd.size, uvw.shape[1], chunk.freq_hz.size
     out_vis = np.empty((ntime * ncross, nchan), np.complex64)
     out_wgt = np.empty((ntime * ncross, nchan), np.float32)
     _rephase_kernel(chunk.vis[:, cross], chunk.flags[:, cross], chunk.weights[:, cross],
                     np.ascontiguousarray(delay), chunk.freq_hz, 2 * np.pi / C_M_S, out_vis, out_wgt)
     return uvw.reshape(-1, 3), out_vis, out_wgt
+
+
+def rephase_stokes_i_xp(*, xp, chunk: VisChunk, ra_rad: float, dec_rad: float):
+    """`rephase_stokes_i` as array code on ``xp`` (the device path) with the numba twin's
+    arithmetic: the phase in float64, the polarizations summed in complex128, the product
+    stored as complex64; the weight the float64 sum of the polarizations', 0 (and the
+    visibility 0) where any polarization is flagged or has weight <= 0. In blocks of
+    integrations; only the delays (ntime, ncross) are uploaded."""
+    cross = chunk.cross
+    uvw, delay = rephase_geometry(chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
+    ntime, ncross, nchan = chunk.time_jd.size, uvw.shape[1], chunk.freq_hz.size
+    npol = chunk.vis.shape[3]
+    cross_d = xp.asarray(np.flatnonzero(cross))
+    delay_d = xp.asarray(np.ascontiguousarray(delay))
+    k = xp.asarray(2 * np.pi / C_M_S * np.asarray(chunk.freq_hz, np.float64))  # rad per metre, per channel
+    out_vis = xp.empty((ntime, ncross, nchan), np.complex64)
+    out_wgt = xp.empty((ntime, ncross, nchan), np.float32)
+    step = max(1, _BLOCK_BYTES // max(ncross * nchan * (npol * 16 + 32), 1))
+    for t0 in range(0, ntime, step):
+        ts = slice(t0, min(t0 + step, ntime))
+        v = chunk.vis[ts][:, cross_d]
+        w = chunk.weights[ts][:, cross_d]
+        ok = ~(chunk.flags[ts][:, cross_d] | (w <= 0)).any(axis=3)
+        ph = delay_d[ts][:, :, None] * k[None, None, :]
+        rot = xp.cos(ph) + 1j * xp.sin(ph)
+        acc = v.astype(np.complex128).sum(axis=3)
+        out_vis[ts] = xp.where(ok, acc / npol * rot, 0)
+        out_wgt[ts] = xp.where(ok, w.astype(np.float64).sum(axis=3), 0)
+    return uvw.reshape(-1, 3), out_vis.reshape(ntime * ncross, nchan), out_wgt.reshape(ntime * ncross, nchan)

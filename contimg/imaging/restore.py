@@ -10,7 +10,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
-__all__ = ["elliptical_gaussian", "fit_beam", "gaussian_kernel", "restore"]
+__all__ = ["elliptical_gaussian", "fit_beam", "gaussian_kernel", "restore", "convolve_same_xp"]
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -61,10 +61,26 @@ def gaussian_kernel(*, shape: tuple[int, int], bmaj_rad: float, bmin_rad: float,
 
 
 def restore(*, model: np.ndarray, residual: np.ndarray, bmaj_rad: float, bmin_rad: float, bpa_rad: float,
-            cell_rad: float) -> np.ndarray:
-    """Restored image (ny, nx) float32 Jy/beam = model (Jy/pixel) * Gaussian beam + residual."""
+            cell_rad: float, xp=None) -> np.ndarray:
+    """Restored image (ny, nx) float32 Jy/beam = model (Jy/pixel) * Gaussian beam + residual.
+    ``xp``: None or numpy, scipy's fftconvolve (the CPU path); cupy (or the twin module), the
+    same convolution as array code on ``xp`` (`convolve_same_xp`), model, residual and the
+    result arrays of ``xp``."""
     half = int(np.ceil(4 * bmaj_rad / cell_rad)) + 1
     size = min(2 * half + 1, min(model.shape) - 1 + (min(model.shape) % 2))
     kern = gaussian_kernel(shape=(size, size), bmaj_rad=bmaj_rad, bmin_rad=bmin_rad, bpa_rad=bpa_rad, cell_rad=cell_rad)
+    if xp is not None and xp is not np:
+        conv = convolve_same_xp(xp=xp, image=xp.asarray(model, dtype=np.float64), kernel=xp.asarray(kern))
+        return (conv + residual).astype(np.float32)
     conv = fftconvolve(model.astype(np.float64), kern, mode="same")
     return (conv + residual).astype(np.float32)
+
+
+def convolve_same_xp(*, xp, image, kernel):
+    """scipy.signal.fftconvolve(image, kernel, mode="same") as array code on ``xp`` (real FFTs
+    of the full linear size, the central part kept as scipy keeps it)."""
+    full = tuple(a + b - 1 for a, b in zip(image.shape, kernel.shape))
+    spec = xp.fft.rfft2(image, s=full) * xp.fft.rfft2(kernel, s=full)
+    out = xp.fft.irfft2(spec, s=full)
+    start = [(k - 1) // 2 for k in kernel.shape]
+    return out[start[0]:start[0] + image.shape[0], start[1]:start[1] + image.shape[1]]

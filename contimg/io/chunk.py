@@ -1,4 +1,10 @@
-"""`VisChunk`: one group of visibilities in memory (host numpy or device cupy arrays)."""
+"""`VisChunk`: one group of visibilities in memory (host numpy or device cupy arrays).
+
+The three big arrays — ``vis``, ``flags``, ``weights`` — move between the host and the device
+as a whole (`VisChunk.to_device`, `VisChunk.to_host`), each move counted in the chunk's
+`contimg.device.transfer.TransferCounter`; the rest (times, frequencies, uvw, antennas) stays
+on the host, where the geometry is computed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contimg.device.backend import TWIN, is_device, module_name
+from contimg.device.transfer import TransferCounter, download, upload, upload_flags
+
 __all__ = ["VisChunk", "ChunkShapeError"]
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+_MODULES = {"numpy": lambda: np, "twin": lambda: TWIN, "cupy": _cupy}
 
 
 class ChunkShapeError(ValueError):
@@ -38,6 +56,45 @@ class VisChunk:
     subbands_present: np.ndarray  # (n_subbands,) bool, index = subband number (sb00 highest)
     files: dict[int, str] = field(default_factory=dict)  # subband -> path, the files read
     problems: list[str] = field(default_factory=list)  # per bad/missing subband, the reason
+    # where vis/flags/weights live: "numpy" (the host), "cupy", or "twin" (the device path's
+    # array code on numpy, `contimg.device.backend.TWIN`); a name, so the chunk pickles
+    location: str = "numpy"
+    transfers: TransferCounter = field(default_factory=TransferCounter, repr=False, compare=False)
+
+    @property
+    def xp(self):
+        """The array module of vis/flags/weights."""
+        return _MODULES[self.location]()
+
+    @property
+    def on_device(self) -> bool:
+        return is_device(self.xp)
+
+    def to_device(self, xp) -> None:
+        """Move vis, flags (as bits) and weights onto ``xp``'s device, once: a no-op when they
+        are there, or for numpy (then `to_host`). Counted in ``transfers``."""
+        if not is_device(xp):
+            self.to_host()
+            return
+        if self.xp is xp:
+            return
+        if self.on_device:  # another device module (cupy <-> twin): through the host
+            self.to_host()
+        c = self.transfers
+        self.vis = upload(self.vis, xp=xp, counter=c, label="vis")
+        self.flags = upload_flags(self.flags, xp=xp, counter=c, label="flags")
+        self.weights = upload(self.weights, xp=xp, counter=c, label="weights")
+        self.location = module_name(xp)
+
+    def to_host(self) -> None:
+        """Bring vis, flags and weights back to the host (a no-op when they are there); counted."""
+        if not self.on_device:
+            return
+        xp, c = self.xp, self.transfers
+        self.vis = download(self.vis, xp=xp, counter=c, label="vis")
+        self.flags = download(self.flags, xp=xp, counter=c, label="flags")
+        self.weights = download(self.weights, xp=xp, counter=c, label="weights")
+        self.location = "numpy"
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -26,7 +26,10 @@ from contimg.config import Config
 from contimg.flag import flag_group
 from contimg.flag.cpu import flagged_fraction_time_channel
 from contimg.io.fits import imageset_header, write_fits
+from contimg.device.backend import array_module
+from contimg.device.transfer import upload_flags
 from contimg.imaging.imager import make_images
+from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
 from contimg.qa.gates import (calibrate_gate, flag_gate, image_gate, read_gate)
@@ -89,6 +92,25 @@ def usable_checkpoint(out_dir: Path, checkpoint: str) -> str:
     return usable
 
 
+def _place(work: GroupWork, backend: str) -> None:
+    """Put the group's visibilities where ``backend`` ("cpu", "gpu", "auto", or "twin": the
+    device path's array code on numpy) computes: uploaded once at the first device stage and
+    kept there for the next ones (`VisChunk.to_device`); brought back only for a CPU stage after
+    a device one. Every move is counted in ``work.chunk.transfers``."""
+    work.chunk.to_device(array_module(backend))
+
+
+def _flags_onto(chunk: VisChunk, flags: np.ndarray, *, computed: bool) -> np.ndarray:
+    """The group's new flags (host, from `flag_group` or flags.zarr) where the chunk lives: on
+    the device they go up bit-packed; ``computed``: they came back from the device's flagging
+    (counted as such)."""
+    if not chunk.on_device:
+        return flags
+    if computed:
+        chunk.transfers.add("d2h", flags.nbytes, "flags (flag_group)")
+    return upload_flags(flags, xp=chunk.xp, counter=chunk.transfers, label="flags (flagged)")
+
+
 def _read(work: GroupWork, cfg: Config) -> None:
     if work.done("image"):
         _, attrs = read_zarr(work.out_dir / "image.zarr")
@@ -110,22 +132,23 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     path = work.out_dir / "flags.zarr"
     if work.done("image"):
         return
-    if work.done("flag"):
+    if work.done("flag"):  # replayed where the chunk is (the host after read): the next device stage uploads it
         arrays, attrs = read_zarr(path)
         if arrays["flags"].shape != chunk.flags.shape:
             raise ValueError(f"{path}: stored flags {arrays['flags'].shape} do not fit the data {chunk.flags.shape}")
-        chunk.flags = arrays["flags"]
+        chunk.flags = _flags_onto(chunk, arrays["flags"], computed=False)
         work.flag_fraction = float(attrs["fraction"])
         if cfg.qa.enabled:
             work.gates["flag"] = flag_gate(fraction=work.flag_fraction, per_antenna=arrays["per_antenna"],
                                            reasons=attrs.get("reasons", {}), cfg=cfg.qa)
         return
+    _place(work, cfg.flag.backend)  # the group's one upload when flagging runs on the device
     nchan = chunk.vis.shape[2]
     result = flag_group(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                         n_antennas=chunk.antenna_enu_m.shape[0],
                         chans_per_subband=nchan // max(len(chunk.subbands_present), 1), cfg=cfg.flag)
-    flags, stats = result.flags, result.stats
-    chunk.flags = flags
+    flags, stats = result.flags, result.stats  # flags on the host: flags.zarr and the statistics use them
+    chunk.flags = _flags_onto(chunk, flags, computed=True)
     work.flag_fraction = float(stats.fraction)
     cross = chunk.cross
     per_time_channel = flagged_fraction_time_channel(flags, cross)
@@ -158,6 +181,7 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
     path = work.out_dir / "cal.zarr"
     if work.done("image"):
         return
+    _place(work, cfg.calibrate.backend)
     if work.done("calibrate"):
         arrays, attrs = read_zarr(path)
         if attrs["applied"]:
@@ -183,7 +207,8 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
         apply_gains(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                     antenna_numbers=sol.antenna_numbers, gains=sol.gains, gain_flags=sol.flags,
                     time_gains=None if per_time is None else per_time[0],
-                    time_gain_flags=None if per_time is None else per_time[1])
+                    time_gain_flags=None if per_time is None else per_time[1],
+                    xp=chunk.xp if chunk.on_device else None)
         work.cal_applied, work.calibrator = True, sol.calibrator
     else:
         log.warning("group %s: no calibrator and no valid solution: imaging uncalibrated data", work.group_id)
@@ -260,6 +285,7 @@ def _image(work: GroupWork, cfg: Config) -> None:
         work.cal_applied, work.calibrator = bool(attrs["cal_applied"]), attrs["calibrator"]
         return
     work.imgs = make_images(work.chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
+    work.meta["transfer_bytes"] = work.chunk.transfers.as_dict()  # host<->device traffic of the group
     work.chunk = None  # the visibilities are no longer needed: free the group's memory now
     save_imageset(path, work.imgs, extra={"group_meta": work.meta, "cal_applied": work.cal_applied,
                                           "calibrator": work.calibrator})
