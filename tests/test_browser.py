@@ -5,7 +5,8 @@ selection filling too, and a full hour of groups drawn fast enough; gains and fl
 axes and hover values; the replay
 feeder shown as finished, not as an error; the image viewer's cursor reads the FITS pixel (and
 RA/Dec) of a catalogue source as astropy reads them; a source page with its light curve, η and
-cut-outs; a phone-width page without sideways scrolling; the page carries on by itself after the
+cut-outs; the strip mosaic panel following the groups (tests/test_web_sky.py has the rest of the strip
+and the pipeline's own catalogue); a phone-width page without sideways scrolling; the page carries on by itself after the
 service restarts. Screenshots go to tests/artifacts/ (or $CONTIMG_TEST_ARTIFACTS); with
 CONTIMG_WRITE_DOC_IMAGES=1 they also replace docs/images/ (the README's and the operator's
 guide's pictures)."""
@@ -135,7 +136,9 @@ def test_live_page_during_a_replay(tmp_path, sim_dir):
             # ---- before any data: each panel says what it waits for
             for empty, words in (("#wf-empty", "Waiting for data"), ("#cal-empty", "No calibration solution yet"),
                                  ("#flag-empty", "No flagged group yet"), ("#images-empty", "No image yet"),
-                                 ("#qa-empty", "No completed group yet"), ("#queue-empty", "No group yet")):
+                                 ("#qa-empty", "No completed group yet"), ("#queue-empty", "No group yet"),
+                                 ("#mosaic-empty", "No mosaic yet"),
+                                 ("#own-empty", "No source of the pipeline's own catalogue yet")):
                 expect(page.locator(empty)).to_be_visible()
                 expect(page.locator(empty)).to_contain_text(words)
             expect(page.locator("#waterfall")).to_be_hidden()
@@ -219,6 +222,13 @@ def test_live_page_during_a_replay(tmp_path, sim_dir):
             expect(page.locator("#images img").first).to_have_js_property("complete", True)
             assert page.locator("#images img").first.evaluate("img => img.naturalWidth") == 256  # 512 asked, the image is 256²
             expect(page.locator("#qa tbody tr")).to_have_count(2, timeout=30_000)
+            # the strip panel follows the groups: the running span's mosaic, with both groups once the
+            # second group's catalogue and mosaic update has run (the page looks again after "completed")
+            strip = page.locator("#mosaics tbody tr")
+            expect(strip).to_have_count(1, timeout=60_000)
+            expect(strip.first).to_have_attribute("data-status", "running")
+            expect(strip.first.locator("td").nth(2)).to_have_text("2", timeout=60_000)
+            expect(page.locator("#mosaic-empty")).to_be_hidden()
             expect(page.locator("#variables tbody tr").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(1500)  # the status panel's next refresh (at most one a second)
             page.evaluate("window.scrollTo(0, 0)")

@@ -54,10 +54,11 @@ def test_status_and_openapi(web):
     spec = httpx.get(st.url + "/api/openapi.json").json()
     for path in ("/api/status", "/api/groups", "/api/groups/{group_id}", "/api/ms_index", "/api/images",
                  "/api/images/{image_id}", "/api/caltables", "/api/qa", "/api/alerts", "/api/metrics",
-                 "/api/reprocess/{group_id}"):
+                 "/api/reprocess/{group_id}", "/api/mosaics/{name}/meta", "/api/mosaics/{name}/array",
+                 "/api/mosaics/{name}/overlay", "/api/sources/{source}"):
         assert path in spec["paths"], path
     for model in ("StatusOut", "GroupOut", "GroupDetail", "ImageOut", "CalTableOut", "QAOut", "AlertOut",
-                  "ReprocessOut", "FlagsOut", "GainsOut"):
+                  "ReprocessOut", "FlagsOut", "GainsOut", "ImageMetaOut", "MosaicMetaOut", "OverlayOut", "SourceOut"):
         assert model in spec["components"]["schemas"], model
 
 

@@ -61,6 +61,17 @@ class CatalogueDB:
     def sources(self) -> list[dict]:
         return list(self.db["catalogue_sources"].rows_where(order_by="name"))
 
+    def sources_ranked(self, limit: int) -> list[dict]:
+        """The ``limit`` sources an operator looks at first: variability candidates, then the
+        highest eta, then the brightest."""
+        return list(self.db.query("SELECT * FROM catalogue_sources ORDER BY variable DESC, eta IS NULL, eta DESC, "
+                                  "flux_jy DESC LIMIT ?", [limit]))
+
+    def count_sources(self) -> tuple[int, int]:
+        """(sources, of which variability candidates)."""
+        n, nv = next(iter(self.db.execute("SELECT COUNT(*), COALESCE(SUM(variable = 1), 0) FROM catalogue_sources")))
+        return int(n), int(nv)
+
     def source(self, name: str) -> dict | None:
         rows = list(self.db["catalogue_sources"].rows_where("name = ?", [name]))
         return rows[0] if rows else None
@@ -136,6 +147,19 @@ class CatalogueDB:
         where, args = ("WHERE status = ? ", [status]) if status else ("", [])
         return [self._decode(r) for r in self.db.query(
             f"SELECT * FROM transient_candidates {where}ORDER BY mid_mjd DESC LIMIT ?", [*args, limit])]
+
+    def candidates_in(self, images: list[str]) -> list[dict]:
+        """The transient candidates found in ``images`` (group ids or mosaic names), in time order."""
+        if not images:
+            return []
+        marks = ", ".join("?" * len(images))
+        return [self._decode(r) for r in self.db.query(
+            f"SELECT * FROM transient_candidates WHERE image IN ({marks}) ORDER BY mid_mjd, id", list(images))]
+
+    def candidates_of(self, source: str) -> list[dict]:
+        """The transient candidates that started catalogue source ``source``, in time order."""
+        return [self._decode(r) for r in self.db.query(
+            "SELECT * FROM transient_candidates WHERE source = ? ORDER BY mid_mjd, id", [source])]
 
     def mark_candidate(self, cid: str, *, verdict: str, by: str = "", note: str = "") -> dict:
         """An operator's verdict on candidate ``cid``: ``real`` or ``artefact``. KeyError for

@@ -214,12 +214,10 @@ class ReprocessOut(BaseModel):
     state: str
 
 
-class ImageMetaOut(BaseModel):
-    """What the image viewer needs of an image: size, the SIN projection's keywords, statistics."""
+class ViewMeta(BaseModel):
+    """What the viewer needs of an image or a mosaic plane: size, the SIN projection's keywords,
+    statistics of its finite pixels."""
 
-    id: int
-    group_id: str
-    type: str
     nx: int
     ny: int
     step: int = Field(description="the whole image goes to the viewer as every step-th pixel (1 up to 2048²)")
@@ -246,6 +244,27 @@ class ImageMetaOut(BaseModel):
     p99_5: float
     p99_9: float
     rms_mad: float
+    finite_fraction: float = Field(description="the fraction of pixels with a value (a mosaic is blank where no image reaches)")
+    data_box: list[int] = Field(description="[x0, x1, y0, y1): the box holding every finite pixel")
+
+
+class ImageMetaOut(ViewMeta):
+    id: int
+    group_id: str
+    type: str
+
+
+class MosaicMetaOut(ViewMeta):
+    name: str
+    kind: str
+    status: str
+    plane: str
+    read_from: Literal["zarr", "fits"] = Field(description="a running span's Zarr planes or a complete mosaic's FITS")
+    start_mjd: float
+    end_mjd: float
+    n_groups: int
+    groups: list[str]
+    noise_median_jy: float | None
 
 
 class OverlaySource(BaseModel):
@@ -260,6 +279,24 @@ class OverlaySource(BaseModel):
     candidate: bool
 
 
+class OverlayOwn(BaseModel):
+    """A source of the pipeline's own catalogue, measured (forced photometry) in this image or
+    mosaic, or (a mosaic not yet searched) at its catalogue flux."""
+
+    source: str
+    x: float
+    y: float
+    ra_deg: float
+    dec_deg: float
+    flux_jy: float | None
+    err_jy: float | None
+    mean_flux_jy: float | None
+    n_detections: int
+    eta: float | None
+    v: float | None
+    variable: bool
+
+
 class OverlayFound(BaseModel):
     x: float
     y: float
@@ -270,21 +307,37 @@ class OverlayFound(BaseModel):
     match: str
 
 
+class OverlayTransient(BaseModel):
+    id: str
+    image: str
+    x: float
+    y: float
+    ra_deg: float
+    dec_deg: float
+    flux_jy: float
+    snr: float
+    status: str
+    cutout_url: str | None
+
+
 class OverlayOut(BaseModel):
-    image_id: int
-    group_id: str
+    image_id: int | None = None
+    group_id: str | None = None
+    mosaic: str | None = None
     catalogue: list[OverlaySource]
+    own: list[OverlayOwn] = []
     found: list[OverlayFound]
+    transients: list[OverlayTransient] = []
 
 
 class SourcePoint(BaseModel):
-    group_id: str
+    group_id: str = Field(description="the group (image) measured")
     mid_mjd: float
     flux_jy: float
     err_jy: float
     noise_jy: float
     pb: float
-    catalogue_flux_jy: float
+    catalogue_flux_jy: float | None = Field(description="the external catalogue's flux, or the own catalogue's mean of its detections")
     x: float
     y: float
     image_id: int | None
@@ -298,9 +351,22 @@ class SourceStats(BaseModel):
     candidate: bool
 
 
+class SourceTransient(BaseModel):
+    id: str
+    image: str
+    mid_mjd: float
+    flux_jy: float
+    snr: float
+    status: str
+    cutout_url: str | None
+
+
 class SourceOut(BaseModel):
     source: str
+    catalogue: Literal["external", "own"] = "external"
     ra_deg: float
     dec_deg: float
     points: list[SourcePoint]
     stats: SourceStats | None
+    own: dict | None = Field(None, description="the own catalogue's row: detections, first/last seen, shape, external match")
+    transients: list[SourceTransient] = []

@@ -45,7 +45,9 @@ function onStatus(ev) {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id };
     g.state = ev.state; g.stage = ev.stage || g.stage; g.error = ev.error || "";
     state.groups.set(ev.group_id, g); renderQueue(); refreshStatusSoon();
-    if (ev.state === "completed") { wfFetchFlagger(ev.group_id); refreshImages(); refreshFlags(ev.group_id); refreshCal(); refreshQA(); }
+    if (ev.state === "completed") {
+      wfFetchFlagger(ev.group_id); refreshImages(); refreshFlags(ev.group_id); refreshCal(); refreshQA(); refreshSkyAfter(ev.group_id);
+    }
   } else if (ev.type === "stage_timing") {
     const g = state.groups.get(ev.group_id) || { group_id: ev.group_id, state: "in_progress" };
     if (ev.status === "started") { g.stage = ev.stage; g.state = "in_progress"; }
@@ -185,6 +187,82 @@ async function refreshQA() {
   } catch (e) { /* restarting */ }
 }
 
+// ---- the strip mosaic and the pipeline's own catalogue -----------------------------------------
+const utc = (mjd) => new Date(Math.round((mjd - 40587) * 1440) * 60e3).toISOString().slice(0, 16).replace("T", " ");  // to the minute
+async function refreshMosaics() {
+  try {
+    const rows = await api("/api/mosaics?limit=50");
+    rows.sort((a, b) => (a.status === "running") !== (b.status === "running") ? (a.status === "running" ? -1 : 1) : b.start_mjd - a.start_mjd);
+    emptyState("mosaic-empty", rows.length ? "" : "No mosaic yet: the running strip mosaic of the current span (mosaic.span_hours, " +
+      "aligned to 00:00 UTC) appears when the first group of the drift scan has completed and its catalogue and mosaic " +
+      "update has run; a span's fixed FITS product is listed here once the next span begins.");
+    $("mosaics").tBodies[0].innerHTML = rows.map((m) => {
+      const files = Object.entries(m.files || {}).map(([k, url]) => `<a href="${url}" onclick="event.stopPropagation()">${k}</a>`).join(" ");
+      const noise = m.noise_median_jy === null ? "– (when complete)" : `${fmt(m.noise_median_jy * 1e3, 2)} / ${fmt(m.noise_min_jy * 1e3, 2)}`;
+      return `<tr data-name="${esc(m.name)}" data-status="${m.status}" title="open ${esc(m.name)} in the viewer"><td>${esc(m.name)}` +
+        `${m.kind === "custom" ? " <small>(built on request)</small>" : ""}</td>` +
+        `<td><span class="pill ${m.status === "running" ? "warn" : "ok"}">${m.status}</span></td><td>${m.n_groups}</td>` +
+        `<td>${utc(m.start_mjd)}–${utc(m.end_mjd).slice(11)}</td><td>${fmt(m.width_deg, 2)}° × ${fmt(m.height_deg, 2)}°</td>` +
+        `<td>${noise}</td><td>${files || "<small>Zarr only while running</small>"}</td></tr>`;
+    }).join("");
+    for (const tr of $("mosaics").tBodies[0].rows) tr.onclick = () => openViewer(`/api/mosaics/${encodeURIComponent(tr.dataset.name)}`);
+    $("mosaics").dataset.names = rows.map((m) => m.name).join(",");
+    if (rows.length) await mosaicPreview(rows[0]);
+  } catch (e) { /* restarting */ }
+}
+// A preview of the newest (running) mosaic across the panel: its covered part, every Nth pixel.
+async function mosaicPreview(row) {
+  const base = `/api/mosaics/${encodeURIComponent(row.name)}`, m = await api(`${base}/meta`), b = m.data_box;
+  const step = Math.max(m.step, Math.ceil((b[1] - b[0]) / 1600));
+  const [data, shape] = await fetchArray(`${base}/array?step=${step}&x0=${b[0]}&y0=${b[2]}&w=${b[1] - b[0]}&h=${b[3] - b[2]}`);
+  const c = $("mosaic-preview");
+  paintFloat(c, data, shape[0], shape[1], m.median - 3 * m.rms_mad, m.median + 20 * m.rms_mad, "asinh", "inferno");
+  c.hidden = false; c.onclick = () => openViewer(base);
+  $("mosaic-preview-info").textContent = `${row.name} (${row.status}, ${row.n_groups} group(s)): the part covered so far, ` +
+    `−3σ…+20σ asinh, RMS ${fmt(m.rms_mad * 1e3, 2)} mJy/beam`;
+}
+async function refreshOwn() {
+  try {
+    const [r, cands] = await Promise.all([fetch("/api/catalogue?order=interest&limit=15"), api("/api/candidates?limit=20")]);
+    if (!r.ok) throw new Error("/api/catalogue: " + r.status);
+    const srcs = await r.json(), nAll = Number(r.headers.get("X-Total-Count")), nVar = Number(r.headers.get("X-Variable-Count"));
+    emptyState("own-empty", srcs.length ? "" : "No source of the pipeline's own catalogue yet: the sources found in each " +
+      "group's image (and in the mosaics) appear when the first group's catalogue update has run; each is then measured " +
+      "in every image that covers it.");
+    $("own-info").textContent = srcs.length ? `${nAll} sources · ${nVar} variability candidate(s) · candidates, then highest η` : "";
+    $("own-sources").tBodies[0].innerHTML = srcs.map((s) =>
+      `<tr class="${s.variable ? "candidate" : ""}" data-source="${esc(s.name)}"><td><a href="/source/${encodeURIComponent(s.name)}">${esc(s.name)}</a>` +
+      `${s.variable ? ' <span class="pill bad">variable</span>' : ""}${s.external_name ? ` <small>= ${esc(s.external_name)}</small>` : ""}</td>` +
+      `<td>${s.n_detections}×</td><td>${s.n_forced ?? 0}</td><td>${fmt((s.mean_flux_jy ?? s.flux_jy) * 1e3, 1)}</td>` +
+      `<td>${fmt(s.eta, 1)}</td><td>${fmt(s.v, 3)}</td></tr>`).join("");
+    const tr = cands.transients;
+    emptyState("trans-empty", tr.length ? "" : "No transient candidate: a detection above catalogue.transient_sigma with no " +
+      "catalogue counterpart, which the earlier images of the same sky did not see, appears here with its cut-out; " +
+      "an operator marks it real or artefact (POST /api/candidates/{id} with the token).");
+    $("trans-info").textContent = tr.length ? `${tr.filter((t) => t.status === "new").length} new of ${tr.length}, newest first` : "";
+    $("transients").tBodies[0].innerHTML = tr.map((t) =>
+      `<tr data-id="${esc(t.id)}" data-status="${t.status}"><td>${t.source ? `<a href="/source/${encodeURIComponent(t.source)}">${esc(t.source)}</a><br>` : ""}` +
+      `<small>${esc(t.id)} · ${utc(t.mid_mjd)}</small></td><td>${fmt(t.flux_jy * 1e3, 1)}</td><td>${fmt(t.snr, 1)}</td>` +
+      `<td><span class="pill ${t.status}">${t.status}</span></td>` +
+      `<td>${t.cutout_url ? `<a href="${t.cutout_url}"><img src="${t.cutout_url}" alt="cut-out of ${esc(t.id)}"></a>` : "–"}</td></tr>`).join("");
+  } catch (e) { /* restarting */ }
+}
+function refreshSky() { refreshMosaics(); refreshOwn(); }
+// A completed group's catalogue and mosaic update runs after its "completed" event: look again
+// until a mosaic holds the group (or a minute has passed).
+const skyWaits = new Set();
+async function refreshSkyAfter(groupId) {
+  if (skyWaits.has(groupId)) return;
+  skyWaits.add(groupId);
+  try {
+    for (let k = 0; k < 30; k++) {
+      const rows = await api("/api/mosaics?limit=5").catch(() => []);
+      if (rows.some((m) => (m.groups || []).includes(groupId))) break;
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  } finally { skyWaits.delete(groupId); refreshSky(); }
+}
+
 // ---- wiring ----------------------------------------------------------------------------------
 function selection() {
   const mode = $("wf-mode").value;
@@ -199,7 +277,7 @@ $("wf-flags").onchange = wfRepaint;
 $("cal-apply").onclick = refreshCal;
 wireViewer();
 connect(() => "/ws/status", onStatus, async () => {
-  await refreshGroups(); refreshStatus(); refreshImages(); refreshCal(); refreshQA(); refreshLatestFlags();
+  await refreshGroups(); refreshStatus(); refreshImages(); refreshCal(); refreshQA(); refreshLatestFlags(); refreshSky();
 });
 wfRedraw();
 setInterval(() => { refreshStatus(); refreshGroups(); }, 10000);

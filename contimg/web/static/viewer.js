@@ -1,9 +1,11 @@
-// The image viewer: an image's own pixels (float32 from /api/images/{id}/array) on a canvas, with
-// pan (drag), zoom (wheel, buttons), a colour scale (range, stretch, map) with a colour bar in the
-// image's unit, the cursor's pixel, RA/Dec (the FITS SIN projection, inverted here) and value, and
-// the catalogue sources (forced photometry), the sources found and the variability candidates.
+// The image viewer: an image's or a strip mosaic's own pixels (float32 from {base}/array, where
+// base is /api/images/{id} or /api/mosaics/{name}) on a canvas, with pan (drag), zoom (wheel,
+// buttons), a colour scale (range, stretch, map) with a colour bar in the image's unit, the
+// cursor's pixel, RA/Dec (the FITS SIN projection, inverted here) and value, and the overlays of
+// {base}/overlay: the external catalogue's sources (forced photometry), the pipeline's own
+// catalogue, the sources found, and the variability and transient candidates.
 "use strict";
-const VIEW = { meta: null, data: null, nx: 0, ny: 0, step: 1, scale: 1, ox: 0, oy: 0, overlay: null, img: null };
+const VIEW = { base: null, meta: null, data: null, nx: 0, ny: 0, step: 1, scale: 1, ox: 0, oy: 0, overlay: null, img: null };
 
 async function fetchArray(url) {  // (Float32Array, [ny, nx]) of a /array request
   const r = await fetch(url);
@@ -56,10 +58,12 @@ function viewerPaint() {
   $("v-cb-labels").innerHTML = `<span>${lo.toPrecision(3)}</span><span>${esc(unit)} · ${$("v-stretch").value}</span><span>${hi.toPrecision(3)}</span>`;
   viewerDraw();
 }
-function viewerFit() {
+function viewerFit() {  // the part of the image that has data (a running mosaic: the groups so far), whole in the canvas
   viewerDraw();  // sizes the canvas to its box
-  const c = $("v-canvas"), s = Math.min(c.width / VIEW.nx, c.height / VIEW.ny);
-  VIEW.scale = s; VIEW.ox = (c.width - VIEW.nx * s) / 2; VIEW.oy = (c.height - VIEW.ny * s) / 2;
+  const c = $("v-canvas"), st = VIEW.step, b = (VIEW.meta && VIEW.meta.data_box) || [0, VIEW.nx * st, 0, VIEW.ny * st];
+  const bx0 = b[0] / st, bw = Math.max(1, (b[1] - b[0]) / st), by1 = b[3] / st, bh = Math.max(1, (b[3] - b[2]) / st);
+  const s = Math.min(c.width / bw, c.height / bh);
+  VIEW.scale = s; VIEW.ox = (c.width - bw * s) / 2 - bx0 * s; VIEW.oy = (c.height - bh * s) / 2 - (VIEW.ny - by1) * s;
   viewerDraw();
 }
 function viewerZoom(f, cx, cy) {
@@ -98,13 +102,38 @@ function viewerDraw() {
     ctx.strokeStyle = "#9cff5e";
     for (const s of ov.catalogue) { const [x, y] = imageToCanvas(s.x, s.y); ctx.beginPath(); ctx.arc(x, y, r + 3, 0, 2 * Math.PI); ctx.stroke(); }
   }
+  if ($("v-own").checked) {  // the pipeline's own catalogue: yellow diamonds
+    ctx.strokeStyle = "#ffd166";
+    for (const s of ov.own || []) {
+      const [x, y] = imageToCanvas(s.x, s.y), d = r + 4;
+      ctx.beginPath(); ctx.moveTo(x, y - d); ctx.lineTo(x + d, y); ctx.lineTo(x, y + d); ctx.lineTo(x - d, y); ctx.closePath(); ctx.stroke();
+    }
+  }
   if ($("v-cand").checked) {
     ctx.strokeStyle = "#ff5e5e"; ctx.lineWidth = 2.5; ctx.font = "12px system-ui"; ctx.fillStyle = "#ff9e9e";
-    for (const s of ov.catalogue.filter((s) => s.candidate)) {
+    const variables = [...ov.catalogue.filter((s) => s.candidate), ...(ov.own || []).filter((s) => s.variable)];
+    for (const s of variables) {
       const [x, y] = imageToCanvas(s.x, s.y); ctx.beginPath(); ctx.arc(x, y, r + 8, 0, 2 * Math.PI); ctx.stroke();
       ctx.fillText(s.source, x + r + 10, y);
     }
+    ctx.strokeStyle = "#ff5ef0"; ctx.fillStyle = "#ff9ef6";  // transient candidates: magenta crosses
+    for (const t of ov.transients || []) {
+      const [x, y] = imageToCanvas(t.x, t.y), d = r + 8;
+      ctx.beginPath(); ctx.moveTo(x - d, y - d); ctx.lineTo(x + d, y + d); ctx.moveTo(x - d, y + d); ctx.lineTo(x + d, y - d); ctx.stroke();
+      ctx.fillText(`${t.id} (${t.status})`, x + d + 4, y - d);
+    }
   }
+}
+// What the overlays hold at full-resolution pixel (x, y), within tol pixels: a line of text or "".
+function overlayNear(x, y, tol) {
+  const ov = VIEW.overlay, near = (s) => Math.hypot(s.x - x, s.y - y) <= tol;
+  if (!ov) return "";
+  const out = [], s = ov.catalogue.find(near), o = (ov.own || []).find(near), t = (ov.transients || []).find(near);
+  if (s) out.push(`${s.source}: ${fmt(s.flux_jy * 1e3, 2)} ± ${fmt(s.err_jy * 1e3, 2)} mJy (catalogue ${fmt(s.catalogue_flux_jy * 1e3, 1)})${s.candidate ? " · CANDIDATE" : ""}`);
+  if (o) out.push(`${o.source}: ${o.flux_jy === null ? "–" : fmt(o.flux_jy * 1e3, 2)} ± ${o.err_jy === null ? "–" : fmt(o.err_jy * 1e3, 2)} mJy ` +
+    `(own catalogue, ${o.n_detections} detection(s)${o.eta === null ? "" : `, η ${fmt(o.eta, 2)}, V ${fmt(o.v, 3)}`})${o.variable ? " · VARIABLE" : ""}`);
+  if (t) out.push(`transient ${t.id}: ${fmt(t.flux_jy * 1e3, 2)} mJy, ${fmt(t.snr, 1)}σ (${t.status})`);
+  return out.length ? " · " + out.join(" · ") : "";
 }
 function viewerReadout(ev) {
   const c = $("v-canvas"), rect = c.getBoundingClientRect();
@@ -112,39 +141,46 @@ function viewerReadout(ev) {
   const [xd, yd] = canvasToImage(cx, cy);
   if (xd < 0 || yd < 0 || xd >= VIEW.nx || yd >= VIEW.ny) { $("v-readout").textContent = "outside the image"; return; }
   const x = xd * VIEW.step, y = yd * VIEW.step, v = VIEW.data[yd * VIEW.nx + xd], [ra, dec] = pixelToWorld(VIEW.meta, x, y);
-  let near = "";
-  if (VIEW.overlay) {
-    const tol = Math.max(2, 6 / VIEW.scale) * VIEW.step;
-    const s = VIEW.overlay.catalogue.find((s) => Math.hypot(s.x - x, s.y - y) <= tol);
-    if (s) near = ` · ${s.source}: ${fmt(s.flux_jy * 1e3, 2)} ± ${fmt(s.err_jy * 1e3, 2)} mJy (catalogue ${fmt(s.catalogue_flux_jy * 1e3, 1)})${s.candidate ? " · CANDIDATE" : ""}`;
-  }
+  const near = overlayNear(x, y, Math.max(2, 6 / VIEW.scale) * VIEW.step);
   const out = $("v-readout");
   out.dataset.x = x; out.dataset.y = y; out.dataset.value = v;
   out.textContent = `x ${x} y ${y} · RA ${sexa(ra, true)} Dec ${sexa(dec, false)} (${ra.toFixed(4)}°, ${dec.toFixed(4)}°) · ` +
     `${isFinite(v) ? v.toPrecision(5) : "blank"} ${VIEW.meta.bunit}${VIEW.step > 1 ? ` (every ${VIEW.step}th pixel shown)` : ""}${near}`;
 }
-async function openViewer(imageId) {
-  const dlg = $("viewer");
-  dlg.showModal();
-  $("v-readout").textContent = "loading…"; VIEW.img = null; VIEW.overlay = null; viewerDraw();
+// base: /api/images/{id} or /api/mosaics/{name} (an image id alone means the former)
+async function openViewer(base) {
+  if (!String(base).startsWith("/")) base = `/api/images/${base}`;
+  const dlg = $("viewer"), c = $("v-canvas");
+  if (!dlg.open) dlg.showModal();
+  VIEW.base = base; c.dataset.ready = "0"; c.dataset.base = base;
+  $("v-readout").textContent = "loading…"; $("v-legend").textContent = ""; VIEW.img = null; VIEW.overlay = null; viewerDraw();
   try {
-    const m = await api(`/api/images/${imageId}/meta`);
-    VIEW.meta = m; VIEW.step = m.step;
-    const [data, shape] = await fetchArray(`/api/images/${imageId}/array?step=${m.step}`);
-    VIEW.data = data; [VIEW.ny, VIEW.nx] = shape;
-    $("v-title").textContent = `${m.group_id} ${m.type} · ${m.nx}×${m.ny} px of ${fmt(Math.abs(m.cdelt1) * 3600, 1)}″ · ` +
+    const m = await api(`${base}/meta`);
+    const [data, shape] = await fetchArray(`${base}/array?step=${m.step}`);
+    if (VIEW.base !== base) return;  // another image was opened meanwhile
+    VIEW.meta = m; VIEW.step = m.step; VIEW.data = data; [VIEW.ny, VIEW.nx] = shape;
+    const what = m.name !== undefined
+      ? `strip mosaic ${m.name} (${m.status}, ${m.n_groups} group(s), ${mjdIso(m.start_mjd)}–${mjdIso(m.end_mjd).slice(11)} UTC, ` +
+        `from its ${m.read_from === "zarr" ? "running Zarr planes" : "FITS"})`
+      : `${m.group_id} ${m.type}`;
+    $("v-title").textContent = `${what} · ${m.nx}×${m.ny} px of ${fmt(Math.abs(m.cdelt1) * 3600, 1)}″ · ` +
       `${fmt(m.freq_hz / 1e6, 1)} MHz · ${m.date_obs} · RMS ${fmt(m.rms_mad * 1e3, 2)} m${m.bunit}` +
       (m.bmaj_deg ? ` · beam ${fmt(m.bmaj_deg * 3600, 1)}″×${fmt(m.bmin_deg * 3600, 1)}″` : "");
     viewerPaint(); viewerFit();
-    $("v-canvas").dataset.image = imageId;
+    c.dataset.image = base.replace(/^\/api\/images\//, "");
     $("v-readout").textContent = "move the cursor over the image";
-    VIEW.overlay = await api(`/api/images/${imageId}/overlay`);
-    $("v-legend").textContent = `${VIEW.overlay.catalogue.length} catalogue sources (green circles) · ${VIEW.overlay.found.length} found ` +
-      `(blue squares) · ${VIEW.overlay.catalogue.filter((s) => s.candidate).length} candidates (red)`;
+    const ov = await api(`${base}/overlay`);
+    if (VIEW.base !== base) return;
+    VIEW.overlay = ov;
+    const nVar = ov.catalogue.filter((s) => s.candidate).length + (ov.own || []).filter((s) => s.variable).length;
+    $("v-legend").textContent = `${ov.catalogue.length} catalogue sources (green circles) · ${(ov.own || []).length} of the ` +
+      `pipeline's own catalogue (yellow diamonds) · ${ov.found.length} found (blue squares) · ${nVar} variability ` +
+      `candidates (red) · ${(ov.transients || []).length} transient candidates (magenta crosses)`;
     viewerDraw();
-    $("v-canvas").dataset.ready = "1";
+    c.dataset.ready = "1";
   } catch (e) { $("v-readout").textContent = String(e.message || e); }
 }
+function mjdIso(mjd) { return new Date(Math.round((mjd - 40587) * 1440) * 60e3).toISOString().slice(0, 16).replace("T", " "); }
 function wireViewer() {
   const c = $("v-canvas");
   let drag = null;
@@ -165,8 +201,8 @@ function wireViewer() {
   $("v-in").onclick = () => viewerZoom(2); $("v-out").onclick = () => viewerZoom(0.5); $("v-fit").onclick = viewerFit;
   for (const id of ["v-range", "v-stretch", "v-cmap"]) $(id).onchange = () => VIEW.data && viewerPaint();
   for (const id of ["v-lo", "v-hi"]) $(id).onchange = () => { $("v-range").value = "custom"; VIEW.data && viewerPaint(); };
-  for (const id of ["v-cat", "v-found", "v-cand"]) $(id).onchange = viewerDraw;
-  $("v-close").onclick = () => $("viewer").close();
+  for (const id of ["v-cat", "v-own", "v-found", "v-cand"]) $(id).onchange = viewerDraw;
+  $("v-close").onclick = () => { VIEW.base = null; $("viewer").close(); };
 }
 // For tests: where the full-resolution pixel (x, y) is on the screen (CSS pixels, page coordinates).
 window.viewerScreenOf = (x, y) => {
