@@ -67,28 +67,15 @@ async def mosaics(kind: str | None = Query(None, pattern=r"^\w+$"), limit: int =
 
 @router.get("/api/mosaics/{name}", summary="one mosaic: its groups, grid, noise, and its FITS files")
 async def mosaic(name: str = PathParam(pattern=NAME), ctx: WebContext = Depends(context_of)) -> dict:
-    db = _mosaics(ctx)
-    try:
-        row = db.get(name)
-    finally:
-        db.close()
-    if row is None:
-        raise HTTPException(404, f"no mosaic {name}")
-    return _with_urls(row)
+    return _with_urls(_mosaic_row(ctx, name))
 
 
 @router.get("/api/mosaics/{name}/{kind}.fits", summary="a mosaic's image, noise or primary-beam weight FITS",
             response_class=FileResponse)
 async def mosaic_file(name: str = PathParam(pattern=NAME), kind: Literal["image", "noise", "weight"] = PathParam(),
                       ctx: WebContext = Depends(context_of)) -> FileResponse:
-    db = _mosaics(ctx)
-    try:
-        row = db.get(name)
-    finally:
-        db.close()
-    path = Path((row or {}).get(_FILES[kind]) or "")
-    home = (ctx.root / "mosaics").resolve()
-    if not row or not path.name or not path.resolve().is_relative_to(home) or not path.is_file():
+    path = _inside_mosaics(ctx, _mosaic_row(ctx, name).get(_FILES[kind]))
+    if path is None or not path.is_file():
         raise HTTPException(404, f"mosaic {name} has no {kind} FITS (a running span has none until it completes)")
     return FileResponse(path, media_type="application/fits", filename=path.name)
 
