@@ -58,19 +58,32 @@ def _wrap(i, g):
     return i % g
 
 
+@cuda.jit(device=True, inline=True)
+def _block_chunk(chunk_tile, chunk_start, chunk_end, chunk_jstart, first_chunk, ntile_side, plane):
+    """This block's chunk: (first visibility, end, its w kernel row dj for ``plane``, the tile's
+    first u and v cells)."""
+    c = first_chunk + cuda.blockIdx.x
+    tile = chunk_tile[c]
+    return (chunk_start[c], chunk_end[c], plane - chunk_jstart[c],  # dj: 0 … support-1 by the launch's choice
+            (tile % ntile_side) * TILE, (tile // ntile_side) * TILE)
+
+
+@cuda.jit(device=True, inline=True)
+def _kernel_rows(n, fu, fv, fw, support, beta, ku, kv, kw):
+    """The kernel's weights along u, v and w at visibility ``n``."""
+    _es_weights(fw[n], support, beta, kw)
+    _es_weights(fu[n], support, beta, ku)
+    _es_weights(fv[n], support, beta, kv)
+
+
 @cuda.jit
 def grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start, chunk_end, chunk_jstart, first_chunk,
                ntile_side, plane, support, beta):
     """Add plane ``plane``'s share of the chunks' visibilities to ``grid`` (g, 2g) float32.
     vals: (2 nvis,) float32 (complex64 viewed); the rest as the module says."""
     g = grid.shape[0]
-    c = first_chunk + cuda.blockIdx.x
-    tile = chunk_tile[c]
-    b0 = chunk_start[c]
-    b1 = chunk_end[c]
-    dj = plane - chunk_jstart[c]  # 0 … support-1 by the launch's choice of chunks
-    u0 = (tile % ntile_side) * TILE
-    v0 = (tile // ntile_side) * TILE
+    b0, b1, dj, u0, v0 = _block_chunk(chunk_tile, chunk_start, chunk_end, chunk_jstart, first_chunk, ntile_side,
+                                      plane)
     side = TILE + support - 1
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
@@ -83,9 +96,7 @@ def grid_plane(grid, iu, fu, iv, fv, fw, vals, chunk_tile, chunk_start, chunk_en
     kv = cuda.local.array(MAXW, float32)
     kw = cuda.local.array(MAXW, float32)
     for n in range(b0 + t, b1, nt):
-        _es_weights(fw[n], support, beta, kw)
-        _es_weights(fu[n], support, beta, ku)
-        _es_weights(fv[n], support, beta, kv)
+        _kernel_rows(n, fu, fv, fw, support, beta, ku, kv, kw)
         vr = vals[2 * n] * kw[dj]
         vi = vals[2 * n + 1] * kw[dj]
         du = _wrap(iu[n], g) - u0  # 0 … TILE-1
@@ -115,13 +126,8 @@ def degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start, chunk_e
     """``out`` (2 nvis,) float32 (complex64 viewed) += plane ``plane``'s share of ``grid``
     (g, 2g) float32 at each of the chunks' visibilities."""
     g = grid.shape[0]
-    c = first_chunk + cuda.blockIdx.x
-    tile = chunk_tile[c]
-    b0 = chunk_start[c]
-    b1 = chunk_end[c]
-    dj = plane - chunk_jstart[c]
-    u0 = (tile % ntile_side) * TILE
-    v0 = (tile // ntile_side) * TILE
+    b0, b1, dj, u0, v0 = _block_chunk(chunk_tile, chunk_start, chunk_end, chunk_jstart, first_chunk, ntile_side,
+                                      plane)
     side = TILE + support - 1
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
@@ -137,9 +143,7 @@ def degrid_plane(grid, iu, fu, iv, fv, fw, out, chunk_tile, chunk_start, chunk_e
     kv = cuda.local.array(MAXW, float32)
     kw = cuda.local.array(MAXW, float32)
     for n in range(b0 + t, b1, nt):
-        _es_weights(fw[n], support, beta, kw)
-        _es_weights(fu[n], support, beta, ku)
-        _es_weights(fv[n], support, beta, kv)
+        _kernel_rows(n, fu, fv, fw, support, beta, ku, kv, kw)
         du = _wrap(iu[n], g) - u0
         dv = _wrap(iv[n], g) - v0
         sr = float32(0.0)
