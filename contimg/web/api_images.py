@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.stats import mad_std
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
@@ -140,7 +141,7 @@ def _compute_meta(data: np.ndarray, h: fits.Header) -> dict:
     ok = np.isfinite(data)
     finite = data[ok]
     pct = np.percentile(finite, [0.5, 1, 50, 99, 99.5, 99.9]) if finite.size else np.zeros(6)
-    mad = float(np.median(np.abs(finite - pct[2])) * 1.4826) if finite.size else 0.0
+    mad = float(mad_std(finite)) if finite.size else 0.0
     ny, nx = data.shape
     cols, rows = np.flatnonzero(ok.any(axis=0)), np.flatnonzero(ok.any(axis=1))
     box = [int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1] if finite.size else [0, nx, 0, ny]
