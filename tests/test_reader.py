@@ -44,6 +44,44 @@ def test_reader_equals_pyuvdata(sim_dir):
     assert chunk.subbands_present.all() and not chunk.problems
 
 
+def test_uniform_weights_take_no_memory_and_a_missing_subband_weighs_zero(copy_group):
+    """The correlator's nsamples are one value throughout: the chunk's weights are a broadcast
+    view of one value per channel (no (ntime, nbl, nchan, npol) array), 0 on a missing subband."""
+    folder, files = copy_group
+    files[3].unlink()
+    chunk = read_group(_group(folder))
+    assert 0 in chunk.weights.strides[:2] and not chunk.weights.flags.writeable
+    nch = chunk.freq_hz.size // 16
+    lo = chunk.freq_hz.size - 4 * nch  # sb03's channels in ascending order
+    assert not chunk.weights[:, :, lo:lo + nch].any()
+    assert (chunk.weights[:, :, :lo] == 1).all() and (chunk.weights[:, :, lo + nch:] == 1).all()
+
+
+def test_nonuniform_weights_equal_pyuvdata(copy_group):
+    """One subband whose nsamples vary (one integration's halved, one sample zeroed): the full
+    weights array, equal to pyuvdata's nsample_array of each file, the other subbands' too."""
+    import h5py
+    from pyuvdata import UVData
+
+    folder, files = copy_group
+    with h5py.File(files[9], "r+") as f:
+        ns = f["Data/nsamples"][()]
+        nbl = ns.shape[0] // int(f["Header/Ntimes"][()])
+        ns[2 * nbl:3 * nbl] *= 0.5
+        ns[5, 0, 3, 1] = 0.0
+        f["Data/nsamples"][...] = ns
+    chunk = read_group(_group(folder))
+    assert 0 not in chunk.weights.strides
+    nsamp = []
+    for sb in range(15, -1, -1):
+        uv = UVData()
+        uv.read(files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
+        order = np.argsort(uv.freq_array)
+        nsamp.append(uv.nsample_array[:, order].reshape(uv.Ntimes, uv.Nbls, -1, 2))
+    assert np.array_equal(chunk.weights, np.concatenate(nsamp, axis=2))
+    assert (chunk.weights == 0.5).any() and (chunk.weights == 0).sum() == 1
+
+
 def test_incomplete_files_are_not_subband_files(tmp_path):
     assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03_incomplete.hdf5") is None
     assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03.hdf5").subband == 3

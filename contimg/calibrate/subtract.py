@@ -108,16 +108,22 @@ def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_
     return [c for c, s in zip(cands, sep) if s <= radius_deg]
 
 
-def _source_models(chunk: VisChunk, sources: list, xp=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit-scale models ``S(f) A(t, f)`` of each source on the cross-correlations:
-    (k, ntime, ncross, nchan) complex64, the cross-correlation indices and their lengths (m).
-    ``xp`` (a device module): the models predicted by the array code, on ``xp``."""
+_HOST_BLOCK_BYTES = 64 * 2**20  # the host path's models, per block of integrations
+
+
+def _source_models(chunk: VisChunk, sources: list, xp=None, times: slice = slice(None)
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit-scale models ``S(f) A(t, f)`` of each source on the cross-correlations at the
+    integrations ``times``: (k, ntime, ncross, nchan) complex64, the cross-correlation indices
+    and their lengths (m). ``xp`` (a device module): the models predicted by the array code, on
+    ``xp``."""
     cross = chunk.cross
     b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
-    shape = (len(sources), chunk.time_jd.size, b_enu.shape[0], chunk.freq_hz.size)
+    time_jd = chunk.time_jd[times]
+    shape = (len(sources), time_jd.size, b_enu.shape[0], chunk.freq_hz.size)
     models = np.empty(shape, np.complex64) if xp is None else xp.empty(shape, np.complex64)
     for k, c in enumerate(sources):  # each predicted in place: no per-source copies of ~0.7 GB
-        kw = dict(sources=PointSources.from_calibrators([c]), time_jd=chunk.time_jd, freq_hz=chunk.freq_hz,
+        kw = dict(sources=PointSources.from_calibrators([c]), time_jd=time_jd, freq_hz=chunk.freq_hz,
                   b_enu_m=b_enu, pointing_dec_rad=chunk.pointing_dec_rad)
         if xp is None:
             sky_visibilities(**kw, out=models[k])
@@ -132,8 +138,8 @@ def _device_module(chunk: VisChunk):
     return None if xp is np else xp
 
 
-def _time_steps(ntime: int, per_time_bytes: int):
-    step = max(1, _BLOCK_BYTES // max(per_time_bytes, 1))
+def _time_steps(ntime: int, per_time_bytes: int, block_bytes: int = _BLOCK_BYTES):
+    step = max(1, block_bytes // max(per_time_bytes, 1))
     for t0 in range(0, ntime, step):
         yield slice(t0, min(t0 + step, ntime))
 
@@ -189,21 +195,21 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
     if not sources:
         return []
     xp = _device_module(chunk)
-    models, cross_idx, length_m = _source_models(chunk, sources, xp)
-    fit_sel = length_m >= min_baseline_m
-    n = models.shape[0]
-    if xp is None:
+    n = len(sources)
+    if xp is None:  # the host: the models a block of integrations at a time, twice (fit, then subtract)
         normal = np.zeros((chunk.freq_hz.size, n, n))
         rhs = np.zeros((chunk.freq_hz.size, n))
-        _normal_equations(chunk.vis, chunk.flags, models, cross_idx, fit_sel, normal, rhs)
-        normal, rhs = normal.sum(axis=0), rhs.sum(axis=0)
+        for ts in _host_blocks(chunk, n):
+            models, cross_idx, length_m = _source_models(chunk, sources, None, ts)
+            _normal_equations(chunk.vis[ts], chunk.flags[ts], models, cross_idx, length_m >= min_baseline_m,
+                              normal, rhs)
+        scales = np.linalg.lstsq(normal.sum(axis=0), rhs.sum(axis=0), rcond=None)[0]
+        _subtract_host(chunk, sources, scales)
     else:
+        models, cross_idx, length_m = _source_models(chunk, sources, xp)
         normal, rhs = normal_equations_xp(xp=xp, vis=chunk.vis, flags=chunk.flags, models=models,
-                                          cross_idx=cross_idx, fit_sel=fit_sel)
-    scales = np.linalg.lstsq(normal, rhs, rcond=None)[0]
-    if xp is None:
-        _subtract(chunk.vis, models, cross_idx, scales.astype(np.float64))
-    else:
+                                          cross_idx=cross_idx, fit_sel=length_m >= min_baseline_m)
+        scales = np.linalg.lstsq(normal, rhs, rcond=None)[0]
         subtract_xp(xp=xp, vis=chunk.vis, models=models, cross_idx=cross_idx, scales=scales.astype(np.float64))
     out = []
     for c, scale in zip(sources, scales):
@@ -219,9 +225,23 @@ def subtract_fitted(*, chunk: VisChunk, subtracted: list[SubtractedSource]) -> N
     if not subtracted:
         return
     xp = _device_module(chunk)
-    models, cross_idx, _ = _source_models(chunk, subtracted, xp)
     scales = np.array([s.scale for s in subtracted], np.float64)
     if xp is None:
-        _subtract(chunk.vis, models, cross_idx, scales)
+        _subtract_host(chunk, subtracted, scales)
     else:
+        models, cross_idx, _ = _source_models(chunk, subtracted, xp)
         subtract_xp(xp=xp, vis=chunk.vis, models=models, cross_idx=cross_idx, scales=scales)
+
+
+def _host_blocks(chunk: VisChunk, n_sources: int):
+    """Blocks of integrations whose models take about ``_HOST_BLOCK_BYTES``."""
+    per_time = n_sources * int(chunk.cross.sum()) * chunk.freq_hz.size * 8
+    return _time_steps(chunk.time_jd.size, per_time, _HOST_BLOCK_BYTES)
+
+
+def _subtract_host(chunk: VisChunk, sources: list, scales: np.ndarray) -> None:
+    """The numba twin's subtraction of ``scales`` times the sources' models, in place, the models
+    predicted a block of integrations at a time."""
+    for ts in _host_blocks(chunk, len(sources)):
+        models, cross_idx, _ = _source_models(chunk, sources, None, ts)
+        _subtract(chunk.vis[ts], models, cross_idx, np.asarray(scales, np.float64))

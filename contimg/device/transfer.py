@@ -21,7 +21,7 @@ import numpy as np
 
 from contimg.device.backend import is_device
 
-__all__ = ["TransferCounter", "upload", "download", "upload_flags"]
+__all__ = ["TransferCounter", "upload", "download", "upload_flags", "compact"]
 
 _LOCK = threading.Lock()  # one for all counters (adds are rare: a few per stage); keeps them picklable
 
@@ -52,15 +52,27 @@ def _is_host(arr) -> bool:
     return isinstance(arr, np.ndarray) or np.isscalar(arr)
 
 
+def compact(arr):
+    """(the distinct elements of ``arr``, its shape): a broadcast view (a zero stride, as
+    `np.broadcast_to` makes) without its repeated axes, which have length 1 instead; any other
+    array is its own compact form."""
+    strides = getattr(arr, "strides", None)
+    if not strides or 0 not in strides:
+        return arr, None
+    return arr[tuple(slice(0, 1) if st == 0 else slice(None) for st in strides)], arr.shape
+
+
 def upload(arr, *, xp, counter: TransferCounter | None = None, label: str = ""):
     """``arr`` on the device of ``xp`` (a no-op for numpy, and for an array already there);
-    the bytes that cross are added to ``counter`` under ``label``."""
+    the bytes that cross are added to ``counter`` under ``label``. A broadcast view (uniform
+    weights) crosses as its distinct elements and is broadcast again on the device."""
     if not is_device(xp):
         return arr
-    out = xp.asarray(arr)
+    base, shape = compact(arr)
+    out = xp.asarray(base)
     if counter is not None and _crosses_up(arr, xp):
-        counter.add("h2d", np.asarray(arr).nbytes if _is_host(arr) else arr.nbytes, label)
-    return out
+        counter.add("h2d", np.asarray(base).nbytes if _is_host(base) else base.nbytes, label)
+    return out if shape is None else xp.broadcast_to(out, shape)
 
 
 def _crosses_up(arr, xp) -> bool:
@@ -76,10 +88,11 @@ def download(arr, *, xp, counter: TransferCounter | None = None, label: str = ""
     """``arr`` as a numpy array; the bytes are counted when ``arr`` lives on ``xp``'s device."""
     if not is_device(xp):
         return np.asarray(arr)
-    host = arr.get() if hasattr(arr, "get") else np.asarray(arr)
-    if counter is not None and (getattr(xp, "TWIN", False) or not _is_host(arr)):
+    base, shape = compact(arr)
+    host = base.get() if hasattr(base, "get") else np.asarray(base)
+    if counter is not None and (getattr(xp, "TWIN", False) or not _is_host(base)):
         counter.add("d2h", host.nbytes, label)
-    return host
+    return host if shape is None else np.broadcast_to(host, shape)
 
 
 def upload_flags(flags: np.ndarray, *, xp, counter: TransferCounter | None = None, label: str = "flags"):

@@ -116,8 +116,9 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
                                    max_window=cfg.max_window)
     chis_f = _xp.window_thresholds(chi1=cfg.first_threshold_sigma, rho=cfg.threshold_rho, n=nchan,
                                    max_window=cfg.max_window)
-    det, z = steps.detect(vis=v, base=base, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f, chis_t=chis_t, chis_f=chis_f,
-                          n_iter=cfg.iterations, factor_step=cfg.iteration_factor)
+    det, mean, count = steps.detect(vis=v, base=base, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f, chis_t=chis_t,
+                                    chis_f=chis_f, n_iter=cfg.iterations, factor_step=cfg.iteration_factor,
+                                    clip=AVERAGE_CLIP)
     reasons["sumthreshold"] = int(xp.count_nonzero(det))
 
     # 3. polarizations together, then dilation; fx: the cross-correlations' flags from here on
@@ -127,14 +128,13 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
 
     # 4. the baseline-averaged plane
     if cfg.baseline_average and fx.shape[1] > 1:
-        mean, count = steps.baseline_mean(z=z, base=base, clip=AVERAGE_CLIP)
         avg_hits = baseline_average_hits(xp=xp, mean=mean, count=count, chi1=cfg.average_threshold_sigma,
                                          min_excess=cfg.average_min_excess, rho=cfg.threshold_rho,
                                          max_window=cfg.average_max_window, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f)
         if cfg.combine_polarizations:
             avg_hits = xp.broadcast_to(avg_hits.any(axis=2, keepdims=True), avg_hits.shape)
         reasons["baseline_average"] = steps.or_broadcast(fx, tcp=avg_hits)
-    del z
+    del mean, count
 
     # 5. dead antennas and channels, extension (counted on the cross-correlations)
     tbp, bcp = steps.count_axes(fx)

@@ -332,25 +332,41 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
                 zout[t, j, c, p] = np.float32(z[t, c])
 
 
+BASELINES_PER_BLOCK = 512  # detection's residuals are kept for one block of baselines at a time
+
+
 def detect(*, vis: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, lo_t, hi_t, lo_f, hi_f,
-           chis_t: np.ndarray, chis_f: np.ndarray, n_iter: int, factor_step: float,
-           passes: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Background removal + SumThreshold on every cross-correlation plane.
+           chis_t: np.ndarray, chis_f: np.ndarray, n_iter: int, factor_step: float, clip: float,
+           passes: int = 3, block: int = BASELINES_PER_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background removal + SumThreshold on every cross-correlation plane, ``block`` baselines
+    at a time, and the baseline-averaged residual.
 
     vis: (ntime, nbl, nchan, npol) complex64; base: same shape bool (already bad);
     cross_idx: (nx,) baseline indices to search. Returns (detected (ntime, nx, nchan, npol) bool,
-    new flags only; z (ntime, nx, nchan, npol) float32 residual in robust sigmas).
+    new flags only; mean (ntime, nchan, npol) float64 over the cross-correlations not in
+    ``base`` of the residuals in robust sigmas clipped to ±clip (`baseline_mean` per block, the
+    blocks' sums added in order), 0 where none; count (ntime, nchan, npol) int64). The residuals
+    themselves never exist for more than one block.
     """
     ntime, _, nchan, npol = vis.shape
+    cross_idx = np.asarray(cross_idx, np.int64)
     nx = cross_idx.size
     det = np.empty((ntime, nx, nchan, npol), bool)
-    zout = np.empty((ntime, nx, nchan, npol), np.float32)
+    total = np.zeros((ntime, nchan, npol))
+    count = np.zeros((ntime, nchan, npol), np.int64)
     factors = [factor_step ** (n_iter - 1 - it) for it in range(n_iter)]
     ct = np.stack([chis_t * f for f in factors])
     cf = np.stack([chis_f * f for f in factors])
-    _detect_kernel(vis, base, np.asarray(cross_idx, np.int64), np.asarray(lo_t, np.int64), np.asarray(hi_t, np.int64),
-                   np.asarray(lo_f, np.int64), np.asarray(hi_f, np.int64), ct, cf, int(passes), det, zout)
-    return det, zout
+    windows = [np.asarray(w, np.int64) for w in (lo_t, hi_t, lo_f, hi_f)]
+    zout = np.empty((ntime, min(block, nx), nchan, npol), np.float32)
+    for j0 in range(0, nx, block):
+        j1 = min(j0 + block, nx)
+        z = zout[:, :j1 - j0]
+        _detect_kernel(vis, base, cross_idx[j0:j1], *windows, ct, cf, int(passes), det[:, j0:j1], z)
+        block_total = np.zeros_like(total)
+        _baseline_mean_kernel(z, base, cross_idx[j0:j1], float(clip), block_total, count)
+        total += block_total
+    return det, np.where(count > 0, total / np.maximum(count, 1), 0.0), count
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -446,18 +462,6 @@ def _baseline_mean_kernel(z, base, cross_idx, clip, total, count):
                         v = min(max(v, np.float32(-clip)), np.float32(clip))
                         total[t, c, p] += np.float64(v)
                         count[t, c, p] += 1
-
-
-def baseline_mean(*, z: np.ndarray, base: np.ndarray, cross_idx: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over the cross-correlations of ``z`` (ntime, nx, nchan, npol) float32 clipped to
-    ±clip, leaving out the samples flagged in ``base`` (ntime, nbl, nchan, npol); float64 sums
-    in baseline order. Returns (mean (ntime, nchan, npol) float64, 0 where none; count int64)."""
-    ntime, nx, nchan, npol = z.shape
-    total = np.zeros((ntime, nchan, npol))
-    count = np.zeros((ntime, nchan, npol), np.int64)
-    _baseline_mean_kernel(z, base, np.asarray(cross_idx, np.int64), float(clip), total, count)
-    mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    return mean, count
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")

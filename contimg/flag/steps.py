@@ -21,13 +21,16 @@ _XP_BASELINES_PER_BATCH = 512  # device memory: ~15 float64 temporaries of (2 x 
 
 
 def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter: int,
-               factor_step: float, batch: int = _XP_BASELINES_PER_BATCH):
+               factor_step: float, clip: float, batch: int = _XP_BASELINES_PER_BATCH):
     """`contimg.flag.xp.detect_slabs` on (ntime, nx, nchan, npol) data, in that layout, ``batch``
     baselines at a time (every slab is independent, so batching changes no number; it bounds
-    the device memory of the all-slabs-at-once array code)."""
+    the device memory of the all-slabs-at-once array code), and the baseline mean of the clipped
+    residuals, each batch's sum added in order (`contimg.flag.cpu.detect`'s arithmetic; base:
+    (ntime, nx, nchan, npol), the samples left out)."""
     ntime, nx, nchan, npol = vis.shape
     det = xp.empty(vis.shape, bool)
-    z = xp.empty(vis.shape, xp.float32)
+    total = xp.zeros((ntime, nchan, npol), xp.float64)
+    count = xp.zeros((ntime, nchan, npol), xp.int64)
     for j0 in range(0, nx, batch):
         j1 = min(j0 + batch, nx)
         nb = j1 - j0
@@ -39,9 +42,12 @@ def _detect_xp(*, xp, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter:
                                  lo_f=xp.asarray(lo_f), hi_f=xp.asarray(hi_f), chis_t=chis_t, chis_f=chis_f,
                                  n_iter=n_iter, factor_step=factor_step)
         det[:, j0:j1] = d.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
-        z[:, j0:j1] = zz.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1)
-        del amp, valid, d, zz
-    return det, z
+        z = xp.ascontiguousarray(zz.reshape(nb, npol, ntime, nchan).transpose(2, 0, 3, 1))  # sums in baseline order
+        ok = ~base[:, j0:j1]
+        count += ok.sum(axis=1)
+        total += xp.where(ok, xp.clip(z, -clip, clip), 0).sum(axis=1, dtype=xp.float64)
+        del amp, valid, d, zz, z, ok
+    return det, xp.where(count > 0, total / xp.maximum(count, 1), 0.0), count
 
 
 def _dilate_xp(*, xp, mask, eta: float):
@@ -74,10 +80,14 @@ class ArraySteps:
         base |= invalid
         return base, n_input, n_invalid
 
-    def detect(self, *, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter: int, factor_step: float):
-        """(SumThreshold detections, residuals in robust sigmas) on the cross-correlations."""
+    def detect(self, *, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter: int, factor_step: float,
+               clip: float):
+        """(SumThreshold detections on the cross-correlations, (ntime, nx, nchan, npol); the
+        mean over the good cross-correlations of the residuals in robust sigmas clipped to
+        ±clip and its count, each (ntime, nchan, npol))."""
         return _detect_xp(xp=self.xp, vis=vis[:, self.cross_d], base=base[:, self.cross_d], lo_t=lo_t, hi_t=hi_t,
-                          lo_f=lo_f, hi_f=hi_f, chis_t=chis_t, chis_f=chis_f, n_iter=n_iter, factor_step=factor_step)
+                          lo_f=lo_f, hi_f=hi_f, chis_t=chis_t, chis_f=chis_f, n_iter=n_iter, factor_step=factor_step,
+                          clip=clip)
 
     def combine_and_dilate(self, *, det, base, combine: bool, eta: float):
         """(fx, samples the detections added to the input flags) after OR-ing the
@@ -90,15 +100,6 @@ class ArraySteps:
         base_x = base[:, self.cross_d]
         det &= ~base_x
         return base_x | det, int(xp.count_nonzero(det))
-
-    def baseline_mean(self, *, z, base, clip: float):
-        """(mean over the good cross-correlations of the clipped residuals, their count),
-        each (ntime, nchan, npol)."""
-        xp = self.xp
-        ok = ~base[:, self.cross_d]
-        count = ok.sum(axis=1)
-        total = xp.where(ok, xp.clip(z, -clip, clip), 0).sum(axis=1, dtype=xp.float64)
-        return xp.where(count > 0, total / xp.maximum(count, 1), 0.0), count
 
     def count_axes(self, mask):
         """(over channels (ntime, nbl, npol), over times (nbl, nchan, npol)) flagged counts."""
@@ -132,15 +133,14 @@ class HostSteps:
     def initial_flags(self, *, vis, flags, keep: bool):
         return _cpu.initial_flags(vis=vis, flags=flags, keep=keep, cross=self.cross)
 
-    def detect(self, *, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter: int, factor_step: float):
+    def detect(self, *, vis, base, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f, n_iter: int, factor_step: float,
+               clip: float):
         return _cpu.detect(vis=vis, base=base, cross_idx=self.cross_idx, lo_t=lo_t, hi_t=hi_t, lo_f=lo_f, hi_f=hi_f,
-                           chis_t=chis_t, chis_f=chis_f, n_iter=n_iter, factor_step=factor_step)
+                           chis_t=chis_t, chis_f=chis_f, n_iter=n_iter, factor_step=factor_step, clip=clip,
+                           block=_XP_BASELINES_PER_BATCH)
 
     def combine_and_dilate(self, *, det, base, combine: bool, eta: float):
         return _cpu.combine_and_dilate(det=det, base=base, cross_idx=self.cross_idx, combine=combine, eta=eta)
-
-    def baseline_mean(self, *, z, base, clip: float):
-        return _cpu.baseline_mean(z=z, base=base, cross_idx=self.cross_idx, clip=clip)
 
     def count_axes(self, mask):
         return _cpu.count_axes(mask)

@@ -1,9 +1,12 @@
 """Deconvolution: Högbom minor cycles inside Cotton–Schwab major cycles.
 
 Minor cycle (numba): Högbom CLEAN over the pixels whose residual exceeds the cycle's threshold
-(the "active set", as in Clark's CLEAN), each update exact through the full PSF computed at twice
-the image size. It stops at ``cycle_fraction`` of its starting peak (the PSF's sidelobes make
-the active set's residuals inexact beyond that), at the global threshold, or at ``niter``.
+(the "active set", as in Clark's CLEAN), each update through the PSF as the imagers make it, the
+image's size (as WSClean's): an active pixel farther from a component than half the image in
+either axis is not updated (the PSF does not reach it); the next major cycle, which measures the
+residual against the data, corrects what that left. It stops at ``cycle_fraction`` of its
+starting peak (the PSF's sidelobes make the active set's residuals inexact beyond that), at the
+global threshold, or at ``niter``.
 
 Major cycle: the accumulated model is predicted into visibilities with ducc0 (w-gridding) and
 subtracted; the residual image is re-made from the residual visibilities, so what the minor
@@ -46,7 +49,10 @@ def _minor(ys, xs, vals, psf, model, gain, stop, n_iter):
         py, px = ys[k], xs[k]
         model[py, px] += step
         for i in range(n):
-            vals[i] -= step * psf[ys[i] - py + cy, xs[i] - px + cx]
+            dy = ys[i] - py + cy
+            dx = xs[i] - px + cx
+            if 0 <= dy < psf.shape[0] and 0 <= dx < psf.shape[1]:
+                vals[i] -= step * psf[dy, dx]
         done += 1
     return done
 
@@ -82,11 +88,12 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
     """Högbom on the active set of ``residual`` (ny, nx); adds components to ``model`` (ny, nx)
     float64 in place. Arrays of ``xp``; with cupy the iterations run in `_minor_device`.
 
-    psf: (2 ny, 2 nx) float32 (others are converted), peak 1 at (ny, nx); mask: (ny, nx) bool,
-    components only where True (None: anywhere). Returns the number of components.
+    psf: (py, px) float32 (others are converted), even sizes, peak 1 at (py/2, px/2): the
+    image's size as the imagers make it (twice would reach every pixel from every other); mask:
+    (ny, nx) bool, components only where True (None: anywhere). Returns the number of components.
     """
-    if psf.shape != (2 * residual.shape[0], 2 * residual.shape[1]):
-        raise ValueError(f"psf shape {psf.shape} must be twice the image shape {residual.shape}")
+    if psf.ndim != 2 or psf.shape[0] % 2 or psf.shape[1] % 2:
+        raise ValueError(f"psf shape {psf.shape}: two even sizes, the peak at their middle")
     amp = xp.abs(residual)
     if mask is not None:
         amp = xp.where(mask, amp, 0)
@@ -113,7 +120,7 @@ def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: flo
                   xp: ModuleType = np):
     """Deconvolve.
 
-    dirty: (ny, nx) Jy/beam; psf: (2 ny, 2 nx); ``residual_image(model)`` returns the image of
+    dirty: (ny, nx) Jy/beam; psf: (py, px) peak at the middle (`minor_cycle`); ``residual_image(model)`` returns the image of
     the data minus the model's visibilities (Jy/beam), model in Jy/pixel. The threshold is the
     larger of ``threshold_sigma`` x the residual's robust RMS and ``threshold_jy``; ``mask``
     (ny, nx) bool: components only where True. Arrays of ``xp``.

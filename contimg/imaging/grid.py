@@ -17,42 +17,57 @@ import ducc0.wgridder.experimental as wg
 __all__ = ["dirty_image", "psf_image", "predict_from_image", "Ducc0Gridder"]
 
 _FLIPS = dict(flip_u=False, flip_v=True, flip_w=False)
+# ducc0 picks its grid's oversampling between 1.1 and sigma_max (2.6 by default) for speed alone;
+# at 2.0 a real-size 4096² pass holds ~0.4 GiB instead of up to 1.4 GiB, in the same time
+# (docs/benchmarks/bench.md), and the images agree to 5e-5 of their peak (within epsilon's reach)
+_SIGMA_MAX = 2.0
+
+
+def _sigma_max(epsilon: float) -> float:
+    """ducc0's largest oversampling for ``epsilon``: `_SIGMA_MAX`, or ducc0's default where
+    single precision needs more (below 1e-5)."""
+    return _SIGMA_MAX if epsilon >= 1e-5 else 2.6
 
 
 def dirty_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
-                cell_rad: float, epsilon: float, nthreads: int = 1) -> np.ndarray:
+                cell_rad: float, epsilon: float, nthreads: int = 1, wsum: float | None = None,
+                mask: np.ndarray | None = None) -> np.ndarray:
     """Dirty image (npix, npix) float32, FITS order, Jy/beam.
 
     uvw_m: (nrow, 3) float64; freq_hz: (nchan,); vis: (nrow, nchan) complex64;
-    wgt: (nrow, nchan) float32 (0 = excluded).
+    wgt: (nrow, nchan) float32 (0 = excluded). ``wsum`` (the sum of ``wgt``) and ``mask``
+    ((nrow, nchan) uint8, ``wgt > 0``) when the caller has them (`Ducc0Gridder` keeps both).
     """
-    wsum = float(np.sum(wgt, dtype=np.float64))
+    wsum = float(np.sum(wgt, dtype=np.float64)) if wsum is None else wsum
     if wsum <= 0:
         raise ValueError("dirty_image: every visibility has zero weight")
-    img = wg.vis2dirty(uvw=uvw_m, freq=freq_hz, vis=vis, wgt=wgt, mask=(wgt > 0).astype(np.uint8),
+    img = wg.vis2dirty(uvw=uvw_m, freq=freq_hz, vis=vis, wgt=wgt, mask=(wgt > 0).astype(np.uint8) if mask is None else mask,
                        npix_x=npix, npix_y=npix, pixsize_x=cell_rad, pixsize_y=cell_rad, epsilon=epsilon,
-                       do_wgridding=True, divide_by_n=False, nthreads=nthreads, **_FLIPS)
+                       do_wgridding=True, divide_by_n=False, nthreads=nthreads, sigma_max=_sigma_max(epsilon), **_FLIPS)
     return (img.T / wsum).astype(np.float32, order="C")  # C order: ducc0's is (x, y)
 
 
 def psf_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, npix: int, cell_rad: float,
-              epsilon: float, nthreads: int = 1) -> np.ndarray:
+              epsilon: float, nthreads: int = 1, wsum: float | None = None,
+              mask: np.ndarray | None = None) -> np.ndarray:
     """Point spread function (npix, npix) float32, FITS order, peak 1 at (npix/2, npix/2)."""
-    ones = np.ones(wgt.shape, np.complex64)
+    ones = np.broadcast_to(np.complex64(1), wgt.shape)  # ducc0 reads strided arrays: no memory
     return dirty_image(uvw_m=uvw_m, freq_hz=freq_hz, vis=ones, wgt=wgt, npix=npix, cell_rad=cell_rad,
-                       epsilon=epsilon, nthreads=nthreads)
+                       epsilon=epsilon, nthreads=nthreads, wsum=wsum, mask=mask)
 
 
 def predict_from_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, model: np.ndarray, cell_rad: float,
-                       epsilon: float, nthreads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+                       epsilon: float, nthreads: int = 1, out: np.ndarray | None = None,
+                       mask: np.ndarray | None = None) -> np.ndarray:
     """Model visibilities (nrow, nchan) complex64 of a sky image (npix, npix), FITS order, Jy/pixel.
 
     ``out``: a (nrow, nchan) complex64 buffer to fill. Pass one that is reused: ducc0 allocates
     its output while it holds the GIL, and the first touch of ~700 MB of fresh pages (a real-size
-    group) then stalls every other Python thread for a few hundred milliseconds."""
+    group) then stalls every other Python thread for a few hundred milliseconds. ``mask``
+    ((nrow, nchan) uint8): only where it is non-zero (elsewhere the output is 0)."""
     return wg.dirty2vis(uvw=uvw_m, freq=freq_hz, dirty=np.ascontiguousarray(model.T, np.float32),
                         pixsize_x=cell_rad, pixsize_y=cell_rad, epsilon=epsilon, do_wgridding=True,
-                        divide_by_n=False, nthreads=nthreads, vis=out, **_FLIPS)
+                        divide_by_n=False, nthreads=nthreads, vis=out, mask=mask, sigma_max=_sigma_max(epsilon), **_FLIPS)
 
 
 class Ducc0Gridder:
@@ -68,16 +83,18 @@ class Ducc0Gridder:
     def __init__(self, *, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float, nthreads: int = 1):
         self.vis = vis
         self.npix = npix
+        # the weights' sum and the gridded-sample mask, once for every pass
         self._common = dict(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, cell_rad=cell_rad, epsilon=epsilon,
-                            nthreads=nthreads)
+                            nthreads=nthreads, wsum=float(np.sum(wgt, dtype=np.float64)),
+                            mask=(wgt > 0).view(np.uint8))
         self._scratch: np.ndarray | None = None  # model, then residual, visibilities: one buffer for every major cycle
 
     def dirty_image(self) -> np.ndarray:
         return dirty_image(vis=self.vis, npix=self.npix, **self._common)
 
     def psf_image(self) -> np.ndarray:
-        """(2 npix, 2 npix), peak 1 in the centre."""
-        return psf_image(npix=2 * self.npix, **self._common)
+        """(npix, npix), peak 1 at (npix/2, npix/2)."""
+        return psf_image(npix=self.npix, **self._common)
 
     def residual_image(self, model: np.ndarray) -> np.ndarray:
         """The image of vis minus the visibilities of ``model`` (npix, npix) Jy/pixel."""
@@ -85,6 +102,6 @@ class Ducc0Gridder:
         if self._scratch is None:
             self._scratch = np.empty_like(self.vis)
         predict_from_image(uvw_m=c["uvw_m"], freq_hz=c["freq_hz"], model=model, cell_rad=c["cell_rad"],
-                           epsilon=c["epsilon"], nthreads=c["nthreads"], out=self._scratch)
+                           epsilon=c["epsilon"], nthreads=c["nthreads"], out=self._scratch, mask=c["mask"])
         np.subtract(self.vis, self._scratch, out=self._scratch)
         return dirty_image(vis=self._scratch, npix=self.npix, **c)

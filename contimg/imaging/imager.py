@@ -24,14 +24,14 @@ from contimg.calibrate.subtract import SubtractedSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageSet", "Cleaned", "clean_image", "make_images", "make_gridder", "imaging_backend"]
+__all__ = ["ImageSet", "Cleaned", "StokesI", "clean_image", "make_images", "stokes_i_for_imaging", "image_stokes_i", "make_gridder", "imaging_backend"]
 
 
 @dataclass
 class ImageSet:
     """Images (ny, nx) float32 in FITS order; beam FWHMs and PA in radians."""
 
-    images: dict[str, np.ndarray]  # dirty, psf (2n x 2n), model, residual, restored, pbcor, pb
+    images: dict[str, np.ndarray]  # dirty, psf, model, residual, restored, pbcor, pb
     ra_rad: float
     dec_rad: float
     cell_rad: float
@@ -79,7 +79,7 @@ def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, source
 
 @dataclass
 class Cleaned:
-    """What `clean_image` makes: images (npix, npix) float32 in FITS order (psf 2npix)."""
+    """What `clean_image` makes: images (npix, npix) float32 in FITS order."""
 
     dirty: np.ndarray
     psf: np.ndarray
@@ -152,7 +152,8 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
 
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None,
-                weights_on_device: bool = False, transfers: TransferCounter | None = None) -> Cleaned:
+                weights_on_device: bool = False, transfers: TransferCounter | None = None,
+                overwrite_weights: bool = False) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
     dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
@@ -163,7 +164,8 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     (they are uploaded otherwise) and the imaging weights are computed there
     (`contimg.imaging.weights.imaging_weights_xp`); the images come back on the host, and the
     weights too unless ``weights_on_device`` (`make_images` reduces them there); what comes back
-    is added to ``transfers``."""
+    is added to ``transfers``. ``overwrite_weights``: ``wgt`` may become the imaging weights (the
+    caller no longer needs it; no second (nrow, nchan) array on the CPU)."""
     cell = cell_rad
     mask = read_clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
     kind = imaging_backend(backend or cfg.backend)
@@ -171,14 +173,13 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     wgt = imaging_weights(uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt if xp is np else xp.asarray(wgt),
                           weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
-                          uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda, xp=xp)
+                          uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda, xp=xp,
+                          overwrite=overwrite_weights)
     gridder = make_gridder(backend=kind, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
                            cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
     dirty = gridder.dirty_image()
     psf = gridder.psf_image()
-    n = npix
-    beam = fit_beam(psf=download(psf[n // 2:n // 2 + n, n // 2:n // 2 + n], xp=xp, counter=transfers,
-                                 label="psf (beam fit)"), cell_rad=cell)
+    beam = fit_beam(psf=download(psf, xp=xp, counter=transfers, label="psf (beam fit)"), cell_rad=cell)
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
         threshold_sigma=cfg.threshold_sigma, threshold_jy=cfg.threshold_jy, cycle_fraction=cfg.cycle_fraction,
@@ -192,55 +193,104 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     return Cleaned(dirty, psf, model, residual, restored, beam, wgt, iters, thresh, majors)
 
 
-def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
-                subtracted: list[SubtractedSource] | None = None) -> ImageSet:
-    """Image the group's Stokes I towards the ICRS position of the meridian at mid-time.
+@dataclass
+class StokesI:
+    """A group's Stokes I cross-correlations rephased to the image centre, and all that imaging
+    needs of its `VisChunk` (which may be freed once this exists: `stokes_i_for_imaging`).
 
-    ``subtracted``: bright sources already removed from ``chunk.vis`` (`contimg.calibrate.subtract`);
-    they are restored analytically into the restored and model images.
+    uvw_m (nrow, 3) float64 host; vis (nrow, nchan) complex64 and wgt (nrow, nchan) float32 data
+    weights (0 = excluded) on ``xp``; nrow = ntime * ncross, time-major."""
 
-    On a device backend (``cfg.backend`` "gpu", or "twin": the device path's array code on numpy)
-    the chunk is moved to the device if it is not there (`VisChunk.to_device`; the stages put it
-    there at the flag stage) and rephasing, weights, gridding and CLEAN run there; what comes
-    back (counted in ``chunk.transfers``) is the images and the per-(time, channel) weight sums."""
+    group_id: str
+    uvw_m: np.ndarray
+    vis: object
+    wgt: object
+    freq_hz: np.ndarray
+    time_jd: np.ndarray
+    ncross: int
+    pointing_dec_rad: float
+    chan_width_hz: float
+    int_time_s: float
+    ra_rad: float  # the image centre: the ICRS position of the meridian at mid-time
+    dec_rad: float
+    kind: str  # imaging backend kind ("cpu", "gpu", "twin")
+    transfers: TransferCounter
+
+
+def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig) -> StokesI:
+    """``chunk``'s Stokes I towards the ICRS position of the meridian at mid-time, where
+    ``cfg.backend`` images (the chunk is moved to the device first if it is not there: the
+    stages put it there at the flag stage). The result holds no reference to the chunk's
+    two-polarization arrays, so the caller may free the chunk before imaging."""
     mid = float(np.mean(chunk.time_jd))
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
-    cell = np.radians(cfg.cell_arcsec / 3600.0)
     kind = imaging_backend(cfg.backend)
     xp = kind_module(kind)
     chunk.to_device(xp)  # a no-op where it is already (and for the CPU on the host)
     uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp)
-    c = clean_image(uvw_m=uvw, freq_hz=chunk.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
-                    nthreads=nthreads, backend=kind, weights_on_device=True, transfers=chunk.transfers)
+    return StokesI(group_id=chunk.group_id, uvw_m=uvw, vis=vis, wgt=wgt, freq_hz=chunk.freq_hz,
+                   time_jd=chunk.time_jd, ncross=int(chunk.cross.sum()), pointing_dec_rad=chunk.pointing_dec_rad,
+                   chan_width_hz=chunk.chan_width_hz, int_time_s=chunk.int_time_s, ra_rad=ra, dec_rad=dec, kind=kind,
+                   transfers=chunk.transfers)
+
+
+def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
+                subtracted: list[SubtractedSource] | None = None) -> ImageSet:
+    """Image the group's Stokes I towards the ICRS position of the meridian at mid-time:
+    `stokes_i_for_imaging` then `image_stokes_i` (the stages call the two themselves, freeing the
+    chunk in between)."""
+    return image_stokes_i(stokes_i_for_imaging(chunk, cfg=cfg), cfg=cfg, nthreads=nthreads, subtracted=subtracted)
+
+
+def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
+                   subtracted: list[SubtractedSource] | None = None) -> ImageSet:
+    """Images of a group's Stokes I (`stokes_i_for_imaging`); ``si.vis`` and ``si.wgt`` are
+    consumed (the caller's references are dropped here, so their memory goes as soon as it can).
+
+    ``subtracted``: bright sources already removed from the visibilities
+    (`contimg.calibrate.subtract`); they are restored analytically into the restored and model
+    images.
+
+    On a device backend (``cfg.backend`` "gpu", or "twin": the device path's array code on numpy)
+    weights, gridding and CLEAN run there; what comes back (counted in ``si.transfers``) is the
+    images and the per-(time, channel) weight sums."""
+    ra, dec, mid = si.ra_rad, si.dec_rad, float(np.mean(si.time_jd))
+    cell = np.radians(cfg.cell_arcsec / 3600.0)
+    kind, xp = si.kind, kind_module(si.kind)
+    vis, wgt = si.vis, si.wgt
+    si.vis = si.wgt = None
+    c = clean_image(uvw_m=si.uvw_m, freq_hz=si.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
+                    nthreads=nthreads, backend=kind, weights_on_device=True, transfers=si.transfers,
+                    overwrite_weights=True)
     del vis
     wgt, beam, n = c.weights, c.beam_rad, cfg.npix
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
     iters, thresh, majors = c.iterations, c.threshold_jy, c.major_cycles
-    ntime, ncross = chunk.time_jd.size, int(chunk.cross.sum())
-    weight_tf = download(wgt.reshape(ntime, ncross, -1).sum(axis=1, dtype=np.float64), xp=xp,
-                         counter=chunk.transfers, label="weight sums")
+    ntime = si.time_jd.size
+    weight_tf = download(wgt.reshape(ntime, si.ncross, -1).sum(axis=1, dtype=np.float64), xp=xp,
+                         counter=si.transfers, label="weight sums")
     n_vis = int(xp.count_nonzero(wgt > 0))
     del wgt
-    pb = download(average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=chunk.time_jd,
-                                       freq_hz=chunk.freq_hz, weight_tf=weight_tf,
-                                       pointing_dec_rad=chunk.pointing_dec_rad, xp=xp),
-                  xp=xp, counter=chunk.transfers, label="images")
+    pb = download(average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=si.time_jd,
+                                       freq_hz=si.freq_hz, weight_tf=weight_tf,
+                                       pointing_dec_rad=si.pointing_dec_rad, xp=xp),
+                  xp=xp, counter=si.transfers, label="images")
     wf = weight_tf.sum(axis=0)
-    freq = float(np.sum(wf * chunk.freq_hz) / max(wf.sum(), 1e-30))
+    freq = float(np.sum(wf * si.freq_hz) / max(wf.sum(), 1e-30))
     if subtracted:
         _add_back(restored=restored, model=model, pb=pb, sources=subtracted, freq_hz=freq, ra0=ra, dec0=dec,
                   cell_rad=cell, beam=beam)
     pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
     noise = float(mad_std(residual))
     log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
-             "rms %.3g Jy, peak %.3g Jy", chunk.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
+             "rms %.3g Jy, peak %.3g Jy", si.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
              np.degrees(beam[2]), iters, majors, noise, float(restored.max()))
     return ImageSet(
         images={"dirty": dirty, "psf": psf, "model": model, "residual": residual, "restored": restored,
                 "pbcor": pbcor, "pb": pb},
         ra_rad=ra, dec_rad=dec, cell_rad=cell, freq_hz=freq,
-        bandwidth_hz=float(chunk.freq_hz[-1] - chunk.freq_hz[0] + chunk.chan_width_hz),
-        time_start_jd=float(chunk.time_jd[0] - chunk.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
+        bandwidth_hz=float(si.freq_hz[-1] - si.freq_hz[0] + si.chan_width_hz),
+        time_start_jd=float(si.time_jd[0] - si.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
         noise_jy=noise, peak_jy=float(np.nanmax(restored)), clean_iterations=iters,
         stats={"subtracted": [(s.name, s.scale) for s in subtracted or []], "clean_threshold_jy": thresh, "major_cycles": majors, "n_vis": n_vis},
     )

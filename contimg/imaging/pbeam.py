@@ -9,12 +9,11 @@ It is computed on a coarse grid (it is smooth) and interpolated to the image.
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import RegularGridInterpolator
 
 from contimg.sky.beam import airy_power
 from contimg.sky.geometry import hadec_to_enu, icrs_basis
 
-__all__ = ["average_primary_beam", "bilinear_xp"]
+__all__ = ["average_primary_beam", "coarse_primary_beam", "bilinear_xp"]
 
 
 def _freq_bins(freq_hz: np.ndarray, weight_tf: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,10 +34,21 @@ def average_primary_beam(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: 
 
     ra_rad, dec_rad: the image's ICRS phase centre; time_jd: (ntime,); freq_hz: (nchan,);
     weight_tf: (ntime, nchan) summed imaging weights (what each integration and channel adds to
-    the image). ``xp``: None or numpy, scipy's interpolation on the host (the CPU path); cupy
-    (or the twin module), the coarse beam (``coarse``², small) made on the host and interpolated
-    to the image on ``xp`` (`bilinear_xp`), the result an array of ``xp``.
+    the image). The beam is made on a ``coarse``² grid on the host (`coarse_primary_beam`) and
+    interpolated linearly to the image on ``xp`` (None: numpy; cupy or the twin module on the
+    device path) by `bilinear_xp`, the result an array of ``xp``.
     """
+    nodes, values = coarse_primary_beam(npix=npix, cell_rad=cell_rad, ra_rad=ra_rad, dec_rad=dec_rad, time_jd=time_jd,
+                                        freq_hz=freq_hz, weight_tf=weight_tf, pointing_dec_rad=pointing_dec_rad,
+                                        coarse=coarse, freq_bins=freq_bins)
+    return bilinear_xp(xp=np if xp is None else xp, grid=nodes, values=values, npix=npix)
+
+
+def coarse_primary_beam(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, time_jd: np.ndarray,
+                        freq_hz: np.ndarray, weight_tf: np.ndarray, pointing_dec_rad: float, coarse: int = 96,
+                        freq_bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """`average_primary_beam` at the nodes of a ``coarse``² grid: (nodes (coarse,) pixel
+    positions along each axis, values (coarse, coarse) float64 (y, x))."""
     half = npix / 2
     xs = np.linspace(0, npix - 1, coarse)
     l_axis = -(xs - half) * cell_rad
@@ -57,11 +67,7 @@ def average_primary_beam(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: 
         sin_t = np.sqrt(1 - cos_t**2)
         acc += np.tensordot(airy_power(sin_theta=sin_t[..., None], freq_hz=fb), wb[t], axes=([-1], [0]))
     acc /= max(wb.sum(), 1e-30)
-    if xp is not None and xp is not np:
-        return bilinear_xp(xp=xp, grid=xs, values=acc, npix=npix).astype(np.float32)
-    interp = RegularGridInterpolator((xs, xs), acc)
-    yy, xx = np.mgrid[0:npix, 0:npix]
-    return interp(np.stack([yy.ravel(), xx.ravel()], axis=-1)).reshape(npix, npix).astype(np.float32)
+    return xs, acc
 
 
 def _axis_weights(xp, grid: np.ndarray, npix: int):
@@ -73,10 +79,16 @@ def _axis_weights(xp, grid: np.ndarray, npix: int):
     return xp.asarray(i), xp.asarray(t)
 
 
-def bilinear_xp(*, xp, grid: np.ndarray, values: np.ndarray, npix: int):
+def bilinear_xp(*, xp, grid: np.ndarray, values: np.ndarray, npix: int, rows_per_block: int = 256):
     """``values`` (n, n) on the nodes ``grid`` × ``grid`` interpolated linearly to the pixels
-    (npix, npix), as array code on ``xp``: along y, then along x (float64)."""
+    (npix, npix) float32 (scipy's RegularGridInterpolator, linear), as array code on ``xp``:
+    along y, then along x, in float64, ``rows_per_block`` image rows at a time (the
+    temporaries stay small)."""
     iy, ty = _axis_weights(xp, grid, npix)
     a = xp.asarray(values, dtype=np.float64)
     rows = (1 - ty)[:, None] * a[iy] + ty[:, None] * a[iy + 1]  # (npix, n)
-    return (1 - ty)[None, :] * rows[:, iy] + ty[None, :] * rows[:, iy + 1]
+    out = xp.empty((npix, npix), np.float32)
+    for r0 in range(0, npix, rows_per_block):
+        r = rows[r0:r0 + rows_per_block]
+        out[r0:r0 + rows_per_block] = (1 - ty)[None, :] * r[:, iy] + ty[None, :] * r[:, iy + 1]
+    return out

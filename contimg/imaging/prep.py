@@ -20,16 +20,30 @@ __all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp"]
 _BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
 
+_ANCHOR = 32  # channels between exact phase rotations in the kernel's recurrence
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _rephase_kernel(vis, flags, weights, delay_m, freq_hz, two_pi_over_c, out_vis, out_wgt):
+def _rephase_kernel(vis, flags, weights, cross_idx, delay_m, freq_hz, uniform_df_hz, two_pi_over_c, out_vis,
+                    out_wgt):
+    """Stokes I of the cross-correlations ``cross_idx`` of vis (ntime, nbl, nchan, npol), read in
+    place (no copy of the selection); the rotation exp(i k f d) advanced channel to channel by
+    one complex multiplication when the channels are evenly spaced (``uniform_df_hz`` > 0),
+    recomputed exactly every ``_ANCHOR`` channels (and at every channel otherwise)."""
     ntime, nbl, nchan, npol = vis.shape
-    for tb in numba.prange(ntime * nbl):
-        t = tb // nbl
-        b = tb % nbl
-        d = delay_m[t, b]
+    ncross = cross_idx.size
+    for tb in numba.prange(ntime * ncross):
+        t = tb // ncross
+        b = cross_idx[tb % ncross]
+        d = delay_m[t, tb % ncross]
+        step = np.exp(1j * (two_pi_over_c * uniform_df_hz * d))
+        rot = 1.0 + 0j
         for c in range(nchan):
-            ph = two_pi_over_c * freq_hz[c] * d
-            rot = np.cos(ph) + 1j * np.sin(ph)
+            if uniform_df_hz <= 0 or c % _ANCHOR == 0:
+                ph = two_pi_over_c * freq_hz[c] * d
+                rot = np.cos(ph) + 1j * np.sin(ph)
+            else:
+                rot *= step
             ok = True
             wsum = 0.0
             acc = 0j
@@ -44,6 +58,15 @@ def _rephase_kernel(vis, flags, weights, delay_m, freq_hz, two_pi_over_c, out_vi
             else:
                 out_vis[tb, c] = 0
                 out_wgt[tb, c] = 0
+
+
+def uniform_spacing_hz(freq_hz: np.ndarray) -> float:
+    """The channel spacing (Hz) when ``freq_hz`` is evenly spaced to 1e-9 of it, else 0."""
+    f = np.asarray(freq_hz, np.float64)
+    if f.size < 2:
+        return 0.0
+    df = np.diff(f)
+    return float(df[0]) if np.all(np.abs(df - df[0]) <= 1e-9 * abs(df[0])) else 0.0
 
 
 def rephase_geometry(*, chunk: VisChunk, ra_rad: float, dec_rad: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +97,9 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     ntime, ncross, nchan = chunk.time_jd.size, uvw.shape[1], chunk.freq_hz.size
     out_vis = np.empty((ntime * ncross, nchan), np.complex64)
     out_wgt = np.empty((ntime * ncross, nchan), np.float32)
-    _rephase_kernel(chunk.vis[:, cross], chunk.flags[:, cross], chunk.weights[:, cross],
-                    np.ascontiguousarray(delay), chunk.freq_hz, 2 * np.pi / C_M_S, out_vis, out_wgt)
+    _rephase_kernel(chunk.vis, chunk.flags, chunk.weights, np.flatnonzero(cross), np.ascontiguousarray(delay),
+                    np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S,
+                    out_vis, out_wgt)
     return uvw.reshape(-1, 3), out_vis, out_wgt
 
 

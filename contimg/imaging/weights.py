@@ -32,51 +32,52 @@ def _row_blocks(nrow: int, per_row_bytes: int):
         yield slice(r0, min(r0 + step, nrow))
 
 
-@numba.njit(cache=True, nogil=True)
-def _cells(uvw, freq_hz, wgt, du, ngrid, inv_c):
-    nrow, nchan = wgt.shape
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cell(uvw, freq_hz, r, c, du, ngrid, inv_c):
+    """The uv cell (iu, iv) of row r, channel c on the (ngrid + 1)^2 density grid; (-1, -1)
+    outside it."""
     half = ngrid // 2
-    iu = np.full((nrow, nchan), -1, np.int64)
-    iv = np.full((nrow, nchan), -1, np.int64)
-    for r in range(nrow):
-        for c in range(nchan):
-            if wgt[r, c] <= 0:
-                continue
-            k = freq_hz[c] * inv_c / du
-            u = int(np.floor(uvw[r, 0] * k + 0.5)) + half
-            v = int(np.floor(uvw[r, 1] * k + 0.5)) + half
-            if 0 <= u < ngrid and 0 <= v < ngrid:
-                iu[r, c] = u
-                iv[r, c] = v
-    return iu, iv
+    k = freq_hz[c] * inv_c / du
+    u = int(np.floor(uvw[r, 0] * k + 0.5)) + half
+    v = int(np.floor(uvw[r, 1] * k + 0.5)) + half
+    if 0 <= u < ngrid and 0 <= v < ngrid:
+        return u, v
+    return -1, -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _density(iu, iv, wgt, npix):
-    dens = np.zeros((npix + 1, npix + 1))
+def _density(uvw, freq_hz, wgt, du, ngrid, inv_c):
+    """The gridded natural weights (ngrid + 1, ngrid + 1), each sample counted with its
+    conjugate; one pass, no per-sample arrays."""
+    dens = np.zeros((ngrid + 1, ngrid + 1))
     nrow, nchan = wgt.shape
     for r in range(nrow):
         for c in range(nchan):
-            if iu[r, c] >= 0:
-                dens[iu[r, c], iv[r, c]] += wgt[r, c]
-                dens[npix - iu[r, c], npix - iv[r, c]] += wgt[r, c]
+            w = wgt[r, c]
+            if w <= 0:
+                continue
+            iu, iv = _cell(uvw, freq_hz, r, c, du, ngrid, inv_c)
+            if iu >= 0:
+                dens[iu, iv] += w
+                dens[ngrid - iu, ngrid - iv] += w
     return dens
 
 
-@numba.njit(cache=True, nogil=True)
-def _reweight(iu, iv, wgt, dens, mode, f2):
-    out = np.zeros_like(wgt)
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _reweight(uvw, freq_hz, wgt, du, ngrid, inv_c, dens, mode, f2, out):
+    """out[r, c] = the uniform (mode 1) or Briggs (mode 2) weight of wgt[r, c]; 0 outside the
+    grid or where wgt <= 0. ``out`` may be ``wgt`` itself (each sample read, then written)."""
     nrow, nchan = wgt.shape
-    for r in range(nrow):
+    for r in numba.prange(nrow):
         for c in range(nchan):
-            if iu[r, c] < 0:
-                continue
-            d = dens[iu[r, c], iv[r, c]]
-            if mode == 1:
-                out[r, c] = wgt[r, c] / d
+            w = wgt[r, c]
+            iu, iv = _cell(uvw, freq_hz, r, c, du, ngrid, inv_c)
+            if w <= 0 or iu < 0:
+                out[r, c] = 0
+            elif mode == 1:
+                out[r, c] = w / dens[iu, iv]
             else:
-                out[r, c] = wgt[r, c] / (1.0 + d * f2)
-    return out
+                out[r, c] = w / (1.0 + dens[iu, iv] * f2)
 
 
 def uv_taper_and_range(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, taper_rad: float = 0.0,
@@ -99,13 +100,15 @@ def uv_taper_and_range(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarra
 
 def imaging_weights(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, weighting: str, robust: float,
                     npix: int, cell_rad: float, taper_rad: float = 0.0, uv_min_lambda: float = 0.0,
-                    uv_max_lambda: float = 0.0, xp=None) -> np.ndarray:
+                    uv_max_lambda: float = 0.0, xp=None, overwrite: bool = False) -> np.ndarray:
     """Weights (nrow, nchan) float32 for ``weighting`` in {natural, uniform, briggs}, then the
     taper and uv-range cut (`uv_taper_and_range`; the cut samples also leave the density).
 
     uvw_m: (nrow, 3) float64; wgt: (nrow, nchan) float32 natural weights (0 = flagged).
     ``xp``: None or numpy, the numba twin (the CPU path); cupy (or the twin module),
-    `imaging_weights_xp` (``wgt`` and the result on ``xp``, uvw on the host).
+    `imaging_weights_xp` (``wgt`` and the result on ``xp``, uvw on the host). ``overwrite``: the
+    CPU path may write the uniform or Briggs weights into ``wgt`` (float32, C-contiguous) instead
+    of a new array (the imager's: it no longer needs the data weights).
     """
     if xp is not None and xp is not np:
         return imaging_weights_xp(xp=xp, uvw_m=uvw_m, freq_hz=freq_hz, wgt=wgt, weighting=weighting, robust=robust,
@@ -118,12 +121,17 @@ def imaging_weights(*, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt: np.ndarray, 
     if weighting == "natural":
         return uv_taper_and_range(wgt=wgt, **taper)
     du = 1.0 / (npix * cell_rad)
-    iu, iv = _cells(uvw_m, freq_hz, wgt, du, npix, 1.0 / C_M_S)
-    dens = _density(iu, iv, wgt, npix)
+    uvw_m, freq_hz = np.ascontiguousarray(uvw_m, np.float64), np.ascontiguousarray(freq_hz, np.float64)
+    grid = (uvw_m, freq_hz, wgt, du, npix, 1.0 / C_M_S)
+    dens = _density(*grid)
+    in_place = overwrite and wgt.dtype == np.float32 and wgt.flags.c_contiguous and wgt.flags.writeable
+    out = wgt if in_place else np.empty(wgt.shape, np.float32)
     if weighting == "uniform":
-        return uv_taper_and_range(wgt=_reweight(iu, iv, wgt, dens, 1, 0.0).astype(np.float32), **taper)
-    f2 = (5.0 * 10.0 ** (-robust)) ** 2 / (np.sum(dens**2) / max(2.0 * float(np.sum(wgt)), 1e-30))
-    return uv_taper_and_range(wgt=_reweight(iu, iv, wgt, dens, 2, f2).astype(np.float32), **taper)
+        mode, f2 = 1, 0.0
+    else:
+        mode, f2 = 2, (5.0 * 10.0 ** (-robust)) ** 2 / (np.sum(dens**2) / max(2.0 * float(np.sum(wgt, dtype=np.float64)), 1e-30))
+    _reweight(*grid, dens, mode, f2, out)
+    return uv_taper_and_range(wgt=out, **taper)
 
 
 def uv_taper_and_range_xp(*, xp, uvw_m: np.ndarray, freq_hz: np.ndarray, wgt, taper_rad: float = 0.0,

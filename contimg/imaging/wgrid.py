@@ -230,9 +230,8 @@ class WGridder:
         return self._image(self.vis, self._plan, self._prep)
 
     def psf_image(self):
-        """(2 npix, 2 npix), peak 1 in the centre (its own plan, dropped afterwards)."""
-        plan, prep = self._prepare(2 * self.npix)
-        return self._image(self.xp.ones_like(self.vis), plan, prep)
+        """(npix, npix), peak 1 at (npix/2, npix/2): the image's own plan."""
+        return self._image(self.xp.ones_like(self.vis), self._plan, self._prep)
 
     def residual_image(self, model):
         model_vis = dirty2vis(uvw_m=self.uvw_m, freq_hz=self.freq_hz, image=model, cell_rad=self.cell_rad,

@@ -41,7 +41,9 @@ class VisChunk:
     group_id: str
     vis: np.ndarray  # (ntime, nbl, nchan, npol) complex64
     flags: np.ndarray  # (ntime, nbl, nchan, npol) bool, True = bad
-    weights: np.ndarray  # (ntime, nbl, nchan, npol) float32 (nsamples)
+    # (ntime, nbl, nchan, npol) float32 (nsamples); a read-only broadcast view of one value per
+    # channel when the files' are uniform (the reader's usual result: no memory), never written to
+    weights: np.ndarray
     uvw_m: np.ndarray  # (ntime, nbl, 3) float64, towards the drift phase centre
     time_jd: np.ndarray  # (ntime,) float64, integration centres (UTC JD)
     freq_hz: np.ndarray  # (nchan,) float64, ascending

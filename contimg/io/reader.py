@@ -14,6 +14,7 @@ ascending frequency (sb00 is the highest subband).
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,7 +119,50 @@ def _mismatch(meta: SubbandMeta, ref: SubbandMeta, sb: int, ref_sb: int) -> str 
     return None
 
 
-def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
+class _Weights:
+    """The group's weights (nsamples) as the subbands are read: while every subband's are one
+    value throughout (the correlator's usual output) only that value per channel is kept, and the
+    result is a read-only broadcast view of it (no memory); the first block that differs makes
+    the full (ntime, nbl, nchan, npol) float32 array. Thread-safe: the subbands are read in
+    parallel."""
+
+    def __init__(self, shape: tuple[int, int, int, int]):
+        self.shape = shape
+        self.per_channel = np.full(shape[2], np.nan, np.float32)  # NaN: no block read yet
+        self.full: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def put(self, t: int, chans: slice, block: np.ndarray) -> None:
+        """Integration ``t``'s weights (nbl, nchan_sb, npol) of the channels ``chans``."""
+        value = block.flat[0]
+        uniform = bool((block == value).all())
+        with self._lock:
+            if self.full is None:
+                seen = self.per_channel[chans]
+                if uniform and (np.isnan(seen[0]) or seen[0] == value):
+                    seen[:] = value
+                    return
+                # every block put so far was its subband's one value (blocks still to come overwrite theirs)
+                self.full = np.empty(self.shape, np.float32)
+                self.full[...] = np.nan_to_num(self.per_channel, nan=0.0)[None, None, :, None]
+            self.full[t, :, chans, :] = block
+
+    def zero(self, chans: slice) -> None:
+        """A subband that could not be read: weight 0 on its channels."""
+        with self._lock:
+            if self.full is None:
+                self.per_channel[chans] = 0.0
+            else:
+                self.full[:, :, chans, :] = 0.0
+
+    def result(self) -> np.ndarray:
+        if self.full is not None:
+            return self.full
+        per_channel = np.nan_to_num(self.per_channel, nan=0.0)  # NaN: a subband never read (missing)
+        return np.broadcast_to(per_channel[None, None, :, None], self.shape)
+
+
+def _read_into(meta: SubbandMeta, vis, flags, weights: _Weights, chans: slice) -> None:
     """One subband's data into its channels of the group arrays, one integration per h5py call:
     h5py holds the GIL while it reads, and short reads keep the service's event loop responsive."""
     nt, nb, nc, npol = meta.ntime, meta.nbl, meta.nchan, meta.npol
@@ -128,7 +172,7 @@ def _read_into(meta: SubbandMeta, vis, flags, weights, chans: slice) -> None:
             rows = slice(t * nb, (t + 1) * nb)
             vis[t, :, chans, :] = d["visdata"][rows].reshape(nb, nc, npol)[:, ::-1, :]
             flags[t, :, chans, :] = d["flags"][rows].reshape(nb, nc, npol)[:, ::-1, :]
-            weights[t, :, chans, :] = d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :]
+            weights.put(t, chans, d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :])
 
 
 def _subband_ranges(sbs: list[int]) -> str:
@@ -203,7 +247,7 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
     shape = (ref.ntime, ref.nbl, nchan_total, ref.npol)
     vis = np.zeros(shape, np.complex64)
     flags = np.ones(shape, bool)
-    weights = np.zeros(shape, np.float32)
+    weights = _Weights(shape)
 
     def chans_of(sb: int) -> slice:
         return slice(nchan_total - (sb + 1) * ref.nchan, nchan_total - sb * ref.nchan)
@@ -221,7 +265,7 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
             metas.pop(sb)
             flags[:, :, chans_of(sb), :] = True
             vis[:, :, chans_of(sb), :] = 0
-            weights[:, :, chans_of(sb), :] = 0
+            weights.zero(chans_of(sb))
     if problems and on_bad_subband == "fail":
         raise ReadError(f"group {gid}: {_summary(problems, kinds, n_subbands)}")
     if len(metas) < min_subbands:
@@ -244,7 +288,7 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
     present = np.zeros(n_subbands, bool)
     present[list(metas)] = True
     chunk = VisChunk(
-        group_id=group.group_id, vis=vis, flags=flags, weights=weights, uvw_m=uvw, time_jd=ref.time_jd,
+        group_id=group.group_id, vis=vis, flags=flags, weights=weights.result(), uvw_m=uvw, time_jd=ref.time_jd,
         freq_hz=all_freq_desc[::-1].copy(), ant1=ref.ant1.astype(np.int64), ant2=ref.ant2.astype(np.int64),
         antenna_names=names.astype(str), antenna_enu_m=enu_by_number, pols=np.asarray(ref.pols),
         pointing_dec_rad=ref.pointing_dec_rad, int_time_s=ref.int_time_s, chan_width_hz=abs(ref.chan_width_hz),

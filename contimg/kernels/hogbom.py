@@ -66,7 +66,10 @@ def hogbom(ys, xs, vals, psf, model, gain, stop, niter, done):
         if t == 0:
             model[py, px] += step
         for i in range(t, n, nt):
-            vals[i] -= step * float64(psf[ys[i] - py + cy, xs[i] - px + cx])
+            dy = ys[i] - py + cy
+            dx = xs[i] - px + cx
+            if 0 <= dy < psf.shape[0] and 0 <= dx < psf.shape[1]:
+                vals[i] -= step * float64(psf[dy, dx])
         cuda.syncthreads()
         count += 1
     if t == 0:

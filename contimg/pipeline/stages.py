@@ -28,7 +28,7 @@ from contimg.flag.cpu import flagged_fraction_time_channel
 from contimg.io.fits import imageset_header, write_fits
 from contimg.device.backend import array_module
 from contimg.device.transfer import upload_flags
-from contimg.imaging.imager import make_images
+from contimg.imaging.imager import image_stokes_i, stokes_i_for_imaging
 from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
@@ -284,9 +284,10 @@ def _image(work: GroupWork, cfg: Config) -> None:
         work.imgs, attrs = load_imageset(path)
         work.cal_applied, work.calibrator = bool(attrs["cal_applied"]), attrs["calibrator"]
         return
-    work.imgs = make_images(work.chunk, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
-    work.meta["transfer_bytes"] = work.chunk.transfers.as_dict()  # host<->device traffic of the group
-    work.chunk = None  # the visibilities are no longer needed: free the group's memory now
+    stokes_i = stokes_i_for_imaging(work.chunk, cfg=cfg.image)
+    work.chunk = None  # the two polarizations, flags and weights are no longer needed: freed before imaging
+    work.imgs = image_stokes_i(stokes_i, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
+    work.meta["transfer_bytes"] = stokes_i.transfers.as_dict()  # host<->device traffic of the group
     save_imageset(path, work.imgs, extra={"group_meta": work.meta, "cal_applied": work.cal_applied,
                                           "calibrator": work.calibrator})
 
