@@ -134,6 +134,7 @@ class ImageConfig(_Section):
     taper_arcsec: float = Field(0.0, ge=0, description="Gaussian uv taper: the FWHM (image plane) of the Gaussian it convolves the image with; 0 = none")
     uv_min_lambda: float = Field(0.0, ge=0, description="visibilities with a shorter uv distance (wavelengths) are not imaged; 0 = no limit")
     uv_max_lambda: float = Field(0.0, ge=0, description="... nor those with a longer one; 0 = no limit")
+    average_channels: int = Field(1, ge=1, description="adjacent channels averaged (weighted) before gridding: the gridding work falls by this factor; the bandwidth smearing at radius r grows to average_channels x channel width / frequency x r (at 4 x 244 kHz, 2.5\" at 0.85 deg); must divide the channel count")
     epsilon: float = Field(1e-4, ge=1e-5, le=1e-1, description="gridding accuracy: relative error of the dirty image and the predicted visibilities (ducc0 on the CPU, contimg's w-stacking gridder on the GPU)")
     backend: Literal["auto", "cpu", "gpu"] = Field("auto", description="gpu: contimg's CUDA w-stacking gridder and Högbom kernel; cpu: ducc0 and numba; auto: gpu when a CUDA device is usable and the device imager passed its self-check against the CPU twins (else cpu, with an error in the log)")
     niter: int = Field(1000, ge=0, description="CLEAN components at most")

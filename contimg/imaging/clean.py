@@ -127,7 +127,7 @@ def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: flo
     Returns (model float32, residual float32, components, final threshold Jy, major cycles).
     """
     model = xp.zeros(dirty.shape, xp.float64)
-    residual = xp.asarray(dirty, xp.float64)
+    residual = xp.asarray(dirty, xp.float32)  # the imagers' precision: the minor cycle copies its values to float64
     psf = xp.ascontiguousarray(psf, dtype=xp.float32)  # once (a no-op for the imagers' PSF): read as is
     if mask is not None:
         mask = xp.asarray(mask, dtype=bool)
@@ -144,7 +144,7 @@ def cotton_schwab(*, dirty, psf, residual_image: Callable, niter: int, gain: flo
                            mask=mask, xp=xp)
         total += done
         majors += 1
-        residual = xp.asarray(residual_image(model.astype(xp.float32)), xp.float64)
+        residual = xp.asarray(residual_image(model.astype(xp.float32)), xp.float32)
         if done == 0:
             break
     return model.astype(xp.float32), residual.astype(xp.float32), total, threshold, majors

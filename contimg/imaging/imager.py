@@ -16,7 +16,7 @@ from contimg.device.transfer import TransferCounter, download
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
-from contimg.imaging.prep import rephase_stokes_i
+from contimg.imaging.prep import average_channels, rephase_stokes_i
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
 from contimg.io.fits import read_clean_mask
@@ -133,13 +133,14 @@ def kind_module(kind: str):
 
 
 def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float,
-                 nthreads: int = 1):
+                 nthreads: int = 1, consume: bool = False):
     """The imaging operators for ``backend`` (see `imaging_backend`): ducc0 on the CPU, contimg's
-    w-stacking gridder on the device (cupy) or, for "twin", on numpy."""
+    w-stacking gridder on the device (cupy) or, for "twin", on numpy. ``consume``: the CPU
+    gridder may overwrite ``vis`` with the residual visibilities."""
     kind = imaging_backend(backend)
     if kind == "cpu":
         return Ducc0Gridder(uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix, cell_rad=cell_rad,
-                            epsilon=epsilon, nthreads=nthreads)
+                            epsilon=epsilon, nthreads=nthreads, consume=consume)
     from contimg.imaging.wgrid import WGridder
 
     if kind == "twin":
@@ -153,7 +154,7 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None,
                 weights_on_device: bool = False, transfers: TransferCounter | None = None,
-                overwrite_weights: bool = False) -> Cleaned:
+                consume: bool = False) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
     dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
@@ -164,8 +165,9 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     (they are uploaded otherwise) and the imaging weights are computed there
     (`contimg.imaging.weights.imaging_weights_xp`); the images come back on the host, and the
     weights too unless ``weights_on_device`` (`make_images` reduces them there); what comes back
-    is added to ``transfers``. ``overwrite_weights``: ``wgt`` may become the imaging weights (the
-    caller no longer needs it; no second (nrow, nchan) array on the CPU)."""
+    is added to ``transfers``. ``consume``: the caller no longer needs ``vis`` and ``wgt``: on the
+    CPU the imaging weights overwrite ``wgt`` and the residual visibilities ``vis`` (no second
+    (nrow, nchan) array of either)."""
     cell = cell_rad
     mask = read_clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
     kind = imaging_backend(backend or cfg.backend)
@@ -174,9 +176,9 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
                           weighting=cfg.weighting, robust=cfg.robust,
                           npix=npix, cell_rad=cell, taper_rad=np.radians(cfg.taper_arcsec / 3600),
                           uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda, xp=xp,
-                          overwrite=overwrite_weights)
+                          overwrite=consume)
     gridder = make_gridder(backend=kind, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
-                           cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads)
+                           cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads, consume=consume)
     dirty = gridder.dirty_image()
     psf = gridder.psf_image()
     beam = fit_beam(psf=download(psf, xp=xp, counter=transfers, label="psf (beam fit)"), cell_rad=cell)
@@ -217,21 +219,28 @@ class StokesI:
     transfers: TransferCounter
 
 
-def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig) -> StokesI:
+def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig, consume: bool = False) -> StokesI:
     """``chunk``'s Stokes I towards the ICRS position of the meridian at mid-time, where
     ``cfg.backend`` images (the chunk is moved to the device first if it is not there: the
     stages put it there at the flag stage). The result holds no reference to the chunk's
-    two-polarization arrays, so the caller may free the chunk before imaging."""
+    two-polarization arrays, so the caller may free the chunk before imaging;
+    ``cfg.average_channels`` adjacent channels are averaged (`average_channels`). ``consume`` (the
+    stages'): the chunk's host memory is given back as it is read (`rephase_stokes_i`'s
+    ``release``) and its vis, flags and weights are None afterwards."""
     mid = float(np.mean(chunk.time_jd))
     ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=chunk.pointing_dec_rad, time_jd=mid)
     kind = imaging_backend(cfg.backend)
     xp = kind_module(kind)
     chunk.to_device(xp)  # a no-op where it is already (and for the CPU on the host)
-    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp)
-    return StokesI(group_id=chunk.group_id, uvw_m=uvw, vis=vis, wgt=wgt, freq_hz=chunk.freq_hz,
+    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp, release=consume and xp is np)
+    if consume:
+        chunk.vis = chunk.flags = chunk.weights = None
+    vis, wgt, freq = average_channels(vis=vis, wgt=wgt, freq_hz=chunk.freq_hz, factor=cfg.average_channels,
+                                      xp=np if xp is np else xp)
+    return StokesI(group_id=chunk.group_id, uvw_m=uvw, vis=vis, wgt=wgt, freq_hz=freq,
                    time_jd=chunk.time_jd, ncross=int(chunk.cross.sum()), pointing_dec_rad=chunk.pointing_dec_rad,
-                   chan_width_hz=chunk.chan_width_hz, int_time_s=chunk.int_time_s, ra_rad=ra, dec_rad=dec, kind=kind,
-                   transfers=chunk.transfers)
+                   chan_width_hz=chunk.chan_width_hz * cfg.average_channels, int_time_s=chunk.int_time_s, ra_rad=ra,
+                   dec_rad=dec, kind=kind, transfers=chunk.transfers)
 
 
 def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
@@ -261,7 +270,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     si.vis = si.wgt = None
     c = clean_image(uvw_m=si.uvw_m, freq_hz=si.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
                     nthreads=nthreads, backend=kind, weights_on_device=True, transfers=si.transfers,
-                    overwrite_weights=True)
+                    consume=True)
     del vis
     wgt, beam, n = c.weights, c.beam_rad, cfg.npix
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored

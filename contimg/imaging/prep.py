@@ -13,9 +13,10 @@ import numba
 import numpy as np
 
 from contimg.io.chunk import VisChunk
+from contimg.io.memory import release_pages
 from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
-__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp"]
+__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels"]
 
 _BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
@@ -80,7 +81,7 @@ def rephase_geometry(*, chunk: VisChunk, ra_rad: float, dec_rad: float) -> tuple
     return uvw, b_enu @ s0 - uvw[:, :, 2]
 
 
-def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
+def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None, release: bool = False,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stokes I cross-correlations towards the ICRS direction (ra, dec).
 
@@ -88,7 +89,10 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     (nrow, nchan) float32 (0 where either polarization is flagged), nrow = ntime * ncross,
     time-major. ``xp``: None or numpy, the numba twin (the CPU path); cupy (or the twin
     module), `rephase_stokes_i_xp` on the chunk's arrays where they live (vis and weights come
-    back on ``xp``, uvw on the host).
+    back on ``xp``, uvw on the host). ``release`` (the CPU path): each integration's
+    visibilities and flags are given back to the operating system once read
+    (`contimg.io.memory.release_pages`), so the chunk's and the result's memory do not add up;
+    the chunk's vis and flags read as zeros afterwards (the caller drops them).
     """
     if xp is not None and xp is not np:
         return rephase_stokes_i_xp(xp=xp, chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
@@ -97,9 +101,17 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     ntime, ncross, nchan = chunk.time_jd.size, uvw.shape[1], chunk.freq_hz.size
     out_vis = np.empty((ntime * ncross, nchan), np.complex64)
     out_wgt = np.empty((ntime * ncross, nchan), np.float32)
-    _rephase_kernel(chunk.vis, chunk.flags, chunk.weights, np.flatnonzero(cross), np.ascontiguousarray(delay),
-                    np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S,
-                    out_vis, out_wgt)
+    delay = np.ascontiguousarray(delay)
+    args = (np.flatnonzero(cross),)
+    rest = (np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S)
+    step = ntime if not release else 1
+    for t0 in range(0, ntime, step):
+        ts, rows = slice(t0, t0 + step), slice(t0 * ncross, (t0 + step) * ncross)
+        _rephase_kernel(chunk.vis[ts], chunk.flags[ts], chunk.weights[ts], *args, delay[ts], *rest, out_vis[rows],
+                        out_wgt[rows])
+        if release:
+            release_pages(chunk.vis[ts])
+            release_pages(chunk.flags[ts])
     return uvw.reshape(-1, 3), out_vis, out_wgt
 
 
@@ -130,3 +142,27 @@ def rephase_stokes_i_xp(*, xp, chunk: VisChunk, ra_rad: float, dec_rad: float):
         out_vis[ts] = xp.where(ok, acc / npol * rot, 0)
         out_wgt[ts] = xp.where(ok, w.astype(np.float64).sum(axis=3), 0)
     return uvw.reshape(-1, 3), out_vis.reshape(ntime * ncross, nchan), out_wgt.reshape(ntime * ncross, nchan)
+
+
+def average_channels(*, vis, wgt, freq_hz: np.ndarray, factor: int, xp=np, rows_per_block: int = 16384):
+    """Weighted averages of ``factor`` adjacent channels: (vis (nrow, nchan/factor) complex64 =
+    sum w V / sum w (0 where sum w is 0), wgt (nrow, nchan/factor) float32 = sum w, freq_hz
+    (nchan/factor,) the mean of each group's frequencies). vis (nrow, nchan) complex64 and wgt
+    float32 arrays of ``xp``, in blocks of rows (small temporaries); ValueError when ``factor``
+    does not divide nchan."""
+    nrow, nchan = vis.shape
+    if factor == 1:
+        return vis, wgt, np.asarray(freq_hz, np.float64)
+    if nchan % factor:
+        raise ValueError(f"image.average_channels = {factor} does not divide the {nchan} channels")
+    n_out = nchan // factor
+    out_vis = xp.empty((nrow, n_out), np.complex64)
+    out_wgt = xp.empty((nrow, n_out), np.float32)
+    for r0 in range(0, nrow, rows_per_block):
+        rows = slice(r0, min(r0 + rows_per_block, nrow))
+        w = wgt[rows].reshape(-1, n_out, factor).astype(np.float64)
+        wsum = w.sum(axis=2)
+        acc = (vis[rows].reshape(-1, n_out, factor) * w).sum(axis=2)
+        out_vis[rows] = xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0)
+        out_wgt[rows] = wsum
+    return out_vis, out_wgt, np.asarray(freq_hz, np.float64).reshape(n_out, factor).mean(axis=1)

@@ -284,7 +284,7 @@ def _image(work: GroupWork, cfg: Config) -> None:
         work.imgs, attrs = load_imageset(path)
         work.cal_applied, work.calibrator = bool(attrs["cal_applied"]), attrs["calibrator"]
         return
-    stokes_i = stokes_i_for_imaging(work.chunk, cfg=cfg.image)
+    stokes_i = stokes_i_for_imaging(work.chunk, cfg=cfg.image, consume=True)
     work.chunk = None  # the two polarizations, flags and weights are no longer needed: freed before imaging
     work.imgs = image_stokes_i(stokes_i, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
     work.meta["transfer_bytes"] = stokes_i.transfers.as_dict()  # host<->device traffic of the group
