@@ -106,6 +106,7 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
     w_out = WCS(h).celestial
     shape = (h["NAXIS2"], h["NAXIS1"])
     sums = empty_sums(shape=shape)
+    whole = empty_sums(shape=shape)  # the same images resampled in one block: the blocks must not show
     for ra_c, sigma in zip(centres, sigmas):
         w_in = _wcs(n, ra_c, DEC0)
         pb = beam(w_in, (n, n), ra_c)
@@ -117,7 +118,12 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
         sky = _gaussians(w_in, (n, n), ra, dec, flux * src_pb)
         noise = _correlated_noise(rng, (n, n), sigma)
         add_image(sums, planes={"restored": sky + noise, "residual": noise}, pb=pb, noise_jy=sigma, wcs_in=w_in,
-                  wcs_out=w_out, pb_cutoff=0.2)
+                  wcs_out=w_out, pb_cutoff=0.2, rows_per_block=90)
+        add_image(whole, planes={"restored": sky + noise, "residual": noise}, pb=pb, noise_jy=sigma, wcs_in=w_in,
+                  wcs_out=w_out, pb_cutoff=0.2, rows_per_block=10**6)
+    for a, b in ((sums.num["restored"], whole.num["restored"]), (sums.weight, whole.weight)):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    assert np.array_equal(sums.count, whole.count)
     planes = finish_mosaic(sums)
     # the analytic noise: 1 / sqrt(sum_i B_i² / sigma_i²) with the analytic beams on the mosaic grid
     weight = sum(np.where(beam(w_out, shape, c) >= 0.2, beam(w_out, shape, c) ** 2, 0.0) / s**2

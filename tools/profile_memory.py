@@ -1,6 +1,6 @@
 """Where one group's memory and time go: the stages in this process, resident memory sampled.
 
-    python tools/profile_memory.py --data /tmp/rs2 [--config dsa110] [--groups 2] [--json F]
+    python tools/profile_memory.py --data /tmp/rs2 [--config dsa110] [--groups 2] [--json F] [--markdown F]
 
 Runs the read, flag, calibrate, image and write stages of the first ``--groups`` groups in
 ``--data`` (the calibrator group's registration handed to the next, as the service does) in
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="dsa110")
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path, help="also write the tables here, with the command and the machine")
     args = ap.parse_args(argv)
+    load0 = os.getloadavg()[0]
 
     from contimg.config import load_config
     from contimg.io.naming import group_files, scan_folder
@@ -139,17 +141,26 @@ def main(argv: list[str] | None = None) -> int:
             del work
     sampler.stop()
     report["ru_maxrss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
-    print(f"config {args.config}; resident set before the first group {report['baseline_gib']:.2f} GiB; "
-          f"process peak {report['ru_maxrss_gib']:.2f} GiB\n")
+    lines = [f"config {args.config}; resident set before the first group {report['baseline_gib']:.2f} GiB; "
+             f"process peak (ru_maxrss) {report['ru_maxrss_gib']:.2f} GiB", ""]
     for g in report["groups"]:
-        print(f"## {g['group']}\n\n| stage / call | s | start GiB | peak GiB | end GiB |\n|---|---:|---:|---:|---:|")
+        lines += [f"### {g['group']}", "", "| stage / call | s | start GiB | peak GiB | end GiB |", "|---|---:|---:|---:|---:|"]
         for st in g["stages"]:
-            print(f"| **{st['name']}** | {st['s']:.2f} | {st['start_gib']:.2f} | {st['peak_gib']:.2f} | "
-                  f"{st['end_gib']:.2f} |")
+            lines.append(f"| **{st['name']}** | {st['s']:.2f} | {st['start_gib']:.2f} | {st['peak_gib']:.2f} | "
+                         f"{st['end_gib']:.2f} |")
         for sp in g["spans"]:
-            print(f"| {'  ' * sp['depth']}{sp['name']} | {sp['s']:.2f} | {sp['start_gib']:.2f} | "
-                  f"{sp['peak_gib']:.2f} | {sp['end_gib']:.2f} |")
-        print()
+            lines.append(f"| {'&nbsp;&nbsp;' * sp['depth']}{sp['name']} | {sp['s']:.2f} | {sp['start_gib']:.2f} | "
+                         f"{sp['peak_gib']:.2f} | {sp['end_gib']:.2f} |")
+        lines.append("")
+    print("\n".join(lines))
+    if args.markdown:
+        import platform
+
+        head = [f"`python tools/profile_memory.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; {os.cpu_count()} cores; load average at the "
+                f"start {load0:.2f}; Python {platform.python_version()}. Stages in this process's main "
+                "thread; resident set sampled every 10 ms; nested calls indented.", ""]
+        args.markdown.write_text("\n".join(head + lines) + "\n")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
