@@ -153,20 +153,30 @@ def _planes_header(header: fits.Header, name: str, n_images: int, cfg: Config) -
     return h
 
 
+
+
 def _update_planes(root: Path, name: str, box: tuple[int, int, int, int] | None, cfg: Config) -> None:
-    """The mosaic's planes (`finish_mosaic`) in ``<name>.zarr``, over ``box`` (None: all)."""
+    """The mosaic's planes (`finish_mosaic`) in ``<name>.zarr``, over ``box`` (None: all), one
+    Zarr chunk of columns (``CHUNK_X``) at a time: the sums of a whole strip (~1 GB for a span)
+    are never in memory at once, and each chunk is read and written once."""
     paths = mosaic_paths(root, name)
     grp, header, _ = _open_store(paths["sums"])
-    sums = _read_sums(grp, box)
-    planes = finish_mosaic(sums)
-    planes = {"image": planes["restored"], **{k: v for k, v in planes.items() if k != "restored"}}
-    if not paths["zarr"].is_dir():
-        _create_store(paths["zarr"], header, {"kind": "", "groups": []}, {k: np.float32 for k in planes})
-    out = zarr.open_group(str(paths["zarr"]), mode="r+")
-    sl = (slice(None), slice(None)) if box is None else (slice(box[0], box[1]), slice(box[2], box[3]))
-    for key, plane in planes.items():
-        out[key][sl] = plane
-    out.attrs.update({"groups": sums.images, "header": _planes_header(header, name, len(sums.images), cfg).tostring()})
+    ny, nx = _shape(header)
+    y0, y1, x0, x1 = (0, ny, 0, nx) if box is None else box
+    out = None
+    images: list[str] = list(grp.attrs["groups"])
+    for c0 in [x0, *range((x0 // CHUNK_X + 1) * CHUNK_X, x1, CHUNK_X)]:  # the chunks' boundaries
+        block = (y0, y1, c0, min((c0 // CHUNK_X + 1) * CHUNK_X, x1))
+        planes = finish_mosaic(_read_sums(grp, block))
+        planes = {"image": planes["restored"], **{k: v for k, v in planes.items() if k != "restored"}}
+        if out is None:
+            if not paths["zarr"].is_dir():
+                _create_store(paths["zarr"], header, {"kind": "", "groups": []}, {k: np.float32 for k in planes})
+            out = zarr.open_group(str(paths["zarr"]), mode="r+")
+        for key, plane in planes.items():
+            out[key][y0:y1, block[2]:block[3]] = plane
+    if out is not None:
+        out.attrs.update({"groups": images, "header": _planes_header(header, name, len(images), cfg).tostring()})
 
 
 def _record(root: Path, name: str, *, kind: str, status: str, cfg: Config, db: MosaicsDB) -> dict:
