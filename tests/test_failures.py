@@ -81,3 +81,20 @@ def test_bad_config_is_refused_at_start(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "contimg.cli", "run", str(tmp_path), "--root", str(tmp_path / "r"),
                            "--config", str(cfg)], capture_output=True, text=True)
     assert proc.returncode == 1 and "image.weighting" in proc.stderr
+
+
+def test_full_disk_stops_a_batch_run_instead_of_waiting(tmp_path, sim_dir):
+    """A batch run whose root's disk is below ``service.disk_critical_fraction`` free starts no
+    group (the service would wait for space; a batch run has nobody to free it): it stops at
+    once, exit 1, every group left pending with the reason and the free space, as
+    ``shutil.disk_usage`` reads it."""
+    usage = shutil.disk_usage(tmp_path)
+    critical = min(0.999, usage.free / usage.total + 0.01)  # just above what is free now
+    cfg = load_config("test", use_env=False, overrides={**CHEAP_IMAGE, "service": {"disk_critical_fraction": critical}})
+    results, code = run_batch(sim_dir, root=tmp_path / "root", cfg=cfg)
+    assert code == 1 and len(results) == 2
+    for r in results:
+        assert r.status == "pending" and "disk critical" in r.error and "free space and run again" in r.error
+        assert f"{usage.free / 2**30:.0f}" in r.error or f"{usage.free / 2**30:.1f}" in r.error  # GiB free
+    report = json.loads((tmp_path / "root" / "failures.json").read_text())
+    assert {r["group_id"] for r in report} == {r.group_id for r in results}

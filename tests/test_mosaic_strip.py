@@ -374,6 +374,7 @@ def test_transient_found_and_no_false_candidate(strip):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_at_most_one_false_transient_candidate_per_hour(tmp_path):
     """An hour of strip (12 groups, the same sky model as above, one transient in group 6)
     through the pipeline and the after-group hook: the transient is found, and at most one other

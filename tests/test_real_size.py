@@ -6,6 +6,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_real_size_group_recovers_every_source(tmp_path):
     from contimg.config import load_config
     from contimg.service.batch import run_batch

@@ -26,7 +26,7 @@ __all__ = ["GroupResult", "qa_failures", "run_batch", "run_file", "run_replay", 
 @dataclass
 class GroupResult:
     group_id: str
-    status: str  # "completed" | "failed"
+    status: str  # "completed" | "failed" | "pending" (not started; error says why)
     stage: str  # the last stage reached
     error: str = ""
     files: list[str] = field(default_factory=list)
@@ -55,7 +55,8 @@ def _result(svc: Service, gid: str) -> GroupResult:
         return GroupResult(gid, "completed", "done", files=files, image_stats=stats,
                            problems=json.loads(row["problems"] or "[]"),
                            note="completed before; not reprocessed (use contimg reprocess)")
-    return GroupResult(gid, row["state"], row["processing_stage"] or "", row["error"] or "", files=files)
+    error = row["error"] or (svc.stop_reason if row["state"] == "pending" else "")
+    return GroupResult(gid, row["state"], row["processing_stage"] or "", error or "", files=files)
 
 
 def _summarise(svc: Service, gids: list[str], root: Path) -> tuple[list[GroupResult], int]:

@@ -36,6 +36,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -108,6 +109,8 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self._gc_started = 0.0
         self._gc_window_max = 0.0  # since the last completed group
         self.disk_state = "ok"
+        self.disk_text = ""  # the root's free space when the state last changed, in words
+        self.stop_reason = ""  # why a drain stopped before its groups were done (left pending)
         self.started_at = time.time()
         self._wake = asyncio.Event()
         self._current: dict[str, GroupWork | None] = {}
@@ -145,6 +148,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
             log.info("registered %d solution tables written before the calibration registry: %s", len(adopted),
                      ", ".join(adopted[:10]))
         self.qa = QARecorder(products=self.products, alerts=self.alerts, cfg=self.cfg)
+        self._set_disk_state(shutil.disk_usage(self.root))  # known before the scheduler claims a group
         # a bad catalogue is refused at start-up, naming the file
         self.catalogue = load_catalogue(resolve_catalogue(self.cfg.sky.catalogue, self.root))
         log.info("sky catalogue: %d sources (%s)", len(self.catalogue), self.cfg.sky.catalogue or "VLA calibrators")

@@ -87,6 +87,9 @@ class TaskFlow:
         while not self.stopping.is_set():
             self._close_timed_out()
             if self.disk_state == "critical":
+                if self.mode == "drain" and not self.in_hand and not self._post_group:
+                    self._stop_drain_for_disk()
+                    break
                 await self._sleep(self.sc.poll_interval_s)
                 continue
             await self._prioritise()
@@ -228,6 +231,18 @@ class TaskFlow:
             self.ingest.set_checkpoint(gid, stage)
         self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
         return True
+
+    def _stop_drain_for_disk(self) -> None:
+        """Drain mode with the disk below ``service.disk_critical_fraction`` free and nothing in
+        hand: stop (exit code 1) instead of waiting for space nobody frees; the groups not
+        started stay pending, each reported with this reason, for a later run."""
+        left = self.ingest.counts()["pending"]
+        self.stop_reason = (f"not started: disk critical ({self.disk_text}, below "
+                            f"{self.sc.disk_critical_fraction:.0%} free): free space and run again")
+        log.error("stopping with %d group(s) not started: disk critical (%s, below %.0f%% free); free space "
+                  "and run again", left, self.disk_text, 100 * self.sc.disk_critical_fraction)
+        self.exit_code = 1
+        self.stopping.set()
 
     async def _drain_task(self) -> None:
         """Drain mode: stop when the input is done and no group is waiting or in hand."""

@@ -67,7 +67,7 @@ class Supervision:
             else:
                 log.warning("disk space %s: %s%s", state, text, "; no new group starts" if state == "critical" else "")
                 self.alerts.raise_alert(state, "disk_space", text, key=state)
-            self.disk_state = state
+            self.disk_state, self.disk_text = state, text
 
     async def _lag_task(self) -> None:
         """The event loop's timer lag every 50 ms; with ``stall_trace_ms`` set, a C watchdog
