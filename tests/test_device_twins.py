@@ -91,26 +91,50 @@ def _on(chunk: VisChunk, xp) -> VisChunk:
     return out
 
 
-def test_rephase_array_code_equals_numba_twin():
-    _check_rephase(TWIN)
+@pytest.mark.parametrize("average", [1, 4])
+def test_rephase_array_code_equals_numba_twin(average):
+    _check_rephase(TWIN, average=average)
 
 
-def _check_rephase(xp):
+def test_rephase_averages_channels_in_the_same_pass_as_average_channels_does():
+    """The CPU kernel's channel averaging (no full-resolution array) against rephasing at full
+    resolution, then `average_channels` (tested against a plain loop in test_memory.py); a
+    factor that does not divide the channels is refused."""
+    from contimg.imaging.prep import average_channels, rephase_stokes_i
+
+    chunk = small_chunk()
+    ra, dec = 1.2, np.radians(40.3)
+    uvw1, vis1, wgt1 = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec)
+    want_vis, want_wgt, _ = average_channels(vis=vis1, wgt=wgt1, freq_hz=chunk.freq_hz, factor=4)
+    uvw4, vis4, wgt4 = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, average=4)
+    np.testing.assert_array_equal(uvw4, uvw1)
+    assert vis4.shape == wgt4.shape == (vis1.shape[0], NCHAN // 4)
+    np.testing.assert_array_equal(wgt4 == 0, want_wgt == 0)
+    assert np.any(want_wgt == 0) and np.any((wgt1 == 0).reshape(-1, NCHAN // 4, 4).any(axis=2) & (want_wgt > 0))
+    np.testing.assert_allclose(wgt4, want_wgt, rtol=1e-6, atol=0)
+    assert np.abs(vis4 - want_vis).max() <= 1e-6 * np.abs(want_vis).max()
+    with pytest.raises(ValueError, match="does not divide the 24 channels"):
+        rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, average=5)
+
+
+def _check_rephase(xp, average: int = 1):
     """uvw identical (the same host geometry); weights equal to float32 rounding, zero at the
-    same samples; visibilities to 1e-6 of their largest (float64 phases, complex128 sums)."""
+    same samples; visibilities to 1e-6 of their largest (float64 phases, complex128 sums);
+    ``average`` channels averaged (the device: rephase, then `average_channels`; the CPU: in the
+    kernel)."""
     from contimg.imaging.prep import rephase_stokes_i
 
     chunk = small_chunk()
     ra, dec = 1.2, np.radians(40.3)
-    uvw_c, vis_c, wgt_c = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec)
-    uvw_d, vis_d, wgt_d = rephase_stokes_i(chunk=_on(chunk, xp), ra_rad=ra, dec_rad=dec, xp=xp)
+    uvw_c, vis_c, wgt_c = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, average=average)
+    uvw_d, vis_d, wgt_d = rephase_stokes_i(chunk=_on(chunk, xp), ra_rad=ra, dec_rad=dec, xp=xp, average=average)
     vis_d, wgt_d = to_host(vis_d), to_host(wgt_d)
     ncross = int(chunk.cross.sum())
-    assert vis_d.shape == vis_c.shape == (NTIME * ncross, NCHAN) and vis_d.dtype == np.complex64
+    assert vis_d.shape == vis_c.shape == (NTIME * ncross, NCHAN // average) and vis_d.dtype == np.complex64
     assert wgt_d.dtype == np.float32
     np.testing.assert_array_equal(uvw_d, uvw_c)
     np.testing.assert_array_equal(wgt_d == 0, wgt_c == 0)
-    assert 0.05 < np.mean(wgt_c == 0) < 0.3
+    assert 0.05 < np.mean(wgt_c == 0) < 0.3 if average == 1 else 0 < np.mean(wgt_c == 0) < 0.05
     np.testing.assert_allclose(wgt_d, wgt_c, rtol=1e-6, atol=0)
     assert np.abs(vis_d - vis_c).max() <= 1e-6 * np.abs(vis_c).max()
 
@@ -245,6 +269,7 @@ def test_gpu_host_only_steps_equal_their_cpu_twins():
     for time_gains in (False, True):
         _check_apply(cupy, time_gains)
     _check_rephase(cupy)
+    _check_rephase(cupy, average=4)
     for kw in WEIGHTINGS:
         _check_weights(cupy, kw)
     _check_subtraction(cupy)

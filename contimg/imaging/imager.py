@@ -16,7 +16,7 @@ from contimg.device.transfer import TransferCounter, download
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
-from contimg.imaging.prep import average_channels, rephase_stokes_i
+from contimg.imaging.prep import channel_frequencies, rephase_stokes_i
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
 from contimg.io.fits import read_clean_mask
@@ -232,11 +232,11 @@ def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig, consume: bool = F
     kind = imaging_backend(cfg.backend)
     xp = kind_module(kind)
     chunk.to_device(xp)  # a no-op where it is already (and for the CPU on the host)
-    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp, release=consume and xp is np)
+    uvw, vis, wgt = rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, xp=xp, release=consume and xp is np,
+                                     average=cfg.average_channels)
     if consume:
         chunk.vis = chunk.flags = chunk.weights = None
-    vis, wgt, freq = average_channels(vis=vis, wgt=wgt, freq_hz=chunk.freq_hz, factor=cfg.average_channels,
-                                      xp=np if xp is np else xp)
+    freq = channel_frequencies(freq_hz=chunk.freq_hz, factor=cfg.average_channels)
     return StokesI(group_id=chunk.group_id, uvw_m=uvw, vis=vis, wgt=wgt, freq_hz=freq,
                    time_jd=chunk.time_jd, ncross=int(chunk.cross.sum()), pointing_dec_rad=chunk.pointing_dec_rad,
                    chan_width_hz=chunk.chan_width_hz * cfg.average_channels, int_time_s=chunk.int_time_s, ra_rad=ra,

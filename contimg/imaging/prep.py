@@ -16,7 +16,7 @@ from contimg.io.chunk import VisChunk
 from contimg.io.memory import release_pages
 from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
-__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels"]
+__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels", "channel_frequencies"]
 
 _BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
@@ -25,12 +25,14 @@ _ANCHOR = 32  # channels between exact phase rotations in the kernel's recurrenc
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _rephase_kernel(vis, flags, weights, cross_idx, delay_m, freq_hz, uniform_df_hz, two_pi_over_c, out_vis,
+def _rephase_kernel(vis, flags, weights, cross_idx, delay_m, freq_hz, uniform_df_hz, two_pi_over_c, factor, out_vis,
                     out_wgt):
     """Stokes I of the cross-correlations ``cross_idx`` of vis (ntime, nbl, nchan, npol), read in
     place (no copy of the selection); the rotation exp(i k f d) advanced channel to channel by
     one complex multiplication when the channels are evenly spaced (``uniform_df_hz`` > 0),
-    recomputed exactly every ``_ANCHOR`` channels (and at every channel otherwise)."""
+    recomputed exactly every ``_ANCHOR`` channels (and at every channel otherwise).
+    ``factor`` adjacent channels are averaged on the way (`average_channels`' weighted mean, in
+    complex128): out_vis and out_wgt are (ntime * ncross, nchan // factor)."""
     ntime, nbl, nchan, npol = vis.shape
     ncross = cross_idx.size
     for tb in numba.prange(ntime * ncross):
@@ -39,6 +41,8 @@ def _rephase_kernel(vis, flags, weights, cross_idx, delay_m, freq_hz, uniform_df
         d = delay_m[t, tb % ncross]
         step = np.exp(1j * (two_pi_over_c * uniform_df_hz * d))
         rot = 1.0 + 0j
+        sum_wv = 0j
+        sum_w = 0.0
         for c in range(nchan):
             if uniform_df_hz <= 0 or c % _ANCHOR == 0:
                 ph = two_pi_over_c * freq_hz[c] * d
@@ -53,12 +57,23 @@ def _rephase_kernel(vis, flags, weights, cross_idx, delay_m, freq_hz, uniform_df
                     ok = False
                 acc += vis[t, b, c, p]
                 wsum += weights[t, b, c, p]
+            if factor == 1:
+                if ok:
+                    out_vis[tb, c] = acc / npol * rot
+                    out_wgt[tb, c] = wsum
+                else:
+                    out_vis[tb, c] = 0
+                    out_wgt[tb, c] = 0
+                continue
             if ok:
-                out_vis[tb, c] = acc / npol * rot
-                out_wgt[tb, c] = wsum
-            else:
-                out_vis[tb, c] = 0
-                out_wgt[tb, c] = 0
+                sum_wv += wsum * (acc / npol * rot)
+                sum_w += wsum
+            if (c + 1) % factor == 0:
+                j = c // factor
+                out_vis[tb, j] = sum_wv / sum_w if sum_w > 0 else 0j
+                out_wgt[tb, j] = sum_w
+                sum_wv = 0j
+                sum_w = 0.0
 
 
 def uniform_spacing_hz(freq_hz: np.ndarray) -> float:
@@ -82,28 +97,36 @@ def rephase_geometry(*, chunk: VisChunk, ra_rad: float, dec_rad: float) -> tuple
 
 
 def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None, release: bool = False,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     average: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stokes I cross-correlations towards the ICRS direction (ra, dec).
 
     Returns uvw (nrow, 3) float64 metres, vis (nrow, nchan) complex64 and weights
     (nrow, nchan) float32 (0 where either polarization is flagged), nrow = ntime * ncross,
-    time-major. ``xp``: None or numpy, the numba twin (the CPU path); cupy (or the twin
-    module), `rephase_stokes_i_xp` on the chunk's arrays where they live (vis and weights come
-    back on ``xp``, uvw on the host). ``release`` (the CPU path): each integration's
-    visibilities and flags are given back to the operating system once read
-    (`contimg.io.memory.release_pages`), so the chunk's and the result's memory do not add up;
-    the chunk's vis and flags read as zeros afterwards (the caller drops them).
+    time-major. ``average``: ``average`` adjacent channels averaged as `average_channels` does
+    (nchan / average channels out; their frequencies are `average_channels`' too); on the CPU
+    in the same pass, with no full-resolution array. ``xp``: None or numpy, the numba twin (the
+    CPU path); cupy (or the twin module), `rephase_stokes_i_xp` on the chunk's arrays where they
+    live (vis and weights come back on ``xp``, uvw on the host), then `average_channels` on
+    ``xp``. ``release`` (the CPU path): each integration's visibilities and flags are given back
+    to the operating system once read (`contimg.io.memory.release_pages`), so the chunk's and
+    the result's memory do not add up; the chunk's vis and flags read as zeros afterwards (the
+    caller drops them).
     """
+    nchan = chunk.freq_hz.size
+    if average < 1 or nchan % average:
+        raise ValueError(f"image.average_channels = {average} does not divide the {nchan} channels")
     if xp is not None and xp is not np:
-        return rephase_stokes_i_xp(xp=xp, chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
+        uvw, vis, wgt = rephase_stokes_i_xp(xp=xp, chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
+        vis, wgt, _ = average_channels(vis=vis, wgt=wgt, freq_hz=chunk.freq_hz, factor=average, xp=xp)
+        return uvw, vis, wgt
     cross = chunk.cross
     uvw, delay = rephase_geometry(chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
-    ntime, ncross, nchan = chunk.time_jd.size, uvw.shape[1], chunk.freq_hz.size
-    out_vis = np.empty((ntime * ncross, nchan), np.complex64)
-    out_wgt = np.empty((ntime * ncross, nchan), np.float32)
+    ntime, ncross = chunk.time_jd.size, uvw.shape[1]
+    out_vis = np.empty((ntime * ncross, nchan // average), np.complex64)
+    out_wgt = np.empty((ntime * ncross, nchan // average), np.float32)
     delay = np.ascontiguousarray(delay)
     args = (np.flatnonzero(cross),)
-    rest = (np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S)
+    rest = (np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S, int(average))
     step = ntime if not release else 1
     for t0 in range(0, ntime, step):
         ts, rows = slice(t0, t0 + step), slice(t0 * ncross, (t0 + step) * ncross)
@@ -165,4 +188,10 @@ def average_channels(*, vis, wgt, freq_hz: np.ndarray, factor: int, xp=np, rows_
         acc = (vis[rows].reshape(-1, n_out, factor) * w).sum(axis=2)
         out_vis[rows] = xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0)
         out_wgt[rows] = wsum
-    return out_vis, out_wgt, np.asarray(freq_hz, np.float64).reshape(n_out, factor).mean(axis=1)
+    return out_vis, out_wgt, channel_frequencies(freq_hz=freq_hz, factor=factor)
+
+
+def channel_frequencies(*, freq_hz: np.ndarray, factor: int) -> np.ndarray:
+    """(nchan / factor,) float64 Hz: the mean frequency of each ``factor`` adjacent channels."""
+    f = np.asarray(freq_hz, np.float64)
+    return f if factor == 1 else f.reshape(-1, factor).mean(axis=1)
