@@ -278,6 +278,38 @@ def test_time_gains_are_folded_in_before_interpolating(tmp_path):
     reg.close()
 
 
+def test_a_second_calibrator_group_plots_its_gain_history_with_time_gains_registered(tmp_path):
+    """A calibrator group that solves while an earlier set's bandpass and time gains are
+    registered (a 20-group real-size replay's second transit failed here: the time-gain table
+    was read as a bandpass): the history holds the bandpasses only, by time, and the plot is
+    made."""
+    from contimg.calibrate import TimeGains
+    from contimg.calibrate.storage import save_time_gains
+    from contimg.io.naming import Group
+    from contimg.pipeline.stages import GroupWork, _gain_history_plot, history_solutions
+
+    nant, t0 = 6, 60000.0
+    reg = CalRegistry(tmp_path / "cal_registry.sqlite3")
+    first = _solution("a", t0, _rotating(0.0, nant=nant))
+    reg.register(registration_row(sol=first, path=save_solution(tmp_path / "cal" / "a.zarr", first),
+                                  cal_type="bandpass", validity_h=24.0, passed=True, params={}, quality={}))
+    tg = TimeGains(np.arange(nant), t0 + np.array([-1.0, 1.0]) / 60 * HOUR + MJD_JD,
+                   np.ones((2, nant, 2), np.complex64), np.zeros((2, nant, 2), bool), np.full((2, nant, 2), 100, np.float32),
+                   "24", "3C286", "a")
+    reg.register(registration_row(sol=tg, path=save_time_gains(tmp_path / "cal" / "gains" / "a.zarr", tg),
+                                  cal_type="gains", validity_h=1.0, passed=True, params={}, quality={}))
+    gid = "2026-03-22T09:43:56"
+    work = GroupWork(group=Group(group_id=gid, files={}), root=tmp_path)
+    work.sol = _solution(gid, t0 + 0.35 * HOUR, _rotating(0.35, nant=nant))
+    work.cal_candidates = reg.candidates(mjd=t0)
+    reg.close()
+    assert {r["cal_type"] for r in work.cal_candidates} == {"bandpass", "gains"}
+    assert [s.group_id for s in history_solutions(work)] == ["a", gid]
+    _gain_history_plot(work)
+    [(kind, path)] = work.artifacts
+    assert kind == "gain_phase" and Path(path).read_bytes()[:4] == b"\x89PNG"
+
+
 # ---- through the pipeline -----------------------------------------------------------------------
 
 def test_second_group_applies_the_registered_solution(pipeline_run):

@@ -43,7 +43,7 @@ from contimg.pipeline.work import CHECKPOINT_FILES, STAGES, GroupWork
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork", "run_stage", "usable_checkpoint", "checkpoint_before",
+__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork", "run_stage", "history_solutions", "usable_checkpoint", "checkpoint_before",
            "reprocess_checkpoint",
            "group_has_calibrator"]
 
@@ -256,16 +256,25 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
             _gain_history_plot(work)
 
 
-def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
-    """Gain phase against time over the active registered solutions near this one (the rows
-    the shell handed the stage) and this one."""
-    from contimg.qa.plots import gain_phase_png
-
-    rows = sorted([r for r in work.cal_candidates if r["set_name"] != work.group_id], key=lambda r: r["mid_mjd"])
+def history_solutions(work: GroupWork, max_solutions: int = 20) -> list:
+    """The bandpass solutions (`GainSolution`) of the active registered rows near this group
+    (the rows the shell handed the stage; time-gain tables are not bandpasses and are left
+    out) and this group's own, by time; at most ``max_solutions``, those of other antenna
+    sets left out."""
+    rows = sorted([r for r in work.cal_candidates
+                   if r["set_name"] != work.group_id and r.get("cal_type", "bandpass") == "bandpass"],
+                  key=lambda r: r["mid_mjd"])
     paths = [Path(r["path"]) for r in rows if Path(r["path"]).is_dir()][-(max_solutions - 1):]
     sols = [load_solution(p) for p in paths] + [work.sol]
     sols.sort(key=lambda s: s.mid_jd)
-    sols = [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
+    return [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
+
+
+def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
+    """Gain phase against time over `history_solutions`."""
+    from contimg.qa.plots import gain_phase_png
+
+    sols = history_solutions(work, max_solutions)
     if len(sols) < 1:
         return
     with np.errstate(all="ignore"), warnings.catch_warnings():  # a dead antenna: NaN, no point
