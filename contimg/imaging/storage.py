@@ -24,9 +24,10 @@ def save_imageset(path: Path, imgs: ImageSet, *, extra: dict | None = None) -> P
     return write_zarr(path, arrays=imgs.images, attrs=attrs)
 
 
-def load_imageset(path: Path) -> tuple[ImageSet, dict]:
-    """The `ImageSet` saved by `save_imageset`, and all the attrs."""
-    arrays, attrs = read_zarr(path)
+def load_imageset(path: Path, images: tuple[str, ...] | None = None) -> tuple[ImageSet, dict]:
+    """The `ImageSet` saved by `save_imageset` (with only the ``images`` named, when given:
+    each real-size image is 64 MB), and all the attrs."""
+    arrays, attrs = read_zarr(path, images)
     imgs = ImageSet(images=arrays, beam_rad=tuple(attrs["beam_rad"]), stats=attrs.get("stats", {}),
                     **{k: attrs[k] for k in _IMAGESET_SCALARS})
     return imgs, attrs

@@ -50,6 +50,7 @@ def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Pat
     return path
 
 
-def read_zarr(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def read_zarr(path: Path, names: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays of the Zarr group at ``path`` (only ``names``, when given) and its attrs."""
     grp = zarr.open_group(str(path), mode="r")
-    return {name: arr[...] for name, arr in grp.arrays()}, dict(grp.attrs)
+    return {name: arr[...] for name, arr in grp.arrays() if names is None or name in names}, dict(grp.attrs)

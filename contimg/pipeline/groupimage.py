@@ -40,7 +40,7 @@ class GroupImage:
 
 def load_group_image(root: str | Path, group_id: str) -> GroupImage:
     """The images of a processed group, from ``<root>/products/<group_id>/image.zarr``."""
-    imgs, _ = load_imageset(Path(root) / "products" / group_id / "image.zarr")
+    imgs, _ = load_imageset(Path(root) / "products" / group_id / "image.zarr", images=("restored", "residual", "pb"))
     npix = imgs.images["restored"].shape[0]
     return GroupImage(group_id=group_id, restored=imgs.images["restored"], residual=imgs.images["residual"],
                       pb=imgs.images["pb"], noise_jy=float(imgs.noise_jy),
