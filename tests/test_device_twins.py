@@ -113,7 +113,7 @@ def test_rephase_averages_channels_in_the_same_pass_as_average_channels_does():
     assert np.any(want_wgt == 0) and np.any((wgt1 == 0).reshape(-1, NCHAN // 4, 4).any(axis=2) & (want_wgt > 0))
     np.testing.assert_allclose(wgt4, want_wgt, rtol=1e-6, atol=0)
     assert np.abs(vis4 - want_vis).max() <= 1e-6 * np.abs(want_vis).max()
-    with pytest.raises(ValueError, match="does not divide the 24 channels"):
+    with pytest.raises(ValueError, match=f"group {chunk.group_id}: .* does not divide its 24 channels"):
         rephase_stokes_i(chunk=chunk, ra_rad=ra, dec_rad=dec, average=5)
 
 

@@ -99,6 +99,21 @@ def _assert_products_consistent(root: Path) -> None:
             assert hdul[0].data.shape[-1] > 0 and hdul[0].header["OBJECT"] == r["group_id"]
 
 
+def test_replay_delivers_by_hard_link_complete_and_under_the_final_name(tmp_path):
+    """A replayed file appears under its final name with the source's bytes, as a second name of
+    the same file where source and root share a file system (no second copy of the archive)."""
+    from contimg.service.batch import _deliver
+
+    src = tmp_path / "archive" / "2026-03-22T09:23:19_sb03.hdf5"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(4096))
+    dest = tmp_path / "root" / "incoming"
+    dest.mkdir(parents=True)
+    final = _deliver(src, dest, src.name, src.name + "_incomplete")
+    assert final == dest / src.name and final.read_bytes() == src.read_bytes()
+    assert os.path.samefile(final, src) and not (dest / (src.name + "_incomplete")).exists()
+
+
 def test_replay_with_bad_files(tmp_path, six_groups):
     """Six groups replayed at 300x: one garbage file, one truncated, one missing subband, one
     duplicate. Every group completes once; the bad subbands are flagged with their files named."""

@@ -114,7 +114,8 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     """
     nchan = chunk.freq_hz.size
     if average < 1 or nchan % average:
-        raise ValueError(f"image.average_channels = {average} does not divide the {nchan} channels")
+        raise ValueError(f"group {chunk.group_id}: image.average_channels = {average} does not divide its "
+                         f"{nchan} channels")
     if xp is not None and xp is not np:
         uvw, vis, wgt = rephase_stokes_i_xp(xp=xp, chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
         vis, wgt, _ = average_channels(vis=vis, wgt=wgt, freq_hz=chunk.freq_hz, factor=average, xp=xp)
