@@ -268,7 +268,7 @@ class MosaicConfig(_Section):
     span_hours: float = Field(1.0, gt=0, le=24, description="one fixed mosaic per this many hours of data (UTC, spans aligned to 00:00); a group goes into the span of its mid-time and into a neighbouring span's grid where its image reaches it")
     cell_arcsec: float | None = Field(None, gt=0, description="mosaic pixel; None = the images' cell")
     pb_cutoff: float = Field(0.2, gt=0, lt=1, description="an image contributes where its averaged primary beam is at least this")
-    interpolation: Literal["bilinear", "bicubic"] = Field("bicubic", description="reproject's interpolation of the images onto the mosaic grid (bilinear loses a few per cent of a point source's peak on a beam of ~3 pixels)")
+    interpolation: Literal["bilinear", "bicubic"] = Field("bicubic", description="the interpolation of the images onto the mosaic grid (bicubic: cubic B-splines, as reproject's; bilinear loses a few per cent of a point source's peak on a beam of ~3 pixels)")
 
 
 class CatalogueConfig(_Section):

@@ -177,7 +177,7 @@ def test_noise_in_the_overlaps_is_the_inverse_variance_expectation(strip):
     10 % in each band of primary-beam weight."""
     root = strip["root"]
     _, noise, pbw, residual, _ = _mosaic_planes(strip["mosaic"])
-    count = read_zarr(root / "mosaics" / "all" / "sums.zarr")[0]["count"]
+    count = read_zarr(root / "mosaics" / "all" / "all.zarr", ("count",))[0]["count"]
     overlap = (count >= 2) & np.isfinite(residual)
     assert overlap.sum() > 100000
     for lo, hi in ((0.2, 0.5), (0.5, 0.8), (0.8, 1.2), (1.2, 2.0)):

@@ -260,3 +260,24 @@ def test_island_peaks_equal_scipy():
     index = np.arange(1, n + 1)
     np.testing.assert_array_equal(peaks, ndimage.maximum(image, labels, index))
     assert list(zip(ys.tolist(), xs.tolist())) == [tuple(p) for p in ndimage.maximum_position(image, labels, index)]
+
+
+def test_rms_map_equals_astropy_mad_std_per_tile():
+    """The local RMS map (numba, tiles in parallel) is astropy's `mad_std` of each tile's finite
+    pixels, spread over the tile; NaN where a tile has none (edge tiles are partial)."""
+    from astropy.stats import mad_std
+
+    from contimg.qa.sources import rms_map
+
+    rng = np.random.default_rng(9)
+    residual = rng.normal(0, 1e-3, (130, 95)) * np.linspace(1, 3, 95)[None, :]
+    residual[:20, :40] = np.nan  # two whole tiles and part of others
+    residual[50:53, 60:70] = np.nan
+    got = rms_map(residual=residual, tile=20)
+    assert got.shape == residual.shape and got.dtype == np.float32
+    for i in range(0, 130, 20):
+        for j in range(0, 95, 20):
+            block = residual[i:i + 20, j:j + 20]
+            finite = block[np.isfinite(block)]
+            expected = mad_std(finite) if finite.size else np.nan
+            np.testing.assert_allclose(got[i:i + 20, j:j + 20], expected, rtol=1e-6)

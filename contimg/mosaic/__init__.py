@@ -1,10 +1,10 @@
 """Drift-scan mosaics: consecutive groups' images combined by primary-beam-weighted,
-inverse-variance linear mosaicking onto one common projection (`contimg.mosaic.linear`), on a
-grid that follows the strip (`contimg.mosaic.grid`). Pure functions over arrays; the products,
+inverse-variance linear mosaicking onto one common projection (`contimg.mosaic.linear`,
+resampling by `contimg.mosaic.resample`), on a grid that follows the strip
+(`contimg.mosaic.grid`). Pure functions over arrays; the products,
 the running strip and the database rows are `contimg.pipeline.mosaic`'s."""
 
 from contimg.mosaic.grid import footprint_box, strip_header
-from contimg.mosaic.linear import MosaicSums, add_image, empty_sums, finish_mosaic, reproject_plane
+from contimg.mosaic.linear import Mosaic, PreparedImage, add_image, empty_mosaic, prepare_image
 
-__all__ = ["strip_header", "footprint_box", "MosaicSums", "empty_sums", "reproject_plane", "add_image",
-           "finish_mosaic"]
+__all__ = ["strip_header", "footprint_box", "Mosaic", "PreparedImage", "empty_mosaic", "prepare_image", "add_image"]

@@ -2,21 +2,24 @@
 mosaics built after the fact (`build_mosaic`, what ``contimg mosaic`` calls).
 
 Each completed group's ``image.zarr`` (restored and residual images, averaged primary beam,
-measured noise) is added to the sums (`contimg.mosaic.MosaicSums`) of the span it belongs to:
+measured noise) is added to the mosaic (`contimg.mosaic.Mosaic`) of the span it belongs to:
 spans are ``mosaic.span_hours`` long, aligned to 00:00 UTC, a group belonging to the span of its
-mid-time. A span's grid (`contimg.mosaic.strip_header`) is fixed when its first group arrives:
-SIN about the meridian's RA at the span's mid-time and the images' declination, as wide as the
-span's drift plus one image, as tall as one image. A group is also added to a neighbouring
-span whose grid its image reaches, so the spans' edges are as deep as their middles.
+mid-time. A span's grid (`contimg.mosaic.strip_header`) is fixed when the first group reaching
+it arrives: SIN about the meridian's RA at the span's mid-time and the images' declination, as
+wide as the span's drift plus one image, as tall as one image. A group is also added to a
+neighbouring span whose grid its image reaches (the next span's store is made by the first
+group that reaches it), so the spans' edges are as deep as their middles. Each group's images
+are resampled and added in one pass (`contimg.mosaic.add_image`) to the mosaic's planes, which
+hold all a restart needs (the sums are the planes times the weight).
 
-Files, under ``<root>/mosaics/<name>/``: ``sums.zarr`` (the running sums, float32, the grid's
-header and the groups in them: a restart goes on from them) and ``<name>.zarr`` (the planes of
-`contimg.mosaic.finish_mosaic`: ``image`` (Jy/beam, primary-beam corrected), ``residual``,
-``noise`` (1/sqrt(W), Jy/beam), ``pb_weight`` (sqrt(sum B²)), ``weight``; the FITS header in its
-attributes), both chunked along RA: a group's update reads and writes only the columns its image
-covers, so the cost and the memory of an update do not grow with the span. Once complete,
-``<name>.image.fits``, ``<name>.residual.fits``, ``<name>.noise.fits`` and ``<name>.pbweight.fits``
-(full WCS, written under a temporary name and renamed). The ``mosaics`` row
+Files, under ``<root>/mosaics/<name>/``: ``<name>.zarr``, the mosaic's planes: ``image``
+(Jy/beam, primary-beam corrected), ``residual``, ``noise`` (1/sqrt(W), Jy/beam), ``pb_weight``
+(sqrt(sum B²)), ``weight`` (W, Jy⁻²), float32, NaN where no image reaches; ``count`` (int16, the
+images added); its attributes the FITS header, the span's times and the groups in it. Chunked
+along RA: a group's update reads and writes only the columns its image covers, so the cost and
+the memory of an update do not grow with the span. Once complete, ``<name>.image.fits``,
+``<name>.residual.fits``, ``<name>.noise.fits`` and ``<name>.pbweight.fits`` (full WCS, written
+under a temporary name and renamed, one plane in memory at a time). The ``mosaics`` row
 (`contimg.state.mosaics`) is written after the files. The group list of a store is updated after
 its arrays: a crash in between adds that group again when it is re-run (rebuild the span with
 `build_span_mosaics` if that happened).
@@ -37,7 +40,7 @@ from astropy.wcs import WCS
 from contimg.config import Config
 from contimg.io.fits import write_fits
 from contimg.io.store import read_zarr
-from contimg.mosaic import MosaicSums, add_image, finish_mosaic, footprint_box, strip_header
+from contimg.mosaic import Mosaic, PreparedImage, add_image, footprint_box, prepare_image, strip_header
 from contimg.pipeline.groupimage import GroupImage, load_group_image
 from contimg.state.mosaics import MosaicsDB
 from contimg.state.products import ProductsDB
@@ -49,9 +52,9 @@ __all__ = ["span_of", "update_running_mosaic", "build_mosaic",
 
 SIDEREAL_RATE = 1.00273790935  # sidereal days per solar day
 MJD_UNIX_EPOCH = datetime(1858, 11, 17)
-PLANES = ("restored", "residual")
+PLANES = ("image", "residual")  # the primary-beam-corrected planes of a mosaic's store
+_MAPS = ("weight", "pb_weight", "noise")  # its maps (`contimg.mosaic.Mosaic`); and ``count``
 CHUNK_X = 512  # columns per Zarr chunk of a mosaic's stores
-PREVIOUS_GROUPS = 4  # a new span takes in this many of the previous span's last groups (those reaching its grid)
 
 
 def span_of(mid_mjd: float, span_hours: float) -> tuple[int, float, float]:
@@ -69,7 +72,7 @@ def _span_name(start_mjd: float, span_hours: float) -> str:
 
 def mosaic_paths(root: str | Path, name: str) -> dict[str, Path]:
     folder = Path(root) / "mosaics" / name
-    return {"folder": folder, "sums": folder / "sums.zarr", "image": folder / f"{name}.image.fits",
+    return {"folder": folder, "image": folder / f"{name}.image.fits",
             "residual": folder / f"{name}.residual.fits", "noise": folder / f"{name}.noise.fits",
             "pb_weight": folder / f"{name}.pbweight.fits", "zarr": folder / f"{name}.zarr"}
 
@@ -91,23 +94,23 @@ def _shape(header: fits.Header) -> tuple[int, int]:
     return int(header["NAXIS2"]), int(header["NAXIS1"])
 
 
-def _create_store(path: Path, header: fits.Header, attrs: dict, arrays: dict[str, np.dtype]) -> None:
-    """A Zarr group of zero arrays on the grid of ``header`` (chunked along RA, so a group's
-    update reads and writes only the columns it covers), made under a temporary name."""
+def _create_store(path: Path, header: fits.Header, attrs: dict) -> None:
+    """An empty mosaic's Zarr store on the grid of ``header``: the planes of `contimg.mosaic.Mosaic`
+    (float32, NaN) and ``count`` (int16, 0), chunked along RA so that a group's update reads and
+    writes only the columns it covers, uncompressed (noise-like floats gain little from
+    compression, and chunks no group has reached are not stored); made under a temporary name."""
     shape = _shape(header)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     grp = zarr.open_group(str(tmp), mode="w")
-    for key, dtype in arrays.items():
-        grp.create_array(key, shape=shape, chunks=(shape[0], min(CHUNK_X, shape[1])), dtype=dtype, fill_value=0)
+    for key in (*PLANES, *_MAPS, "count"):
+        grp.create_array(key, shape=shape, chunks=(shape[0], min(CHUNK_X, shape[1])),
+                         dtype=np.int16 if key == "count" else np.float32, fill_value=0 if key == "count" else np.nan,
+                         compressors=None)
     grp.attrs.update({**attrs, "groups": [], "header": header.tostring()})
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
-
-
-def _sums_arrays() -> dict[str, np.dtype]:
-    return {**{f"num_{p}": np.float32 for p in PLANES}, "weight": np.float32, "pb2": np.float32, "count": np.int16}
 
 
 def _open_store(path: Path) -> tuple[zarr.Group, fits.Header, dict]:
@@ -116,31 +119,38 @@ def _open_store(path: Path) -> tuple[zarr.Group, fits.Header, dict]:
     return grp, fits.Header.fromstring(attrs["header"]), attrs
 
 
-def _read_sums(grp: zarr.Group, box: tuple[int, int, int, int] | None = None) -> MosaicSums:
-    sl = (slice(None), slice(None)) if box is None else (slice(box[0], box[1]), slice(box[2], box[3]))
-    return MosaicSums(num={p: grp[f"num_{p}"][sl] for p in PLANES}, weight=grp["weight"][sl], pb2=grp["pb2"][sl],
-                      count=grp["count"][sl], images=list(grp.attrs["groups"]))
+def _read_box(grp: zarr.Group, box: tuple[int, int, int, int]) -> Mosaic:
+    """The mosaic's arrays over ``box``."""
+    sl = (slice(box[0], box[1]), slice(box[2], box[3]))
+    return Mosaic(names=PLANES, planes=np.stack([grp[p][sl] for p in PLANES]), weight=grp["weight"][sl],
+                  pb_weight=grp["pb_weight"][sl], noise=grp["noise"][sl], count=grp["count"][sl])
 
 
-def _add(path: Path, img: GroupImage, cfg: Config) -> tuple[int, int, int, int] | None:
-    """Add one group's images to the sums stored at ``path``, reading and writing only the
-    box of the grid they cover; the box (None: the image misses the grid)."""
+def _prepare(img: GroupImage, cfg: Config) -> PreparedImage:
+    """A group's images ready for `add_image` (prefiltered once, whatever the spans it goes into)."""
+    return prepare_image(planes={"image": img.restored, "residual": img.residual}, pb=img.pb,
+                         noise_jy=img.noise_jy, wcs=img.wcs, order=cfg.mosaic.interpolation)
+
+
+def _add(path: Path, image: PreparedImage, group_id: str, cfg: Config) -> tuple[int, int, int, int] | None:
+    """Add one group's prepared images to the mosaic stored at ``path``, reading and writing
+    only the box of its grid they cover; the box (None: the images miss the grid)."""
     grp, header, attrs = _open_store(path)
     wcs = WCS(header).celestial
-    box = footprint_box(wcs_in=img.wcs, shape_in=img.pb.shape, wcs_out=wcs, shape_out=_shape(header))
+    box = footprint_box(wcs_in=image.wcs, shape_in=image.shape, wcs_out=wcs, shape_out=_shape(header))
     if box is None:
         return None
     y0, y1, x0, x1 = box
-    sums = _read_sums(grp, box)
-    add_image(sums, planes={"restored": img.restored, "residual": img.residual}, pb=img.pb, noise_jy=img.noise_jy,
-              wcs_in=img.wcs, wcs_out=wcs[y0:y1, x0:x1], pb_cutoff=cfg.mosaic.pb_cutoff,
-              order=cfg.mosaic.interpolation)
-    for p in PLANES:
-        grp[f"num_{p}"][y0:y1, x0:x1] = sums.num[p]
-    grp["weight"][y0:y1, x0:x1] = sums.weight
-    grp["pb2"][y0:y1, x0:x1] = sums.pb2
-    grp["count"][y0:y1, x0:x1] = sums.count
-    grp.attrs["groups"] = list(attrs["groups"]) + [img.group_id]  # last: a crash before it re-adds the group
+    mosaic = _read_box(grp, box)
+    add_image(mosaic, image=image, wcs_out=wcs[y0:y1, x0:x1], pb_cutoff=cfg.mosaic.pb_cutoff)
+    for k, p in enumerate(PLANES):
+        grp[p][y0:y1, x0:x1] = mosaic.planes[k]
+    for key in _MAPS:
+        grp[key][y0:y1, x0:x1] = getattr(mosaic, key)
+    grp["count"][y0:y1, x0:x1] = mosaic.count
+    groups = list(attrs["groups"]) + [group_id]
+    grp.attrs.update({"groups": groups,  # last: a crash before it re-adds the group
+                      "header": _planes_header(header, path.parent.name, len(groups), cfg).tostring()})
     return box
 
 
@@ -153,56 +163,29 @@ def _planes_header(header: fits.Header, name: str, n_images: int, cfg: Config) -
     return h
 
 
-
-
-def _update_planes(root: Path, name: str, box: tuple[int, int, int, int] | None, cfg: Config) -> None:
-    """The mosaic's planes (`finish_mosaic`) in ``<name>.zarr``, over ``box`` (None: all), one
-    Zarr chunk of columns (``CHUNK_X``) at a time: the sums of a whole strip (~1 GB for a span)
-    are never in memory at once, and each chunk is read and written once."""
-    paths = mosaic_paths(root, name)
-    grp, header, _ = _open_store(paths["sums"])
-    ny, nx = _shape(header)
-    y0, y1, x0, x1 = (0, ny, 0, nx) if box is None else box
-    out = None
-    images: list[str] = list(grp.attrs["groups"])
-    for c0 in [x0, *range((x0 // CHUNK_X + 1) * CHUNK_X, x1, CHUNK_X)]:  # the chunks' boundaries
-        block = (y0, y1, c0, min((c0 // CHUNK_X + 1) * CHUNK_X, x1))
-        planes = finish_mosaic(_read_sums(grp, block))
-        planes = {"image": planes["restored"], **{k: v for k, v in planes.items() if k != "restored"}}
-        if out is None:
-            if not paths["zarr"].is_dir():
-                _create_store(paths["zarr"], header, {"kind": "", "groups": []}, {k: np.float32 for k in planes})
-            out = zarr.open_group(str(paths["zarr"]), mode="r+")
-        for key, plane in planes.items():
-            out[key][y0:y1, block[2]:block[3]] = plane
-    if out is not None:
-        out.attrs.update({"groups": images, "header": _planes_header(header, name, len(images), cfg).tostring()})
-
-
 def _record(root: Path, name: str, *, kind: str, status: str, cfg: Config, db: MosaicsDB) -> dict:
     """Write the FITS products of a complete mosaic (the planes read back from its Zarr) and
     upsert its row; a running mosaic gets its row only (its planes are in the Zarr)."""
     paths = mosaic_paths(root, name)
-    grp, header, attrs = _open_store(paths["sums"])
+    _, header, attrs = _open_store(paths["zarr"])
     groups = list(attrs["groups"])
     h = _planes_header(header, name, len(groups), cfg)
     noise_stats = (None, None)
     fits_paths = {"image_path": "", "noise_path": "", "weight_path": ""}
-    if status == "complete":
-        planes, _ = read_zarr(paths["zarr"])
-        write_fits(paths["image"], image=planes["image"], header=h)
-        write_fits(paths["residual"], image=planes["residual"], header=h)
-        hn = h.copy()
+    if status == "complete":  # one plane in memory at a time (a span's plane is ~0.3 GB at real size)
+        hn, hw = h.copy(), h.copy()
         hn["BTYPE"] = "Noise"
-        write_fits(paths["noise"], image=planes["noise"], header=hn)
-        hw = h.copy()
         hw["BUNIT"], hw["BTYPE"] = "", "PrimaryBeamWeight"
-        write_fits(paths["pb_weight"], image=planes["pb_weight"], header=hw)
+        for key, header_k in (("image", h), ("residual", h), ("noise", hn), ("pb_weight", hw)):
+            plane = read_zarr(paths["zarr"], (key,))[0][key]
+            write_fits(paths[key], image=plane, header=header_k)
+            if key == "noise":
+                noise = plane[np.isfinite(plane) & (plane > 0)]
+                if noise.size:
+                    noise_stats = (float(np.median(noise)), float(noise.min()))
+            del plane
         fits_paths = {"image_path": str(paths["image"]), "noise_path": str(paths["noise"]),
                       "weight_path": str(paths["pb_weight"])}
-        noise = planes["noise"][np.isfinite(planes["noise"]) & (planes["noise"] > 0)]
-        if noise.size:
-            noise_stats = (float(np.median(noise)), float(noise.min()))
     ra, dec = WCS(h).celestial.wcs.crval
     ny, nx = _shape(h)
     cell = abs(float(h["CDELT1"]))
@@ -222,33 +205,42 @@ def _completed_groups(root: Path) -> list[dict]:
         products.close()
 
 
-def _new_span(root: Path, name: str, img: GroupImage, s0: float, s1: float, cfg: Config) -> None:
+def _span_grid(img: GroupImage, s0: float, s1: float, cfg: Config) -> fits.Header:
+    """The grid of the mosaic covering ``s0`` to ``s1`` (MJD) at ``img``'s declination."""
     cell = np.radians(cfg.mosaic.cell_arcsec / 3600) if cfg.mosaic.cell_arcsec else img.cell_rad
-    header = _grid_for(img, start_mjd=s0, end_mjd=s1, cell_rad=cell)
-    _create_store(mosaic_paths(root, name)["sums"], header, {"start_mjd": s0, "end_mjd": s1}, _sums_arrays())
+    return _grid_for(img, start_mjd=s0, end_mjd=s1, cell_rad=cell)
 
 
-def _rebuild(root: Path, name: str, group_ids: list[str], cfg: Config, replace: dict[str, GroupImage]) -> None:
-    """The sums of ``name`` made again from its groups' stored images (a reprocessed group)."""
-    path = mosaic_paths(root, name)["sums"]
-    _, header, attrs = _open_store(path)
-    _create_store(path, header, {"start_mjd": attrs["start_mjd"], "end_mjd": attrs["end_mjd"]}, _sums_arrays())
+def _rebuild(root: Path, name: str, group_ids: list[str], cfg: Config, replace: dict[str, PreparedImage]) -> None:
+    """The mosaic ``name`` made again from its groups' stored images (a reprocessed group)."""
+    paths = mosaic_paths(root, name)
+    _, header, attrs = _open_store(paths["zarr"])
+    _create_store(paths["zarr"], header, {"start_mjd": attrs["start_mjd"], "end_mjd": attrs["end_mjd"]})
     for gid in group_ids:
-        _add(path, replace.get(gid) or load_group_image(root, gid), cfg)
+        _add(paths["zarr"], replace.get(gid) or _prepare(load_group_image(root, gid), cfg), gid, cfg)
+
+
+def _reaches(img: GroupImage, header: fits.Header) -> bool:
+    """Whether ``img`` covers any pixel of the grid of ``header``."""
+    return footprint_box(wcs_in=img.wcs, shape_in=img.pb.shape, wcs_out=WCS(header).celestial,
+                         shape_out=_shape(header)) is not None
 
 
 def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image: GroupImage | None = None) -> list[dict]:
-    """Add a completed group to the running mosaic of its span (and to a neighbouring span's
-    whose grid its image reaches): only the columns of the grid it covers are read and written
+    """Add a completed group to the running mosaic of its span and to a neighbouring span's
+    whose grid its image reaches: only the columns of the grid it covers are read and written
     (the sums and the ``<name>.zarr`` planes); the rows written.
 
-    What the service calls after each completed group (when ``mosaic.enabled``). A new span
-    takes in the previous span's last groups that reach its grid. A group already in a span (a
-    reprocessed group) rebuilds that span from its groups' stored images. Spans that end before
-    this group's span starts are completed: their FITS products are written and their rows say
-    ``complete``."""
+    What the service calls after each completed group (when ``mosaic.enabled``). The next
+    span's stores are made by the first group whose image reaches its grid (the groups at the
+    end of a span), so its edge is as deep as its middle without reading those groups again; its
+    row (``running``) is written when its own first group arrives. A group already in a span (a reprocessed group) rebuilds that span from its groups' stored
+    images. Spans that end before this group's span starts are completed: their FITS products
+    are written and their rows say ``complete``. (Groups processed out of time order can miss a
+    neighbouring span made after them: `build_span_mosaics` rebuilds every span from the root.)"""
     root = Path(root)
     img = image or load_group_image(root, group_id)
+    prepared = None
     hours = cfg.mosaic.span_hours
     k, start, end = span_of(img.mid_mjd, hours)
     db = MosaicsDB(root / "state" / "products.sqlite3")
@@ -256,36 +248,27 @@ def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image
     try:
         for kk, s0, s1 in ((k, start, end), span_of(start - 1e-6, hours), span_of(end + 1e-6, hours)):
             name = _span_name(s0, hours)
-            path = mosaic_paths(root, name)["sums"]
+            path = mosaic_paths(root, name)["zarr"]
             if not path.is_dir():
-                if kk != k:
-                    continue  # a neighbour span that has no group of its own yet
-                _new_span(root, name, img, s0, s1, cfg)
-                prev = db.get(_span_name(span_of(s0 - 1e-6, hours)[1], hours))
-                for gid in sorted(prev["groups"] if prev else [])[-PREVIOUS_GROUPS:]:
-                    if gid != group_id and (root / "products" / gid / "image.zarr").is_dir():
-                        _add(path, load_group_image(root, gid), cfg)
-                box = None
-            else:
-                box = False
+                if kk < k:
+                    continue  # a previous span that has no group: not made for this group's edge
+                header = _span_grid(img, s0, s1, cfg)
+                if kk > k and not _reaches(img, header):
+                    continue
+                _create_store(path, header, {"start_mjd": s0, "end_mjd": s1})
+            prepared = prepared or _prepare(img, cfg)
             _, _, attrs = _open_store(path)
             if group_id in attrs["groups"]:
-                _rebuild(root, name, list(attrs["groups"]), cfg, replace={group_id: img})
-                box = None
-            else:
-                added = _add(path, img, cfg)
-                if added is None:
-                    continue
-                box = None if box is None else added
-            _update_planes(root, name, box, cfg)
+                _rebuild(root, name, list(attrs["groups"]), cfg, replace={group_id: prepared})
+            elif _add(path, prepared, group_id, cfg) is None:
+                continue
             row = db.get(name)
+            if row is None and kk > k:
+                continue  # the next span's store holds this group's edge; its row comes with its own first group
             status = row["status"] if row is not None else "running"  # a reprocessed group keeps a closed span closed
-            if status == "complete":
-                _update_planes(root, name, None, cfg)
             written.append(_record(root, name, kind="span", status=status, cfg=cfg, db=db))
         for row in db.running():
             if row["kind"] == "span" and row["end_mjd"] <= start:
-                _update_planes(root, row["name"], None, cfg)
                 _record(root, row["name"], kind="span", status="complete", cfg=cfg, db=db)
     finally:
         db.close()
@@ -316,10 +299,10 @@ def build_mosaic(root: str | Path, *, cfg: Config, start_mjd: float | None = Non
     name = name or f"mosaic_{rows[0]['group_id'].replace(':', '')}_{len(rows)}g"
     paths = mosaic_paths(root, name)
     shutil.rmtree(paths["zarr"], ignore_errors=True)
-    _new_span(root, name, first, s0, s1, cfg)
+    _create_store(paths["zarr"], _span_grid(first, s0, s1, cfg), {"start_mjd": s0, "end_mjd": s1})
     for r in rows:
-        _add(paths["sums"], first if r["group_id"] == first.group_id else load_group_image(root, r["group_id"]), cfg)
-    _update_planes(root, name, None, cfg)
+        img = first if r["group_id"] == first.group_id else load_group_image(root, r["group_id"])
+        _add(paths["zarr"], _prepare(img, cfg), r["group_id"], cfg)
     db = MosaicsDB(root / "state" / "products.sqlite3")
     try:
         return _record(root, name, kind="custom", status="complete", cfg=cfg, db=db)
@@ -334,6 +317,11 @@ def build_span_mosaics(root: str | Path, *, cfg: Config) -> list[dict]:
     rows = sorted(_completed_groups(root), key=lambda r: r["mid_mjd"])
     for old in (root / "mosaics").glob("span_*"):
         shutil.rmtree(old)
+    db = MosaicsDB(root / "state" / "products.sqlite3")
+    try:
+        db.delete(kind="span")  # the rows of spans gone with their files
+    finally:
+        db.close()
     out = {}
     for r in rows:
         for row in update_running_mosaic(root, r["group_id"], cfg=cfg):
@@ -341,7 +329,6 @@ def build_span_mosaics(root: str | Path, *, cfg: Config) -> list[dict]:
     db = MosaicsDB(root / "state" / "products.sqlite3")
     try:
         for name in out:
-            _update_planes(root, name, None, cfg)
             out[name] = _record(root, name, kind="span", status="complete", cfg=cfg, db=db)
     finally:
         db.close()

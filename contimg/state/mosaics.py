@@ -55,6 +55,11 @@ class MosaicsDB:
         with self.db.conn:
             self.db.execute("UPDATE mosaics SET status = ?, updated_at = ? WHERE name = ?", [status, time.time(), name])
 
+    def delete(self, *, kind: str) -> None:
+        """Drop every row of ``kind`` (before the span mosaics are built again from a root)."""
+        with self.db.conn:
+            self.db.execute("DELETE FROM mosaics WHERE kind = ?", [kind])
+
     @staticmethod
     def _decode(row: dict) -> dict:
         return {**row, "groups": json.loads(row["groups"] or "[]")}
