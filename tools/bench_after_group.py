@@ -8,7 +8,9 @@ completed group in time order goes through what the service runs after it
 (`update_catalogue`) and the running mosaic (`update_running_mosaic`), with the process's peak
 resident memory above its level before (sampled every 20 ms). The group's processing time is
 what the service recorded for it in the root (`performance_metrics`: read + flag + calibrate +
-image + write), so run `contimg run` on a quiet machine first.
+image + write; the first group of a fresh install includes numba's compilation), so run
+`contimg run` on a quiet machine first; the ratio to `docs/benchmarks/bench.json`'s full chain
+per group (measured alone by `tools/bench.py`) is printed beside it.
 
 Then the peer, side by side on each group: the group's restored and residual images and beam
 resampled onto the box of its span's grid that it covers, by `reproject.reproject_interp`
@@ -181,12 +183,17 @@ def main() -> int:
           "made of two real-size groups (`contimg simulate /tmp/rs2 --config dsa110 --groups 2`: 96 antennas, 768 "
           "channels, 24 integrations; 4096² images at 3\"). The group's time is what the service recorded for its "
           "stages when it made the root.\n")
+    bench = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "bench.json"
+    full_s = json.loads(bench.read_text())["summary"]["full_processing_s"] if bench.is_file() else None
+    result["bench_full_processing_s"] = full_s
+    args.out.write_text(json.dumps(result, indent=1))
     print("| group | group's stages (s) | load (s) | catalogue (s) | mosaic (s) | update total (s) | ratio | "
-          "peak memory above (GiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          f"ratio to bench.md's full chain ({full_s} s) | peak memory above (GiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["groups"]:
+        to_bench = f"{r['total_s'] / full_s:.3f}" if full_s else "n/a"
         print(f"| {r['group']} | {r['group_s']:.1f} | {r['load_s']:.2f} | {r['catalogue_s']:.2f} | "
-              f"{r['mosaic_s']:.2f} | {r['total_s']:.2f} | {r['ratio']:.3f} | {r['peak_above_gib']:.2f} |")
+              f"{r['mosaic_s']:.2f} | {r['total_s']:.2f} | {r['ratio']:.3f} | {to_bench} | {r['peak_above_gib']:.2f} |")
     print("\nResampling one group onto the box of its span's grid it covers (image + residual bicubic, the beam "
           "bilinear), best of three each, alternating:\n")
     print("| group | box (pixels) | reproject_interp (s) | contimg (s) | reproject / contimg | largest difference "

@@ -185,9 +185,18 @@ def _sample_all(a, x, y, cubic, vals):
           tx ** 3 / 6)
     wy = ((1 - ty) ** 3 / 6, (3 * ty ** 3 - 6 * ty ** 2 + 4) / 6, (-3 * ty ** 3 + 3 * ty ** 2 + 3 * ty + 1) / 6,
           ty ** 3 / 6)
-    c0, c1, c2, c3 = _mirror(ix - 1, nx), _mirror(ix, nx), _mirror(ix + 1, nx), _mirror(ix + 2, nx)
     for k in range(a.shape[0]):
         vals[k] = 0.0
+    if ix >= 1 and ix + 2 < nx and iy >= 1 and iy + 2 < ny:  # inside: no index reflected
+        for k in range(a.shape[0]):
+            total = 0.0
+            for j in range(4):
+                r = iy - 1 + j
+                total += wy[j] * (wx[0] * a[k, r, ix - 1] + wx[1] * a[k, r, ix] + wx[2] * a[k, r, ix + 1]
+                                  + wx[3] * a[k, r, ix + 2])
+            vals[k] = total
+        return
+    c0, c1, c2, c3 = _mirror(ix - 1, nx), _mirror(ix, nx), _mirror(ix + 1, nx), _mirror(ix + 2, nx)
     for j in range(4):
         r = _mirror(iy - 1 + j, ny)
         for k in range(a.shape[0]):
@@ -197,7 +206,7 @@ def _sample_all(a, x, y, cubic, vals):
 @numba.njit(inline="always")
 def _position(lx, ly, step, j, i, ny_in, nx_in):
     """The input pixel of box pixel (j, i) from the lattice; (-1, -1, False) outside the image."""
-    gy, gx = j / step, i / step
+    gy, gx = j * (1.0 / step), i * (1.0 / step)
     jy, jx = min(int(gy), lx.shape[0] - 2), min(int(gx), lx.shape[1] - 2)
     if lx.shape[0] == 1:
         jy, gy = 0, 0.0
