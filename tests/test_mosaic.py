@@ -23,7 +23,7 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 from contimg.io.fits import image_header
-from contimg.mosaic import add_image, empty_mosaic, prepare_image, strip_header
+from contimg.mosaic import Mosaic, add_image, add_placed, empty_mosaic, place, prepare_image, strip_header
 from contimg.mosaic.resample import pixel_lattice, resample_planes, spline_coefficients
 
 CELL = np.radians(12.0 / 3600)
@@ -153,6 +153,7 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
     w_out = WCS(h).celestial
     shape = (h["NAXIS2"], h["NAXIS1"])
     mosaic = empty_mosaic(shape=shape)
+    pieces = empty_mosaic(shape=shape)
     ref_num, ref_weight, ref_count = np.zeros(shape), np.zeros(shape), np.zeros(shape, int)
     for ra_c, sigma in zip(centres, sigmas):
         w_in = _wcs(n, ra_c, DEC0)
@@ -166,6 +167,15 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
         noise = _correlated_noise(rng, (n, n), sigma)
         image = prepare_image(planes={"image": sky + noise, "residual": noise}, pb=pb, noise_jy=sigma, wcs=w_in)
         add_image(mosaic, image=image, wcs_out=w_out, pb_cutoff=0.2)
+        # the same added 37 columns at a time (as a stored mosaic is updated, chunk by chunk)
+        placement = place(image, wcs_out=w_out, shape_out=shape)
+        y0, y1, x0, x1 = placement.box
+        for c0 in range(x0, x1, 37):
+            rows, cols = slice(y0, y1), slice(c0, min(c0 + 37, x1))
+            add_placed(Mosaic(names=pieces.names, planes=pieces.planes[:, rows, cols], weight=pieces.weight[rows, cols],
+                              pb_weight=pieces.pb_weight[rows, cols], noise=pieces.noise[rows, cols],
+                              count=pieces.count[rows, cols]), image=image, placement=placement, pb_cutoff=0.2,
+                       at=(y0, c0))
         # the same sums from reproject's resampling and the module's formula written out
         img_out, _ = reproject_interp((sky + noise, w_in), w_out, shape_out=shape, order="bicubic")
         pb_out, _ = reproject_interp((pb, w_in), w_out, shape_out=shape, order="bilinear")
@@ -173,6 +183,9 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
         ref_num += np.where(use, np.nan_to_num(pb_out * img_out) / sigma**2, 0)
         ref_weight += np.where(use, np.nan_to_num(pb_out) ** 2 / sigma**2, 0)
         ref_count += use
+    for a, b in ((pieces.planes, mosaic.planes), (pieces.weight, mosaic.weight), (pieces.noise, mosaic.noise),
+                 (pieces.pb_weight, mosaic.pb_weight), (pieces.count, mosaic.count)):
+        np.testing.assert_array_equal(a, b)
     # where the same images contribute (the 0.2 cutoff's edge may differ by interpolation), equal
     same = mosaic.count == ref_count
     assert same.mean() > 0.999

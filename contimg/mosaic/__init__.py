@@ -5,6 +5,8 @@ resampling by `contimg.mosaic.resample`), on a grid that follows the strip
 the running strip and the database rows are `contimg.pipeline.mosaic`'s."""
 
 from contimg.mosaic.grid import footprint_box, strip_header
-from contimg.mosaic.linear import Mosaic, PreparedImage, add_image, empty_mosaic, prepare_image
+from contimg.mosaic.linear import (Mosaic, Placement, PreparedImage, add_image, add_placed, empty_mosaic, place,
+                                   prepare_image)
 
-__all__ = ["strip_header", "footprint_box", "Mosaic", "PreparedImage", "empty_mosaic", "prepare_image", "add_image"]
+__all__ = ["strip_header", "footprint_box", "Mosaic", "PreparedImage", "Placement", "empty_mosaic", "prepare_image",
+           "place", "add_placed", "add_image"]

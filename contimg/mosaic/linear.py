@@ -33,7 +33,8 @@ from astropy.wcs import WCS
 from contimg.mosaic.grid import footprint_box
 from contimg.mosaic.resample import add_planes, pixel_lattice, spline_coefficients
 
-__all__ = ["Mosaic", "PreparedImage", "empty_mosaic", "prepare_image", "add_image"]
+__all__ = ["Mosaic", "PreparedImage", "Placement", "empty_mosaic", "prepare_image", "place", "add_placed",
+           "add_image"]
 
 
 @dataclass
@@ -102,6 +103,43 @@ def prepare_image(*, planes: dict[str, np.ndarray], pb: np.ndarray, noise_jy: fl
                          wcs=wcs, order=order)
 
 
+@dataclass
+class Placement:
+    """Where an image lands on a mosaic's grid: ``box`` ``(y0, y1, x0, x1)``, the grid's pixels
+    it covers, and ``lattice`` ``(lx, ly, step)``, the pixel mapping over that box
+    (`contimg.mosaic.resample.pixel_lattice`)."""
+
+    box: tuple[int, int, int, int]
+    lattice: tuple[np.ndarray, np.ndarray, int]
+
+
+def place(image: PreparedImage, *, wcs_out: WCS, shape_out: tuple[int, int]) -> Placement | None:
+    """Where ``image`` lands on the grid ``wcs_out`` of ``shape_out`` (ny, nx); None when it
+    misses it."""
+    box = footprint_box(wcs_in=image.wcs, shape_in=image.shape, wcs_out=wcs_out, shape_out=shape_out)
+    if box is None:
+        return None
+    lx, ly, step, _ = pixel_lattice(wcs_in=image.wcs, wcs_out=wcs_out, box=box)
+    return Placement(box=box, lattice=(lx, ly, step))
+
+
+def add_placed(part: Mosaic, *, image: PreparedImage, placement: Placement, pb_cutoff: float,
+               at: tuple[int, int]) -> None:
+    """Add ``image`` to ``part``, the piece of a mosaic whose pixel [0, 0] is the grid's pixel
+    ``at`` (y, x) and which lies inside ``placement.box`` (in place): pixels where the image's
+    resampled beam is below ``pb_cutoff`` (or outside the image) do not change. What lets a
+    stored mosaic be updated a few columns at a time."""
+    if image.names != part.names:
+        raise ValueError(f"the image's planes {image.names} are not the mosaic's {part.names}")
+    y0, y1, x0, x1 = placement.box
+    ny, nx = part.weight.shape
+    if not (y0 <= at[0] and at[0] + ny <= y1 and x0 <= at[1] and at[1] + nx <= x1):
+        raise ValueError(f"a part at {at} of {ny} x {nx} pixels is not inside the image's box {placement.box}")
+    add_planes(coef=image.coef, smooth=image.smooth, var_jy2=image.var_jy2, lattice=placement.lattice,
+               order=image.order, pb_cutoff=pb_cutoff, planes=part.planes, weight=part.weight,
+               pb_weight=part.pb_weight, noise=part.noise, count=part.count, origin=(at[0] - y0, at[1] - x0))
+
+
 def add_image(mosaic: Mosaic, *, image: PreparedImage, wcs_out: WCS, pb_cutoff: float,
               name: str = "") -> tuple | None:
     """Add one image (`prepare_image`) to ``mosaic`` (in place; its grid is ``wcs_out``, shape
@@ -110,16 +148,14 @@ def add_image(mosaic: Mosaic, *, image: PreparedImage, wcs_out: WCS, pb_cutoff: 
     Returns the box ``(y0, y1, x0, x1)`` of the grid that changed, None when the image misses it."""
     if image.names != mosaic.names:
         raise ValueError(f"the image's planes {image.names} are not the mosaic's {mosaic.names}")
-    box = footprint_box(wcs_in=image.wcs, shape_in=image.shape, wcs_out=wcs_out, shape_out=mosaic.weight.shape)
-    if box is None:
+    placement = place(image, wcs_out=wcs_out, shape_out=mosaic.weight.shape)
+    if placement is None:
         return None
-    y0, y1, x0, x1 = box
-    lx, ly, step, _ = pixel_lattice(wcs_in=image.wcs, wcs_out=wcs_out, box=box)
+    y0, y1, x0, x1 = placement.box
     rows, cols = slice(y0, y1), slice(x0, x1)
-    add_planes(coef=image.coef, smooth=image.smooth, var_jy2=image.var_jy2, lattice=(lx, ly, step),
-               order=image.order, pb_cutoff=pb_cutoff, planes=mosaic.planes[:, rows, cols],
-               weight=mosaic.weight[rows, cols], pb_weight=mosaic.pb_weight[rows, cols],
-               noise=mosaic.noise[rows, cols], count=mosaic.count[rows, cols])
+    part = Mosaic(names=mosaic.names, planes=mosaic.planes[:, rows, cols], weight=mosaic.weight[rows, cols],
+                  pb_weight=mosaic.pb_weight[rows, cols], noise=mosaic.noise[rows, cols], count=mosaic.count[rows, cols])
+    add_placed(part, image=image, placement=placement, pb_cutoff=pb_cutoff, at=(y0, x0))
     if name:
         mosaic.images.append(name)
-    return box
+    return placement.box

@@ -239,12 +239,13 @@ def _resample_kernel(coef, smooth, lx, ly, step, cubic, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _add_kernel(coef, smooth, var_scalar, lx, ly, step, cubic, pb_cutoff, planes, weight, pb_weight, noise, count):
+def _add_kernel(coef, smooth, var_scalar, lx, ly, step, j0, i0, cubic, pb_cutoff, planes, weight, pb_weight, noise,
+                count):
     nplanes, ny_in, nx_in = coef.shape
     for j in numba.prange(planes.shape[1]):
         vals = np.empty(nplanes)
         for i in range(planes.shape[2]):
-            x, y, inside = _position(lx, ly, step, j, i, ny_in, nx_in)
+            x, y, inside = _position(lx, ly, step, j + j0, i + i0, ny_in, nx_in)
             if not inside:
                 continue
             pb = _sample_linear(smooth, 0, x, y)
@@ -287,7 +288,7 @@ def resample_planes(*, coef: np.ndarray, smooth: np.ndarray, lattice: tuple[np.n
 
 def add_planes(*, coef: np.ndarray, smooth: np.ndarray, var_jy2: float, lattice: tuple[np.ndarray, np.ndarray, int],
                order: str, pb_cutoff: float, planes: np.ndarray, weight: np.ndarray, pb_weight: np.ndarray,
-               noise: np.ndarray, count: np.ndarray) -> None:
+               noise: np.ndarray, count: np.ndarray, origin: tuple[int, int] = (0, 0)) -> None:
     """Add one image, resampled, to a box of a linear mosaic, in place.
 
     Where the resampled beam ``B ≥ pb_cutoff``, the variance ``σ² > 0`` and every plane is
@@ -299,8 +300,11 @@ def add_planes(*, coef: np.ndarray, smooth: np.ndarray, var_jy2: float, lattice:
     smooth: float32 (1 or 2, ny_in, nx_in): the primary beam and, when 2, a variance map (Jy²),
     both sampled bilinearly; var_jy2: the variance when there is no map;
     planes: float32 (nplanes, ny, nx) (Jy/beam, primary-beam corrected); weight (Jy⁻²),
-    pb_weight, noise (Jy/beam) float32 (ny, nx); count int16 (ny, nx): the box of the mosaic that
-    the lattice covers (views are fine)."""
+    pb_weight, noise (Jy/beam) float32 (ny, nx); count int16 (ny, nx): part of the box of the
+    mosaic that the lattice covers, whose pixel [0, 0] is the box's pixel ``origin`` (y, x)
+    (views are fine)."""
     lx, ly, step = lattice
-    _add_kernel(coef, smooth, float(var_jy2), lx, ly, step, ORDERS[order] == CUBIC, float(pb_cutoff),
-                planes, weight, pb_weight, noise, count)
+    if origin[0] < 0 or origin[1] < 0:
+        raise ValueError(f"origin {origin}: the part must lie inside the lattice's box")
+    _add_kernel(coef, smooth, float(var_jy2), lx, ly, step, int(origin[0]), int(origin[1]), ORDERS[order] == CUBIC,
+                float(pb_cutoff), planes, weight, pb_weight, noise, count)

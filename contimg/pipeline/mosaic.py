@@ -40,7 +40,7 @@ from astropy.wcs import WCS
 from contimg.config import Config
 from contimg.io.fits import write_fits
 from contimg.io.store import read_zarr
-from contimg.mosaic import Mosaic, PreparedImage, add_image, footprint_box, prepare_image, strip_header
+from contimg.mosaic import Mosaic, PreparedImage, add_placed, footprint_box, place, prepare_image, strip_header
 from contimg.pipeline.groupimage import GroupImage, load_group_image
 from contimg.state.mosaics import MosaicsDB
 from contimg.state.products import ProductsDB
@@ -134,24 +134,26 @@ def _prepare(img: GroupImage, cfg: Config) -> PreparedImage:
 
 def _add(path: Path, image: PreparedImage, group_id: str, cfg: Config) -> tuple[int, int, int, int] | None:
     """Add one group's prepared images to the mosaic stored at ``path``, reading and writing
-    only the box of its grid they cover; the box (None: the images miss the grid)."""
+    only the box of its grid they cover, one Zarr chunk of columns (``CHUNK_X``) at a time (a
+    few tens of MB in memory whatever the image's size); the box (None: the images miss the grid)."""
     grp, header, attrs = _open_store(path)
-    wcs = WCS(header).celestial
-    box = footprint_box(wcs_in=image.wcs, shape_in=image.shape, wcs_out=wcs, shape_out=_shape(header))
-    if box is None:
+    placement = place(image, wcs_out=WCS(header).celestial, shape_out=_shape(header))
+    if placement is None:
         return None
-    y0, y1, x0, x1 = box
-    mosaic = _read_box(grp, box)
-    add_image(mosaic, image=image, wcs_out=wcs[y0:y1, x0:x1], pb_cutoff=cfg.mosaic.pb_cutoff)
-    for k, p in enumerate(PLANES):
-        grp[p][y0:y1, x0:x1] = mosaic.planes[k]
-    for key in _MAPS:
-        grp[key][y0:y1, x0:x1] = getattr(mosaic, key)
-    grp["count"][y0:y1, x0:x1] = mosaic.count
+    y0, y1, x0, x1 = placement.box
+    for c0 in [x0, *range((x0 // CHUNK_X + 1) * CHUNK_X, x1, CHUNK_X)]:  # the chunks' boundaries
+        c1 = min((c0 // CHUNK_X + 1) * CHUNK_X, x1)
+        part = _read_box(grp, (y0, y1, c0, c1))
+        add_placed(part, image=image, placement=placement, pb_cutoff=cfg.mosaic.pb_cutoff, at=(y0, c0))
+        for k, p in enumerate(PLANES):
+            grp[p][y0:y1, c0:c1] = part.planes[k]
+        for key in _MAPS:
+            grp[key][y0:y1, c0:c1] = getattr(part, key)
+        grp["count"][y0:y1, c0:c1] = part.count
     groups = list(attrs["groups"]) + [group_id]
     grp.attrs.update({"groups": groups,  # last: a crash before it re-adds the group
                       "header": _planes_header(header, path.parent.name, len(groups), cfg).tostring()})
-    return box
+    return placement.box
 
 
 def _planes_header(header: fits.Header, name: str, n_images: int, cfg: Config) -> fits.Header:

@@ -38,7 +38,7 @@ def _tile_mad_std(residual, tile, out):
     for t in numba.prange(ty * tx):
         i, j = t // tx, t % tx
         block = residual[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile].ravel()
-        block = block[np.isfinite(block)]
+        block = block[np.isfinite(block)].astype(np.float64)
         if block.size:
             out[i, j] = 1.482602218505602 * np.median(np.abs(block - np.median(block)))
 
@@ -50,7 +50,8 @@ def rms_map(*, residual: np.ndarray, tile: int) -> np.ndarray:
     ny, nx = residual.shape
     ty, tx = -(-ny // tile), -(-nx // tile)
     out = np.full((ty, tx), np.nan, np.float64)
-    _tile_mad_std(np.ascontiguousarray(residual, np.float64), tile, out)
+    native = residual.dtype in (np.dtype(np.float32), np.dtype(np.float64))  # else (FITS: big-endian) a copy
+    _tile_mad_std(residual if native else np.asarray(residual, np.float64), tile, out)
     return np.repeat(np.repeat(out.astype(np.float32), tile, axis=0), tile, axis=1)[:ny, :nx]
 
 
