@@ -52,20 +52,25 @@ def _gaussians(wcs: WCS, shape, ra_deg, dec_deg, amp) -> np.ndarray:
     return out
 
 
-def test_bicubic_resampling_keeps_point_source_peaks():
-    n = 256
+def _field_and_grid(*, n: int, n_src: int, half_deg: float, dec_offset_px: float, seed: int):
+    """An n² field at RA 180 deg with ``n_src`` sources within ``half_deg`` of its centre, and
+    the grid of a neighbouring strip centred 1.3 deg east, ``dec_offset_px`` pixels off in Dec:
+    (input WCS, source RA and Dec (deg), output WCS, output shape, rng)."""
     w_in = _wcs(n, np.radians(180.0), DEC0)
-    rng = np.random.default_rng(3)
-    ra = 180.0 + rng.uniform(-0.3, 0.3, 12) / np.cos(DEC0)
-    dec = np.degrees(DEC0) + rng.uniform(-0.3, 0.3, 12)
-    amp = np.ones(12)
-    image = _gaussians(w_in, (n, n), ra, dec, amp)
-    # the output grid: centred 1.3 deg east (a neighbouring group's field), shifted by a fraction of a pixel
-    h = strip_header(ra_rad=np.radians(180.0 + 1.3 / np.cos(DEC0)), dec_rad=DEC0 + 0.37 * CELL,
+    rng = np.random.default_rng(seed)
+    ra = 180.0 + rng.uniform(-half_deg, half_deg, n_src) / np.cos(DEC0)
+    dec = np.degrees(DEC0) + rng.uniform(-half_deg, half_deg, n_src)
+    h = strip_header(ra_rad=np.radians(180.0 + 1.3 / np.cos(DEC0)), dec_rad=DEC0 + dec_offset_px * CELL,
                      width_rad=3.6 * np.pi / 180, height_rad=n * CELL, cell_rad=CELL, freq_hz=1.4e9,
                      bandwidth_hz=1.0, time_start_jd=2461000.5, time_mid_jd=2461000.5, beam_rad=None)
-    w_out = WCS(h).celestial
-    shape = (h["NAXIS2"], h["NAXIS1"])
+    return w_in, ra, dec, WCS(h).celestial, (h["NAXIS2"], h["NAXIS1"]), rng
+
+
+def test_bicubic_resampling_keeps_point_source_peaks():
+    n = 256
+    w_in, ra, dec, w_out, shape, _ = _field_and_grid(n=n, n_src=12, half_deg=0.3, dec_offset_px=0.37, seed=3)
+    amp = np.ones(12)
+    image = _gaussians(w_in, (n, n), ra, dec, amp)
     expected = _gaussians(w_out, shape, ra, dec, amp)
     x, y = w_out.world_to_pixel_values(ra, dec)
     ix, iy = np.round(x).astype(int), np.round(y).astype(int)
@@ -103,16 +108,8 @@ def test_resampling_equals_reproject():
     from reproject import reproject_interp
 
     n = 256
-    w_in = _wcs(n, np.radians(180.0), DEC0)
-    rng = np.random.default_rng(5)
-    ra = 180.0 + rng.uniform(-0.4, 0.4, 20) / np.cos(DEC0)
-    dec = np.degrees(DEC0) + rng.uniform(-0.4, 0.4, 20)
+    w_in, ra, dec, w_out, shape, rng = _field_and_grid(n=n, n_src=20, half_deg=0.4, dec_offset_px=-0.21, seed=5)
     image = _gaussians(w_in, (n, n), ra, dec, rng.uniform(0.2, 1.0, 20)) + rng.normal(0, 0.01, (n, n))
-    h = strip_header(ra_rad=np.radians(180.0 + 1.3 / np.cos(DEC0)), dec_rad=DEC0 - 0.21 * CELL,
-                     width_rad=3.6 * np.pi / 180, height_rad=n * CELL, cell_rad=CELL, freq_hz=1.4e9,
-                     bandwidth_hz=1.0, time_start_jd=2461000.5, time_mid_jd=2461000.5, beam_rad=None)
-    w_out = WCS(h).celestial
-    shape = (h["NAXIS2"], h["NAXIS1"])
     for order in ("bicubic", "bilinear"):
         ref, _ = reproject_interp((image, w_in), w_out, shape_out=shape, order=order, roundtrip_coords=False)
         got = _resample(image, w_in, w_out, shape, order)
