@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -395,6 +396,26 @@ def _cmd_lightcurve(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _dask_client(address: str | None, n_workers: int | None):
+    """A Dask client of the scheduler at ``address``, or of a local cluster of ``n_workers``
+    processes, closed after use; None (work in this process) when neither is given."""
+    if not address and not n_workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None if address else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(address or cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def _cmd_mosaic(args) -> int:
     """A mosaic of a processed root's groups after the fact, or every span's; optionally the
     pipeline's catalogue rebuilt first."""
@@ -408,9 +429,14 @@ def _cmd_mosaic(args) -> int:
         cat = build_catalogue(root, cfg=cfg)
         print(f"catalogue rebuilt from {cat['n_groups']} groups: {cat['n_detections']} detections, "
               f"{len(cat['candidates'])} transient candidates, {len(cat['variables'])} variability candidates")
-    rows = (build_span_mosaics(root, cfg=cfg) if args.spans else
-            [build_mosaic(root, cfg=cfg, start_mjd=args.start_mjd, end_mjd=args.end_mjd, groups=args.groups,
-                          name=args.name)])
+    if args.spans:
+        with _dask_client(args.cluster, args.workers) as client:
+            rows = build_span_mosaics(root, cfg=cfg, client=client)
+    elif args.cluster or args.workers:
+        raise ValueError("mosaic: --cluster and --workers build the spans (--spans) in parallel, one task per span")
+    else:
+        rows = [build_mosaic(root, cfg=cfg, start_mjd=args.start_mjd, end_mjd=args.end_mjd, groups=args.groups,
+                             name=args.name)]
     for r in rows:
         print(f"mosaic {r['name']}: {len(r['groups'])} groups, {r['status']}  "
               f"{r.get('image_path') or r.get('zarr_path', '')}")
@@ -545,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", nargs="+", help="these group ids instead")
     p.add_argument("--name", help="the mosaic's name (default: from its time range)")
     p.add_argument("--spans", action="store_true", help="every span's fixed mosaic (mosaic.span_hours), rebuilt")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cluster", metavar="ADDRESS", help="with --spans: one task per span on this Dask scheduler (workers share the root)")
+    where.add_argument("--workers", type=int, metavar="N", help="with --spans: one task per span on a local Dask cluster of N processes")
     p.add_argument("--catalogue", action="store_true", help="rebuild the pipeline's catalogue from every group first")
     p.set_defaults(func=_cmd_mosaic)
 

@@ -472,3 +472,48 @@ def test_the_commands_build_a_mosaic_and_a_light_curve_by_position(strip, capsys
     assert len(got) == len(expect) >= 2
     assert [float(r["flux_jy"]) for r in got] == pytest.approx([r["flux_jy"] for r in expect])
     assert main(["lightcurve", "10", "80", "--root", str(root)]) == 2  # nothing there
+
+
+def test_span_mosaics_rebuilt_on_a_dask_cluster_equal_the_serial_build_and_the_services(strip, tmp_path):
+    """The archive path (`contimg mosaic --spans`): every span rebuilt from the groups' images,
+    in turn and as one Dask task per span on a local cluster of two worker processes, gives the
+    same planes bit for bit, and the planes the service built group by group (to float32
+    rounding: the service's grid of a span may come from a neighbouring span's group); every
+    rebuilt span is complete and holds the same groups."""
+    import shutil
+
+    from distributed import Client, LocalCluster
+
+    from contimg.pipeline.mosaic import build_span_mosaics
+
+    service = {}
+    for r in _span_rows(strip["root"]):
+        service[r["name"]] = (read_zarr(r["zarr_path"])[0], r["groups"])
+    built = {}
+    for how in ("serial", "dask"):
+        root = tmp_path / how
+        shutil.copytree(strip["root"], root, ignore=shutil.ignore_patterns("*.fits", "*.png"))
+        if how == "serial":
+            rows = build_span_mosaics(root, cfg=strip["cfg"])
+        else:
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                    Client(cluster) as client:
+                rows = build_span_mosaics(root, cfg=strip["cfg"], client=client)
+        assert sorted(r["name"] for r in rows) == sorted(service) and all(r["status"] == "complete" for r in rows)
+        built[how] = {r["name"]: (read_zarr(r["zarr_path"])[0], r["groups"]) for r in rows}
+    for name, (planes, groups) in service.items():
+        serial, dask_built = built["serial"][name], built["dask"][name]
+        assert serial[1] == dask_built[1] == groups
+        for key in ("image", "residual", "noise", "pb_weight", "weight", "count"):
+            np.testing.assert_array_equal(serial[0][key], dask_built[0][key])
+            np.testing.assert_allclose(serial[0][key], planes[key], rtol=1e-5, atol=1e-6 * np.nanmax(planes[key]))
+
+
+def _span_rows(root):
+    from contimg.state.mosaics import MosaicsDB
+
+    db = MosaicsDB(root / "state" / "products.sqlite3")
+    try:
+        return db.list(kind="span")
+    finally:
+        db.close()

@@ -48,7 +48,8 @@ class RemoteOutcome:
 _WORKER_READY = False
 
 
-def _prepare_worker(cfg: Config) -> None:
+def prepare_worker(cfg: Config) -> None:
+    """Once per process: the Earth orientation the service uses (offline; `cfg.astropy`)."""
     global _WORKER_READY
     if not _WORKER_READY:
         from contimg.offline import load_earth_orientation, use_iers_a_file
@@ -62,7 +63,7 @@ def _prepare_worker(cfg: Config) -> None:
 def run_group(work: GroupWork, cfg: Config) -> RemoteOutcome:
     """Every stage of one group, on a Dask worker (or anywhere): the same functions the
     single-machine service runs, in order, resuming from ``work.checkpoint``."""
-    _prepare_worker(cfg)
+    prepare_worker(cfg)
     worker = ""
     try:
         from distributed import get_worker

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 from astropy.wcs import WCS
 
 from contimg.imaging.storage import load_imageset
 from contimg.qa.sources import image_wcs
 
-__all__ = ["GroupImage", "load_group_image"]
+__all__ = ["GroupImage", "load_group_image", "group_grid"]
 
 
 @dataclass
@@ -48,3 +49,11 @@ def load_group_image(root: str | Path, group_id: str) -> GroupImage:
                       beam_rad=tuple(imgs.beam_rad), cell_rad=imgs.cell_rad, freq_hz=imgs.freq_hz,
                       bandwidth_hz=imgs.bandwidth_hz, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad,
                       time_start_jd=imgs.time_start_jd, time_mid_jd=imgs.time_mid_jd)
+
+
+def group_grid(root: str | Path, group_id: str) -> tuple[WCS, tuple[int, int]]:
+    """A processed group's image grid (celestial WCS, shape (ny, nx)) from its ``image.zarr``'s
+    metadata: no pixel is read."""
+    imgs, _ = load_imageset(Path(root) / "products" / group_id / "image.zarr", images=())
+    shape = zarr.open_group(str(Path(root) / "products" / group_id / "image.zarr"), mode="r")["pb"].shape
+    return image_wcs(npix=shape[0], cell_rad=imgs.cell_rad, ra_rad=imgs.ra_rad, dec_rad=imgs.dec_rad), tuple(shape)

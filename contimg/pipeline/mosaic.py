@@ -4,9 +4,10 @@ mosaics built after the fact (`build_mosaic`, what ``contimg mosaic`` calls).
 Each completed group's ``image.zarr`` (restored and residual images, averaged primary beam,
 measured noise) is added to the mosaic (`contimg.mosaic.Mosaic`) of the span it belongs to:
 spans are ``mosaic.span_hours`` long, aligned to 00:00 UTC, a group belonging to the span of its
-mid-time. A span's grid (`contimg.mosaic.strip_header`) is fixed when the first group reaching
-it arrives: SIN about the meridian's RA at the span's mid-time and the images' declination, as
-wide as the span's drift plus one image, as tall as one image. A group is also added to a
+mid-time. A span's grid (`contimg.mosaic.strip_header`) is made when the first group reaching
+it arrives: SIN about the ICRS position of the meridian at the span's mid-time at the
+pointing's declination (the same from any group), as wide as the span's drift plus one image,
+as tall as one image. A group is also added to a
 neighbouring span whose grid its image reaches (the next span's store is made by the first
 group that reaches it), so the spans' edges are as deep as their middles. Each group's images
 are resampled and added in one pass (`contimg.mosaic.add_image`) to the mosaic's planes, which
@@ -41,13 +42,14 @@ from contimg.config import Config
 from contimg.io.fits import write_fits
 from contimg.io.store import read_zarr
 from contimg.mosaic import Mosaic, PreparedImage, add_placed, footprint_box, place, prepare_image, strip_header
-from contimg.pipeline.groupimage import GroupImage, load_group_image
+from contimg.pipeline.groupimage import GroupImage, group_grid, load_group_image
+from contimg.sky.geometry import hadec_to_icrs, icrs_to_hadec
 from contimg.state.mosaics import MosaicsDB
 from contimg.state.products import ProductsDB
 
 log = logging.getLogger(__name__)
 
-__all__ = ["span_of", "update_running_mosaic", "build_mosaic",
+__all__ = ["span_of", "update_running_mosaic", "build_mosaic", "span_plan", "build_span",
            "build_span_mosaics", "mosaic_paths"]
 
 SIDEREAL_RATE = 1.00273790935  # sidereal days per solar day
@@ -79,15 +81,17 @@ def mosaic_paths(root: str | Path, name: str) -> dict[str, Path]:
 
 def _grid_for(img: GroupImage, *, start_mjd: float, end_mjd: float, cell_rad: float) -> fits.Header:
     """The grid of a mosaic covering the meridian's drift from ``start_mjd`` to ``end_mjd`` at
-    ``img``'s declination, plus one image side, from ``img``'s centre and time."""
-    turns = lambda mjd: (mjd - img.mid_mjd) * SIDEREAL_RATE * 2 * np.pi  # noqa: E731
-    ra_mid = (img.ra_rad + turns(0.5 * (start_mjd + end_mjd))) % (2 * np.pi)
+    ``img``'s declination, plus one image side: centred at the ICRS position of the meridian at
+    the span's mid-time at the pointing's apparent declination (recovered from ``img``'s phase
+    centre), so that every group of a pointing gives the same grid (to ~1e-10 rad)."""
+    _, dec_app = icrs_to_hadec(ra_rad=img.ra_rad, dec_rad=img.dec_rad, time_jd=img.time_mid_jd)
+    mid = 0.5 * (start_mjd + end_mjd)
+    ra_mid, dec_mid = hadec_to_icrs(ha_rad=0.0, dec_rad=dec_app, time_jd=mid + 2400000.5)
     side = img.restored.shape[0] * img.cell_rad
-    width = abs(turns(end_mjd) - turns(start_mjd)) * np.cos(img.dec_rad) + side
-    return strip_header(ra_rad=ra_mid, dec_rad=img.dec_rad, width_rad=width, height_rad=side, cell_rad=cell_rad,
+    width = abs(end_mjd - start_mjd) * SIDEREAL_RATE * 2 * np.pi * np.cos(dec_mid) + side
+    return strip_header(ra_rad=ra_mid, dec_rad=dec_mid, width_rad=width, height_rad=side, cell_rad=cell_rad,
                         freq_hz=img.freq_hz, bandwidth_hz=img.bandwidth_hz,
-                        time_start_jd=start_mjd + 2400000.5, time_mid_jd=0.5 * (start_mjd + end_mjd) + 2400000.5,
-                        beam_rad=img.beam_rad)
+                        time_start_jd=start_mjd + 2400000.5, time_mid_jd=mid + 2400000.5, beam_rad=img.beam_rad)
 
 
 def _shape(header: fits.Header) -> tuple[int, int]:
@@ -312,11 +316,53 @@ def build_mosaic(root: str | Path, *, cfg: Config, start_mjd: float | None = Non
         db.close()
 
 
-def build_span_mosaics(root: str | Path, *, cfg: Config) -> list[dict]:
-    """Every span's fixed mosaic of a root's completed groups, rebuilt from their images (the
-    archive path; the service builds the same spans group by group). The rows written."""
+def span_plan(root: str | Path, *, cfg: Config) -> list[dict]:
+    """Every span of a root's completed groups, as `build_span` takes them: ``name``,
+    ``start_mjd``, ``end_mjd``, ``groups`` (its own, in time order) and ``neighbours`` (the
+    groups of the spans either side, whose images may reach its grid)."""
+    hours = cfg.mosaic.span_hours
+    spans: dict[str, dict] = {}
+    for r in sorted(_completed_groups(Path(root)), key=lambda r: r["mid_mjd"]):
+        _, s0, s1 = span_of(r["mid_mjd"], hours)
+        spans.setdefault(_span_name(s0, hours), {"start_mjd": s0, "end_mjd": s1, "groups": []})["groups"].append(
+            r["group_id"])
+    out = []
+    for name, span in spans.items():
+        side = [_span_name(span_of(t, hours)[1], hours) for t in (span["start_mjd"] - 1e-6, span["end_mjd"] + 1e-6)]
+        out.append({"name": name, **span, "neighbours": [g for n in side for g in spans.get(n, {}).get("groups", [])]})
+    return out
+
+
+def build_span(root: str | Path, span: dict, *, cfg: Config) -> str:
+    """One span's mosaic (an item of `span_plan`) made again from its groups' stored images: its
+    own groups, and the neighbouring spans' groups whose images reach its grid (checked on
+    their grids alone, `group_grid`), each in time order. Touches only the span's folder (no
+    database), so spans can be built in parallel; `build_span_mosaics` records them. The name."""
+    from contimg.pipeline.cluster import prepare_worker
+
+    prepare_worker(cfg)  # on a Dask worker: the service's Earth orientation, offline
     root = Path(root)
-    rows = sorted(_completed_groups(root), key=lambda r: r["mid_mjd"])
+    path = mosaic_paths(root, span["name"])["zarr"]
+    first = load_group_image(root, span["groups"][0])
+    header = _span_grid(first, span["start_mjd"], span["end_mjd"], cfg)
+    _create_store(path, header, {"start_mjd": span["start_mjd"], "end_mjd": span["end_mjd"]})
+    wcs, shape = WCS(header).celestial, _shape(header)
+    own = set(span["groups"])
+    for gid in sorted([*span["groups"], *span["neighbours"]]):
+        if gid not in own:
+            wcs_in, shape_in = group_grid(root, gid)
+            if footprint_box(wcs_in=wcs_in, shape_in=shape_in, wcs_out=wcs, shape_out=shape) is None:
+                continue
+        _add(path, _prepare(first if gid == first.group_id else load_group_image(root, gid), cfg), gid, cfg)
+    return span["name"]
+
+
+def build_span_mosaics(root: str | Path, *, cfg: Config, client=None) -> list[dict]:
+    """Every span's fixed mosaic of a root's completed groups, rebuilt from their images (the
+    archive path; the service builds the same spans group by group), each span by `build_span`:
+    in turn, or as tasks on a Dask cluster when ``client`` (a `distributed.Client` whose workers
+    share the root) is given; the rows (``complete``) are written here, by one writer. The rows."""
+    root = Path(root)
     for old in (root / "mosaics").glob("span_*"):
         shutil.rmtree(old)
     db = MosaicsDB(root / "state" / "products.sqlite3")
@@ -324,17 +370,16 @@ def build_span_mosaics(root: str | Path, *, cfg: Config) -> list[dict]:
         db.delete(kind="span")  # the rows of spans gone with their files
     finally:
         db.close()
-    out = {}
-    for r in rows:
-        for row in update_running_mosaic(root, r["group_id"], cfg=cfg):
-            out[row["name"]] = row
+    plan = span_plan(root, cfg=cfg)
+    if client is None:
+        names = [build_span(root, span, cfg=cfg) for span in plan]
+    else:
+        names = client.gather([client.submit(build_span, str(root), span, cfg=cfg, pure=False) for span in plan])
     db = MosaicsDB(root / "state" / "products.sqlite3")
     try:
-        for name in out:
-            out[name] = _record(root, name, kind="span", status="complete", cfg=cfg, db=db)
+        return [_record(root, name, kind="span", status="complete", cfg=cfg, db=db) for name in names]
     finally:
         db.close()
-    return list(out.values())
 
 
 def after_group(root: str | Path, group_id: str, *, cfg: Config) -> dict:

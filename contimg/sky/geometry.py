@@ -28,7 +28,7 @@ from contimg.sky.telescope import ARRAY_LAT_RAD, array_location
 
 __all__ = [
     "C_M_S", "angular_separation_rad", "hadec_to_enu", "hadec_basis", "icrs_to_enu", "icrs_basis", "hadec_to_icrs",
-    "baseline_uvw",
+    "icrs_to_hadec", "baseline_uvw",
 ]
 
 C_M_S = 299_792_458.0
@@ -100,6 +100,14 @@ def hadec_to_icrs(*, ha_rad: float, dec_rad: float, time_jd: float) -> tuple[flo
                   pressure=0 * u.hPa)
     icrs = SkyCoord(ha=ha_rad * u.rad, dec=dec_rad * u.rad, frame=frame).icrs
     return float(icrs.ra.to_value(u.rad)), float(icrs.dec.to_value(u.rad))
+
+
+def icrs_to_hadec(*, ra_rad: float, dec_rad: float, time_jd: float) -> tuple[float, float]:
+    """Apparent (HA, Dec) in radians of an ICRS direction at one time (`hadec_to_icrs`'s inverse)."""
+    frame = HADec(obstime=Time(time_jd, format="jd", scale="utc"), location=array_location(),
+                  pressure=0 * u.hPa)
+    hadec = SkyCoord(ra=ra_rad * u.rad, dec=dec_rad * u.rad, frame="icrs").transform_to(frame)
+    return float(hadec.ha.to_value(u.rad)), float(hadec.dec.to_value(u.rad))
 
 
 def baseline_uvw(*, ant_enu_m: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
