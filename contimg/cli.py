@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, (ConfigError, RootError, FileNotFoundError, ServiceLockError, ClusterError,
                             GenericInputError)) or (
-                isinstance(exc, ValueError) and (args.command.startswith("export") or args.command == "run")):
+                isinstance(exc, ValueError) and (args.command.startswith("export") or args.command in ("run", "mosaic"))):
             print(f"contimg: {exc}", file=sys.stderr)
             return 1
         raise

@@ -448,6 +448,11 @@ def test_the_commands_build_a_mosaic_and_a_light_curve_by_position(strip, capsys
     store_config(root, strip["cfg"])  # as `contimg run` leaves it (the fixture ran run_batch itself)
     assert main(["mosaic", "--root", str(root), "--groups", *groups[:2], "--name", "first-two"]) == 0
     out = capsys.readouterr().out
+    # bad requests: a clear message, exit 1
+    assert main(["mosaic", "--root", str(root), "--groups", "2020-01-01T00:00:00"]) == 1
+    assert "no completed group to mosaic among ['2020-01-01T00:00:00']" in capsys.readouterr().err
+    assert main(["mosaic", "--root", str(root), "--workers", "2"]) == 1
+    assert "--workers build the spans (--spans)" in capsys.readouterr().err
     assert out.startswith("mosaic first-two: 2 groups, complete")
     db = MosaicsDB(root / "state" / "products.sqlite3")
     try:
