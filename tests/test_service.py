@@ -280,7 +280,8 @@ def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
 
 
 def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
-    """Read-to-imaged spans of groups never overlap more than prefetch + 1 deep."""
+    """Groups' spans from their read to their written products (the slot is held through the
+    write and the after-group update) never overlap more than prefetch + 1 deep."""
     from contimg.service.core import Service
 
     src = tmp_path / "in"
@@ -297,7 +298,7 @@ def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
         ev = sub.queue.get_nowait()
         if ev.stage == "read" and ev.status == "started":
             live.add(ev.group_id)
-        if ev.stage == "image" and ev.status in ("finished", "failed"):
+        if ev.stage == "write" and ev.status in ("finished", "failed"):
             live.discard(ev.group_id)
         depth = max(depth, len(live))
     assert depth == cfg.service.prefetch + 1  # the prefetch is used, and bounded

@@ -1,6 +1,9 @@
 """The group's way through the service: the scheduler claims a group when a memory slot is free (calibrator
 groups first), the reader reads it, the processor flags, calibrates and images it in the device thread,
-the writer writes it; bounded queues between them; the waterfall rows as a group is read; drain mode.
+the writer writes it and runs the after-group update; bounded queues between them; the waterfall rows as a
+group is read; drain mode. A group holds its memory slot (``service.prefetch + 1`` of them) from its
+claim until its products are written and its after-group update is done, so that at most
+``prefetch + 1`` groups' arrays are alive at once (the writer's images and update included).
 
 A part of `contimg.service.core.Service` (a mixin: it works on the service's own attributes)."""
 
@@ -194,9 +197,10 @@ class TaskFlow:
                 if not ok:
                     break
             work.chunk = None
-            self._release_slot(work)
+            if not ok:
+                self._release_slot(work)  # (a failed or put-back group has released it already)
             self._current["processor"] = None
-            if ok:
+            if ok:  # the slot goes with it: its images and the after-group update still hold memory
                 await self._put(self.q_write, work)
 
     async def _writer_task(self) -> None:
@@ -205,6 +209,7 @@ class TaskFlow:
             if await self._run_stage(work, "write", self.workers["write"].run):
                 self._record_completed(work)
                 await self._after_group(work)
+            self._release_slot(work)  # only now may the next group be read into memory
             self._current["writer"] = None
 
     async def _run_stage(self, work: GroupWork, stage: str, runner) -> bool:
