@@ -235,13 +235,13 @@ def _reaches(img: GroupImage, header: fits.Header) -> bool:
 def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image: GroupImage | None = None) -> list[dict]:
     """Add a completed group to the running mosaic of its span and to a neighbouring span's
     whose grid its image reaches: only the columns of the grid it covers are read and written
-    (the sums and the ``<name>.zarr`` planes); the rows written.
+    (of the ``<name>.zarr`` planes); the rows written.
 
     What the service calls after each completed group (when ``mosaic.enabled``). The next
-    span's stores are made by the first group whose image reaches its grid (the groups at the
+    span's store is made by the first group whose image reaches its grid (the groups at the
     end of a span), so its edge is as deep as its middle without reading those groups again; its
-    row (``running``) is written when its own first group arrives. A group already in a span (a reprocessed group) rebuilds that span from its groups' stored
-    images. Spans that end before this group's span starts are completed: their FITS products
+    row (``running``) is written when its own first group arrives. A group already in a span (a
+    reprocessed group) rebuilds that span from its groups' stored images. Spans that end before this group's span starts are completed: their FITS products
     are written and their rows say ``complete``. (Groups processed out of time order can miss a
     neighbouring span made after them: `build_span_mosaics` rebuilds every span from the root.)"""
     root = Path(root)
