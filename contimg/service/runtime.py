@@ -10,7 +10,28 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["Worker", "write_json"]
+__all__ = ["Worker", "write_json", "fix_malloc_mmap_threshold"]
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def fix_malloc_mmap_threshold(mib: float) -> bool:
+    """Fix glibc's mmap threshold at ``mib`` MiB (mallopt M_MMAP_THRESHOLD): every block at
+    least that large is its own mapping, given back to the OS the moment it is freed. By default
+    glibc raises the threshold (up to 32 MiB) each time such a block is freed, after which the
+    service's many 1–32 MiB numpy temporaries live in the threads' heaps, which a long-running
+    process does not give back. False where there is no glibc (or ``mib`` is 0: left as it is)."""
+    if mib <= 0:
+        return False
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mib * 2**20)))
+    except (OSError, AttributeError):
+        return False
 
 
 def _settle(fut: asyncio.Future, result, exc) -> None:
