@@ -219,3 +219,57 @@ def test_linear_mosaic_fluxes_and_noise_match_the_analytic_combination():
     both = np.isfinite(planes["noise"]) & np.isfinite(analytic)
     close = np.abs(planes["noise"][both] / analytic[both] - 1) < 0.01
     assert close.mean() > 0.99
+
+
+def test_running_spans_close_once_no_group_reaches_them(tmp_path):
+    """The service's running mosaics (`update_running_mosaic`), fed small synthetic groups 5
+    minutes apart across 08:00 UTC: the 08:00 span's store is made by the 07:00 span's last
+    groups (before it has a row), the 07:00 span stays running while groups of the next span
+    still reach its grid and completes at the first that does not, with FITS equal to its final
+    planes; every group is in the span of its mid-time."""
+    from astropy.io import fits as afits
+
+    from contimg.config import load_config
+    from contimg.io.store import read_zarr
+    from contimg.pipeline.groupimage import GroupImage
+    from contimg.pipeline.mosaic import mosaic_paths, update_running_mosaic
+    from contimg.qa.sources import image_wcs
+    from contimg.sky.geometry import hadec_to_icrs
+    from contimg.state.mosaics import MosaicsDB
+
+    cfg = load_config("test", use_env=False)
+    n, cell, dec_app = 96, np.radians(90.0 / 3600), np.radians(40.0)  # 2.4 deg images
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:n, 0:n]
+    pb = np.exp(-4 * np.log(2) * (np.hypot(xx - n / 2, yy - n / 2) * cell / np.radians(2.5)) ** 2).astype(np.float32)
+    (tmp_path / "state").mkdir()
+    seen = []
+    for k in range(8):
+        mid_jd = 2461121.5 + (7 * 60 + 47.5 + 5 * k) / 1440  # 07:47:30 ... 08:22:30 UTC
+        ra, dec = hadec_to_icrs(ha_rad=0.0, dec_rad=dec_app, time_jd=mid_jd)
+        noise = rng.normal(0, 1e-3, (n, n)).astype(np.float32)
+        img = GroupImage(group_id=f"g{k}", restored=noise + 0.1 * pb, residual=noise, pb=pb, noise_jy=1e-3,
+                         wcs=image_wcs(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec), beam_rad=(3 * cell, 3 * cell, 0.0),
+                         cell_rad=cell, freq_hz=1.4e9, bandwidth_hz=1e8, ra_rad=ra, dec_rad=dec,
+                         time_start_jd=mid_jd - 2.5 / 1440, time_mid_jd=mid_jd)
+        update_running_mosaic(tmp_path, img.group_id, cfg=cfg, image=img)
+        db = MosaicsDB(tmp_path / "state" / "products.sqlite3")
+        try:
+            seen.append({r["name"]: (r["status"], list(r["groups"])) for r in db.list(kind="span")})
+        finally:
+            db.close()
+        assert any(img.group_id in g for _, g in seen[-1].values())
+    first, second = "span_20260322T0700_1h", "span_20260322T0800_1h"
+    # the 08:00 store exists before its row: made by a 07:00 group that reaches it
+    assert mosaic_paths(tmp_path, second)["zarr"].is_dir() and second not in seen[1]
+    made_by = read_zarr(mosaic_paths(tmp_path, second)["zarr"], ())[1]["groups"][0]
+    assert made_by in seen[-1][first][1]
+    statuses = [s[first][0] for s in seen]
+    closed_at = statuses.index("complete")
+    assert statuses[:closed_at] == ["running"] * closed_at and set(statuses[closed_at:]) == {"complete"}
+    groups_first = seen[-1][first][1]
+    assert f"g{closed_at - 1}" in groups_first and f"g{closed_at}" not in groups_first  # it closed at the first miss
+    assert any(g in seen[-1][second][1] for g in groups_first)  # the groups at the hour went into both
+    row_paths = mosaic_paths(tmp_path, first)
+    planes = read_zarr(row_paths["zarr"], ("image",))[0]
+    np.testing.assert_array_equal(afits.getdata(row_paths["image"])[0, 0], planes["image"])

@@ -355,14 +355,15 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
     every catalogue source in it is measured (``kind`` mosaic), and its new sources in each of
     its group images (light curves). ``n_detections``, ``n_new``, ``n_forced``."""
     root = Path(root)
-    arrays, attrs = read_zarr(root / "mosaics" / name / f"{name}.zarr")
+    arrays, attrs = read_zarr(root / "mosaics" / name / f"{name}.zarr", ("image", "noise", "pb_weight"))
     header = fits.Header.fromstring(attrs["header"])
     wcs = WCS(header).celestial
     beam = tuple(np.radians(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
     cell = np.radians(abs(header["CDELT1"]))
     image, noise = arrays["image"], arrays["noise"]
-    pb = np.where(np.nan_to_num(arrays["pb_weight"]) >= cfg.catalogue.min_pb, 1.0, 0.0)
-    rms = np.where(pb > 0, noise, np.nan)
+    pb = (np.nan_to_num(arrays.pop("pb_weight")) >= cfg.catalogue.min_pb).astype(np.float32)
+    rms = np.where(pb > 0, noise, np.float32(np.nan))
+    del arrays, noise
     mid_mjd = float(header["MJD-AVG"])
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
@@ -388,12 +389,12 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
         new_rows = [r for r, _ in new]
         touched = set()
         if new_rows:  # sources only the mosaic's depth reveals, measured in its group images too
-            images = _Images(root)
-            for gid in attrs.get("groups", []):
+            del image, rms, pb
+            for gid in attrs.get("groups", []):  # one group's images in memory at a time
                 if not (root / "products" / gid / "image.zarr").is_dir():
                     continue
-                g_img, g_rms = images.get(gid)
-                back = _measure(db, g_img, g_rms, new_rows, cfg)
+                g_img = load_group_image(root, gid)
+                back = _measure(db, g_img, _rms(g_img), new_rows, cfg)
                 db.record_forced(gid, back, replace=False)
                 touched |= {r["source"] for r in back}
         _variability(db, touched, cfg)

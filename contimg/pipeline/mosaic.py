@@ -241,8 +241,9 @@ def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image
     span's store is made by the first group whose image reaches its grid (the groups at the
     end of a span), so its edge is as deep as its middle without reading those groups again; its
     row (``running``) is written when its own first group arrives. A group already in a span (a
-    reprocessed group) rebuilds that span from its groups' stored images. Spans that end before this group's span starts are completed: their FITS products
-    are written and their rows say ``complete``. (Groups processed out of time order can miss a
+    reprocessed group) rebuilds that span from its groups' stored images. Spans that end before this group's span starts and that its image no longer reaches
+    are completed (the groups at the start of a span still deepen the previous one's edge):
+    their FITS products are written and their rows say ``complete``. (Groups processed out of time order can miss a
     neighbouring span made after them: `build_span_mosaics` rebuilds every span from the root.)"""
     root = Path(root)
     img = image or load_group_image(root, group_id)
@@ -250,7 +251,7 @@ def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image
     hours = cfg.mosaic.span_hours
     k, start, end = span_of(img.mid_mjd, hours)
     db = MosaicsDB(root / "state" / "products.sqlite3")
-    written = []
+    written, reached = [], set()
     try:
         for kk, s0, s1 in ((k, start, end), span_of(start - 1e-6, hours), span_of(end + 1e-6, hours)):
             name = _span_name(s0, hours)
@@ -268,13 +269,14 @@ def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image
                 _rebuild(root, name, list(attrs["groups"]), cfg, replace={group_id: prepared})
             elif _add(path, prepared, group_id, cfg) is None:
                 continue
+            reached.add(name)
             row = db.get(name)
             if row is None and kk > k:
                 continue  # the next span's store holds this group's edge; its row comes with its own first group
             status = row["status"] if row is not None else "running"  # a reprocessed group keeps a closed span closed
             written.append(_record(root, name, kind="span", status=status, cfg=cfg, db=db))
-        for row in db.running():
-            if row["kind"] == "span" and row["end_mjd"] <= start:
+        for row in db.running():  # groups come in time order: one that misses an earlier span, all later ones do
+            if row["kind"] == "span" and row["end_mjd"] <= start and row["name"] not in reached:
                 _record(root, row["name"], kind="span", status="complete", cfg=cfg, db=db)
     finally:
         db.close()
