@@ -90,8 +90,13 @@ def run_once(args, in_dir: Path, prefetch: int) -> dict:
     for r in rows:
         if r["stage"] in ("read", "flag", "calibrate", "image", "write"):
             by_stage.setdefault(r["stage"], []).append(r["seconds"])
+    per_group: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["stage"] in ("read", "flag", "calibrate", "image", "write", "catalogue_mosaic"):
+            g = per_group.setdefault(r["group_id"], {})
+            g[r["stage"]] = g.get(r["stage"], 0.0) + r["seconds"]
     return {"prefetch": prefetch, "code": code, "wall": wall, "samples": samples, "done": done, "lag": lag,
-            "lag99": lag99, "gc": gcmax,
+            "lag99": lag99, "gc": gcmax, "per_group": per_group,
             "stages": {k: statistics.median(v) for k, v in by_stage.items()}, "launched": launched}
 
 
@@ -158,6 +163,15 @@ def main() -> int:
         if r["gc"]:
             print("\nLongest garbage collection per group (it stops every thread), ms: "
                   + ", ".join(f"{1e3 * x:.0f}" for x in r["gc"]))
+        after = {g: v for g, v in sorted(r["per_group"].items()) if "catalogue_mosaic" in v}
+        if after:
+            print("\nThe after-group catalogue and mosaic update (stage `catalogue_mosaic`, in the writer thread beside "
+                  "the next group's processing) and the group's own stages (read + flag + calibrate + image + write):\n")
+            print("| group | stages (s) | catalogue + mosaic (s) | ratio |")
+            print("|---|---:|---:|---:|")
+            for g, v in after.items():
+                stages = sum(x for k, x in v.items() if k != "catalogue_mosaic")
+                print(f"| {g} | {stages:.1f} | {v['catalogue_mosaic']:.1f} | {v['catalogue_mosaic'] / stages:.2f} |")
     if len(results) == 2 and all(len(r["done"]) > 1 for r in results):
         a, b = results
         print(f"\nWall time prefetch {a['prefetch']} / prefetch {b['prefetch']}: {a['wall'] / b['wall']:.2f}")
