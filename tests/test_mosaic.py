@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from contimg.io.fits import image_header
 from contimg.mosaic import Mosaic, add_image, add_placed, empty_mosaic, place, prepare_image, strip_header
-from contimg.mosaic.resample import pixel_lattice, resample_planes, spline_coefficients
+from contimg.mosaic.resample import pixel_lattice, spline_coefficients
 
 CELL = np.radians(12.0 / 3600)
 FWHM_MAJ, FWHM_MIN = np.radians(100.0 / 3600), np.radians(50.0 / 3600)
@@ -86,10 +86,14 @@ def test_bicubic_resampling_keeps_point_source_peaks():
 
 
 def _resample(image, w_in, w_out, shape, order):
+    """``image`` resampled onto ``w_out`` by the mosaic's own path: one image of unit beam and
+    unit noise added to an empty mosaic is the resampled image (NaN where it does not reach)."""
     lx, ly, step, err = pixel_lattice(wcs_in=w_in, wcs_out=w_out, box=(0, shape[0], 0, shape[1]))
     assert step > 1 and err <= 0.001  # the lattice is used, and the mapping's error is what it says
-    return resample_planes(coef=spline_coefficients(image, order=order)[None], smooth=np.zeros((0, *image.shape), np.float32),
-                           lattice=(lx, ly, step), shape_out=shape, order=order)[0]
+    mosaic = empty_mosaic(shape=shape, names=("image",))
+    add_image(mosaic, image=prepare_image(planes={"image": image}, pb=np.ones(image.shape, np.float32), noise_jy=1.0,
+                                          wcs=w_in, order=order), wcs_out=w_out, pb_cutoff=0.5)
+    return mosaic.plane("image")
 
 
 @pytest.mark.parametrize("shape", [(1, 5), (2, 3), (7, 9), (45, 40), (300, 257)])

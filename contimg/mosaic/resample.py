@@ -23,8 +23,7 @@ The primary beam and a noise map are smooth on the pixel scale (a beam's FWHM is
 pixels at real size, hundreds in the tests) and are always sampled bilinearly: the error of that
 on a Gaussian of width ``s`` pixels is about ``1 / (8 s²)`` of its value.
 
-The kernels are numba (CPU; `resample_planes` for a plain resampled stack, `add_planes` for a
-mosaic updated in place, both over the same sampling functions).
+The kernel is numba (CPU): `add_planes` resamples and adds to a mosaic in place.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import numba
 import numpy as np
 from astropy.wcs import WCS
 
-__all__ = ["pixel_lattice", "spline_coefficients", "resample_planes", "add_planes"]
+__all__ = ["pixel_lattice", "spline_coefficients", "add_planes"]
 
 CUBIC, LINEAR = 3, 1
 ORDERS = {"bicubic": CUBIC, "bilinear": LINEAR}
@@ -222,23 +221,6 @@ def _position(lx, ly, step, j, i, ny_in, nx_in):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
-def _resample_kernel(coef, smooth, lx, ly, step, cubic, out):
-    nplanes, ny_in, nx_in = coef.shape
-    for j in numba.prange(out.shape[1]):
-        vals = np.empty(nplanes)
-        for i in range(out.shape[2]):
-            x, y, inside = _position(lx, ly, step, j, i, ny_in, nx_in)
-            if not inside:
-                out[:, j, i] = np.nan
-                continue
-            _sample_all(coef, x, y, cubic, vals)
-            for k in range(nplanes):
-                out[k, j, i] = vals[k]
-            for k in range(smooth.shape[0]):
-                out[nplanes + k, j, i] = _sample_linear(smooth, k, x, y)
-
-
-@numba.njit(parallel=True, nogil=True, cache=True)
 def _add_kernel(coef, smooth, var_scalar, lx, ly, step, j0, i0, cubic, pb_cutoff, planes, weight, pb_weight, noise,
                 count):
     nplanes, ny_in, nx_in = coef.shape
@@ -270,20 +252,6 @@ def _add_kernel(coef, smooth, var_scalar, lx, ly, step, j0, i0, cubic, pb_cutoff
             noise[j, i] = 1.0 / np.sqrt(w_new)
             pb_weight[j, i] = np.sqrt((pb_weight[j, i] ** 2 if covered else 0.0) + pb * pb)
             count[j, i] += 1
-
-
-def resample_planes(*, coef: np.ndarray, smooth: np.ndarray, lattice: tuple[np.ndarray, np.ndarray, int],
-                    shape_out: tuple[int, int], order: str) -> np.ndarray:
-    """The planes resampled onto the lattice's box, float32 (nplanes + nsmooth, ny, nx), NaN
-    outside the input image.
-
-    coef: float32 (nplanes, ny_in, nx_in) from `spline_coefficients` with ``order``;
-    smooth: float32 (nsmooth, ny_in, nx_in) planes sampled bilinearly (a beam), nsmooth ≥ 0;
-    lattice: ``(lx, ly, step)`` of `pixel_lattice` over a box of ``shape_out``."""
-    lx, ly, step = lattice
-    out = np.empty((coef.shape[0] + smooth.shape[0], *shape_out), np.float32)
-    _resample_kernel(coef, smooth, lx, ly, step, ORDERS[order] == CUBIC, out)
-    return out
 
 
 def add_planes(*, coef: np.ndarray, smooth: np.ndarray, var_jy2: float, lattice: tuple[np.ndarray, np.ndarray, int],

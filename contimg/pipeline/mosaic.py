@@ -226,9 +226,9 @@ def _rebuild(root: Path, name: str, group_ids: list[str], cfg: Config, replace: 
         _add(paths["zarr"], replace.get(gid) or _prepare(load_group_image(root, gid), cfg), gid, cfg)
 
 
-def _reaches(img: GroupImage, header: fits.Header) -> bool:
-    """Whether ``img`` covers any pixel of the grid of ``header``."""
-    return footprint_box(wcs_in=img.wcs, shape_in=img.pb.shape, wcs_out=WCS(header).celestial,
+def _reaches(wcs_in: WCS, shape_in: tuple[int, int], header: fits.Header) -> bool:
+    """Whether an image on ``wcs_in`` of ``shape_in`` (ny, nx) covers any pixel of the grid of ``header``."""
+    return footprint_box(wcs_in=wcs_in, shape_in=shape_in, wcs_out=WCS(header).celestial,
                          shape_out=_shape(header)) is not None
 
 
@@ -260,7 +260,7 @@ def update_running_mosaic(root: str | Path, group_id: str, *, cfg: Config, image
                 if kk < k:
                     continue  # a previous span that has no group: not made for this group's edge
                 header = _span_grid(img, s0, s1, cfg)
-                if kk > k and not _reaches(img, header):
+                if kk > k and not _reaches(img.wcs, img.pb.shape, header):
                     continue
                 _create_store(path, header, {"start_mjd": s0, "end_mjd": s1})
             prepared = prepared or _prepare(img, cfg)
@@ -348,13 +348,10 @@ def build_span(root: str | Path, span: dict, *, cfg: Config) -> str:
     first = load_group_image(root, span["groups"][0])
     header = _span_grid(first, span["start_mjd"], span["end_mjd"], cfg)
     _create_store(path, header, {"start_mjd": span["start_mjd"], "end_mjd": span["end_mjd"]})
-    wcs, shape = WCS(header).celestial, _shape(header)
     own = set(span["groups"])
     for gid in sorted([*span["groups"], *span["neighbours"]]):
-        if gid not in own:
-            wcs_in, shape_in = group_grid(root, gid)
-            if footprint_box(wcs_in=wcs_in, shape_in=shape_in, wcs_out=wcs, shape_out=shape) is None:
-                continue
+        if gid not in own and not _reaches(*group_grid(root, gid), header):
+            continue
         _add(path, _prepare(first if gid == first.group_id else load_group_image(root, gid), cfg), gid, cfg)
     return span["name"]
 
