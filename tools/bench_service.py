@@ -90,6 +90,8 @@ def run_once(args, in_dir: Path, prefetch: int) -> dict:
     for r in rows:
         if r["stage"] in ("read", "flag", "calibrate", "image", "write"):
             by_stage.setdefault(r["stage"], []).append(r["seconds"])
+    spans = [(r["finished_at"] - launched - r["seconds"], r["finished_at"] - launched, r["group_id"], r["stage"])
+             for r in rows if r["stage"] in ("read", "flag", "calibrate", "image", "write", "catalogue_mosaic")]
     per_group: dict[str, dict[str, float]] = {}
     for r in rows:
         if r["stage"] in ("read", "flag", "calibrate", "image", "write", "catalogue_mosaic"):
@@ -97,7 +99,14 @@ def run_once(args, in_dir: Path, prefetch: int) -> dict:
             g[r["stage"]] = g.get(r["stage"], 0.0) + r["seconds"]
     return {"prefetch": prefetch, "code": code, "wall": wall, "samples": samples, "done": done, "lag": lag,
             "lag99": lag99, "gc": gcmax, "per_group": per_group,
-            "stages": {k: statistics.median(v) for k, v in by_stage.items()}, "launched": launched}
+            "stages": {k: statistics.median(v) for k, v in by_stage.items()}, "launched": launched,
+            "spans": spans}
+
+
+def _running(spans: list[tuple[float, float, str, str]], t: float) -> str:
+    """The stages running at ``t`` s after launch, as ``HH:MM:SS stage`` (the group's time of day)."""
+    now = sorted((g, st) for a, b, g, st in spans if a <= t <= b)
+    return ", ".join(f"{g[11:19]} {st}" for g, st in now) or "-"
 
 
 def main() -> int:
@@ -141,15 +150,22 @@ def main() -> int:
             continue
         print(f"\nResident memory (prefetch {r['prefetch']}), MiB, sampled every 0.25 s; "
               f"the peak in each group's window (between completions):\n")
-        windows, prev = [], 0.0
+        windows, at, prev = [], [], 0.0
         for e in (d - r["launched"] for d in r["done"]):  # group i's window: previous completion to its own
-            w = [m for t, m in r["samples"] if prev <= t <= e]
+            w = [(m, t) for t, m in r["samples"] if prev <= t <= e]
             if w:
-                windows.append(max(w))
+                windows.append(max(w)[0])
+                at.append(max(w)[1])
             prev = e
         print("| group | " + " | ".join(str(i + 1) for i in range(len(windows))) + " |")
         print("|---|" + "---|" * len(windows))
         print("| peak RSS MiB | " + " | ".join(f"{w:.0f}" for w in windows) + " |")
+        print("\nWhat ran at each window's peak (the recorded stage intervals; `catalogue_mosaic` is the "
+              "after-group update):\n")
+        print("| group | peak RSS MiB | at s | running |")
+        print("|---:|---:|---:|---|")
+        for i, (w, t) in enumerate(zip(windows, at)):
+            print(f"| {i + 1} | {w:.0f} | {t:.0f} | {_running(r['spans'], t)} |")
         print(f"\nCurve: `{_sparkline([m for _, m in r['samples']])}` "
               f"({min(m for _, m in r['samples']):.0f}–{max(m for _, m in r['samples']):.0f} MiB)")
         if len(windows) >= 10:

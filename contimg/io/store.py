@@ -50,7 +50,10 @@ def write_zarr(path: Path, *, arrays: dict[str, np.ndarray], attrs: dict) -> Pat
     return path
 
 
-def read_zarr(path: Path, names: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays of the Zarr group at ``path`` (only ``names``, when given) and its attrs."""
+def read_zarr(path: Path, names: tuple[str, ...] | None = None, *,
+              columns: slice | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays of the Zarr group at ``path`` (only ``names``, when given) and its attrs;
+    ``columns``: only these of each 2-D array's last axis (the rest is not read)."""
     grp = zarr.open_group(str(path), mode="r")
-    return {name: arr[...] for name, arr in grp.arrays() if names is None or name in names}, dict(grp.attrs)
+    part = (slice(None), columns) if columns is not None else Ellipsis
+    return {name: arr[part] for name, arr in grp.arrays() if names is None or name in names}, dict(grp.attrs)

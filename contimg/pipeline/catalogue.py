@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 __all__ = ["update_catalogue", "update_catalogue_from_mosaic", "build_catalogue", "catalogue_lightcurve"]
 
 MAX_EARLIER_IMAGES = 12
+MOSAIC_BLOCK_X = 2048  # a mosaic's source search: columns per block ...
+MOSAIC_MARGIN_X = 256  # ... and read beside it on each side (wider than any island it keeps whole)
 
 
 class _Images:
@@ -104,23 +106,45 @@ def _unique_name(name: str, taken: set[str]) -> str:
     return out
 
 
-def _detect(*, restored, rms, pb, wcs, beam_rad, cell_rad, cfg: Config, pbcor_input: bool) -> list[dict]:
+def _detect(*, restored, rms, pb, wcs, beam_rad, cell_rad, cfg: Config, pbcor_input: bool,
+            own_x: tuple[int, int] | None = None) -> tuple[list[dict], np.ndarray]:
+    """The detections in an image (rows brightest island first) and their islands' peak pixels
+    (n,); ``own_x``: keep only those whose position rounds to columns ``[own_x[0], own_x[1])``."""
     cc = cfg.catalogue
     found = find_sources(restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=beam_rad, cell_rad=cell_rad,
                          threshold_sigma=cc.detect_sigma, min_pb=cc.min_pb, max_sources=cc.max_sources)
-    rows = []
+    rows, islands = [], []
     for k in range(found["x"].size):
+        if own_x is not None and not own_x[0] <= int(np.round(found["x"][k])) < own_x[1]:
+            continue
         pb_k = 1.0 if pbcor_input else float(found["pb"][k])
         flux = float(found["peak_jy"][k]) / pb_k
         err = float(np.hypot(found["rms_jy"][k] / pb_k, cc.systematic_fraction * abs(flux)))
         maj, mnr, pa = fit_shape(image=restored, x=float(found["x"][k]), y=float(found["y"][k]), beam_rad=beam_rad,
                                  cell_rad=cell_rad)
-        rows.append({"n": k, "ra_deg": float(found["ra_deg"][k]), "dec_deg": float(found["dec_deg"][k]),
+        rows.append({"n": len(rows), "ra_deg": float(found["ra_deg"][k]), "dec_deg": float(found["dec_deg"][k]),
                      "flux_jy": flux, "err_jy": err, "peak_jy": float(found["peak_jy"][k]),
                      "rms_jy": float(found["rms_jy"][k]), "snr": float(found["snr"][k]), "pb": pb_k,
                      "maj_arcsec": float(np.degrees(maj) * 3600), "min_arcsec": float(np.degrees(mnr) * 3600),
                      "pa_deg": float(np.degrees(pa))})
-    return rows
+        islands.append(float(found["island_jy"][k]))
+    return rows, np.array(islands, np.float64)
+
+
+def _column_blocks(nx: int, *, block: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """(lo, hi, x0, x1) for each block of ``block`` columns of an image ``nx`` wide: its own
+    columns [x0, x1) and the columns read with ``margin`` on each side [lo, hi)."""
+    return [(max(0, x0 - margin), min(nx, x0 + block + margin), x0, min(x0 + block, nx))
+            for x0 in range(0, nx, block)]
+
+
+def _mosaic_block(path: Path, lo: int, hi: int, min_pb: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [lo, hi) of a mosaic's store: its image, its noise as the RMS where the
+    primary-beam weight reaches ``min_pb`` (NaN elsewhere), and that mask as a 0/1 beam."""
+    arrays, _ = read_zarr(path, ("image", "noise", "pb_weight"), columns=slice(lo, hi))
+    pb = (np.nan_to_num(arrays.pop("pb_weight")) >= min_pb).astype(np.float32)
+    rms = np.where(pb > 0, arrays.pop("noise"), np.float32(np.nan))
+    return arrays["image"], rms, pb
 
 
 def _new_source(det: dict, name: str, *, image: str, mid_mjd: float, sigma_arcsec: float) -> dict:
@@ -289,7 +313,7 @@ def update_catalogue(root: str | Path, group_id: str, *, cfg: Config, image: Gro
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
         _forget(db, group_id)
-        dets = _detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
+        dets, _ = _detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
                        cell_rad=img.cell_rad, cfg=cfg, pbcor_input=False)
         for d in dets:
             d.update(kind="group", mid_mjd=img.mid_mjd)
@@ -349,37 +373,66 @@ def update_catalogue(root: str | Path, group_id: str, *, cfg: Config, image: Gro
             "variables": flagged, "alerts": alerts}
 
 
+def _forced_in_blocks(path: Path, blocks: list[tuple[int, int, int, int]], *, wcs: WCS, beam, cell: float,
+                      cfg: Config, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[dict]:
+    """`forced_at` of positions (n,) in a mosaic's store, each in the block whose own columns
+    hold it; rows as `forced_at` gives them for the whole mosaic (``index`` into the positions)."""
+    if ra_deg.size == 0:
+        return []
+    col = np.round(np.asarray(wcs.world_to_pixel_values(ra_deg, dec_deg)[0], float))
+    meas = []
+    for lo, hi, x0, x1 in blocks:
+        idx = np.flatnonzero((col >= x0) & (col < x1))
+        if idx.size == 0:
+            continue
+        image, rms, pb = _mosaic_block(path, lo, hi, cfg.catalogue.min_pb)
+        for m in forced_at(restored=image, rms=rms, pb=pb, wcs=wcs.slice((slice(None), slice(lo, hi))),
+                           beam_rad=beam, cell_rad=cell, ra_deg=ra_deg[idx], dec_deg=dec_deg[idx], min_pb=0.5,
+                           systematic_fraction=cfg.catalogue.systematic_fraction):
+            meas.append({**m, "index": int(idx[m["index"]]), "x": m["x"] + lo})
+    return sorted(meas, key=lambda m: m["index"])
+
+
 def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) -> dict:
     """Sources found in mosaic ``name`` (its Zarr planes: the image, its noise map as the RMS,
     the primary-beam weight ≥ ``catalogue.min_pb``) join the catalogue or start new sources;
     every catalogue source in it is measured (``kind`` mosaic), and its new sources in each of
-    its group images (light curves). ``n_detections``, ``n_new``, ``n_forced``."""
+    its group images (light curves). ``n_detections``, ``n_new``, ``n_forced``.
+
+    The mosaic is read in blocks of ``MOSAIC_BLOCK_X`` columns with ``MOSAIC_MARGIN_X`` more on
+    each side (memory bounded whatever the span's length): a block keeps the detections and
+    measures the sources whose position rounds to its own columns; the brightest
+    ``catalogue.max_sources`` islands of all blocks are kept, as a search of the whole would."""
     root = Path(root)
-    arrays, attrs = read_zarr(root / "mosaics" / name / f"{name}.zarr", ("image", "noise", "pb_weight"))
+    path = root / "mosaics" / name / f"{name}.zarr"
+    _, attrs = read_zarr(path, ())
     header = fits.Header.fromstring(attrs["header"])
     wcs = WCS(header).celestial
     beam = tuple(np.radians(header[k]) for k in ("BMAJ", "BMIN", "BPA"))
     cell = np.radians(abs(header["CDELT1"]))
-    image, noise = arrays["image"], arrays["noise"]
-    pb = (np.nan_to_num(arrays.pop("pb_weight")) >= cfg.catalogue.min_pb).astype(np.float32)
-    rms = np.where(pb > 0, noise, np.float32(np.nan))
-    del arrays, noise
     mid_mjd = float(header["MJD-AVG"])
+    blocks = _column_blocks(int(header["NAXIS1"]), block=MOSAIC_BLOCK_X, margin=MOSAIC_MARGIN_X)
+    min_pb = cfg.catalogue.min_pb
+    dets, islands = [], []
+    for lo, hi, x0, x1 in blocks:
+        image, rms, pb = _mosaic_block(path, lo, hi, min_pb)
+        rows, peaks = _detect(restored=image, rms=rms, pb=pb, wcs=wcs.slice((slice(None), slice(lo, hi))),
+                              beam_rad=beam, cell_rad=cell, cfg=cfg, pbcor_input=True, own_x=(x0 - lo, x1 - lo))
+        dets += rows
+        islands.append(peaks)
+    dets = [dets[i] for i in np.argsort(-np.concatenate(islands), kind="stable")[:cfg.catalogue.max_sources]]
+    for n, d in enumerate(dets):
+        d.update(n=n, kind="mosaic", mid_mjd=mid_mjd)
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
         _forget(db, name)
-        dets = _detect(restored=image, rms=rms, pb=pb, wcs=wcs, beam_rad=beam, cell_rad=cell, cfg=cfg,
-                       pbcor_input=True)
-        for d in dets:
-            d.update(kind="mosaic", mid_mjd=mid_mjd)
         changed, new = _associate_and_grow(db, dets, image=name, mid_mjd=mid_mjd, beam_rad=beam, cfg=cfg, root=root)
         db.upsert_sources(list(changed.values()))
         db.record_detections(name, dets)
         sources = db.sources()
-        meas = forced_at(restored=image, rms=rms, pb=pb, wcs=wcs, beam_rad=beam, cell_rad=cell,
-                         ra_deg=np.array([s["ra_deg"] for s in sources]),
-                         dec_deg=np.array([s["dec_deg"] for s in sources]), min_pb=0.5,
-                         systematic_fraction=cfg.catalogue.systematic_fraction)
+        meas = _forced_in_blocks(path, blocks, wcs=wcs, beam=beam, cell=cell, cfg=cfg,
+                                 ra_deg=np.array([s["ra_deg"] for s in sources]),
+                                 dec_deg=np.array([s["dec_deg"] for s in sources]))
         forced = []
         for m in meas:
             s = sources[m.pop("index")]
@@ -389,7 +442,6 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
         new_rows = [r for r, _ in new]
         touched = set()
         if new_rows:  # sources only the mosaic's depth reveals, measured in its group images too
-            del image, rms, pb
             for gid in attrs.get("groups", []):  # one group's images in memory at a time
                 if not (root / "products" / gid / "image.zarr").is_dir():
                     continue

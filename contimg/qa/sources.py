@@ -93,11 +93,12 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
 
     All images (ny, nx). Returns arrays (n,): ``x``, ``y`` (pixels), ``ra_deg``, ``dec_deg``,
     ``peak_jy`` (apparent, Jy/beam), ``flux_jy`` (primary-beam corrected), ``rms_jy`` (local,
-    apparent), ``snr``, ``pb``; brightest first, at most ``max_sources``."""
+    apparent), ``snr``, ``pb``, ``island_jy`` (the island's brightest pixel, the order); brightest
+    island first, at most ``max_sources``."""
     with np.errstate(invalid="ignore"):
         mask = (restored > threshold_sigma * rms) & (pb >= min_pb) & np.isfinite(rms)
     labels, n = ndimage.label(mask)
-    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb")
+    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb", "island_jy")
     if n == 0:
         return {k: np.zeros(0) for k in keys}
     peaks, where_y, where_x = island_peaks(restored, labels, n)
@@ -115,7 +116,8 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
                     np.clip(np.round(x).astype(int), 0, rms.shape[1] - 1)]
     pb_at = sample(pb, x, y)
     return {"x": x, "y": y, "ra_deg": np.asarray(ra) % 360.0, "dec_deg": np.asarray(dec), "peak_jy": amp,
-            "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at}
+            "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at,
+            "island_jy": peaks[order]}
 
 
 def fit_shape(*, image: np.ndarray, x: float, y: float, beam_rad: tuple[float, float, float],
