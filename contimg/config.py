@@ -178,7 +178,7 @@ class ServiceConfig(_Section):
     settle_s: float = Field(2.0, ge=0, description="a file is registered once its size and mtime are unchanged this long")
     collecting_timeout_s: float = Field(600.0, gt=0, description="an incomplete group waits this long after its last file")
     on_incomplete: Literal["flag", "fail"] = Field("flag", description="after the timeout: process with missing subbands flagged, or fail the group")
-    prefetch: int = Field(1, ge=0, description="groups read ahead while one is processed: at most prefetch + 1 groups in memory, each from its read until its products are written and its after-group update is done")
+    prefetch: int = Field(1, ge=0, description="groups read ahead while one is processed: at most prefetch + 1 groups in memory, each from its read until its products are written and its after-group update is done; a group is read once the one before it has formed its Stokes I visibilities for imaging (at most max(prefetch, 1) groups' full visibilities at once)")
     max_retries: int = Field(2, ge=0, description="a group failing for a transient reason is retried this often, then failed")
     retry_backoff_s: float = Field(30.0, ge=0, description="wait before a retry (doubles each time)")
     stuck_timeout_s: float = Field(3600.0, gt=0, description="an in_progress group not updated for this long goes back to pending")

@@ -281,7 +281,9 @@ def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
 
 def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
     """Groups' spans from their read to their written products (the slot is held through the
-    write and the after-group update) never overlap more than prefetch + 1 deep."""
+    write and the after-group update) never overlap more than prefetch + 1 deep; and with
+    prefetch 1 a group is read only after the group before it has started imaging (its full
+    visibilities dropped once Stokes I is formed), never beside its flagging or calibration."""
     from contimg.service.core import Service
 
     src = tmp_path / "in"
@@ -293,15 +295,20 @@ def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
     svc.input_done.set()
     sub = svc.bus.subscribe(maxsize=10000, types={"stage_timing"})
     assert asyncio.run(svc.run()) == 0
-    live, depth = set(), 0
+    live, depth, order = set(), 0, []
     while not sub.queue.empty():
         ev = sub.queue.get_nowait()
+        order.append((ev.group_id, ev.stage, ev.status))
         if ev.stage == "read" and ev.status == "started":
             live.add(ev.group_id)
         if ev.stage == "write" and ev.status in ("finished", "failed"):
             live.discard(ev.group_id)
         depth = max(depth, len(live))
-    assert depth == cfg.service.prefetch + 1  # the prefetch is used, and bounded
+    assert cfg.service.prefetch == 1 and depth == 2  # the prefetch is used, and bounded
+    reads = [g for g, st, status in order if (st, status) == ("read", "started")]
+    assert len(reads) == 4
+    for before, after in zip(reads, reads[1:]):
+        assert order.index((before, "image", "started")) < order.index((after, "read", "started"))
 
 
 def test_a_crashing_task_is_restarted_and_reported(tmp_path):

@@ -295,6 +295,8 @@ def _image(work: GroupWork, cfg: Config) -> None:
         return
     stokes_i = stokes_i_for_imaging(work.chunk, cfg=cfg.image, consume=True)
     work.chunk = None  # the two polarizations, flags and weights are no longer needed: freed before imaging
+    if (hook := work.on_chunk_freed) is not None:
+        hook()
     work.imgs = image_stokes_i(stokes_i, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
     work.meta["transfer_bytes"] = stokes_i.transfers.as_dict()  # host<->device traffic of the group
     save_imageset(path, work.imgs, extra={"group_meta": work.meta, "cal_applied": work.cal_applied,

@@ -3,6 +3,7 @@ names and the intermediates they leave."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,9 @@ class GroupWork:
     root: Path
     checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
     chunk: VisChunk | None = None
+    # called (in the stage's thread) once the stages no longer need ``chunk``'s visibilities and have
+    # dropped them (imaging, after forming Stokes I): the service may then read the next group
+    on_chunk_freed: Callable[[], None] | None = None
     meta: dict = field(default_factory=dict)  # times (MJD), pointing, subbands, problems: kept for `write`
     sol: GainSolution | None = None  # the bandpass applied (solved here, or from the registry)
     tgains: TimeGains | None = None  # the time gains solved here, applied per integration

@@ -115,6 +115,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self._wake = asyncio.Event()
         self._current: dict[str, GroupWork | None] = {}
         self._slot_holders: set[str] = set()
+        self._vis_holders: set[str] = set()
         self._lock = RootLock(self.root)
         self.web_enabled = web if web is not None else (mode == "serve" and cfg.web.enabled)
         self.web_port: int | None = None
@@ -232,6 +233,9 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self.q_read: asyncio.Queue = asyncio.Queue(max(prefetch, 1))
         self.q_write: asyncio.Queue = asyncio.Queue(1)
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
+        # at most max(prefetch, 1) groups' visibilities at once: the next group is read when the one
+        # before it has formed its Stokes I visibilities for imaging and dropped the rest
+        self.vis_slots = asyncio.Semaphore(max(prefetch, 1))
         if self.cluster is not None:  # the groups in flight on the cluster: workers × max(prefetch, 1)
             try:
                 await self.cluster.start()

@@ -3,7 +3,10 @@ groups first), the reader reads it, the processor flags, calibrates and images i
 the writer writes it and runs the after-group update; bounded queues between them; the waterfall rows as a
 group is read; drain mode. A group holds its memory slot (``service.prefetch + 1`` of them) from its
 claim until its products are written and its after-group update is done, so that at most
-``prefetch + 1`` groups' arrays are alive at once (the writer's images and update included).
+``prefetch + 1`` groups' arrays are alive at once (the writer's images and update included); and
+a visibility slot (``max(prefetch, 1)``) from its read until imaging has formed its Stokes I
+visibilities and dropped the rest, so that the next group is read beside imaging, not beside
+flagging and calibration, which hold a group's full visibilities and their largest temporaries.
 
 A part of `contimg.service.core.Service` (a mixin: it works on the service's own attributes)."""
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -68,9 +72,11 @@ class TaskFlow:
         log.info("watching %s (%s)", self.watch_dir, "inotify + polling" if self.sc.use_inotify else "polling")
         await self._watcher.run(self._on_file, self.stopping)
 
-    async def _take_slot(self) -> bool:
-        """Wait for a free memory slot; False if the service stops first."""
-        taker = asyncio.ensure_future(self.mem_slots.acquire())
+    async def _take_slot(self, slots: asyncio.Semaphore | None = None) -> bool:
+        """Wait for a free memory slot (of ``slots``, default ``mem_slots``); False if the
+        service stops first."""
+        slots = slots or self.mem_slots
+        taker = asyncio.ensure_future(slots.acquire())
         stopper = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait({taker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -80,7 +86,7 @@ class TaskFlow:
                 await taker
             return False
         if self.stopping.is_set():
-            self.mem_slots.release()
+            slots.release()
             return False
         return True
 
@@ -150,18 +156,32 @@ class TaskFlow:
             self._wake.set()
 
     async def _reader_task(self) -> None:
+        loop = asyncio.get_running_loop()
         while (work := await self._get(self.q_claim)) is not None:
+            if not await self._take_slot(self.vis_slots):
+                self._put_back(work)
+                continue
+            self._vis_holders.add(work.group_id)
+            work.on_chunk_freed = functools.partial(self._chunk_freed, loop, work)
             self._current["reader"] = work
             ok = await self._run_stage(work, "read", self.workers["read"].run)
             self._current["reader"] = None
             if not ok:
                 continue
+            if work.chunk is None:  # resumed past imaging: nothing read into memory
+                self._release_vis(work)
             if work.chunk is not None:  # raw amplitudes, before the processor changes the data
                 await self._publish_waterfall(work)
             if self.stopping.is_set():
                 self._put_back(work)
                 continue
             await self._put(self.q_read, work)
+
+    def _chunk_freed(self, loop: asyncio.AbstractEventLoop, work: GroupWork) -> None:
+        """`GroupWork.on_chunk_freed` (called in the device thread): the visibility slot is given
+        back in the event loop (not at all if it has closed: the service is gone)."""
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._release_vis, work)
 
     def watch_waterfall(self, key: tuple[str, str], delta: int) -> None:
         """A web client starts (+1) or stops (-1) watching a waterfall selection."""
@@ -197,6 +217,7 @@ class TaskFlow:
                 if not ok:
                     break
             work.chunk = None
+            self._release_vis(work)  # (imaging gave it back already)
             if not ok:
                 self._release_slot(work)  # (a failed or put-back group has released it already)
             self._current["processor"] = None

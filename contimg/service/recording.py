@@ -140,9 +140,17 @@ class Recording:
         self._wake.set()
 
     def _release_slot(self, work: GroupWork) -> None:
+        self._release_vis(work)
         if work.group_id in self._slot_holders:
             self._slot_holders.discard(work.group_id)
             self.mem_slots.release()
+
+    def _release_vis(self, work: GroupWork) -> None:
+        """The group's visibilities are gone (imaging formed its Stokes I, or it ended): the next
+        group may be read. Once per read; in the event loop."""
+        if work.group_id in self._vis_holders:
+            self._vis_holders.discard(work.group_id)
+            self.vis_slots.release()
 
     def _put_back(self, work: GroupWork) -> None:
         """An unfinished group goes back to pending at its checkpoint (shutdown, task restart)."""
