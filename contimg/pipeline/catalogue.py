@@ -33,7 +33,8 @@ from contimg.io.store import read_zarr
 from contimg.io.thumbs import render_png
 from contimg.pipeline.groupimage import GroupImage, load_group_image
 from contimg.qa.photometry import forced_at, transient_rise, variability, variability_candidate
-from contimg.qa.sources import associate, find_sources, fit_shape, refine_position, rms_map
+from contimg.qa.sources import (associate, find_islands, find_sources, fit_shape, measure_islands, refine_position,
+                                rms_map)
 from contimg.sky.catalogue import load_catalogue, position_names, resolve_catalogue
 from contimg.sky.skymodel import PointSources
 from contimg.state.catalogue import CatalogueDB
@@ -106,29 +107,31 @@ def _unique_name(name: str, taken: set[str]) -> str:
     return out
 
 
-def _detect(*, restored, rms, pb, wcs, beam_rad, cell_rad, cfg: Config, pbcor_input: bool,
-            own_x: tuple[int, int] | None = None) -> tuple[list[dict], np.ndarray]:
-    """The detections in an image (rows brightest island first) and their islands' peak pixels
-    (n,); ``own_x``: keep only those whose position rounds to columns ``[own_x[0], own_x[1])``."""
+def _detect(*, restored, rms, pb, wcs, beam_rad, cell_rad, cfg: Config, pbcor_input: bool) -> list[dict]:
+    """The detections in an image (`find_sources`), brightest island first."""
     cc = cfg.catalogue
     found = find_sources(restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=beam_rad, cell_rad=cell_rad,
                          threshold_sigma=cc.detect_sigma, min_pb=cc.min_pb, max_sources=cc.max_sources)
-    rows, islands = [], []
+    return _detection_rows(found, restored=restored, beam_rad=beam_rad, cell_rad=cell_rad, cfg=cfg,
+                           pbcor_input=pbcor_input)
+
+
+def _detection_rows(found: dict[str, np.ndarray], *, restored, beam_rad, cell_rad, cfg: Config,
+                    pbcor_input: bool) -> list[dict]:
+    """Catalogue rows of `find_sources`'s sources (each with a free elliptical Gaussian's shape)."""
+    rows = []
     for k in range(found["x"].size):
-        if own_x is not None and not own_x[0] <= int(np.round(found["x"][k])) < own_x[1]:
-            continue
         pb_k = 1.0 if pbcor_input else float(found["pb"][k])
         flux = float(found["peak_jy"][k]) / pb_k
-        err = float(np.hypot(found["rms_jy"][k] / pb_k, cc.systematic_fraction * abs(flux)))
+        err = float(np.hypot(found["rms_jy"][k] / pb_k, cfg.catalogue.systematic_fraction * abs(flux)))
         maj, mnr, pa = fit_shape(image=restored, x=float(found["x"][k]), y=float(found["y"][k]), beam_rad=beam_rad,
                                  cell_rad=cell_rad)
-        rows.append({"n": len(rows), "ra_deg": float(found["ra_deg"][k]), "dec_deg": float(found["dec_deg"][k]),
+        rows.append({"n": k, "ra_deg": float(found["ra_deg"][k]), "dec_deg": float(found["dec_deg"][k]),
                      "flux_jy": flux, "err_jy": err, "peak_jy": float(found["peak_jy"][k]),
                      "rms_jy": float(found["rms_jy"][k]), "snr": float(found["snr"][k]), "pb": pb_k,
                      "maj_arcsec": float(np.degrees(maj) * 3600), "min_arcsec": float(np.degrees(mnr) * 3600),
                      "pa_deg": float(np.degrees(pa))})
-        islands.append(float(found["island_jy"][k]))
-    return rows, np.array(islands, np.float64)
+    return rows
 
 
 def _column_blocks(nx: int, *, block: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -313,7 +316,7 @@ def update_catalogue(root: str | Path, group_id: str, *, cfg: Config, image: Gro
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
         _forget(db, group_id)
-        dets, _ = _detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
+        dets = _detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
                        cell_rad=img.cell_rad, cfg=cfg, pbcor_input=False)
         for d in dets:
             d.update(kind="group", mid_mjd=img.mid_mjd)
@@ -373,6 +376,36 @@ def update_catalogue(root: str | Path, group_id: str, *, cfg: Config, image: Gro
             "variables": flagged, "alerts": alerts}
 
 
+def _detect_in_blocks(path: Path, blocks: list[tuple[int, int, int, int]], *, wcs: WCS, beam, cell: float,
+                      cfg: Config) -> list[dict]:
+    """`_detect` on a mosaic's store, block by block: the islands of every block whose brightest
+    pixel is in its own columns, the brightest ``catalogue.max_sources`` of them all, each then
+    measured in its block (the rows a search of the whole mosaic gives)."""
+    cc = cfg.catalogue
+    found = []  # (peak, y, x in the mosaic, block)
+    for b, (lo, hi, x0, x1) in enumerate(blocks):
+        image, rms, pb = _mosaic_block(path, lo, hi, cc.min_pb)
+        peaks, ys, xs = find_islands(restored=image, rms=rms, pb=pb, threshold_sigma=cc.detect_sigma, min_pb=cc.min_pb)
+        own = (xs + lo >= x0) & (xs + lo < x1)
+        found += zip(peaks[own].tolist(), ys[own].tolist(), (xs[own] + lo).tolist(), [b] * int(own.sum()))
+    found.sort(key=lambda f: -f[0])
+    chosen = found[:cc.max_sources]
+    rows: dict[int, dict] = {}  # by rank
+    for b, (lo, hi, _, _) in enumerate(blocks):
+        ranks = [r for r, f in enumerate(chosen) if f[3] == b]
+        if not ranks:
+            continue
+        image, rms, pb = _mosaic_block(path, lo, hi, cc.min_pb)
+        sel = [chosen[r] for r in ranks]
+        measured = measure_islands(restored=image, rms=rms, pb=pb, wcs=wcs.slice((slice(None), slice(lo, hi))),
+                                   beam_rad=beam, cell_rad=cell, peaks=np.array([f[0] for f in sel]),
+                                   ys=np.array([f[1] for f in sel]), xs=np.array([f[2] - lo for f in sel]))
+        for r, row in zip(ranks, _detection_rows(measured, restored=image, beam_rad=beam, cell_rad=cell, cfg=cfg,
+                                                 pbcor_input=True)):
+            rows[r] = {**row, "n": r}
+    return [rows[r] for r in range(len(chosen))]
+
+
 def _forced_in_blocks(path: Path, blocks: list[tuple[int, int, int, int]], *, wcs: WCS, beam, cell: float,
                       cfg: Config, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[dict]:
     """`forced_at` of positions (n,) in a mosaic's store, each in the block whose own columns
@@ -400,9 +433,10 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
     its group images (light curves). ``n_detections``, ``n_new``, ``n_forced``.
 
     The mosaic is read in blocks of ``MOSAIC_BLOCK_X`` columns with ``MOSAIC_MARGIN_X`` more on
-    each side (memory bounded whatever the span's length): a block keeps the detections and
-    measures the sources whose position rounds to its own columns; the brightest
-    ``catalogue.max_sources`` islands of all blocks are kept, as a search of the whole would."""
+    each side (memory bounded whatever the span's length): each block gives the islands whose
+    brightest pixel is in its own columns, the brightest ``catalogue.max_sources`` of all are
+    measured, each in its block, as a search of the whole would; a source is measured (forced) in
+    the block whose own columns hold its position."""
     root = Path(root)
     path = root / "mosaics" / name / f"{name}.zarr"
     _, attrs = read_zarr(path, ())
@@ -412,17 +446,9 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
     cell = np.radians(abs(header["CDELT1"]))
     mid_mjd = float(header["MJD-AVG"])
     blocks = _column_blocks(int(header["NAXIS1"]), block=MOSAIC_BLOCK_X, margin=MOSAIC_MARGIN_X)
-    min_pb = cfg.catalogue.min_pb
-    dets, islands = [], []
-    for lo, hi, x0, x1 in blocks:
-        image, rms, pb = _mosaic_block(path, lo, hi, min_pb)
-        rows, peaks = _detect(restored=image, rms=rms, pb=pb, wcs=wcs.slice((slice(None), slice(lo, hi))),
-                              beam_rad=beam, cell_rad=cell, cfg=cfg, pbcor_input=True, own_x=(x0 - lo, x1 - lo))
-        dets += rows
-        islands.append(peaks)
-    dets = [dets[i] for i in np.argsort(-np.concatenate(islands), kind="stable")[:cfg.catalogue.max_sources]]
-    for n, d in enumerate(dets):
-        d.update(n=n, kind="mosaic", mid_mjd=mid_mjd)
+    dets = _detect_in_blocks(path, blocks, wcs=wcs, beam=beam, cell=cell, cfg=cfg)
+    for d in dets:
+        d.update(kind="mosaic", mid_mjd=mid_mjd)
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
         _forget(db, name)

@@ -20,8 +20,8 @@ from contimg.imaging.measure import fit_point_source
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
 from contimg.sky.skymodel import PointSources
 
-__all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_sources", "fit_shape", "associate",
-           "refine_position", "catalogue_in_field", "crossmatch"]
+__all__ = ["image_wcs", "rms_map", "sample", "island_peaks", "find_islands", "measure_islands", "find_sources",
+           "fit_shape", "associate", "refine_position", "catalogue_in_field", "crossmatch"]
 
 
 def image_wcs(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float) -> WCS:
@@ -84,31 +84,36 @@ def island_peaks(image: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndar
     return peaks, ys, xs
 
 
-def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
-                 beam_rad: tuple[float, float, float], cell_rad: float, threshold_sigma: float, min_pb: float,
-                 max_sources: int) -> dict[str, np.ndarray]:
-    """Compact sources: islands of ``restored`` above ``threshold_sigma`` × the local ``rms``
-    where the averaged beam ``pb`` ≥ ``min_pb``; each island's peak is fitted with a Gaussian of
-    the restoring beam's shape (free amplitude and position).
-
-    All images (ny, nx). Returns arrays (n,): ``x``, ``y`` (pixels), ``ra_deg``, ``dec_deg``,
-    ``peak_jy`` (apparent, Jy/beam), ``flux_jy`` (primary-beam corrected), ``rms_jy`` (local,
-    apparent), ``snr``, ``pb``, ``island_jy`` (the island's brightest pixel, the order); brightest
-    island first, at most ``max_sources``."""
+def find_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, threshold_sigma: float,
+                 min_pb: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Islands of ``restored`` above ``threshold_sigma`` × the local ``rms`` where ``pb`` ≥
+    ``min_pb`` (all (ny, nx)): each island's brightest pixel's value (n,) float64 and its pixel
+    ``ys``, ``xs`` (n,) int64, brightest first."""
     with np.errstate(invalid="ignore"):
         mask = (restored > threshold_sigma * rms) & (pb >= min_pb) & np.isfinite(rms)
     labels, n = ndimage.label(mask)
-    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb", "island_jy")
+    del mask
     if n == 0:
-        return {k: np.zeros(0) for k in keys}
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
     peaks, where_y, where_x = island_peaks(restored, labels, n)
-    order = np.argsort(-peaks)[:max_sources]
+    order = np.argsort(-peaks)
+    return peaks[order], where_y[order], where_x[order]
+
+
+def measure_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
+                    beam_rad: tuple[float, float, float], cell_rad: float, peaks: np.ndarray, ys: np.ndarray,
+                    xs: np.ndarray) -> dict[str, np.ndarray]:
+    """`find_sources`'s measurement of the islands whose brightest pixels are (``ys``, ``xs``)
+    with values ``peaks`` (n,): a Gaussian of the restoring beam's shape fitted at each (free
+    amplitude and position; the pixel itself where the fit fails or moves more than 2 pixels)."""
+    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb", "island_jy")
+    if len(peaks) == 0:
+        return {k: np.zeros(0) for k in keys}
     rows = []
-    for k in order:
-        iy, ix = int(where_y[k]), int(where_x[k])
+    for iy, ix, peak in zip(ys.tolist(), xs.tolist(), peaks.tolist()):
         fit = fit_point_source(image=restored, x0=float(ix), y0=float(iy), beam_rad=beam_rad, cell_rad=cell_rad)
         x, y, amp = (fit.x, fit.y, fit.flux) if fit.ok and np.hypot(fit.x - ix, fit.y - iy) < 2.0 else \
-            (float(ix), float(iy), float(peaks[k]))
+            (float(ix), float(iy), float(peak))
         rows.append((x, y, amp))
     x, y, amp = (np.array(c) for c in zip(*rows))
     ra, dec = wcs.pixel_to_world_values(x, y)
@@ -117,7 +122,24 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
     pb_at = sample(pb, x, y)
     return {"x": x, "y": y, "ra_deg": np.asarray(ra) % 360.0, "dec_deg": np.asarray(dec), "peak_jy": amp,
             "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at,
-            "island_jy": peaks[order]}
+            "island_jy": np.asarray(peaks, np.float64)}
+
+
+def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
+                 beam_rad: tuple[float, float, float], cell_rad: float, threshold_sigma: float, min_pb: float,
+                 max_sources: int) -> dict[str, np.ndarray]:
+    """Compact sources: islands of ``restored`` above ``threshold_sigma`` × the local ``rms``
+    where the averaged beam ``pb`` ≥ ``min_pb`` (`find_islands`); each island's peak is fitted
+    with a Gaussian of the restoring beam's shape (free amplitude and position:
+    `measure_islands`).
+
+    All images (ny, nx). Returns arrays (n,): ``x``, ``y`` (pixels), ``ra_deg``, ``dec_deg``,
+    ``peak_jy`` (apparent, Jy/beam), ``flux_jy`` (primary-beam corrected), ``rms_jy`` (local,
+    apparent), ``snr``, ``pb``, ``island_jy`` (the island's brightest pixel, the order); brightest
+    island first, at most ``max_sources``."""
+    peaks, ys, xs = find_islands(restored=restored, rms=rms, pb=pb, threshold_sigma=threshold_sigma, min_pb=min_pb)
+    return measure_islands(restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=beam_rad, cell_rad=cell_rad,
+                           peaks=peaks[:max_sources], ys=ys[:max_sources], xs=xs[:max_sources])
 
 
 def fit_shape(*, image: np.ndarray, x: float, y: float, beam_rad: tuple[float, float, float],
