@@ -235,7 +235,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self.mem_slots = asyncio.Semaphore(prefetch + 1)
         # at most max(prefetch, 1) groups' visibilities at once: the next group is read when the one
         # before it has formed its Stokes I visibilities for imaging and dropped the rest
-        self.vis_slots = asyncio.Semaphore(max(prefetch, 1))
+        self.vis_slots = asyncio.Semaphore(max(prefetch, 1) if self.sc.read_beside_imaging else prefetch + 1)
         if self.cluster is not None:  # the groups in flight on the cluster: workers × max(prefetch, 1)
             try:
                 await self.cluster.start()
