@@ -33,6 +33,7 @@ from contimg.io.chunk import VisChunk
 from contimg.io.naming import Group
 from contimg.io.reader import ReadError, read_group, read_subband_meta
 from contimg.qa.gates import (calibrate_gate, flag_gate, image_gate, read_gate)
+from contimg.qa.plots import bandpass_png, flags_png, gain_phase_png, uv_coverage_png
 from contimg.calibrate.storage import load_solution
 from contimg.imaging.storage import load_imageset, save_imageset
 from contimg.io.store import read_zarr, write_zarr
@@ -162,8 +163,6 @@ def _flag(work: GroupWork, cfg: Config) -> None:
         work.gates["flag"] = flag_gate(fraction=stats.fraction, per_antenna=stats.per_antenna,
                                        reasons=stats.reasons, cfg=cfg.qa)
         if cfg.qa.plots:
-            from contimg.qa.plots import flags_png, uv_coverage_png
-
             qa_dir = work.out_dir / "qa"
             work.artifacts.append(("flags", str(flags_png(
                 qa_dir / f"{work.group_id}.flags.png", per_time_channel=per_time_channel,
@@ -246,8 +245,6 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
         solved_here=sol is not None and sol.group_id == work.group_id, cfg=cfg.qa,
         rejected_reasons=work.cal_rejected)
     if sol is not None and cfg.qa.plots and not work.done("calibrate"):
-        from contimg.qa.plots import bandpass_png
-
         work.artifacts.append(("bandpass", str(bandpass_png(
             work.out_dir / "qa" / f"{work.group_id}.bandpass.png", gains=sol.gains, flags=sol.flags,
             freq_hz=chunk.freq_hz, antenna_numbers=sol.antenna_numbers,
@@ -272,8 +269,6 @@ def history_solutions(work: GroupWork, max_solutions: int = 20) -> list:
 
 def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
     """Gain phase against time over `history_solutions`."""
-    from contimg.qa.plots import gain_phase_png
-
     sols = history_solutions(work, max_solutions)
     if len(sols) < 1:
         return

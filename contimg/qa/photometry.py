@@ -16,6 +16,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian
+from contimg.qa.plots import figure
 from contimg.qa.sources import catalogue_in_field
 from contimg.sky.skymodel import PointSources
 
@@ -153,11 +154,7 @@ def write_lightcurve(rows: list[dict], *, csv_path: Path, png_path: Path | None,
     os.replace(tmp, csv_path)
     written.append(csv_path)
     if png_path is not None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7, 3.5), dpi=100)
-        FigureCanvasAgg(fig)
+        fig = figure((7, 3.5), dpi=100)
         ax = fig.add_subplot()
         if rows:
             t = np.array([r["mid_mjd"] for r in rows])

@@ -1,5 +1,10 @@
 """Diagnostic PNGs per group (matplotlib's object API on the Agg canvas: no pyplot state, safe
-in worker threads). Each function writes one file by a rename and returns its path."""
+in worker threads). Each function writes one file by a rename and returns its path.
+
+matplotlib is imported here, with the module, and the pipeline imports this module with its
+own: importing ``matplotlib.figure`` for the first time leaves a reference cycle through the
+importing call's frames, and a stage that did it lazily kept its group's visibilities and images
+alive until the cyclic garbage collector next ran (tests/test_service.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +13,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-__all__ = ["bandpass_png", "flags_png", "uv_coverage_png", "gain_phase_png"]
+__all__ = ["figure", "bandpass_png", "flags_png", "uv_coverage_png", "gain_phase_png"]
 
 
-def _figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=90)
+def figure(figsize, dpi: int = 90) -> Figure:
+    """An empty figure on its own Agg canvas."""
+    fig = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
@@ -35,7 +40,7 @@ def bandpass_png(path: Path, *, gains: np.ndarray, flags: np.ndarray, freq_hz: n
     """Amplitude and phase of every antenna's solution against frequency, one panel pair per
     polarization; the median over antennas in black. gains/flags: (nant, nchan, npol)."""
     nant, nchan, npol = gains.shape
-    fig = _figure((10, 5.5))
+    fig = figure((10, 5.5))
     axes = fig.subplots(2, npol, sharex=True, squeeze=False)
     f_mhz = np.asarray(freq_hz) / 1e6
     g = np.where(flags, np.nan, gains)
@@ -62,7 +67,7 @@ def flags_png(path: Path, *, per_time_channel: np.ndarray, per_antenna: np.ndarr
               title: str) -> Path:
     """The flagged fraction as a time × frequency heat map and per antenna.
     per_time_channel: (ntime, nchan); per_antenna: (nant_telescope,), NaN for absent antennas."""
-    fig = _figure((10, 4.5))
+    fig = figure((10, 4.5))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     f_mhz = np.asarray(freq_hz) / 1e6
     im = ax1.imshow(per_time_channel, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
@@ -87,7 +92,7 @@ def uv_coverage_png(path: Path, *, uvw_m: np.ndarray, freq_hz: np.ndarray, title
     uv = uvw_m[..., :2].reshape(-1, 2)
     step = max(1, uv.shape[0] // max_points)
     uv = uv[::step] * float(np.mean(freq_hz)) / 299792458.0 / 1e3
-    fig = _figure((5, 5))
+    fig = figure((5, 5))
     ax = fig.add_subplot()
     ax.plot(uv[:, 0], uv[:, 1], ",", color="C0")
     ax.plot(-uv[:, 0], -uv[:, 1], ",", color="C0")
@@ -102,7 +107,7 @@ def uv_coverage_png(path: Path, *, uvw_m: np.ndarray, freq_hz: np.ndarray, title
 def gain_phase_png(path: Path, *, time_mjd: np.ndarray, phase_deg: np.ndarray, title: str) -> Path:
     """Each antenna's gain phase (band median, first polarization, relative to the reference
     antenna) against the time of the solutions. time_mjd: (nsol,); phase_deg: (nsol, nant)."""
-    fig = _figure((8, 4))
+    fig = figure((8, 4))
     ax = fig.add_subplot()
     hours = (np.asarray(time_mjd) - time_mjd[0]) * 24.0
     for a in range(phase_deg.shape[1]):

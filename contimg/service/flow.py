@@ -162,14 +162,16 @@ class TaskFlow:
                 self._put_back(work)
                 continue
             self._vis_holders.add(work.group_id)
-            work.on_chunk_freed = functools.partial(self._chunk_freed, loop, work)
+            # (the group's id, not the work itself: a work holding a callable that holds it is a
+            # reference cycle, and its images would wait for the cyclic garbage collector)
+            work.on_chunk_freed = functools.partial(self._chunk_freed, loop, work.group_id)
             self._current["reader"] = work
             ok = await self._run_stage(work, "read", self.workers["read"].run)
             self._current["reader"] = None
             if not ok:
                 continue
             if work.chunk is None:  # resumed past imaging: nothing read into memory
-                self._release_vis(work)
+                self._release_vis(work.group_id)
             if work.chunk is not None:  # raw amplitudes, before the processor changes the data
                 await self._publish_waterfall(work)
             if self.stopping.is_set():
@@ -177,11 +179,11 @@ class TaskFlow:
                 continue
             await self._put(self.q_read, work)
 
-    def _chunk_freed(self, loop: asyncio.AbstractEventLoop, work: GroupWork) -> None:
+    def _chunk_freed(self, loop: asyncio.AbstractEventLoop, gid: str) -> None:
         """`GroupWork.on_chunk_freed` (called in the device thread): the visibility slot is given
         back in the event loop (not at all if it has closed: the service is gone)."""
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._release_vis, work)
+            loop.call_soon_threadsafe(self._release_vis, gid)
 
     def watch_waterfall(self, key: tuple[str, str], delta: int) -> None:
         """A web client starts (+1) or stops (-1) watching a waterfall selection."""
@@ -217,7 +219,7 @@ class TaskFlow:
                 if not ok:
                     break
             work.chunk = None
-            self._release_vis(work)  # (imaging gave it back already)
+            self._release_vis(work.group_id)  # (imaging gave it back already)
             if not ok:
                 self._release_slot(work)  # (a failed or put-back group has released it already)
             self._current["processor"] = None

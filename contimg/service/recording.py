@@ -140,16 +140,16 @@ class Recording:
         self._wake.set()
 
     def _release_slot(self, work: GroupWork) -> None:
-        self._release_vis(work)
+        self._release_vis(work.group_id)
         if work.group_id in self._slot_holders:
             self._slot_holders.discard(work.group_id)
             self.mem_slots.release()
 
-    def _release_vis(self, work: GroupWork) -> None:
+    def _release_vis(self, gid: str) -> None:
         """The group's visibilities are gone (imaging formed its Stokes I, or it ended): the next
         group may be read. Once per read; in the event loop."""
-        if work.group_id in self._vis_holders:
-            self._vis_holders.discard(work.group_id)
+        if gid in self._vis_holders:
+            self._vis_holders.discard(gid)
             self.vis_slots.release()
 
     def _put_back(self, work: GroupWork) -> None:

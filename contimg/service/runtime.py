@@ -89,6 +89,9 @@ class Worker:
                 loop.call_soon_threadsafe(_settle, fut, result, None)
             finally:
                 self.busy = False
+                # drop this job's references now: an idle worker must not keep its last group (its
+                # images, its visibilities) alive until the next job arrives
+                job = fn = args = fut = loop = result = None
 
     def run(self, fn: Callable, *args) -> Awaitable:
         loop = asyncio.get_running_loop()
