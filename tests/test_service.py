@@ -279,20 +279,26 @@ def test_reprocess_from_image_replaces_products(tmp_path, six_groups):
     assert main(["reprocess", "2000-01-01T00:00:00", "--root", str(root), "--config", str(config)]) == 1
 
 
-def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
-    """Groups' spans from their read to their written products (the slot is held through the
-    write and the after-group update) never overlap more than prefetch + 1 deep; and with
-    prefetch 1 a group is read only after the group before it has started imaging (its full
-    visibilities dropped once Stokes I is formed), never beside its flagging or calibration."""
+def _drained_service(tmp_path, six_groups, n: int):
+    """A drain-mode service (opened, not run) over the first ``n`` groups; (service, config)."""
     from contimg.service.core import Service
 
     src = tmp_path / "in"
-    _copy_groups(six_groups, src, range(4))
+    _copy_groups(six_groups, src, range(n))
     cfg = load_config(_config_file(tmp_path), use_env=False)
     svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
     svc.open()
     svc.register_folder(src)
     svc.input_done.set()
+    return svc, cfg
+
+
+def test_at_most_prefetch_plus_one_groups_in_memory(tmp_path, six_groups):
+    """Groups' spans from their read to their written products (the slot is held through the
+    write and the after-group update) never overlap more than prefetch + 1 deep; and with
+    prefetch 1 a group is read only after the group before it has started imaging (its full
+    visibilities dropped once Stokes I is formed), never beside its flagging or calibration."""
+    svc, cfg = _drained_service(tmp_path, six_groups, 4)
     sub = svc.bus.subscribe(maxsize=10000, types={"stage_timing"})
     assert asyncio.run(svc.run()) == 0
     live, depth, order = set(), 0, []
@@ -384,15 +390,8 @@ def test_a_finished_group_is_freed_without_the_garbage_collector(tmp_path, six_g
     import gc
 
     from contimg.pipeline.work import GroupWork
-    from contimg.service.core import Service
 
-    src = tmp_path / "in"
-    _copy_groups(six_groups, src, range(2))
-    cfg = load_config(_config_file(tmp_path), use_env=False)
-    svc = Service(tmp_path / "root", cfg, mode="drain", install_signal_handlers=False)
-    svc.open()
-    svc.register_folder(src)
-    svc.input_done.set()
+    svc, _ = _drained_service(tmp_path, six_groups, 2)
     gc.collect()
     gc.disable()
     try:
