@@ -106,7 +106,7 @@ def measure_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wc
     """`find_sources`'s measurement of the islands whose brightest pixels are (``ys``, ``xs``)
     with values ``peaks`` (n,): a Gaussian of the restoring beam's shape fitted at each (free
     amplitude and position; the pixel itself where the fit fails or moves more than 2 pixels)."""
-    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb", "island_jy")
+    keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb")
     if len(peaks) == 0:
         return {k: np.zeros(0) for k in keys}
     rows = []
@@ -121,8 +121,7 @@ def measure_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wc
                     np.clip(np.round(x).astype(int), 0, rms.shape[1] - 1)]
     pb_at = sample(pb, x, y)
     return {"x": x, "y": y, "ra_deg": np.asarray(ra) % 360.0, "dec_deg": np.asarray(dec), "peak_jy": amp,
-            "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at,
-            "island_jy": np.asarray(peaks, np.float64)}
+            "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at}
 
 
 def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: WCS,
@@ -135,8 +134,7 @@ def find_sources(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wcs: 
 
     All images (ny, nx). Returns arrays (n,): ``x``, ``y`` (pixels), ``ra_deg``, ``dec_deg``,
     ``peak_jy`` (apparent, Jy/beam), ``flux_jy`` (primary-beam corrected), ``rms_jy`` (local,
-    apparent), ``snr``, ``pb``, ``island_jy`` (the island's brightest pixel, the order); brightest
-    island first, at most ``max_sources``."""
+    apparent), ``snr``, ``pb``; brightest island first, at most ``max_sources``."""
     peaks, ys, xs = find_islands(restored=restored, rms=rms, pb=pb, threshold_sigma=threshold_sigma, min_pb=min_pb)
     return measure_islands(restored=restored, rms=rms, pb=pb, wcs=wcs, beam_rad=beam_rad, cell_rad=cell_rad,
                            peaks=peaks[:max_sources], ys=ys[:max_sources], xs=xs[:max_sources])
