@@ -351,3 +351,54 @@ def test_mosaic_source_search_in_column_blocks_equals_the_whole(tmp_path, monkey
         got = forced[sources[m["index"]]["name"]]
         np.testing.assert_allclose([got[k] for k in ("x", "y", "flux_jy", "noise_jy")],
                                    [m[k] for k in ("x", "y", "flux_jy", "noise_jy")], rtol=1e-6, atol=1e-6)
+
+
+def test_a_source_fitted_beyond_the_mosaic_edge_keeps_its_noise_and_position(tmp_path):
+    """A source centred just outside a mosaic's coverage (its island the covered pixels beside
+    it, its fit 1.4 pixels beyond) is catalogued at its true position with the noise of the
+    pixel where it was found: the noise was read at the fitted position (NaN outside the
+    coverage), the source got a NaN position (stored as NULL) and every later catalogue update
+    failed on it ("catalogue and mosaic update failed" in the service log)."""
+    from contimg.config import load_config
+    from contimg.io.store import write_zarr
+    from contimg.pipeline import catalogue as catmod
+    from contimg.state.catalogue import CatalogueDB
+
+    cell = np.radians(20.0 / 3600)
+    beam = (4 * cell, 3 * cell, 0.0)
+    h = strip_header(ra_rad=np.radians(180.0), dec_rad=DEC0, width_rad=200 * cell, height_rad=64 * cell,
+                     cell_rad=cell, freq_hz=1.4e9, bandwidth_hz=1e8, time_start_jd=2461000.5,
+                     time_mid_jd=2461000.52, beam_rad=beam)
+    h["MJD-AVG"] = 61000.02
+    ny, nx = h["NAXIS2"], h["NAXIS1"]
+    truth = [(101.4, 32.3, 0.5), (50.2, 20.7, 0.3)]  # (x, y, Jy/beam): the first beyond the edge
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    image = np.random.default_rng(2).normal(0, 1e-3, (ny, nx))
+    for x0, y0, a in truth:
+        image += a * np.exp(-0.5 * (((xx - x0) / (3 / 2.3548)) ** 2 + ((yy - y0) / (4 / 2.3548)) ** 2))
+    pb_weight = np.ones((ny, nx), np.float32)
+    pb_weight[:, 101:] = np.nan  # the coverage ends between columns 100 and 101
+    arrays = {"image": image.astype(np.float32), "noise": np.full((ny, nx), 1e-3, np.float32), "pb_weight": pb_weight}
+    for name in ("span_a", "span_b"):  # the second update is the one that failed
+        write_zarr(tmp_path / "mosaics" / name / f"{name}.zarr", arrays=arrays,
+                   attrs={"header": h.tostring(), "groups": []})
+    (tmp_path / "state").mkdir()
+    cfg = load_config("test", use_env=False)
+    cfg = cfg.model_copy(update={"catalogue": cfg.catalogue.model_copy(update={"external": ""}),
+                                 "sky": cfg.sky.model_copy(update={"catalogue": ""})})
+    first = catmod.update_catalogue_from_mosaic(tmp_path, "span_a", cfg=cfg)
+    second = catmod.update_catalogue_from_mosaic(tmp_path, "span_b", cfg=cfg)
+    db = CatalogueDB(tmp_path / "state" / "products.sqlite3")
+    try:
+        dets = db.detections(image="span_a")
+        sources = db.sources()
+    finally:
+        db.close()
+    assert first["n_detections"] == 2 and second["n_forced"] == 1  # (forced only where covered)
+    wcs = WCS(h).celestial
+    for x0, y0, _ in truth:
+        ra, dec = wcs.pixel_to_world_values(x0, y0)
+        near = [s for s in sources if s["ra_deg"] is not None
+                and abs(s["ra_deg"] - ra) * np.cos(np.radians(dec)) < 0.1 * 20 / 3600 and abs(s["dec_deg"] - dec) < 0.1 * 20 / 3600]
+        assert len(near) == 1, (x0, y0, sources)
+    assert all(d["rms_jy"] == pytest.approx(1e-3) and np.isfinite(d["snr"]) for d in dets)

@@ -403,6 +403,40 @@ def test_a_finished_group_is_freed_without_the_garbage_collector(tmp_path, six_g
     assert left == []
 
 
+def test_a_written_group_is_not_held_while_the_next_one_images(tmp_path, six_groups, monkeypatch):
+    """When a group starts imaging, no `GroupWork` is alive of a group that is done with
+    (completed, and out of the writer's after-group update). (The writer's loop
+    variable held the last written group, images and all, through the next group's processing:
+    0.45 GiB at real size in every window but the first.) Garbage collector off, so that only
+    references count."""
+    import gc
+
+    from contimg.pipeline.work import GroupWork
+    from contimg.service import flow
+
+    svc, _ = _drained_service(tmp_path, six_groups, 4)
+    stale: dict[str, set[str]] = {}
+    run_stage = flow.run_stage
+
+    def watched(stage, work, cfg):
+        if stage == "image":
+            live = {o.group_id for o in gc.get_objects() if isinstance(o, GroupWork)}
+            writing = svc._current.get("writer")
+            done = set(svc.outcomes) - {writing.group_id if writing is not None else None}
+            stale[work.group_id] = live & done
+        return run_stage(stage, work, cfg)
+
+    monkeypatch.setattr(flow, "run_stage", watched)
+    gc.collect()
+    gc.disable()
+    try:
+        assert asyncio.run(svc.run()) == 0
+    finally:
+        gc.enable()
+    assert len(stale) == 4 and all(o["status"] == "completed" for o in svc.outcomes.values())
+    assert stale == {gid: set() for gid in stale}
+
+
 def test_an_idle_worker_keeps_nothing_of_its_last_job():
     """A worker thread waiting for its next job holds no reference to the last one's arguments
     (an idle service's device thread kept the last group, images and all, until the next)."""

@@ -229,6 +229,16 @@ def _cross_external(rows: list[dict], external: PointSources | None, radius_arcs
                      external_flux_jy=float(external.flux_jy[i]))
 
 
+def _usable(dets: list[dict], *, image: str) -> list[dict]:
+    """The detections with a finite position, flux and S/N (one without would give its source
+    a NaN position, stored as NULL, and every later search of the catalogue would trip on it)."""
+    ok = [d for d in dets if np.all(np.isfinite([d["ra_deg"], d["dec_deg"], d["snr"], d["flux_jy"]]))]
+    if len(ok) < len(dets):
+        log.warning("%s: %d detection(s) without a finite position, flux or S/N left out of the catalogue",
+                    image, len(dets) - len(ok))
+    return ok
+
+
 def _associate_and_grow(db: CatalogueDB, dets: list[dict], *, image: str, mid_mjd: float, beam_rad, cfg: Config,
                         root: Path) -> tuple[dict[str, dict], list[tuple[dict, dict]]]:
     """Join detections to the catalogue or start new sources; (changed rows by name, [(new
@@ -236,8 +246,8 @@ def _associate_and_grow(db: CatalogueDB, dets: list[dict], *, image: str, mid_mj
     cat = {r["name"]: r for r in db.sources()}
     names = list(cat)
     bmaj_arcsec = float(np.degrees(beam_rad[0]) * 3600)
-    idx, _ = associate(cat_ra_deg=np.array([cat[n]["ra_deg"] for n in names]),
-                       cat_dec_deg=np.array([cat[n]["dec_deg"] for n in names]),
+    idx, _ = associate(cat_ra_deg=np.array([cat[n]["ra_deg"] for n in names], float),
+                       cat_dec_deg=np.array([cat[n]["dec_deg"] for n in names], float),
                        ra_deg=np.array([d["ra_deg"] for d in dets]), dec_deg=np.array([d["dec_deg"] for d in dets]),
                        radius_arcsec=cfg.catalogue.match_radius_beam * bmaj_arcsec)
     changed, new = {}, []
@@ -316,8 +326,8 @@ def update_catalogue(root: str | Path, group_id: str, *, cfg: Config, image: Gro
     db = CatalogueDB(root / "state" / "products.sqlite3")
     try:
         _forget(db, group_id)
-        dets = _detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
-                       cell_rad=img.cell_rad, cfg=cfg, pbcor_input=False)
+        dets = _usable(_detect(restored=img.restored, rms=rms, pb=img.pb, wcs=img.wcs, beam_rad=img.beam_rad,
+                               cell_rad=img.cell_rad, cfg=cfg, pbcor_input=False), image=group_id)
         for d in dets:
             d.update(kind="group", mid_mjd=img.mid_mjd)
         changed, new = _associate_and_grow(db, dets, image=group_id, mid_mjd=img.mid_mjd, beam_rad=img.beam_rad,
@@ -410,9 +420,12 @@ def _forced_in_blocks(path: Path, blocks: list[tuple[int, int, int, int]], *, wc
                       cfg: Config, ra_deg: np.ndarray, dec_deg: np.ndarray) -> list[dict]:
     """`forced_at` of positions (n,) in a mosaic's store, each in the block whose own columns
     hold it; rows as `forced_at` gives them for the whole mosaic (``index`` into the positions)."""
-    if ra_deg.size == 0:
+    ra_deg, dec_deg = np.asarray(ra_deg, float), np.asarray(dec_deg, float)
+    col = np.full(ra_deg.shape, np.nan)
+    ok = np.isfinite(ra_deg) & np.isfinite(dec_deg)  # (a position the catalogue lacks: never measured)
+    if not ok.any():
         return []
-    col = np.round(np.asarray(wcs.world_to_pixel_values(ra_deg, dec_deg)[0], float))
+    col[ok] = np.round(np.asarray(wcs.world_to_pixel_values(ra_deg[ok], dec_deg[ok])[0], float))
     meas = []
     for lo, hi, x0, x1 in blocks:
         idx = np.flatnonzero((col >= x0) & (col < x1))
@@ -446,7 +459,7 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
     cell = np.radians(abs(header["CDELT1"]))
     mid_mjd = float(header["MJD-AVG"])
     blocks = _column_blocks(int(header["NAXIS1"]), block=MOSAIC_BLOCK_X, margin=MOSAIC_MARGIN_X)
-    dets = _detect_in_blocks(path, blocks, wcs=wcs, beam=beam, cell=cell, cfg=cfg)
+    dets = _usable(_detect_in_blocks(path, blocks, wcs=wcs, beam=beam, cell=cell, cfg=cfg), image=name)
     for d in dets:
         d.update(kind="mosaic", mid_mjd=mid_mjd)
     db = CatalogueDB(root / "state" / "products.sqlite3")
@@ -457,8 +470,8 @@ def update_catalogue_from_mosaic(root: str | Path, name: str, *, cfg: Config) ->
         db.record_detections(name, dets)
         sources = db.sources()
         meas = _forced_in_blocks(path, blocks, wcs=wcs, beam=beam, cell=cell, cfg=cfg,
-                                 ra_deg=np.array([s["ra_deg"] for s in sources]),
-                                 dec_deg=np.array([s["dec_deg"] for s in sources]))
+                                 ra_deg=np.array([s["ra_deg"] for s in sources], float),
+                                 dec_deg=np.array([s["dec_deg"] for s in sources], float))
         forced = []
         for m in meas:
             s = sources[m.pop("index")]

@@ -105,7 +105,10 @@ def measure_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wc
                     xs: np.ndarray) -> dict[str, np.ndarray]:
     """`find_sources`'s measurement of the islands whose brightest pixels are (``ys``, ``xs``)
     with values ``peaks`` (n,): a Gaussian of the restoring beam's shape fitted at each (free
-    amplitude and position; the pixel itself where the fit fails or moves more than 2 pixels)."""
+    amplitude and position; the pixel itself where the fit fails or moves more than 2 pixels).
+    ``rms_jy`` is ``rms`` at the island's brightest pixel, where it is finite (`find_islands`):
+    the fitted position may lie where it is not (a mosaic's edge); ``pb`` there too where it is
+    0 at the fitted position."""
     keys = ("x", "y", "ra_deg", "dec_deg", "peak_jy", "flux_jy", "rms_jy", "snr", "pb")
     if len(peaks) == 0:
         return {k: np.zeros(0) for k in keys}
@@ -117,9 +120,9 @@ def measure_islands(*, restored: np.ndarray, rms: np.ndarray, pb: np.ndarray, wc
         rows.append((x, y, amp))
     x, y, amp = (np.array(c) for c in zip(*rows))
     ra, dec = wcs.pixel_to_world_values(x, y)
-    local_rms = rms[np.clip(np.round(y).astype(int), 0, rms.shape[0] - 1),
-                    np.clip(np.round(x).astype(int), 0, rms.shape[1] - 1)]
+    local_rms = rms[np.asarray(ys, np.int64), np.asarray(xs, np.int64)].astype(np.float64)
     pb_at = sample(pb, x, y)
+    pb_at = np.where(pb_at > 0, pb_at, pb[np.asarray(ys, np.int64), np.asarray(xs, np.int64)])  # (as rms_jy)
     return {"x": x, "y": y, "ra_deg": np.asarray(ra) % 360.0, "dec_deg": np.asarray(dec), "peak_jy": amp,
             "flux_jy": amp / pb_at, "rms_jy": local_rms, "snr": amp / local_rms, "pb": pb_at}
 
