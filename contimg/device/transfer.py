@@ -2,7 +2,7 @@
 between the host and the device, and the moves themselves.
 
 A group is uploaded once (`upload`, `upload_flags`: flags go bit-packed, 1 bit a sample) and
-what comes back is small (`download`); the counter (`TransferCounter`, one per `VisChunk`)
+what comes back is small (`download`; `download_flags`, bit-packed again); the counter (`TransferCounter`, one per `VisChunk`)
 records both directions per label, so ``tools/bench_gpu.py`` and the tests can hold the
 traffic to the group's visibility bytes.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from contimg.device.backend import is_device
 
-__all__ = ["TransferCounter", "upload", "download", "upload_flags", "compact"]
+__all__ = ["TransferCounter", "upload", "download", "upload_flags", "download_flags", "compact"]
 
 _LOCK = threading.Lock()  # one for all counters (adds are rare: a few per stage); keeps them picklable
 
@@ -106,3 +106,15 @@ def upload_flags(flags: np.ndarray, *, xp, counter: TransferCounter | None = Non
     if counter is not None:
         counter.add("h2d", packed.nbytes, label)
     return xp.unpackbits(dev)[:flags.size].astype(bool).reshape(flags.shape)  # cupy's unpackbits has no count
+
+
+def download_flags(flags, *, xp, counter: TransferCounter | None = None, label: str = "flags") -> np.ndarray:
+    """A device bool array as a numpy one, bit-packed on the device and unpacked on the host:
+    1/8 of its bytes cross. Host arrays (numpy, no device) pass through uncounted."""
+    if not is_device(xp) or (_is_host(flags) and not getattr(xp, "TWIN", False)):
+        return np.asarray(flags)
+    packed = xp.packbits(flags.ravel())
+    host = packed.get() if hasattr(packed, "get") else np.asarray(packed)
+    if counter is not None:
+        counter.add("d2h", host.nbytes, label)
+    return np.unpackbits(host, count=flags.size).view(bool).reshape(flags.shape)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contimg.device.backend import array_module, to_host
+from contimg.device.transfer import TransferCounter, download_flags
 from contimg.flag import cpu as _cpu
 from contimg.flag import xp as _xp
 from contimg.flag.steps import AVERAGE_CLIP, ArraySteps, HostSteps
@@ -59,6 +60,7 @@ class FlagResult:
     flags: np.ndarray  # (ntime, nbl, nchan, npol) bool, host
     stats: FlagStats
     backend: str  # "cpu" or "gpu"
+    flags_xp: object = None  # the same flags where the data are (a device array, or ``flags`` itself)
 
 
 def _windows(*, chans_per_subband: int, nchan: int, half: int, respect: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +75,8 @@ def _windows(*, chans_per_subband: int, nchan: int, half: int, respect: bool) ->
 
 
 def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: int, chans_per_subband: int,
-               cfg, backend: str | None = None, array_code: bool | None = None) -> FlagResult:
+               cfg, backend: str | None = None, array_code: bool | None = None,
+               transfers: TransferCounter | None = None) -> FlagResult:
     """Flag one group.
 
     vis: (ntime, nbl, nchan, npol) complex64 (host or device); flags: same shape bool (the
@@ -82,7 +85,8 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
     backend: "cpu", "gpu" or "auto" (default ``cfg.backend``). array_code: run the device path's
     array code for every step (default: exactly on the GPU); True on the CPU runs the device
     algorithm on numpy, which the tests compare with the numba twin.
-    Returns the new flags (host) and their statistics.
+    Returns the new flags on the host (from a device bit-packed, counted in ``transfers``), the
+    same where the data are (``flags_xp``: they need not go up again) and their statistics.
     """
     if vis.ndim != 4 or tuple(flags.shape) != tuple(vis.shape) or len(ant1) != vis.shape[1] or len(ant2) != vis.shape[1]:
         raise ValueError(f"flag_group: vis {tuple(vis.shape)}, flags {tuple(flags.shape)}, ant1/ant2 "
@@ -164,9 +168,9 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
         autos = out[:, auto_d]
         autos |= xp.asarray(bl_dead[auto_idx])[None, :, None, None] | xp.asarray(chan_dead)[None, None, :, None]
         out[:, auto_d] = autos
-    flags_h = to_host(out)
+    flags_h = download_flags(out, xp=xp, counter=transfers, label="flags (flag_group)")
     stats = flag_stats(flags=flags_h, ant1=ant1, ant2=ant2, n_antennas=n_antennas, reasons=reasons)
-    return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu")
+    return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu", flags_xp=out)
 
 
 def baseline_average_hits(*, xp, mean, count, chi1: float, min_excess: float, rho: float, max_window: int,

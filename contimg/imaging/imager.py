@@ -17,7 +17,7 @@ from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import channel_frequencies, rephase_stokes_i
-from contimg.imaging.restore import FWHM_PER_SIGMA, elliptical_gaussian, fit_beam, restore
+from contimg.imaging.restore import FWHM_PER_SIGMA, beam_box, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
 from contimg.io.fits import read_clean_mask
 from contimg.calibrate.subtract import SubtractedSource
@@ -181,7 +181,7 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
                            cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads, consume=consume)
     dirty = gridder.dirty_image()
     psf = gridder.psf_image()
-    beam = fit_beam(psf=download(psf, xp=xp, counter=transfers, label="psf (beam fit)"), cell_rad=cell)
+    beam = fit_beam(psf=download(beam_box(psf), xp=xp, counter=transfers, label="psf (beam fit)"), cell_rad=cell)
     model, residual, iters, thresh, majors = cotton_schwab(
         dirty=dirty, psf=psf, residual_image=gridder.residual_image, niter=cfg.niter, gain=cfg.loop_gain,
         threshold_sigma=cfg.threshold_sigma, threshold_jy=cfg.threshold_jy, cycle_fraction=cfg.cycle_fraction,

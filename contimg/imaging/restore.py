@@ -23,13 +23,22 @@ def elliptical_gaussian(east, north, smaj, smin, pa):
     return np.exp(-0.5 * ((a / smaj) ** 2 + (b / smin) ** 2))
 
 
-def fit_beam(*, psf: np.ndarray, cell_rad: float, half_box: int = 24) -> tuple[float, float, float]:
+FIT_HALF_BOX = 24  # `fit_beam` reads the PSF's (2 * 24 + 1)² pixels around its peak
+
+
+def beam_box(psf, *, half_box: int = FIT_HALF_BOX):
+    """The (2 half_box + 1)² pixels of ``psf`` (ny, nx) around its peak at (ny/2, nx/2), a view
+    of the same array module: all `fit_beam` reads (a device's PSF need not come back whole)."""
+    cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
+    return psf[cy - half_box:cy + half_box + 1, cx - half_box:cx + half_box + 1]
+
+
+def fit_beam(*, psf: np.ndarray, cell_rad: float, half_box: int = FIT_HALF_BOX) -> tuple[float, float, float]:
     """(bmaj_rad, bmin_rad, bpa_rad) of the Gaussian fitted to the PSF's pixels above 0.35 near
     its peak (above 0.2, then 0.1, when fewer than 9 pixels are: a beam of ~2 pixels leaves a
     main lobe of 5, which three parameters fit exactly in several ways). psf: (ny, nx), peak at
-    (ny/2, nx/2)."""
-    cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
-    box = psf[cy - half_box:cy + half_box + 1, cx - half_box:cx + half_box + 1].astype(np.float64)
+    (ny/2, nx/2), or its `beam_box`."""
+    box = beam_box(psf, half_box=half_box).astype(np.float64)
     yy, xx = np.mgrid[-half_box:half_box + 1, -half_box:half_box + 1]
     east, north = -xx.astype(float), yy.astype(float)
     # the main lobe: pixels above 0.35 connected to the peak (flood fill)

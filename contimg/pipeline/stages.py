@@ -101,14 +101,11 @@ def _place(work: GroupWork, backend: str) -> None:
     work.chunk.to_device(array_module(backend))
 
 
-def _flags_onto(chunk: VisChunk, flags: np.ndarray, *, computed: bool) -> np.ndarray:
-    """The group's new flags (host, from `flag_group` or flags.zarr) where the chunk lives: on
-    the device they go up bit-packed; ``computed``: they came back from the device's flagging
-    (counted as such)."""
+def _flags_onto(chunk: VisChunk, flags: np.ndarray) -> np.ndarray:
+    """The group's stored flags (host, from flags.zarr) where the chunk lives: on the device they
+    go up bit-packed."""
     if not chunk.on_device:
         return flags
-    if computed:
-        chunk.transfers.add("d2h", flags.nbytes, "flags (flag_group)")
     return upload_flags(flags, xp=chunk.xp, counter=chunk.transfers, label="flags (flagged)")
 
 
@@ -137,7 +134,7 @@ def _flag(work: GroupWork, cfg: Config) -> None:
         arrays, attrs = read_zarr(path)
         if arrays["flags"].shape != chunk.flags.shape:
             raise ValueError(f"{path}: stored flags {arrays['flags'].shape} do not fit the data {chunk.flags.shape}")
-        chunk.flags = _flags_onto(chunk, arrays["flags"], computed=False)
+        chunk.flags = _flags_onto(chunk, arrays["flags"])
         work.flag_fraction = float(attrs["fraction"])
         if cfg.qa.enabled:
             work.gates["flag"] = flag_gate(fraction=work.flag_fraction, per_antenna=arrays["per_antenna"],
@@ -147,9 +144,10 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     nchan = chunk.vis.shape[2]
     result = flag_group(vis=chunk.vis, flags=chunk.flags, ant1=chunk.ant1, ant2=chunk.ant2,
                         n_antennas=chunk.antenna_enu_m.shape[0],
-                        chans_per_subband=nchan // max(len(chunk.subbands_present), 1), cfg=cfg.flag)
+                        chans_per_subband=nchan // max(len(chunk.subbands_present), 1), cfg=cfg.flag,
+                        transfers=chunk.transfers if chunk.on_device else None)
     flags, stats = result.flags, result.stats  # flags on the host: flags.zarr and the statistics use them
-    chunk.flags = _flags_onto(chunk, flags, computed=True)
+    chunk.flags = result.flags_xp if chunk.on_device else flags  # (on the device: they stay there)
     work.flag_fraction = float(stats.fraction)
     cross = chunk.cross
     per_time_channel = flagged_fraction_time_channel(flags, cross)
