@@ -155,6 +155,26 @@ def test_clean_with_the_device_algorithm_on_the_host_equals_the_ducc0_clean(smal
             pytest.approx(s, rel=0.02)
 
 
+def test_a_device_clean_brings_back_only_the_images_asked_for(small_sky):
+    """From a device (the twin) come back residual, restored and the asked-for images: with
+    ``images=("dirty",)`` three planes cross (the host→device counter's "images"), psf and
+    model are None, and what came back equals the clean that returned all five."""
+    from contimg.device.transfer import TransferCounter
+
+    o = small_sky
+    cfg = ImageConfig(npix=o["npix"], cell_arcsec=30.0, weighting="natural", niter=100, threshold_sigma=3.0)
+    kw = dict(uvw_m=o["uvw"], freq_hz=o["freq"], wgt=o["wgt"], npix=o["npix"], cell_rad=o["cell"], cfg=cfg,
+              backend="twin")
+    every, some = TransferCounter(), TransferCounter()
+    full = clean_image(vis=o["vis"].copy(), transfers=every, **kw)
+    part = clean_image(vis=o["vis"].copy(), transfers=some, images=("dirty",), **kw)
+    plane = o["npix"] ** 2 * 4
+    assert every.by_label["d2h:images"] == 5 * plane and some.by_label["d2h:images"] == 3 * plane
+    assert part.psf is None and part.model is None
+    for name in ("dirty", "residual", "restored"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(full, name))
+
+
 # ---- on a device: the whole device clean against the CPU clean (the kernels themselves are
 # held to their twins in tests/test_kernels.py, under the CUDA simulator in CI and on a device)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ __all__ = ["ImageSet", "Cleaned", "StokesI", "clean_image", "make_images", "stok
 class ImageSet:
     """Images (ny, nx) float32 in FITS order; beam FWHMs and PA in radians."""
 
-    images: dict[str, np.ndarray]  # dirty, psf, model, residual, restored, pbcor, pb
+    images: dict[str, np.ndarray]  # residual, restored, pbcor, pb; dirty, psf, model where asked for
     ra_rad: float
     dec_rad: float
     cell_rad: float
@@ -58,7 +59,7 @@ def _sin_pixel(*, ra_rad: float, dec_rad: float, ra0: float, dec0: float, npix: 
     return npix / 2 - l / cell_rad, npix / 2 + m / cell_rad
 
 
-def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, sources: list[SubtractedSource],
+def _add_back(*, restored: np.ndarray, model: np.ndarray | None, pb: np.ndarray, sources: list[SubtractedSource],
               freq_hz: float, ra0: float, dec0: float, cell_rad: float, beam: tuple[float, float, float]) -> None:
     """Restore subtracted sources analytically (in place): the restoring beam at their exact
     position with their fitted flux times the averaged primary beam there."""
@@ -74,16 +75,20 @@ def _add_back(*, restored: np.ndarray, model: np.ndarray, pb: np.ndarray, source
         y0, y1, x0, x1 = max(iy - half, 0), min(iy + half + 1, n), max(ix - half, 0), min(ix + half + 1, n)
         yy, xx = np.mgrid[y0:y1, x0:x1]
         restored[y0:y1, x0:x1] += (peak * elliptical_gaussian(-(xx - x), yy - y, smaj, smin, beam[2])).astype(restored.dtype)
-        model[iy, ix] += peak
+        if model is not None:
+            model[iy, ix] += peak
+
+
+CLEAN_IMAGES = ("dirty", "psf", "model")  # what `clean_image` can leave out (residual and restored: never)
 
 
 @dataclass
 class Cleaned:
     """What `clean_image` makes: images (npix, npix) float32 in FITS order."""
 
-    dirty: np.ndarray
-    psf: np.ndarray
-    model: np.ndarray  # Jy/pixel
+    dirty: np.ndarray | None  # (None: not asked for: `clean_image`'s ``images``)
+    psf: np.ndarray | None
+    model: np.ndarray | None  # Jy/pixel
     residual: np.ndarray
     restored: np.ndarray
     beam_rad: tuple[float, float, float]  # restoring beam FWHMs and PA
@@ -154,7 +159,7 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
                 cell_rad: float, cfg: ImageConfig, nthreads: int = 1, backend: str | None = None,
                 weights_on_device: bool = False, transfers: TransferCounter | None = None,
-                consume: bool = False) -> Cleaned:
+                consume: bool = False, images: Collection[str] = CLEAN_IMAGES) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
     dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
@@ -167,7 +172,8 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
     weights too unless ``weights_on_device`` (`make_images` reduces them there); what comes back
     is added to ``transfers``. ``consume``: the caller no longer needs ``vis`` and ``wgt``: on the
     CPU the imaging weights overwrite ``wgt`` and the residual visibilities ``vis`` (no second
-    (nrow, nchan) array of either)."""
+    (nrow, nchan) array of either). ``images``: which of dirty, psf and model the caller wants
+    (the others are None: from a device they do not come back); residual and restored always."""
     cell = cell_rad
     mask = read_clean_mask(cfg.clean_mask, npix=npix)  # a bad mask fails before any gridding
     kind = imaging_backend(backend or cfg.backend)
@@ -188,8 +194,10 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
         max_major=cfg.max_major_cycles, mask=mask, xp=gridder.xp)
     restored = restore(model=model, residual=residual, bmaj_rad=beam[0], bmin_rad=beam[1], bpa_rad=beam[2],
                        cell_rad=cell, xp=xp)  # on the device for a device backend, then all come back
-    dirty, psf, model, residual, restored = (download(a, xp=xp, counter=transfers, label="images")
-                                             for a in (dirty, psf, model, residual, restored))
+    wanted = set(images) | {"residual", "restored"}
+    dirty, psf, model, residual, restored = (
+        download(a, xp=xp, counter=transfers, label="images") if name in wanted else None
+        for name, a in zip(("dirty", "psf", "model", "residual", "restored"), (dirty, psf, model, residual, restored)))
     if not weights_on_device:
         wgt = download(wgt, xp=xp, counter=transfers, label="weights")
     return Cleaned(dirty, psf, model, residual, restored, beam, wgt, iters, thresh, majors)
@@ -270,7 +278,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     si.vis = si.wgt = None
     c = clean_image(uvw_m=si.uvw_m, freq_hz=si.freq_hz, vis=vis, wgt=wgt, npix=cfg.npix, cell_rad=cell, cfg=cfg,
                     nthreads=nthreads, backend=kind, weights_on_device=True, transfers=si.transfers,
-                    consume=True)
+                    consume=True, images=cfg.products)
     del vis
     wgt, beam, n = c.weights, c.beam_rad, cfg.npix
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
@@ -280,10 +288,9 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
                          counter=si.transfers, label="weight sums")
     n_vis = int(xp.count_nonzero(wgt > 0))
     del wgt
-    pb = download(average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=si.time_jd,
-                                       freq_hz=si.freq_hz, weight_tf=weight_tf,
-                                       pointing_dec_rad=si.pointing_dec_rad, xp=xp),
-                  xp=xp, counter=si.transfers, label="images")
+    # on the host whatever the backend: it is made on a coarse grid there, and only the host uses it
+    pb = average_primary_beam(npix=n, cell_rad=cell, ra_rad=ra, dec_rad=dec, time_jd=si.time_jd,
+                              freq_hz=si.freq_hz, weight_tf=weight_tf, pointing_dec_rad=si.pointing_dec_rad)
     wf = weight_tf.sum(axis=0)
     freq = float(np.sum(wf * si.freq_hz) / max(wf.sum(), 1e-30))
     if subtracted:
@@ -294,9 +301,10 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
              "rms %.3g Jy, peak %.3g Jy", si.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
              np.degrees(beam[2]), iters, majors, noise, float(restored.max()))
+    made = {"dirty": dirty, "psf": psf, "model": model, "residual": residual, "restored": restored,
+            "pbcor": pbcor, "pb": pb}
     return ImageSet(
-        images={"dirty": dirty, "psf": psf, "model": model, "residual": residual, "restored": restored,
-                "pbcor": pbcor, "pb": pb},
+        images={k: v for k, v in made.items() if v is not None},
         ra_rad=ra, dec_rad=dec, cell_rad=cell, freq_hz=freq,
         bandwidth_hz=float(si.freq_hz[-1] - si.freq_hz[0] + si.chan_width_hz),
         time_start_jd=float(si.time_jd[0] - si.int_time_s / 86400 / 2), time_mid_jd=mid, beam_rad=beam,
