@@ -2,9 +2,9 @@
 between the host and the device, and the moves themselves.
 
 A group is uploaded once (`upload`, `upload_flags`: flags go bit-packed, 1 bit a sample) and
-what comes back is small (`download`; `download_flags`, bit-packed again); the counter (`TransferCounter`, one per `VisChunk`)
-records both directions per label, so ``tools/bench_gpu.py`` and the tests can hold the
-traffic to the group's visibility bytes.
+what comes back is small (`download`; `download_flags`, bit-packed again); the counter
+(`TransferCounter`, one per `VisChunk`) records both directions per label, so
+``tools/bench_gpu.py`` and the tests can hold the traffic to the group's visibility bytes.
 
 ``xp`` is the array module of the device path: cupy on a device, or `contimg.device.backend.TWIN`
 (numpy standing in for cupy: the device path's array code run on the host, the moves counted as
