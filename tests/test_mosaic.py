@@ -279,6 +279,28 @@ def test_running_spans_close_once_no_group_reaches_them(tmp_path):
     np.testing.assert_array_equal(afits.getdata(row_paths["image"])[0, 0], planes["image"])
 
 
+SEARCH_CELL = np.radians(20.0 / 3600)  # the source-search tests' mosaics: 20" pixels, a 4 x 3 pixel beam
+SEARCH_BEAM = (4 * SEARCH_CELL, 3 * SEARCH_CELL, 0.0)
+
+
+def _search_header(nx: int):
+    """A strip mosaic's header, 64 rows by ``nx`` columns of `SEARCH_CELL`, beam `SEARCH_BEAM`."""
+    h = strip_header(ra_rad=np.radians(180.0), dec_rad=DEC0, width_rad=nx * SEARCH_CELL, height_rad=64 * SEARCH_CELL,
+                     cell_rad=SEARCH_CELL, freq_hz=1.4e9, bandwidth_hz=1e8, time_start_jd=2461000.5,
+                     time_mid_jd=2461000.52, beam_rad=SEARCH_BEAM)
+    h["MJD-AVG"] = 61000.02
+    return h
+
+
+def _search_config(**catalogue):
+    """The test configuration without the external and sky catalogues, ``catalogue`` settings changed."""
+    from contimg.config import load_config
+
+    cfg = load_config("test", use_env=False)
+    return cfg.model_copy(update={"catalogue": cfg.catalogue.model_copy(update={"external": "", **catalogue}),
+                                  "sky": cfg.sky.model_copy(update={"catalogue": ""})})
+
+
 def test_mosaic_source_search_in_column_blocks_equals_the_whole(tmp_path, monkeypatch):
     """A span's closing search reads its mosaic in blocks of columns (memory bounded whatever
     the span's length). On a synthetic 64 × 700 mosaic with 40 sources (several on the blocks'
@@ -286,19 +308,14 @@ def test_mosaic_source_search_in_column_blocks_equals_the_whole(tmp_path, monkey
     forced measurements equal `find_sources` and `forced_at` run on the whole planes: the same
     brightest ``max_sources`` islands, positions (to 1e-7 deg, 0.02 % of a pixel), fluxes and
     noise, in the same order."""
-    from contimg.config import load_config
     from contimg.io.store import write_zarr
     from contimg.pipeline import catalogue as catmod
     from contimg.qa.photometry import forced_at
     from contimg.qa.sources import find_sources
     from contimg.state.catalogue import CatalogueDB
 
-    cell = np.radians(20.0 / 3600)
-    beam = (4 * cell, 3 * cell, 0.0)
-    h = strip_header(ra_rad=np.radians(180.0), dec_rad=DEC0, width_rad=700 * cell, height_rad=64 * cell,
-                     cell_rad=cell, freq_hz=1.4e9, bandwidth_hz=1e8, time_start_jd=2461000.5,
-                     time_mid_jd=2461000.52, beam_rad=beam)
-    h["MJD-AVG"] = 61000.02
+    cell, beam = SEARCH_CELL, SEARCH_BEAM
+    h = _search_header(700)
     ny, nx = h["NAXIS2"], h["NAXIS1"]
     rng = np.random.default_rng(5)
     xs = np.concatenate([rng.uniform(10, nx - 10, 32), [127.6, 128.4, 255.5, 383.0, 384.2, 511.7, 512.5, 640.1]])
@@ -317,9 +334,7 @@ def test_mosaic_source_search_in_column_blocks_equals_the_whole(tmp_path, monkey
                arrays={"image": image.astype(np.float32), "noise": noise, "pb_weight": pb_weight},
                attrs={"header": h.tostring(), "groups": []})
     (tmp_path / "state").mkdir()
-    cfg = load_config("test", use_env=False)
-    cfg = cfg.model_copy(update={"catalogue": cfg.catalogue.model_copy(update={"max_sources": 25, "external": ""}),
-                                 "sky": cfg.sky.model_copy(update={"catalogue": ""})})
+    cfg = _search_config(max_sources=25)
     monkeypatch.setattr(catmod, "MOSAIC_BLOCK_X", 128)
     monkeypatch.setattr(catmod, "MOSAIC_MARGIN_X", 24)
     out = catmod.update_catalogue_from_mosaic(tmp_path, name, cfg=cfg)
@@ -359,17 +374,11 @@ def test_a_source_fitted_beyond_the_mosaic_edge_keeps_its_noise_and_position(tmp
     pixel where it was found: the noise was read at the fitted position (NaN outside the
     coverage), the source got a NaN position (stored as NULL) and every later catalogue update
     failed on it ("catalogue and mosaic update failed" in the service log)."""
-    from contimg.config import load_config
     from contimg.io.store import write_zarr
     from contimg.pipeline import catalogue as catmod
     from contimg.state.catalogue import CatalogueDB
 
-    cell = np.radians(20.0 / 3600)
-    beam = (4 * cell, 3 * cell, 0.0)
-    h = strip_header(ra_rad=np.radians(180.0), dec_rad=DEC0, width_rad=200 * cell, height_rad=64 * cell,
-                     cell_rad=cell, freq_hz=1.4e9, bandwidth_hz=1e8, time_start_jd=2461000.5,
-                     time_mid_jd=2461000.52, beam_rad=beam)
-    h["MJD-AVG"] = 61000.02
+    h = _search_header(200)
     ny, nx = h["NAXIS2"], h["NAXIS1"]
     truth = [(101.4, 32.3, 0.5), (50.2, 20.7, 0.3)]  # (x, y, Jy/beam): the first beyond the edge
     yy, xx = np.mgrid[0:ny, 0:nx]
@@ -383,9 +392,7 @@ def test_a_source_fitted_beyond_the_mosaic_edge_keeps_its_noise_and_position(tmp
         write_zarr(tmp_path / "mosaics" / name / f"{name}.zarr", arrays=arrays,
                    attrs={"header": h.tostring(), "groups": []})
     (tmp_path / "state").mkdir()
-    cfg = load_config("test", use_env=False)
-    cfg = cfg.model_copy(update={"catalogue": cfg.catalogue.model_copy(update={"external": ""}),
-                                 "sky": cfg.sky.model_copy(update={"catalogue": ""})})
+    cfg = _search_config()
     first = catmod.update_catalogue_from_mosaic(tmp_path, "span_a", cfg=cfg)
     second = catmod.update_catalogue_from_mosaic(tmp_path, "span_b", cfg=cfg)
     db = CatalogueDB(tmp_path / "state" / "products.sqlite3")
