@@ -301,3 +301,27 @@ def test_chunk_moves_once_and_counts_its_bytes():
     np.testing.assert_array_equal(chunk.flags, flags)
     np.testing.assert_array_equal(chunk.weights, weights)
     chunk.check()
+
+
+def _check_host_zeros(xp) -> np.ndarray:
+    from contimg.device.backend import host_zeros
+
+    a = host_zeros((3, 1000), np.complex64, xp=xp)
+    assert isinstance(a, np.ndarray) and a.shape == (3, 1000) and a.dtype == np.complex64 and not a.any()
+    return a
+
+
+def test_a_host_buffer_for_the_twin_is_plain_numpy():
+    """The twin and numpy get plain zeroed numpy arrays (lazily committed pages)."""
+    for xp in (np, TWIN):
+        assert _check_host_zeros(xp).base is None
+
+
+@pytest.mark.gpu
+def test_a_host_buffer_for_a_device_is_pinned():
+    """For cupy the read's visibilities are page-locked: the CUDA runtime calls the pointer host
+    memory (cudaMemoryTypeHost, 1), which the copy engine reads without a staging copy."""
+    import cupy
+
+    a = _check_host_zeros(cupy)
+    assert cupy.cuda.runtime.pointerGetAttributes(a.ctypes.data).type == 1

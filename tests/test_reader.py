@@ -82,6 +82,42 @@ def test_nonuniform_weights_equal_pyuvdata(copy_group):
     assert (chunk.weights == 0.5).any() and (chunk.weights == 0).sum() == 1
 
 
+def test_flags_in_files_equal_pyuvdata_and_the_vis_go_where_asked(copy_group):
+    """Files that flag samples (one integration of one subband, three samples of another; the
+    rest flag nothing): the group's flags equal pyuvdata's flag_array of each file, and the
+    visibilities are made by ``vis_zeros`` (the stages pass pinned host memory for a device)."""
+    import h5py
+    from pyuvdata import UVData
+
+    folder, files = copy_group
+    for sb in (4, 11):
+        with h5py.File(files[sb], "r+") as f:
+            fl = f["Data/flags"][()]
+            plane = fl.reshape(fl.shape[0], -1, fl.shape[-1])  # (blt, chan, pol) whatever the spw axis
+            nbl = fl.shape[0] // int(f["Header/Ntimes"][()])
+            if sb == 4:
+                plane[2 * nbl:3 * nbl, 1:3] = True  # one integration, two channels, both polarizations
+            else:
+                plane[[3, 7, 8], [0, 2, 3], 1] = True
+            f["Data/flags"][...] = fl
+    made = []
+
+    def vis_zeros(shape, dtype):
+        made.append((shape, np.dtype(dtype)))
+        return np.zeros(shape, dtype)
+
+    chunk = read_group(_group(folder), vis_zeros=vis_zeros)
+    assert made == [(chunk.vis.shape, np.dtype(np.complex64))]
+    flags = []
+    for sb in range(15, -1, -1):
+        uv = UVData()
+        uv.read(files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
+        order = np.argsort(uv.freq_array)
+        flags.append(uv.flag_array[:, order].reshape(uv.Ntimes, uv.Nbls, -1, 2))
+    assert np.array_equal(chunk.flags, np.concatenate(flags, axis=2))
+    assert chunk.flags.sum() == chunk.vis.shape[1] * 2 * 2 + 3
+
+
 def test_incomplete_files_are_not_subband_files(tmp_path):
     assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03_incomplete.hdf5") is None
     assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03.hdf5").subband == 3

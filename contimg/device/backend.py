@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "TWIN"]
+__all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "host_zeros", "TWIN"]
 
 
 class _Twin(ModuleType):
@@ -72,3 +72,14 @@ def array_module(backend: str) -> ModuleType:
 def to_host(arr):
     """A numpy array from a numpy or cupy array."""
     return arr.get() if hasattr(arr, "get") else np.asarray(arr)
+
+
+def host_zeros(shape: tuple[int, ...], dtype, *, xp=np) -> np.ndarray:
+    """A zeroed host (numpy) array to fill and then upload to ``xp``'s device: page-locked
+    (pinned) memory for cupy, which the copy engine reads at the bus's full speed without a
+    staging copy; plain ``np.zeros`` otherwise (numpy, the twin)."""
+    if xp is np or getattr(xp, "TWIN", False):
+        return np.zeros(shape, dtype)
+    import cupyx
+
+    return cupyx.zeros_pinned(shape, dtype)

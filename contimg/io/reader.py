@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -215,11 +216,13 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
 
 
 def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "flag", min_subbands: int = 1,
-               read_threads: int = 4) -> VisChunk:
+               read_threads: int = 4, vis_zeros: Callable[[tuple, type], np.ndarray] = np.zeros) -> VisChunk:
     """Read ``group`` into a `VisChunk` (ascending frequency, uvw cast to float64).
 
     on_bad_subband: "flag" (record the reason, flag its channels) or "fail" (raise `ReadError`).
-    Raises `ReadError` when fewer than ``min_subbands`` subbands are usable.
+    Raises `ReadError` when fewer than ``min_subbands`` subbands are usable. ``vis_zeros(shape,
+    dtype)`` makes the group's zeroed vis array (`contimg.device.backend.host_zeros`: pinned host
+    memory for a group bound for a device).
     """
     gid = group.group_id
     problems: dict[int, str] = {}  # per subband, the reason (kept in the chunk, one entry each)
@@ -247,7 +250,7 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
 
     nchan_total = n_subbands * ref.nchan
     shape = (ref.ntime, ref.nbl, nchan_total, ref.npol)
-    vis = np.zeros(shape, np.complex64)
+    vis = vis_zeros(shape, np.complex64)
     # False until a file flags something: fresh zero pages are not resident until written, and
     # files that flag nothing (the usual case) then cost no memory for their flags until the flagger
     # runs (a read-ahead group waits a whole imaging stage: 0.16 GiB at real size)
