@@ -108,3 +108,23 @@ def test_restored_image_recovers_the_sky(pipeline_run, sim_dir, group_index):
     assert len(rows) >= 20
     assert not bad, "\n".join(bad)
     assert len(outside_5pc) <= 0.1 * len(rows), "\n".join(outside_5pc)
+
+
+def test_writing_a_product_the_stored_images_lack_names_the_group_and_the_remedy(tmp_path):
+    """A group resumed from an image.zarr made when `image.products` named fewer images (dirty,
+    psf and model are kept only when named): the write stage fails with the group, the missing
+    image and what to do, not a KeyError."""
+    from contimg.config import load_config
+    from contimg.imaging.imager import ImageSet
+    from contimg.io.naming import Group
+    from contimg.pipeline.stages import run_stage
+    from contimg.pipeline.work import GroupWork
+
+    plane = np.zeros((8, 8), np.float32)
+    imgs = ImageSet(images={k: plane for k in ("residual", "restored", "pbcor", "pb")}, ra_rad=1.0, dec_rad=0.5,
+                    cell_rad=1e-4, freq_hz=1.4e9, bandwidth_hz=1e8, time_start_jd=2461000.5, time_mid_jd=2461000.5,
+                    beam_rad=(3e-4, 2e-4, 0.0), noise_jy=1e-3, peak_jy=0.0, clean_iterations=0)
+    work = GroupWork(group=Group("2026-03-22T07:51:03", {}), root=tmp_path, imgs=imgs)
+    cfg = load_config("test", use_env=False)
+    with pytest.raises(ValueError, match=r"2026-03-22T07:51:03: its image.zarr has no dirty, psf, model image"):
+        run_stage("write", work, cfg)

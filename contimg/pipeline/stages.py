@@ -312,6 +312,10 @@ def _write(work: GroupWork, cfg: Config) -> None:
     """FITS products, each written under a temporary name and renamed into place; the rows for
     the products database are left in ``work.image_rows`` for the shell to record."""
     imgs = work.imgs
+    lacking = [kind for kind in cfg.image.products if kind not in imgs.images]
+    if lacking:  # a group resumed from an image.zarr made when image.products named fewer images
+        raise ValueError(f"group {work.group_id}: its image.zarr has no {', '.join(lacking)} image (made before "
+                         f"image.products named it): reprocess the group from the image stage")
     work.products, work.image_rows = [], []
     for kind in cfg.image.products:
         image = imgs.images[kind]
