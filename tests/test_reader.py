@@ -13,6 +13,20 @@ def _group(folder):
     return group_files(scan_folder(folder), tolerance_s=60)[0]
 
 
+def _pyuvdata_group(files: dict, name: str) -> np.ndarray:
+    """pyuvdata's array ``name`` (flag_array, nsample_array) of the 16 subband files, each in
+    ascending frequency, concatenated as the reader's (ntime, nbl, nchan, 2)."""
+    from pyuvdata import UVData
+
+    planes = []
+    for sb in range(15, -1, -1):  # sb15 is the lowest subband
+        uv = UVData()
+        uv.read(files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
+        order = np.argsort(uv.freq_array)
+        planes.append(getattr(uv, name)[:, order].reshape(uv.Ntimes, uv.Nbls, -1, 2))
+    return np.concatenate(planes, axis=2)
+
+
 def test_reader_equals_pyuvdata(sim_dir):
     """pyuvdata reads each subband (it refuses the 16 at once because of the float32 uvw); we
     concatenate its arrays in ascending frequency and compare with ours."""
@@ -61,7 +75,6 @@ def test_nonuniform_weights_equal_pyuvdata(copy_group):
     """One subband whose nsamples vary (one integration's halved, one sample zeroed): the full
     weights array, equal to pyuvdata's nsample_array of each file, the other subbands' too."""
     import h5py
-    from pyuvdata import UVData
 
     folder, files = copy_group
     with h5py.File(files[9], "r+") as f:
@@ -72,13 +85,7 @@ def test_nonuniform_weights_equal_pyuvdata(copy_group):
         f["Data/nsamples"][...] = ns
     chunk = read_group(_group(folder))
     assert 0 not in chunk.weights.strides
-    nsamp = []
-    for sb in range(15, -1, -1):
-        uv = UVData()
-        uv.read(files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
-        order = np.argsort(uv.freq_array)
-        nsamp.append(uv.nsample_array[:, order].reshape(uv.Ntimes, uv.Nbls, -1, 2))
-    assert np.array_equal(chunk.weights, np.concatenate(nsamp, axis=2))
+    assert np.array_equal(chunk.weights, _pyuvdata_group(files, "nsample_array"))
     assert (chunk.weights == 0.5).any() and (chunk.weights == 0).sum() == 1
 
 
@@ -87,7 +94,6 @@ def test_flags_in_files_equal_pyuvdata_and_the_vis_go_where_asked(copy_group):
     rest flag nothing): the group's flags equal pyuvdata's flag_array of each file, and the
     visibilities are made by ``vis_zeros`` (the stages pass pinned host memory for a device)."""
     import h5py
-    from pyuvdata import UVData
 
     folder, files = copy_group
     for sb in (4, 11):
@@ -108,13 +114,7 @@ def test_flags_in_files_equal_pyuvdata_and_the_vis_go_where_asked(copy_group):
 
     chunk = read_group(_group(folder), vis_zeros=vis_zeros)
     assert made == [(chunk.vis.shape, np.dtype(np.complex64))]
-    flags = []
-    for sb in range(15, -1, -1):
-        uv = UVData()
-        uv.read(files[sb], file_type="uvh5", run_check=False, strict_uvw_antpos_check=False)
-        order = np.argsort(uv.freq_array)
-        flags.append(uv.flag_array[:, order].reshape(uv.Ntimes, uv.Nbls, -1, 2))
-    assert np.array_equal(chunk.flags, np.concatenate(flags, axis=2))
+    assert np.array_equal(chunk.flags, _pyuvdata_group(files, "flag_array"))
     assert chunk.flags.sum() == chunk.vis.shape[1] * 2 * 2 + 3
 
 
