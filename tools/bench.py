@@ -1,6 +1,6 @@
 """The benchmark of the whole system against its peers, one command (docs/benchmarks/README.md).
 
-    python tools/bench.py run --data /tmp/rs2 --work /tmp/bench      # ~15 min on 2 cores
+    python tools/bench.py run --data /tmp/rs2 --work /tmp/bench      # ~45 min on 2 cores
     python tools/bench.py report docs/benchmarks/bench.json          # the Markdown again
     python tools/bench.py regress [--sim-dir D] [--out F]            # seconds: what CI records
 
@@ -26,6 +26,11 @@ alone), under ``nice -n -20`` where allowed:
    (ingest.sqlite3: ``last_file_at`` to the write stage's end).
 4. **Profile**: the full mode's stages of both groups in one thread under cProfile, the
    functions with the most own time (numba kernels are one entry each).
+5. **Memory over a replay** (the always-on service): ``contimg replay`` of ``--replay-groups``
+   real-size groups (``--replay-data``, simulated when it holds fewer; full mode, prefetch 1,
+   at 1000x their cadence so groups queue behind each other) with the child's RSS sampled every
+   0.25 s (tools/bench_service.py): the peak in each group's window, the curve, and the last
+   five windows' peak over the first five's (flat: <= 1.05).
 
 GPU rows stay empty unless a CUDA device is present (none on the development machine); they are
 never estimated.
@@ -221,6 +226,32 @@ def _latency(*, data: Path, work: Path, speed: float) -> dict:
     return r
 
 
+def _replay_memory(*, data: Path, work: Path, n_groups: int, speed: float = 1000.0, config: str = "dsa110") -> dict:
+    """The service's resident memory over a replay of ``n_groups`` real-size groups (full mode,
+    prefetch 1): each group's window peak (MiB), the curve every ~5 s, and the group states."""
+    import bench_service as _bs
+
+    if not data.is_dir() or len(_groups(data)) < n_groups:
+        shutil.rmtree(data, ignore_errors=True)
+        subprocess.run([*CI, "simulate", str(data), "--groups", str(n_groups), "--config", config], check=True)
+    work.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(work=work, mode="replay", size="real", config=config, speed=speed)
+    n_groups = len(_groups(data))  # the replay takes every group in the folder
+    r = _bs.run_once(ns, data, prefetch=1)
+    windows, _ = _bs.window_peaks(r)
+    con = sqlite3.connect(work / "root-replay-real-p1" / "state" / "ingest.sqlite3")
+    states = [row[0] for row in con.execute("SELECT state FROM ingest_queue")]
+    con.close()
+    every = max(1, int(5.0 / 0.25))
+    return {"exit": r["code"], "wall_s": r["wall"], "groups": n_groups, "speed": speed, "prefetch": 1,
+            "states": {st: states.count(st) for st in sorted(set(states))},
+            "written": len(r["done"]), "window_peak_mib": windows,
+            "peak_mib": max(m for _, m in r["samples"]),
+            "curve_t_s_rss_mib": [(round(t, 1), round(m)) for t, m in r["samples"][::every]],
+            "groups_per_hour": 3600 * (len(r["done"]) - 1) / (r["done"][-1] - r["done"][0]) if len(r["done"]) > 1 else None,
+            "last5_over_first5": max(windows[-5:]) / max(windows[:5]) if len(windows) >= 10 else None}
+
+
 def _profile_top(path: Path, n: int = 20) -> list[dict]:
     st = pstats.Stats(str(path))
     rows = []
@@ -272,6 +303,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 threads=args.threads),
         "latency": lambda: _latency(data=data, work=work, speed=args.replay_speed),
         "profile": lambda: _profile(data=data, groups=groups, out=prof),
+        "replay_memory": lambda: _replay_memory(data=args.replay_data.resolve(), work=work,
+                                                n_groups=args.replay_groups),
     }
     for name, step in todo.items():
         if name in steps:
@@ -316,6 +349,8 @@ def summarize(r: dict) -> dict:
         "backlog_wall_per_group_s": {"quick": s["chain_quick"]["backlog"]["wall_per_group_s"],
                                      "full": s["chain_dsa110"]["backlog"]["wall_per_group_s"]},
         "latency_s": {g: v["latency_s"] for g, v in s["latency"]["groups"].items()},
+        "replay_peak_gib": s["replay_memory"]["peak_mib"] / 1024 if "replay_memory" in s else None,
+        "replay_last5_over_first5": s["replay_memory"]["last5_over_first5"] if "replay_memory" in s else None,
         # issue 25's targets (the design's first ones were 0.5 and 60 s)
         "targets": {"full_le_0.3_of_aoflagger_plus_wsclean": full["processing_s"] <= 0.3 * (ao + ws),
                     "quick_le_30_s": quick["processing_s"] <= 30.0,
@@ -323,6 +358,10 @@ def summarize(r: dict) -> dict:
                     "backlog_rss_le_4_gib": max(s["chain_dsa110"]["backlog"]["peak_rss_gib"],
                                                 s["chain_quick"]["backlog"]["peak_rss_gib"]) <= 4.0},
     }
+    if "replay_memory" in s:
+        rm = s["replay_memory"]
+        out["targets"]["replay_le_4_gib"] = rm["peak_mib"] / 1024 <= 4.0
+        out["targets"]["replay_flat"] = rm["last5_over_first5"] is not None and rm["last5_over_first5"] <= 1.05
     return out
 
 
@@ -337,7 +376,7 @@ def _met(ok: bool) -> str:
 
 def _ratio_lines(sm: dict) -> list[str]:
     t, rss = sm["targets"], sm["peak_rss_gib"]
-    return [f"full chain per group {sm['full_processing_s']:.1f} s (real-time factor {sm['full_real_time_factor']:.1f}); "
+    lines = [f"full chain per group {sm['full_processing_s']:.1f} s (real-time factor {sm['full_real_time_factor']:.1f}); "
             f"AOFlagger + WSClean {sm['aoflagger_plus_wsclean_s']:.1f} s: ratio {sm['full_over_peers']:.2f} "
             f"(target <= 0.3: {_met(t['full_le_0.3_of_aoflagger_plus_wsclean'])})",
             f"quick chain per group {sm['quick_processing_s']:.1f} s (real-time factor "
@@ -350,6 +389,13 @@ def _ratio_lines(sm: dict) -> list[str]:
             f"{sm['image_contimg_over_wsclean']:.2f}"
             + (f"; imaging / one ducc0 pass {sm['image_contimg_over_one_ducc0_pass']:.1f}"
                if sm.get("image_contimg_over_one_ducc0_pass") else "")]
+    if "replay_flat" in t:
+        lines.append(f"the service over a replay of real-size groups: peak {sm['replay_peak_gib']:.2f} GiB (target <= 4: "
+                     f"{_met(t['replay_le_4_gib'])}); the last five groups' peak over the first five's "
+                     + (f"{sm['replay_last5_over_first5']:.3f}" if sm["replay_last5_over_first5"] is not None
+                        else "not measured (fewer than 10 groups)")
+                     + f" (flat, <= 1.05: {_met(t['replay_flat'])})")
+    return lines
 
 
 def write_report(json_path: Path, md_path: Path) -> None:
@@ -423,6 +469,30 @@ def write_report(json_path: Path, md_path: Path) -> None:
           "| function | calls | own (s) | share |", "| --- | ---: | ---: | ---: |"]
     for row in s["profile"]["top"]:
         L += [f"| `{row['function']}` | {row['calls']} | {row['own_s']:.2f} | {row['own_fraction']:.1%} |"]
+    if "replay_memory" in s:
+        from bench_service import _sparkline
+
+        rm = s["replay_memory"]
+        w = rm["window_peak_mib"]
+        L += ["", f"## Memory over a replay of {rm['groups']} real-size groups (the service)", "",
+              f"`contimg replay` of {rm['groups']} real-size groups, full mode, prefetch 1, at {rm['speed']:g}x their "
+              f"cadence (they queue: the service is never idle), the child's resident memory sampled every 0.25 s "
+              f"(tools/bench_service.py). Exit {rm['exit']}, {rm['wall_s']:.0f} s wall, "
+              f"{rm['groups_per_hour']:.0f} groups per hour; group states "
+              + ", ".join(f"{k} {v}" for k, v in rm["states"].items()) + ". Peak "
+              f"{rm['peak_mib']:.0f} MiB"
+              + (f"; the last five groups' peak over the first five's {rm['last5_over_first5']:.3f}"
+                 if rm["last5_over_first5"] is not None else "") + ".", "",
+              "Peak resident memory in each group's window (from the previous group's completion to its own), MiB:", "",
+              "| group | " + " | ".join(str(i + 1) for i in range(len(w))) + " |",
+              "| --- |" + " ---: |" * len(w),
+              "| peak RSS (MiB) | " + " | ".join(f"{x:.0f}" for x in w) + " |", "",
+              "The curve, resident memory (MiB) against time since launch (s), one sample every 5 s "
+              "(each bar one sample, scaled between the smallest and largest):", "",
+              f"`{_sparkline([m for _, m in rm['curve_t_s_rss_mib']])}`", "",
+              "| time since launch (s) | " + " | ".join(f"{t:.0f}" for t, _ in rm["curve_t_s_rss_mib"][::12]) + " |",
+              "| --- |" + " ---: |" * len(rm["curve_t_s_rss_mib"][::12]),
+              "| RSS (MiB) | " + " | ".join(f"{m:.0f}" for _, m in rm["curve_t_s_rss_mib"][::12]) + " |"]
     L += ["", "## GPU", "",
           (f"Device {r['gpu']}." if r.get("gpu") else
            "No GPU on this machine: every GPU row (the chain on the device, gridding rate, device memory, the "
@@ -505,6 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--replay-speed", type=float, default=5.0)
+    r.add_argument("--replay-data", type=Path, default=Path("/tmp/svcbench/in-real-20"),
+                   help="real-size groups for the memory replay (simulated if it holds fewer)")
+    r.add_argument("--replay-groups", type=int, default=20)
     r.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/bench.json")
     r.add_argument("--resume", action="store_true", help="keep the steps already in <work>/steps.json")
     r.set_defaults(func=cmd_run)

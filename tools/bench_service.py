@@ -103,6 +103,19 @@ def run_once(args, in_dir: Path, prefetch: int) -> dict:
             "spans": spans}
 
 
+def window_peaks(r: dict) -> tuple[list[float], list[float]]:
+    """Each written group's window, from the previous group's completion to its own: the peak
+    RSS in it (MiB) and when it was sampled (s since launch)."""
+    windows, at, prev = [], [], 0.0
+    for e in (d - r["launched"] for d in r["done"]):
+        w = [(m, t) for t, m in r["samples"] if prev <= t <= e]
+        if w:
+            windows.append(max(w)[0])
+            at.append(max(w)[1])
+        prev = e
+    return windows, at
+
+
 def _running(spans: list[tuple[float, float, str, str]], t: float) -> str:
     """The stages running at ``t`` s after launch, as ``HH:MM:SS stage`` (the group's time of day)."""
     now = sorted((g, st) for a, b, g, st in spans if a <= t <= b)
@@ -150,13 +163,7 @@ def main() -> int:
             continue
         print(f"\nResident memory (prefetch {r['prefetch']}), MiB, sampled every 0.25 s; "
               f"the peak in each group's window (between completions):\n")
-        windows, at, prev = [], [], 0.0
-        for e in (d - r["launched"] for d in r["done"]):  # group i's window: previous completion to its own
-            w = [(m, t) for t, m in r["samples"] if prev <= t <= e]
-            if w:
-                windows.append(max(w)[0])
-                at.append(max(w)[1])
-            prev = e
+        windows, at = window_peaks(r)
         print("| group | " + " | ".join(str(i + 1) for i in range(len(windows))) + " |")
         print("|---|" + "---|" * len(windows))
         print("| peak RSS MiB | " + " | ".join(f"{w:.0f}" for w in windows) + " |")
