@@ -281,3 +281,26 @@ def test_rms_map_equals_astropy_mad_std_per_tile():
             finite = block[np.isfinite(block)]
             expected = mad_std(finite) if finite.size else np.nan
             np.testing.assert_allclose(got[i:i + 20, j:j + 20], expected, rtol=1e-6)
+
+
+def test_the_read_gates_zero_and_non_finite_fractions_equal_numpys():
+    """The one-pass counter against numpy's own comparisons on the cross-correlations: zeros,
+    NaN and infinities in either part, on cross and auto rows (autos must not count), a
+    non-contiguous view (a reader's polarization slice)."""
+    from contimg.qa.gates import zero_fraction
+
+    rng = np.random.default_rng(3)
+    full = (rng.normal(size=(5, 12, 16, 4)) + 1j * rng.normal(size=(5, 12, 16, 4))).astype(np.complex64)
+    pick = rng.random(full.shape)
+    full[pick < 0.05] = 0
+    full.real[(pick > 0.05) & (pick < 0.08)] = np.nan
+    full.imag[(pick > 0.08) & (pick < 0.10)] = np.inf
+    full.imag[(pick > 0.10) & (pick < 0.12)] = 0  # only the imaginary part zero: not a zero sample
+    vis = full[..., ::2]
+    cross = np.ones(12, bool)
+    cross[[0, 5, 7]] = False
+    v = vis[:, cross]
+    want = (np.sum(v == 0) / v.size, np.sum(~np.isfinite(v)) / v.size)
+    assert zero_fraction(vis=vis, cross=cross) == pytest.approx(want, rel=1e-12)
+    assert want[0] > 0.03 and want[1] > 0.03  # the case has both
+    assert zero_fraction(vis=vis, cross=np.zeros(12, bool)) == (0.0, 0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from contimg.config import QAConfig
@@ -35,19 +36,35 @@ def _finish(stage: str, metrics: dict, reasons: list[str]) -> Gate:
     return Gate(stage, not reasons, clean, reasons)
 
 
-def zero_fraction(*, vis: np.ndarray, cross: np.ndarray) -> tuple[float, float]:
-    """(zero fraction, non-finite fraction) of the cross-correlations.
-
-    vis: (ntime, nbl, nchan, npol) complex64; cross: (nbl,) bool. One integration at a time
-    (bounded temporaries; numpy's comparisons release the GIL)."""
-    zeros = nonfinite = 0
-    n = 0
+@numba.njit(nogil=True, cache=True)
+def _zero_nonfinite_counts(vis, cross):  # pragma: no cover - numba
+    zeros = 0
+    nonfinite = 0
     for t in range(vis.shape[0]):
-        v = vis[t][cross]
-        zeros += int(np.sum(v == 0))
-        nonfinite += int(np.sum(~np.isfinite(v)))
-        n += v.size
-    return (zeros / n, nonfinite / n) if n else (0.0, 0.0)
+        for b in range(vis.shape[1]):
+            if not cross[b]:
+                continue
+            for c in range(vis.shape[2]):
+                for p in range(vis.shape[3]):
+                    v = vis[t, b, c, p]
+                    if not (np.isfinite(v.real) and np.isfinite(v.imag)):
+                        nonfinite += 1
+                    elif v.real == 0 and v.imag == 0:
+                        zeros += 1
+    return zeros, nonfinite
+
+
+def zero_fraction(*, vis: np.ndarray, cross: np.ndarray) -> tuple[float, float]:
+    """(zero fraction, non-finite fraction) of the cross-correlations: a sample is zero when it
+    equals 0 (numpy's ``v == 0``), non-finite when either part is NaN or infinite.
+
+    vis: (ntime, nbl, nchan, npol) complex; cross: (nbl,) bool. One pass, no temporaries, the
+    GIL released (the reader thread runs it beside the processor)."""
+    n = vis.shape[0] * int(np.count_nonzero(cross)) * vis.shape[2] * vis.shape[3]
+    if not n:
+        return 0.0, 0.0
+    zeros, nonfinite = _zero_nonfinite_counts(vis, np.ascontiguousarray(cross, dtype=np.bool_))
+    return zeros / n, nonfinite / n
 
 
 def read_gate(*, subbands_present: np.ndarray, vis: np.ndarray, cross: np.ndarray, cfg: QAConfig) -> Gate:
