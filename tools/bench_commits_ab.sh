@@ -22,7 +22,8 @@ run() {  # $1 sha, $2 label
   local root="$work/root-$1"
   rm -rf "$root"
   (cd "$work/$1" && PYTHONPATH="$work/$1" python -m contimg.cli run "$group" --root "$root" --config "$config" \
-    > "$work/$1-$2.log" 2>&1)
+    > "$work/$1-$2.log" 2>&1) || [ -f "$root/summary.json" ] || {  # exit 3 (a failed QA gate) still has its timings
+      echo "bench_commits_ab.sh: $1 ($2) failed on $group: see $work/$1-$2.log" >&2; exit 1; }
   python - "$root/summary.json" "$1" "$2" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))[0]
