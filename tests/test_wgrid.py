@@ -94,6 +94,36 @@ def test_predicted_visibilities_against_direct_dft_and_ducc0(wide, epsilon):
     assert np.linalg.norm(vis - ref_ducc) / np.linalg.norm(ref_ducc) < 2 * epsilon
 
 
+def test_a_psf_without_the_w_term_is_the_2d_dft_on_both_gridders(wide):
+    """``psf_w_term`` False (the default): ducc0's PSF and the device algorithm's (w-stacking
+    with w taken as 0) are the direct 2D DFT of the weights, sum wgt cos 2 pi (u l + v m) / sum wgt,
+    to epsilon; they peak at 1 as the w-term PSF does, and at 1.4 deg with |w| ~ 10^4 wavelengths
+    they differ from it further out (the option changes what it says)."""
+    from contimg.imaging.grid import Ducc0Gridder
+
+    o = wide
+    eps = 1e-4
+    wgt = o["wgt"].astype(np.float32)
+    kw = dict(uvw_m=o["uvw"], freq_hz=o["freq"], vis=o["vis"].astype(np.complex64), wgt=wgt, npix=o["npix"],
+              cell_rad=o["cell"], epsilon=eps)
+    cpu_2d = Ducc0Gridder(**kw, psf_w_term=False).psf_image()
+    cpu_w = Ducc0Gridder(**kw, psf_w_term=True).psf_image()
+    twin_2d = wgrid.WGridder(**kw, psf_w_term=False).psf_image()
+    rng = np.random.default_rng(11)
+    ys, xs = rng.integers(0, o["npix"], 400), rng.integers(0, o["npix"], 400)
+    l, m, _ = _lmn(o["npix"], o["cell"], ys, xs)
+    exact = np.zeros(ys.size)
+    for c, f in enumerate(o["freq"]):
+        k = f / C_M_S
+        exact += np.cos(2 * np.pi * k * (np.multiply.outer(l, o["uvw"][:, 0]) + np.multiply.outer(m, o["uvw"][:, 1]))) @ wgt[:, c]
+    exact /= wgt.sum(dtype=np.float64)
+    for psf in (cpu_2d, twin_2d):
+        assert np.max(np.abs(psf[ys, xs] - exact)) < 3 * eps
+        assert psf[o["npix"] // 2, o["npix"] // 2] == pytest.approx(1.0, abs=3 * eps)
+    assert cpu_w[o["npix"] // 2, o["npix"] // 2] == pytest.approx(1.0, abs=3 * eps)
+    assert np.max(np.abs(cpu_w - cpu_2d)) > 100 * eps
+
+
 def test_grid_and_degrid_are_adjoint(wide):
     """<A x, y> = <x, A^H y> for an image x and visibilities y (A = dirty2vis, A^H = vis2dirty)."""
     o = wide

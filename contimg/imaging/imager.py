@@ -138,14 +138,15 @@ def kind_module(kind: str):
 
 
 def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float,
-                 nthreads: int = 1, consume: bool = False):
+                 nthreads: int = 1, consume: bool = False, psf_w_term: bool = True):
     """The imaging operators for ``backend`` (see `imaging_backend`): ducc0 on the CPU, contimg's
     w-stacking gridder on the device (cupy) or, for "twin", on numpy. ``consume``: the CPU
-    gridder may overwrite ``vis`` with the residual visibilities."""
+    gridder may overwrite ``vis`` with the residual visibilities; ``psf_w_term``: the PSF with
+    the w-term (`ImageConfig.psf_w_term`)."""
     kind = imaging_backend(backend)
     if kind == "cpu":
         return Ducc0Gridder(uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix, cell_rad=cell_rad,
-                            epsilon=epsilon, nthreads=nthreads, consume=consume)
+                            epsilon=epsilon, nthreads=nthreads, consume=consume, psf_w_term=psf_w_term)
     from contimg.imaging.wgrid import WGridder
 
     if kind == "twin":
@@ -153,7 +154,7 @@ def make_gridder(*, backend: str, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad:
     else:
         import cupy as xp
     return WGridder(uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix, cell_rad=cell_rad, epsilon=epsilon,
-                    xp=xp)
+                    xp=xp, psf_w_term=psf_w_term)
 
 
 def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt: np.ndarray, npix: int,
@@ -162,7 +163,8 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
                 consume: bool = False, images: Collection[str] = CLEAN_IMAGES) -> Cleaned:
     """Stokes I visibilities to restored image: imaging weights (``cfg.weighting``/``robust``,
     ``taper_arcsec``, ``uv_min_lambda``/``uv_max_lambda``),
-    dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device),
+    dirty image and PSF (ducc0 on the CPU, contimg's w-stacking gridder on the device; the PSF
+    in 2D unless ``cfg.psf_w_term``),
     Cotton-Schwab CLEAN (Högbom minor cycles), restoring beam fitted to the PSF.
     uvw_m (nrow, 3) float64 towards the image centre, vis (nrow, nchan) complex64, wgt
     (nrow, nchan) float32 data weights (0 = excluded), freq_hz (nchan,). ``backend``:
@@ -184,7 +186,8 @@ def clean_image(*, uvw_m: np.ndarray, freq_hz: np.ndarray, vis: np.ndarray, wgt:
                           uv_min_lambda=cfg.uv_min_lambda, uv_max_lambda=cfg.uv_max_lambda, xp=xp,
                           overwrite=consume)
     gridder = make_gridder(backend=kind, uvw_m=uvw_m, freq_hz=freq_hz, vis=vis, wgt=wgt, npix=npix,
-                           cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads, consume=consume)
+                           cell_rad=cell, epsilon=cfg.epsilon, nthreads=nthreads, consume=consume,
+                           psf_w_term=cfg.psf_w_term)
     dirty = gridder.dirty_image()
     psf = gridder.psf_image()
     beam = fit_beam(psf=download(beam_box(psf), xp=xp, counter=transfers, label="psf (beam fit)"), cell_rad=cell)

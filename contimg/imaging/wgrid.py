@@ -201,8 +201,9 @@ class WGridder:
     twin (slow: tests, small images). The kernel positions are prepared once per image size."""
 
     def __init__(self, *, uvw_m, freq_hz, vis, wgt, npix: int, cell_rad: float, epsilon: float,
-                 xp: ModuleType = np):
+                 xp: ModuleType = np, psf_w_term: bool = True):
         self.xp = xp
+        self.psf_w_term = psf_w_term
         self.npix, self.cell_rad, self.epsilon = npix, cell_rad, epsilon
         self.uvw_m = np.asarray(uvw_m, np.float64)
         self.freq_hz = np.asarray(freq_hz, np.float64)
@@ -214,10 +215,14 @@ class WGridder:
         self._w = w_range(uvw_m=self.uvw_m, freq_hz=self.freq_hz)
         self._plan, self._prep = self._prepare(npix)
 
-    def _prepare(self, npix: int) -> tuple[GridPlan, Prepared]:
-        plan = plan_grid(npix=npix, cell_rad=self.cell_rad, epsilon=self.epsilon, w_min=self._w[0], w_max=self._w[1])
-        prep = prepare_visibilities(plan=plan, uvw_m=self.uvw_m, freq_hz=self.freq_hz, select=self.wgt > 0,
-                                    xp=self.xp)
+    def _prepare(self, npix: int, *, w_term: bool = True) -> tuple[GridPlan, Prepared]:
+        w_min, w_max = self._w if w_term else (0.0, 0.0)
+        uvw = self.uvw_m
+        if not w_term:
+            uvw = uvw.copy()
+            uvw[:, 2] = 0.0
+        plan = plan_grid(npix=npix, cell_rad=self.cell_rad, epsilon=self.epsilon, w_min=w_min, w_max=w_max)
+        prep = prepare_visibilities(plan=plan, uvw_m=uvw, freq_hz=self.freq_hz, select=self.wgt > 0, xp=self.xp)
         prep = _backend_ops(self.xp, plan, prep)[0]
         return plan, prep
 
@@ -230,8 +235,11 @@ class WGridder:
         return self._image(self.vis, self._plan, self._prep)
 
     def psf_image(self):
-        """(npix, npix), peak 1 at (npix/2, npix/2): the image's own plan."""
-        return self._image(self.xp.ones_like(self.vis), self._plan, self._prep)
+        """(npix, npix), peak 1 at (npix/2, npix/2): the image's own plan, or without the w-term
+        (``psf_w_term`` False, as `contimg.imaging.grid.psf_image`'s ``w_term``: w taken as 0,
+        one plan's planes; its kernel positions are made here and dropped after)."""
+        plan, prep = (self._plan, self._prep) if self.psf_w_term else self._prepare(self.npix, w_term=False)
+        return self._image(self.xp.ones_like(self.vis), plan, prep)
 
     def residual_image(self, model):
         model_vis = dirty2vis(uvw_m=self.uvw_m, freq_hz=self.freq_hz, image=model, cell_rad=self.cell_rad,
