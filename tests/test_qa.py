@@ -304,3 +304,26 @@ def test_the_read_gates_zero_and_non_finite_fractions_equal_numpys():
     assert zero_fraction(vis=vis, cross=cross) == pytest.approx(want, rel=1e-12)
     assert want[0] > 0.03 and want[1] > 0.03  # the case has both
     assert zero_fraction(vis=vis, cross=np.zeros(12, bool)) == (0.0, 0.0)
+
+
+def test_a_thumbnail_is_the_documented_stretch_north_up(tmp_path):
+    """render_png: 0.5th to 99.9th percentile of the finite pixels, asinh(10 s) / asinh(10) to
+    0..255, FITS row 0 at the bottom, NaN as the low end; against the formula in float64."""
+    from PIL import Image
+
+    from contimg.io.thumbs import render_png
+
+    ny, nx = 64, 48
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    image = (yy + xx / 100.0).astype(np.float32)
+    image[5, 7] = 500.0  # one bright pixel, above the 99.9th percentile
+    image[:3, :4] = np.nan
+    png = np.asarray(Image.open(render_png(image, tmp_path / "t.png", size=512)), int)
+    data = image.astype(np.float64)
+    lo, hi = np.percentile(data[np.isfinite(data)], [0.5, 99.9])
+    s = np.clip((np.where(np.isfinite(data), data, lo) - lo) / (hi - lo), 0, 1)
+    expected = np.floor(255 * np.arcsinh(10 * s) / np.arcsinh(10))[::-1]
+    assert png.shape == (ny, nx)
+    assert np.max(np.abs(png - expected)) <= 1
+    assert png[0].min() > png[-1].max()  # the top row of the PNG is the last FITS row (north up)
+    assert png[ny - 1 - 5, 7] == 255 and png[-1, 0] == 0  # the bright pixel saturates; NaN is the low end
