@@ -461,3 +461,42 @@ def test_an_idle_worker_keeps_nothing_of_its_last_job():
         return ref() is None
 
     assert asyncio.run(main())
+
+
+def test_the_writer_stores_image_zarr_and_only_then_the_image_checkpoint(tmp_path, six_groups, monkeypatch):
+    """The processor's image stage leaves image.zarr to the writer (its checkpoint is still
+    calibrate when the stage ends); the write stage stores it, then the checkpoint is image. A
+    store that fails fails that group with the path in its reason, the checkpoint stays at
+    calibrate (a retry re-images), and the next group completes."""
+    from contimg.imaging import storage
+    from contimg.pipeline import stages as stages_mod
+    from contimg.service import flow
+
+    svc, _ = _drained_service(tmp_path, six_groups, 2)
+    seen = {}
+    run_stage = flow.run_stage
+    first = _groups(six_groups)[0].group_id
+
+    def watched(stage, work, cfg):
+        run_stage(stage, work, cfg)
+        if stage in ("image", "write"):
+            seen[(work.group_id, stage)] = ((work.out_dir / "image.zarr").is_dir(), work.checkpoint)
+
+    save = storage.save_imageset
+
+    def failing_for_the_first(path, imgs, **kw):
+        if first in str(path):
+            raise OSError(f"{path}: no space left on device")
+        return save(path, imgs, **kw)
+
+    monkeypatch.setattr(flow, "run_stage", watched)
+    monkeypatch.setattr(stages_mod, "save_imageset", failing_for_the_first)
+    assert asyncio.run(svc.run()) == 0  # a failed group does not stop the service
+    rows = _ingest_rows(tmp_path / "root")
+    second = next(g for g in rows if g != first)
+    assert seen[(second, "image")] == (False, "calibrate")
+    assert seen[(second, "write")] == (True, "image")
+    assert rows[second]["state"] == "completed" and rows[second]["checkpoint"] == "write"  # (done: all stored)
+    assert rows[first]["checkpoint"] == "calibrate" and "image.zarr" in rows[first]["error"]
+    assert "no space left" in rows[first]["error"] and rows[first]["state"] != "completed"
+    assert (first, "write") not in seen and not (tmp_path / "root" / "products" / first / "image.zarr").exists()

@@ -72,6 +72,9 @@ def run_group(work: GroupWork, cfg: Config) -> RemoteOutcome:
     except (ImportError, ValueError):
         pass
     out = RemoteOutcome(work, worker=str(worker), pid=os.getpid())
+    # one thread runs every stage here: intermediates are stored at once (nothing deferred
+    # travels back: a deferred one is a closure)
+    work.defer_intermediates = frozenset()
     for stage in STAGES:
         t0 = time.perf_counter()
         try:

@@ -41,11 +41,11 @@ from contimg.io.store import read_zarr, write_zarr
 from contimg.calibrate.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 from contimg.pipeline.calibration import solve_or_look_up
 from contimg.pipeline.filestages import FILE_STAGES
-from contimg.pipeline.work import CHECKPOINT_FILES, STAGES, GroupWork
+from contimg.pipeline.work import CHECKPOINT_FILES, DEFERRED_INTERMEDIATES, STAGES, GroupWork
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork", "run_stage", "history_solutions", "usable_checkpoint", "checkpoint_before",
+__all__ = ["STAGES", "CHECKPOINT_FILES", "DEFERRED_INTERMEDIATES", "GroupWork", "run_stage", "history_solutions", "usable_checkpoint", "checkpoint_before",
            "reprocess_checkpoint",
            "group_has_calibrator"]
 
@@ -164,11 +164,12 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     cross = chunk.cross
     per_time_channel = flagged_fraction_time_channel(flags, cross)
     work.out_dir.mkdir(parents=True, exist_ok=True)
-    write_zarr(path, arrays={"flags": flags, "per_antenna": stats.per_antenna, "per_baseline": stats.per_baseline,
-                             "per_channel": stats.per_channel, "per_time": stats.per_time,
-                             "per_time_channel": per_time_channel},
-               attrs={"fraction": stats.fraction, "reasons": stats.reasons, "detected": stats.detected,
-                      "backend": result.backend, "group_id": work.group_id})
+    arrays = {"per_antenna": stats.per_antenna, "per_baseline": stats.per_baseline, "per_channel": stats.per_channel,
+              "per_time": stats.per_time, "per_time_channel": per_time_channel}
+    attrs = {"fraction": stats.fraction, "reasons": stats.reasons, "detected": stats.detected,
+             "backend": result.backend, "group_id": work.group_id}
+    # (the service stores flags.zarr at once: the live waterfall reads its summary when the flag stage ends)
+    work.keep_intermediate("flag", lambda: write_zarr(path, arrays={"flags": flags, **arrays}, attrs=attrs))
     if cfg.qa.enabled:
         work.gates["flag"] = flag_gate(fraction=stats.fraction, per_antenna=stats.per_antenna,
                                        reasons=stats.reasons, cfg=cfg.qa)
@@ -236,13 +237,13 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
     if per_time is not None:
         arrays.update(time_jd=chunk.time_jd, time_gains=per_time[0], time_gain_flags=per_time[1])
     solutions = [] if sol is None else sol.meta.get("solutions", [{"set_name": sol.group_id, "weight": 1.0}])
-    write_zarr(path, arrays=arrays,
-               attrs={"applied": sol is not None, "solved_on": sol.group_id if sol else "",
-                      "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
-                      "solution_mid_jd": sol.mid_jd if sol else None, "solutions": solutions,
-                      "time_gain_calmode": work.tgains.calmode if per_time is not None else "",
-                      "registrations": work.cal_registrations, "rejected": work.cal_rejected,
-                      "subtracted": [asdict(s) for s in work.subtracted]})
+    attrs = {"applied": sol is not None, "solved_on": sol.group_id if sol else "",
+             "calibrator": sol.calibrator if sol else "", "refant": sol.refant if sol else "",
+             "solution_mid_jd": sol.mid_jd if sol else None, "solutions": solutions,
+             "time_gain_calmode": work.tgains.calmode if per_time is not None else "",
+             "registrations": list(work.cal_registrations), "rejected": list(work.cal_rejected),
+             "subtracted": [asdict(s) for s in work.subtracted]}
+    work.keep_intermediate("calibrate", lambda: write_zarr(path, arrays=arrays, attrs=attrs))
 
 
 def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
@@ -304,13 +305,16 @@ def _image(work: GroupWork, cfg: Config) -> None:
         hook()
     work.imgs = image_stokes_i(stokes_i, cfg=cfg.image, nthreads=cfg.runtime.nthreads, subtracted=work.subtracted)
     work.meta["transfer_bytes"] = stokes_i.transfers.as_dict()  # host<->device traffic of the group
-    save_imageset(path, work.imgs, extra={"group_meta": work.meta, "cal_applied": work.cal_applied,
-                                          "calibrator": work.calibrator})
+    imgs, extra = work.imgs, {"group_meta": dict(work.meta), "cal_applied": work.cal_applied,
+                              "calibrator": work.calibrator}
+    work.keep_intermediate("image", lambda: save_imageset(path, imgs, extra=extra))
 
 
 def _write(work: GroupWork, cfg: Config) -> None:
-    """FITS products, each written under a temporary name and renamed into place; the rows for
-    the products database are left in ``work.image_rows`` for the shell to record."""
+    """The deferred intermediates (`GroupWork.store_deferred`), then the FITS products, each
+    written under a temporary name and renamed into place; the rows for the products database
+    are left in ``work.image_rows`` for the shell to record."""
+    work.store_deferred()
     imgs = work.imgs
     lacking = [kind for kind in cfg.image.products if kind not in imgs.images]
     if lacking:  # a group resumed from an image.zarr made when image.products named fewer images

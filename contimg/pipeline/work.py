@@ -16,11 +16,16 @@ from contimg.pipeline.generic import CalResult, Observation
 from contimg.qa.gates import Gate
 from contimg.sky.skymodel import PointSources
 
-__all__ = ["STAGES", "CHECKPOINT_FILES", "GroupWork"]
+__all__ = ["STAGES", "CHECKPOINT_FILES", "DEFERRED_INTERMEDIATES", "GroupWork"]
 
 STAGES = ("read", "flag", "calibrate", "image", "write")
 # the intermediate that a finished stage leaves; "read" leaves none (the raw files are the archive)
 CHECKPOINT_FILES = {"flag": "flags.zarr", "calibrate": "cal.zarr", "image": "image.zarr"}
+# what the service's writer stores for the processor (`GroupWork.defer_intermediates`): image.zarr,
+# with the FITS files (0.6 s of Zarr at real size, and much more on a busy disk). flags.zarr is
+# stored by the flag stage (the live waterfall reads its summary as soon as that ends), cal.zarr by
+# calibrate (a few MB: a crash while imaging then resumes with the calibration done)
+DEFERRED_INTERMEDIATES = frozenset({"image"})
 
 
 @dataclass
@@ -30,6 +35,11 @@ class GroupWork:
     group: Group
     root: Path
     checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
+    # the stages whose intermediates wait for the write stage (`store_deferred`, on the writer's
+    # thread, off the processor's; the checkpoint advances only as they are stored): the service
+    # defers calibrate's and image's; the others are stored at once
+    defer_intermediates: frozenset[str] = frozenset()
+    deferred: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
     chunk: VisChunk | None = None
     # called (in the stage's thread) once the stages no longer need ``chunk``'s visibilities and have
     # dropped them (imaging, after forming Stokes I): the service may then read the next group
@@ -86,6 +96,25 @@ class GroupWork:
     @property
     def cal_dir(self) -> Path:
         return self.root / "cal"
+
+    def keep_intermediate(self, stage: str, store: Callable[[], object]) -> None:
+        """``stage``'s intermediate: ``store()`` writes it. Called now, then the checkpoint is
+        ``stage``; or, for a stage in ``defer_intermediates``, kept for `store_deferred` (a group
+        that fails before its write stage drops what it kept: a retry recomputes it)."""
+        if stage in self.defer_intermediates or self.deferred:  # (after a deferred one: in order)
+            self.deferred.append((stage, store))
+        else:
+            store()
+            self.checkpoint = stage
+
+    def store_deferred(self) -> None:
+        """Store the deferred intermediates in stage order, the checkpoint advancing with each
+        (a failure leaves it at the last one stored)."""
+        while self.deferred:
+            stage, store = self.deferred[0]
+            store()
+            self.deferred.pop(0)
+            self.checkpoint = stage
 
     def done(self, stage: str) -> bool:
         """Whether ``stage``'s result is stored (so the stage replays it instead of computing)."""

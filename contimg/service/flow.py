@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from contimg.bus import GroupState, StageTiming
-from contimg.pipeline.stages import (CHECKPOINT_FILES, GroupWork, group_has_calibrator, run_stage, usable_checkpoint)
+from contimg.pipeline.stages import (CHECKPOINT_FILES, DEFERRED_INTERMEDIATES, GroupWork, group_has_calibrator, run_stage,
+                                     usable_checkpoint)
 from contimg.qa.waterfall import waterfall_events
 from contimg.service.watch import FolderWatcher
 
@@ -115,7 +116,10 @@ class TaskFlow:
                 await self._sleep(wait, self._wake)
                 continue
             gid = row["group_id"]
-            work = GroupWork(group=self.ingest.group(gid), root=self.root)
+            group = self.ingest.group(gid)
+            # a DSA-110 group's image.zarr is stored by the writer, off the processor's thread
+            work = GroupWork(group=group, root=self.root,
+                             defer_intermediates=DEFERRED_INTERMEDIATES if group.kind != "file" else frozenset())
             self._slot_holders.add(gid)
             work.checkpoint = usable_checkpoint(work.out_dir, row["checkpoint"])
             if work.checkpoint != (row["checkpoint"] or "") and row["checkpoint"] != "write":
@@ -268,10 +272,12 @@ class TaskFlow:
         replayed = work.done("image" if stage == "read" else stage) and stage != "write"
         if stage == "calibrate":
             self._hand_calibration(work)
-        t0 = time.perf_counter()
+        t0, stored = time.perf_counter(), work.checkpoint
         try:
             await runner(run_stage, stage, work, self.cfg)
         except Exception as exc:  # noqa: BLE001 - a group's failure is recorded, never fatal
+            if work.checkpoint != stored:  # a write stage that stored some deferred intermediates first
+                self.ingest.set_checkpoint(gid, work.checkpoint)
             self._record_failed(work, stage, exc, time.perf_counter() - t0)
             return False
         dt = time.perf_counter() - t0
@@ -279,9 +285,10 @@ class TaskFlow:
         self._register_calibration(work)
         self.qa.record_stage(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
-        if stage in CHECKPOINT_FILES and not work.done(stage):
-            work.checkpoint = stage
-            self.ingest.set_checkpoint(gid, stage)
+        if stage in CHECKPOINT_FILES and stage not in work.defer_intermediates and not work.done(stage):
+            work.checkpoint = stage  # (a file group's stages store their intermediates themselves)
+        if work.checkpoint != stored:  # stored at once, or (deferred) by the write stage
+            self.ingest.set_checkpoint(gid, work.checkpoint)
         self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
         return True
 
