@@ -37,7 +37,7 @@ class GroupWork:
     checkpoint: str = ""  # last stage whose intermediate is stored ("" = none)
     # the stages whose intermediates wait for the write stage (`store_deferred`, on the writer's
     # thread, off the processor's; the checkpoint advances only as they are stored): the service
-    # defers calibrate's and image's; the others are stored at once
+    # defers image's (`DEFERRED_INTERMEDIATES`); the others are stored at once
     defer_intermediates: frozenset[str] = frozenset()
     deferred: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
     chunk: VisChunk | None = None
