@@ -108,9 +108,10 @@ def _flag(work: GroupWork, cfg: Config) -> None:
     work.flag_fraction = float(obs.flags.mean())
     work.meta["flagged_fraction_per_scan"] = {str(k): v for k, v in per_scan.items()}
     work.out_dir.mkdir(parents=True, exist_ok=True)
-    write_zarr(path, arrays={"flags": obs.flags},
-               attrs={"fraction": work.flag_fraction, "per_scan": work.meta["flagged_fraction_per_scan"],
-                      "group_id": work.group_id, "input": str(obs.path)})
+    work.keep_intermediate("flag", lambda: write_zarr(
+        path, arrays={"flags": obs.flags}, attrs={"fraction": work.flag_fraction, "group_id": work.group_id,
+                                                  "per_scan": work.meta["flagged_fraction_per_scan"],
+                                                  "input": str(obs.path)}))
 
 
 def _calibrate(work: GroupWork, cfg: Config) -> None:
@@ -129,8 +130,9 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
     if not cfg.calibrate.enabled:
         log.info("%s: calibration off (calibrate.enabled = false): imaging the data as they are", obs.path.name)
         work.meta["calibration"] = None
-        write_zarr(path, arrays={}, attrs={"applied": False, "solved_on": "", "calibrator": "", "refant": "",
-                                           "solutions": [], "subtracted": [], "registrations": [], "summary": None})
+        work.keep_intermediate("calibrate", lambda: write_zarr(path, arrays={}, attrs={
+            "applied": False, "solved_on": "", "calibrator": "", "refant": "", "solutions": [], "subtracted": [],
+            "registrations": [], "summary": None}))
         return
     t0 = time.perf_counter()
     cal = solve_observation(obs, cfg)
@@ -149,7 +151,7 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
     work.meta["calibration"] = summary
     t_int, g_int, f_int = integration_gains(obs, cal)
     bp, sols = cal.bandpass, cal.solutions
-    write_zarr(path, arrays={
+    work.keep_intermediate("calibrate", lambda: write_zarr(path, arrays={
         "antenna_numbers": bp["antenna_numbers"], "gains": bp["gains"], "flags": bp["flags"], "snr": bp["snr"],
         "sol_scan": np.array([x["scan"] for x in sols], np.int64),
         "sol_field": np.array([x["field"] for x in sols], np.int64),
@@ -165,7 +167,7 @@ def _calibrate(work: GroupWork, cfg: Config) -> None:
                               "bandpass_field": cal.bandpass_field, "fluxes": cal.fluxes, "problems": cal.problems,
                               "channels": cal.channels, "standard_field": cal.standard_field,
                               "bandpass_field_id": cal.bandpass_field_id, "mid_jd": cal.mid_jd,
-                              "iterations": int(bp.get("iterations", 0))}})
+                              "iterations": int(bp.get("iterations", 0))}}))
 
 
 def _stored_cal(arrays: dict, attrs: dict) -> CalResult:
@@ -253,6 +255,12 @@ def _image(work: GroupWork, cfg: Config) -> None:
     work.meta.update(imaged=list(work.field_images), field_errors=work.field_errors, primary=primary,
                      image_seconds=seconds, cal_applied=work.cal_applied, calibrator=work.calibrator,
                      flagged_fraction=work.flag_fraction)
+    work.keep_intermediate("image", lambda: _store_images(work, store))
+
+
+def _store_images(work: GroupWork, store: Path) -> None:
+    """Every field's images and the group's metadata into ``image.zarr`` (built beside it, then
+    renamed into place)."""
     tmp = store.with_name(store.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

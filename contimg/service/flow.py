@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from contimg.bus import GroupState, StageTiming
-from contimg.pipeline.stages import (CHECKPOINT_FILES, DEFERRED_INTERMEDIATES, GroupWork, group_has_calibrator, run_stage,
+from contimg.pipeline.stages import (DEFERRED_INTERMEDIATES, GroupWork, group_has_calibrator, run_stage,
                                      usable_checkpoint)
 from contimg.qa.waterfall import waterfall_events
 from contimg.service.watch import FolderWatcher
@@ -285,9 +285,7 @@ class TaskFlow:
         self._register_calibration(work)
         self.qa.record_stage(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
-        if stage in CHECKPOINT_FILES and stage not in work.defer_intermediates and not work.done(stage):
-            work.checkpoint = stage  # (a file group's stages store their intermediates themselves)
-        if work.checkpoint != stored:  # stored at once, or (deferred) by the write stage
+        if work.checkpoint != stored:  # the stage stored its intermediate, or (deferred) the write stage did
             self.ingest.set_checkpoint(gid, work.checkpoint)
         self.bus.publish(StageTiming(gid, stage, "finished", round(dt, 3)))
         return True
