@@ -202,8 +202,18 @@ def test_live_page_during_a_replay(tmp_path, sim_dir):
             expect(page.locator("#cal-info")).to_contain_text("1156+314", timeout=30_000)
             _axes_ok(page, "bandpass", "frequency (MHz)", "|gain|")
             _axes_ok(page, "phase", "frequency (MHz)", "phase (deg)")
-            page.locator("#bandpass .u-over").hover()  # the legend gives the values under the cursor
-            values = page.locator("#bandpass .u-legend .u-value").all_text_contents()
+            # the legend gives the values under the cursor: the plot may be redrawn with the group's
+            # solution just after the first hover (the legend then shows "–" until the cursor moves
+            # again), so the cursor moves across the plot until the legend reads numbers
+            over = page.locator("#bandpass .u-over")
+            legend = page.locator("#bandpass .u-legend .u-value")
+            box = over.bounding_box()
+            for k in range(10):
+                over.hover(position={"x": box["width"] * (0.3 + 0.04 * k), "y": box["height"] / 2})
+                values = legend.all_text_contents()
+                if len(values) == 3 and all(re.match(r"^-?[\d.]+", v) for v in values):
+                    break
+                page.wait_for_timeout(300)
             assert len(values) == 3 and all(re.match(r"^-?[\d.]+", v) for v in values), values
             expect(page.locator("#flag-info")).to_contain_text(groups[1].group_id, timeout=30_000)
             _axes_ok(page, "flag-ant", "antenna", "flagged (%)")
