@@ -92,7 +92,7 @@ def test_nonuniform_weights_equal_pyuvdata(copy_group):
 def test_flags_in_files_equal_pyuvdata_and_the_vis_go_where_asked(copy_group):
     """Files that flag samples (one integration of one subband, three samples of another; the
     rest flag nothing): the group's flags equal pyuvdata's flag_array of each file, and the
-    visibilities are made by ``vis_zeros`` (the stages pass pinned host memory for a device)."""
+    visibilities are made by ``vis_empty`` (the stages pass pinned host memory for a device)."""
     import h5py
 
     folder, files = copy_group
@@ -108,11 +108,11 @@ def test_flags_in_files_equal_pyuvdata_and_the_vis_go_where_asked(copy_group):
             f["Data/flags"][...] = fl
     made = []
 
-    def vis_zeros(shape, dtype):
+    def vis_empty(shape, dtype):
         made.append((shape, np.dtype(dtype)))
-        return np.zeros(shape, dtype)
+        return _garbage(shape, dtype)
 
-    chunk = read_group(_group(folder), vis_zeros=vis_zeros)
+    chunk = read_group(_group(folder), vis_empty=vis_empty)
     assert made == [(chunk.vis.shape, np.dtype(np.complex64))]
     assert np.array_equal(chunk.flags, _pyuvdata_group(files, "flag_array"))
     assert chunk.flags.sum() == chunk.vis.shape[1] * 2 * 2 + 3
@@ -123,10 +123,17 @@ def test_incomplete_files_are_not_subband_files(tmp_path):
     assert parse_subband_name(tmp_path / "2026-01-01T00:00:00_sb03.hdf5").subband == 3
 
 
+def _garbage(shape, dtype):
+    """An allocation whose contents are not zero (as np.empty's may not be): the reader must
+    write or zero every channel."""
+    return np.full(shape, 3 - 4j, dtype)
+
+
 def test_missing_subband_is_flagged_and_named(copy_group):
+    """sb07 missing: flagged, named, and its visibilities zero in an array that was not."""
     folder, files = copy_group
     files[7].unlink()
-    chunk = read_group(_group(folder))
+    chunk = read_group(_group(folder), vis_empty=_garbage)
     assert not chunk.subbands_present[7] and chunk.subbands_present.sum() == 15
     assert any("sb07 is missing" in p for p in chunk.problems)
     nch = chunk.freq_hz.size // 16
@@ -178,8 +185,12 @@ def test_truncated_file_is_named(copy_group):
     folder, files = copy_group
     data = files[3].read_bytes()
     files[3].write_bytes(data[: len(data) // 2])
-    chunk = read_group(_group(folder))
+    chunk = read_group(_group(folder), vis_empty=_garbage)
     assert not chunk.subbands_present[3]
+    nch = chunk.freq_hz.size // 16
+    lo = chunk.freq_hz.size - 4 * nch  # sb03's channels in ascending order
+    assert not chunk.vis[:, :, lo:lo + nch].any() and chunk.flags[:, :, lo:lo + nch].all()
+    assert not (chunk.vis == 3 - 4j).any()  # every other channel was read
     assert any(str(files[3]) in p for p in chunk.problems)
     with pytest.raises(ReadError, match=files[3].name):
         read_group(_group(folder), on_bad_subband="fail")

@@ -23,7 +23,8 @@ from astropy.time import Time
 
 from contimg.sky.calibrators import Calibrator, vla_calibrators
 from contimg.io.chunk import VisChunk
-from contimg.sky.skymodel import PointSources, sky_visibilities
+from contimg.sky.predict import predict_point_sources, predict_point_sources_xp
+from contimg.sky.skymodel import PointSources, apparent_sources
 from contimg.sky.telescope import array_location
 
 log = logging.getLogger(__name__)
@@ -111,25 +112,34 @@ def bright_sources_in_beam(*, time_jd: np.ndarray, pointing_dec_rad: float, min_
 _HOST_BLOCK_BYTES = 64 * 2**20  # the host path's models, per block of integrations
 
 
-def _source_models(chunk: VisChunk, sources: list, xp=None, times: slice = slice(None)
+def _source_models(chunk: VisChunk, sources: list, xp=None, times: slice = slice(None), apparent=None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit-scale models ``S(f) A(t, f)`` of each source on the cross-correlations at the
     integrations ``times``: (k, ntime, ncross, nchan) complex64, the cross-correlation indices
     and their lengths (m). ``xp`` (a device module): the models predicted by the array code, on
-    ``xp``."""
+    ``xp``. ``apparent``: the sources' `_apparent` over all the chunk's integrations, when a
+    caller predicts block after block (computed here otherwise)."""
     cross = chunk.cross
     b_enu = chunk.antenna_enu_m[chunk.ant2[cross]] - chunk.antenna_enu_m[chunk.ant1[cross]]
-    time_jd = chunk.time_jd[times]
-    shape = (len(sources), time_jd.size, b_enu.shape[0], chunk.freq_hz.size)
+    s_rel, amp = _apparent(chunk, sources) if apparent is None else apparent
+    s_rel, amp = s_rel[:, times], amp[:, times]
+    shape = (len(sources), s_rel.shape[1], b_enu.shape[0], chunk.freq_hz.size)
     models = np.empty(shape, np.complex64) if xp is None else xp.empty(shape, np.complex64)
-    for k, c in enumerate(sources):  # each predicted in place: no per-source copies of ~0.7 GB
-        kw = dict(sources=PointSources.from_calibrators([c]), time_jd=time_jd, freq_hz=chunk.freq_hz,
-                  b_enu_m=b_enu, pointing_dec_rad=chunk.pointing_dec_rad)
+    for k in range(len(sources)):  # each predicted in place: no per-source copies of ~0.7 GB
+        kw = dict(b_enu_m=b_enu, s_rel=s_rel[k:k + 1], amp_jy=amp[k:k + 1], freq_hz=chunk.freq_hz)
         if xp is None:
-            sky_visibilities(**kw, out=models[k])
+            predict_point_sources(**kw, out=models[k])
         else:
-            models[k] = sky_visibilities(**kw, xp=xp)
+            models[k] = predict_point_sources_xp(**kw, xp=xp)
     return models, np.flatnonzero(cross), np.linalg.norm(b_enu, axis=1)
+
+
+def _apparent(chunk: VisChunk, sources: list) -> tuple[np.ndarray, np.ndarray]:
+    """`apparent_sources` of ``sources`` at all of the chunk's integrations, with their
+    catalogue fluxes (the unit scale): one astropy transform, however many blocks follow."""
+    points = PointSources.concat([PointSources.from_calibrators([c]) for c in sources])  # each its own reference
+    return apparent_sources(sources=points, time_jd=chunk.time_jd,
+                            freq_hz=chunk.freq_hz, pointing_dec_rad=chunk.pointing_dec_rad)
 
 
 def _device_module(chunk: VisChunk):
@@ -199,12 +209,13 @@ def fit_and_subtract(*, chunk: VisChunk, sources: list[Calibrator], min_baseline
     if xp is None:  # the host: the models a block of integrations at a time, twice (fit, then subtract)
         normal = np.zeros((chunk.freq_hz.size, n, n))
         rhs = np.zeros((chunk.freq_hz.size, n))
+        apparent = _apparent(chunk, sources)
         for ts in _host_blocks(chunk, n):
-            models, cross_idx, length_m = _source_models(chunk, sources, None, ts)
+            models, cross_idx, length_m = _source_models(chunk, sources, None, ts, apparent)
             _normal_equations(chunk.vis[ts], chunk.flags[ts], models, cross_idx, length_m >= min_baseline_m,
                               normal, rhs)
         scales = np.linalg.lstsq(normal.sum(axis=0), rhs.sum(axis=0), rcond=None)[0]
-        _subtract_host(chunk, sources, scales)
+        _subtract_host(chunk, sources, scales, apparent)
     else:
         models, cross_idx, length_m = _source_models(chunk, sources, xp)
         normal, rhs = normal_equations_xp(xp=xp, vis=chunk.vis, flags=chunk.flags, models=models,
@@ -239,9 +250,11 @@ def _host_blocks(chunk: VisChunk, n_sources: int):
     return _time_steps(chunk.time_jd.size, per_time, _HOST_BLOCK_BYTES)
 
 
-def _subtract_host(chunk: VisChunk, sources: list, scales: np.ndarray) -> None:
+def _subtract_host(chunk: VisChunk, sources: list, scales: np.ndarray, apparent=None) -> None:
     """The numba twin's subtraction of ``scales`` times the sources' models, in place, the models
-    predicted a block of integrations at a time."""
+    predicted a block of integrations at a time (``apparent``: the sources' `_apparent`, when
+    the caller has it)."""
+    apparent = _apparent(chunk, sources) if apparent is None else apparent
     for ts in _host_blocks(chunk, len(sources)):
-        models, cross_idx, _ = _source_models(chunk, sources, None, ts)
+        models, cross_idx, _ = _source_models(chunk, sources, None, ts, apparent)
         _subtract(chunk.vis[ts], models, cross_idx, np.asarray(scales, np.float64))

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "host_zeros", "TWIN"]
+__all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "host_empty", "TWIN"]
 
 
 class _Twin(ModuleType):
@@ -74,12 +74,15 @@ def to_host(arr):
     return arr.get() if hasattr(arr, "get") else np.asarray(arr)
 
 
-def host_zeros(shape: tuple[int, ...], dtype, *, xp=np) -> np.ndarray:
-    """A zeroed host (numpy) array to fill and then upload to ``xp``'s device: page-locked
-    (pinned) memory for cupy, which the copy engine reads at the bus's full speed without a
-    staging copy; plain ``np.zeros`` otherwise (numpy, the twin)."""
+def host_empty(shape: tuple[int, ...], dtype, *, xp=np) -> np.ndarray:
+    """A host (numpy) array to fill, its contents undefined, and then upload to ``xp``'s device:
+    page-locked (pinned) memory for cupy, which the copy engine reads at the bus's full speed
+    without a staging copy; ``np.empty`` otherwise (numpy, the twin). numpy asks the kernel for
+    transparent huge pages on a large ``empty`` (not on ``zeros``, which takes calloc's fresh
+    small pages), so filling a real-size group's 1.4 GB faults 2 MiB pages, not 4 KiB ones: 0.16 s
+    against 1.6 s on the development VM (docs/benchmarks/bench.md)."""
     if xp is np or getattr(xp, "TWIN", False):
-        return np.zeros(shape, dtype)
+        return np.empty(shape, dtype)
     import cupyx
 
-    return cupyx.zeros_pinned(shape, dtype)
+    return cupyx.empty_pinned(shape, dtype)

@@ -29,6 +29,8 @@ from types import ModuleType
 import numba
 import numpy as np
 
+from contimg.imaging.stats import median_abs_deviation
+
 __all__ = ["minor_cycle", "cotton_schwab"]
 
 
@@ -111,7 +113,10 @@ def minor_cycle(*, residual, psf, model, gain: float, stop_jy: float, niter: int
 
 
 def _robust_rms(img, xp: ModuleType = np) -> float:
-    # by hand, not astropy.stats.mad_std: img may be a CuPy array, which mad_std does not take
+    # by hand, not astropy.stats.mad_std: img may be a CuPy array, which mad_std does not take;
+    # on the host the exact median without sorting the image (`contimg.imaging.stats`)
+    if xp is np:
+        return 1.4826 * float(median_abs_deviation(img))
     return 1.4826 * float(xp.median(xp.abs(img - xp.median(img))))
 
 

@@ -7,7 +7,6 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.stats import mad_std
 
 from contimg.io.chunk import VisChunk
 from contimg.config import ImageConfig
@@ -18,6 +17,7 @@ from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
 from contimg.imaging.prep import channel_frequencies, rephase_stokes_i
+from contimg.imaging.stats import MAD_STD_FACTOR, median_abs_deviation
 from contimg.imaging.restore import FWHM_PER_SIGMA, beam_box, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
 from contimg.io.fits import read_clean_mask
@@ -300,7 +300,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
         _add_back(restored=restored, model=model, pb=pb, sources=subtracted, freq_hz=freq, ra0=ra, dec0=dec,
                   cell_rad=cell, beam=beam)
     pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
-    noise = float(mad_std(residual))
+    noise = float(MAD_STD_FACTOR * median_abs_deviation(residual))  # astropy's mad_std, exactly
     log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
              "rms %.3g Jy, peak %.3g Jy", si.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,
              np.degrees(beam[2]), iters, majors, noise, float(restored.max()))

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 from pyuvdata.utils import ENU_from_ECEF, XYZ_from_LatLonAlt
 from pyuvdata.uvdata.uvh5 import FastUVH5Meta
@@ -163,19 +164,39 @@ class _Weights:
         return np.broadcast_to(per_channel[None, None, :, None], self.shape)
 
 
+@numba.njit(nogil=True, cache=True)
+def _put_reversed(src, dst, t, c0):
+    """``dst[t, b, c0 + nc - 1 - c, p] = src[b, 0, c, p]``: one integration of a subband
+    (src (nb, 1, nc, npol), as the file stores it) into its channels of the group's (ntime, nbl,
+    nchan, npol) array, in ascending frequency. Without the GIL: the subbands' threads copy
+    while another reads."""
+    nb, _, nc, npol = src.shape
+    for b in range(nb):
+        for c in range(nc):
+            for p in range(npol):
+                dst[t, b, c0 + nc - 1 - c, p] = src[b, 0, c, p]
+
+
 def _read_into(meta: SubbandMeta, vis, flags, weights: _Weights, chans: slice) -> None:
     """One subband's data into its channels of the group arrays, one integration per h5py call:
-    h5py holds the GIL while it reads, and short reads keep the service's event loop responsive."""
+    h5py holds the GIL while it reads, and short reads keep the service's event loop responsive.
+    Each integration is read into the same buffers (``read_direct``: no fresh pages per read)."""
     nt, nb, nc, npol = meta.ntime, meta.nbl, meta.nchan, meta.npol
+    vbuf = np.empty((nb, 1, nc, npol), np.complex64)
+    fbuf = np.empty((nb, 1, nc, npol), bool)
+    wbuf = np.empty((nb, 1, nc, npol), np.float32)
     with h5py.File(meta.path, "r") as f:
         d = f["Data"]
+        visdata, flagdata, nsamples = d["visdata"], d["flags"], d["nsamples"]
         for t in range(nt):
-            rows = slice(t * nb, (t + 1) * nb)
-            vis[t, :, chans, :] = d["visdata"][rows].reshape(nb, nc, npol)[:, ::-1, :]
-            flagged = d["flags"][rows]
-            if flagged.any():  # (``flags`` starts False: its pages stay untouched where the files flag nothing)
-                flags[t, :, chans, :] = flagged.reshape(nb, nc, npol)[:, ::-1, :]
-            weights.put(t, chans, d["nsamples"][rows].reshape(nb, nc, npol)[:, ::-1, :])
+            rows = np.s_[t * nb:(t + 1) * nb]
+            visdata.read_direct(vbuf, rows)
+            _put_reversed(vbuf, vis, t, chans.start)
+            flagdata.read_direct(fbuf, rows)
+            if fbuf.any():  # (``flags`` starts False: its pages stay untouched where the files flag nothing)
+                _put_reversed(fbuf, flags, t, chans.start)
+            nsamples.read_direct(wbuf, rows)
+            weights.put(t, chans, wbuf.reshape(nb, nc, npol)[:, ::-1, :])
 
 
 def _subband_ranges(sbs: list[int]) -> str:
@@ -216,13 +237,14 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
 
 
 def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "flag", min_subbands: int = 1,
-               read_threads: int = 4, vis_zeros: Callable[[tuple, type], np.ndarray] = np.zeros) -> VisChunk:
+               read_threads: int = 4, vis_empty: Callable[[tuple, type], np.ndarray] = np.empty) -> VisChunk:
     """Read ``group`` into a `VisChunk` (ascending frequency, uvw cast to float64).
 
     on_bad_subband: "flag" (record the reason, flag its channels) or "fail" (raise `ReadError`).
-    Raises `ReadError` when fewer than ``min_subbands`` subbands are usable. ``vis_zeros(shape,
-    dtype)`` makes the group's zeroed vis array (`contimg.device.backend.host_zeros`: pinned host
-    memory for a group bound for a device).
+    Raises `ReadError` when fewer than ``min_subbands`` subbands are usable. ``vis_empty(shape,
+    dtype)`` makes the group's vis array, its contents undefined: every subband's channels are
+    read or zeroed (`contimg.device.backend.host_empty`: pinned host memory for a group bound for
+    a device; np.empty's huge pages otherwise).
     """
     gid = group.group_id
     problems: dict[int, str] = {}  # per subband, the reason (kept in the chunk, one entry each)
@@ -250,7 +272,7 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
 
     nchan_total = n_subbands * ref.nchan
     shape = (ref.ntime, ref.nbl, nchan_total, ref.npol)
-    vis = vis_zeros(shape, np.complex64)
+    vis = vis_empty(shape, np.complex64)  # every channel read or zeroed below
     # False until a file flags something: fresh zero pages are not resident until written, and
     # files that flag nothing (the usual case) then cost no memory for their flags until the flagger
     # runs (a read-ahead group waits a whole imaging stage: 0.16 GiB at real size)
@@ -273,7 +295,8 @@ def read_group(group: Group, *, n_subbands: int = 16, on_bad_subband: str = "fla
             metas.pop(sb)
             vis[:, :, chans_of(sb), :] = 0
             weights.zero(chans_of(sb))
-    for sb in set(range(n_subbands)) - set(metas):  # missing, mismatched or unreadable: flagged
+    for sb in set(range(n_subbands)) - set(metas):  # missing, mismatched or unreadable: zero, flagged
+        vis[:, :, chans_of(sb), :] = 0
         flags[:, :, chans_of(sb), :] = True
     if problems and on_bad_subband == "fail":
         raise ReadError(f"group {gid}: {_summary(problems, kinds, n_subbands)}")

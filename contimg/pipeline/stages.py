@@ -27,7 +27,7 @@ from contimg.config import Config
 from contimg.flag import flag_group
 from contimg.flag.cpu import flagged_fraction_time_channel
 from contimg.io.fits import imageset_header, write_fits
-from contimg.device.backend import array_module, host_zeros, is_device
+from contimg.device.backend import array_module, host_empty, is_device
 from contimg.device.transfer import upload_flags
 from contimg.imaging.imager import image_stokes_i, stokes_i_for_imaging
 from contimg.io.chunk import VisChunk
@@ -113,7 +113,7 @@ def _flags_onto(chunk: VisChunk, flags: np.ndarray) -> np.ndarray:
 def _upload_target(cfg: Config):
     """The array module of the first stage that runs on a device (flag, calibrate, image: the
     group is uploaded there, once), or numpy: the visibilities are read into memory that suits it
-    (`host_zeros`)."""
+    (`host_empty`)."""
     for backend in (cfg.flag.backend, cfg.calibrate.backend, cfg.image.backend):
         if is_device(xp := array_module(backend)):
             return xp
@@ -127,7 +127,7 @@ def _read(work: GroupWork, cfg: Config) -> None:
         return
     chunk = read_group(work.group, n_subbands=cfg.grouping.n_subbands, on_bad_subband=cfg.grouping.on_bad_subband,
                        min_subbands=cfg.grouping.min_subbands, read_threads=cfg.runtime.read_threads,
-                       vis_zeros=functools.partial(host_zeros, xp=_upload_target(cfg)))
+                       vis_empty=functools.partial(host_empty, xp=_upload_target(cfg)))
     work.chunk = chunk
     work.meta = {"start_mjd": float(chunk.time_jd[0] - 2400000.5), "end_mjd": float(chunk.time_jd[-1] - 2400000.5),
                  "mid_mjd": float(np.mean(chunk.time_jd) - 2400000.5), "n_subbands": int(chunk.subbands_present.sum()),

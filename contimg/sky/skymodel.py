@@ -11,7 +11,7 @@ from contimg.sky.beam import airy_power
 from contimg.sky.geometry import hadec_to_enu, icrs_to_enu
 from contimg.sky.predict import predict_point_sources, predict_point_sources_xp
 
-__all__ = ["PointSources", "sky_visibilities"]
+__all__ = ["PointSources", "apparent_sources", "sky_visibilities"]
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,29 @@ class PointSources:
                               for k in ("name", "ra_rad", "dec_rad", "flux_jy", "spectral_index")), ref)
 
 
-def sky_visibilities(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.ndarray, b_enu_m: np.ndarray,
-                     pointing_dec_rad: float, xp=None, out: np.ndarray | None = None):
-    """Model visibilities (ntime, nbl, nchan) complex64 of ``sources`` seen through the Airy beam
-    of a dish pointed at (HA 0, ``pointing_dec_rad``), fringe-stopped to that same direction.
-    ``xp`` (numpy or cupy): the direct sum as the device path's array code, the result on
-    ``xp`` (`predict_point_sources_xp`); None: the numba twin (`predict_point_sources`), into
-    ``out`` (a complex64 array of that shape) when given."""
+def apparent_sources(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.ndarray,
+                     pointing_dec_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``sources`` are and how bright they look through the Airy beam of a dish pointed at
+    (HA 0, ``pointing_dec_rad``): (s_rel (nsrc, ntime, 3) float64, each source's ENU unit
+    vector minus the pointing's, the phase centre; amp_jy (nsrc, ntime, nchan) float64, flux x
+    beam power, 0 below the horizon). One astropy transform for all sources and times."""
     s0 = hadec_to_enu(ha_rad=0.0, dec_rad=pointing_dec_rad)  # (3,), fixed in ENU
     s = icrs_to_enu(ra_rad=sources.ra_rad, dec_rad=sources.dec_rad, time_jd=time_jd)  # (n, t, 3)
     cos_theta = np.clip(s @ s0, -1.0, 1.0)
     sin_theta = np.sqrt(1.0 - cos_theta**2)
     above = (s[..., 2] > 0)[..., None]
     amp = sources.flux_at(freq_hz)[:, None, :] * airy_power(sin_theta=sin_theta[..., None], freq_hz=freq_hz) * above
+    return s - s0, amp
+
+
+def sky_visibilities(*, sources: PointSources, time_jd: np.ndarray, freq_hz: np.ndarray, b_enu_m: np.ndarray,
+                     pointing_dec_rad: float, xp=None, out: np.ndarray | None = None):
+    """Model visibilities (ntime, nbl, nchan) complex64 of ``sources`` seen through the Airy beam
+    of a dish pointed at (HA 0, ``pointing_dec_rad``), fringe-stopped to that same direction
+    (`apparent_sources`, then the direct sum). ``xp`` (numpy or cupy): the direct sum as the
+    device path's array code, the result on ``xp`` (`predict_point_sources_xp`); None: the numba
+    twin (`predict_point_sources`), into ``out`` (a complex64 array of that shape) when given."""
+    s_rel, amp = apparent_sources(sources=sources, time_jd=time_jd, freq_hz=freq_hz, pointing_dec_rad=pointing_dec_rad)
     if xp is not None:
-        return predict_point_sources_xp(xp=xp, b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz)
-    return predict_point_sources(b_enu_m=b_enu_m, s_rel=s - s0, amp_jy=amp, freq_hz=freq_hz, out=out)
+        return predict_point_sources_xp(xp=xp, b_enu_m=b_enu_m, s_rel=s_rel, amp_jy=amp, freq_hz=freq_hz)
+    return predict_point_sources(b_enu_m=b_enu_m, s_rel=s_rel, amp_jy=amp, freq_hz=freq_hz, out=out)
