@@ -2,10 +2,10 @@
 image noise's (median absolute deviation).
 
 numpy's median copies the array and runs introselect over all of it: ~0.1 s for a 4096² float32
-image on two cores, and an imaging run takes eight to ten of them. Here a strided sample of the
-values brackets the middle ranks, one parallel pass counts the values below and inside the
-bracket, a second gathers those inside (a few per cent), and numpy selects the middle ranks among
-them. The result is numpy's median exactly (the same values, the same mean of the two middle ones
+image on two cores, and an imaging run takes eight to ten of them. Here a sample of the values
+(at random places, the same each call) brackets the middle ranks, one parallel pass counts the
+values below and inside the bracket, a second gathers those inside (a few per cent), and numpy
+selects the middle ranks among them. The result is numpy's median exactly (the same values, the same mean of the two middle ones
 for an even count); a bracket that misses the middle (a sample far from typical) falls back to
 numpy. NaN anywhere gives NaN, as numpy does.
 """
@@ -66,9 +66,14 @@ def _gather(flat, center, use_abs, lo, hi, offsets, out):
         out[k] = np.inf
 
 
+def _sample_index(n: int) -> np.ndarray:
+    """``_SAMPLE`` places in [0, n), the same for every call (a fixed seed: reproducible)."""
+    return np.random.default_rng(20261207).integers(0, n, _SAMPLE)
+
+
 def _median(flat: np.ndarray, center, use_abs: bool):
     n = flat.size
-    sample = flat[:: max(1, n // _SAMPLE)]
+    sample = flat[_sample_index(n)]  # random places: a stride can follow an image's columns
     sample = np.sort(np.abs(sample - center) if use_abs else sample)
     k_hi = n // 2
     k_lo = k_hi - 1 if n % 2 == 0 else k_hi
