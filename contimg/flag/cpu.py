@@ -186,11 +186,11 @@ def _median_inplace(a, n, scratch, scratch2):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out):
+def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out, until):
     """SumThreshold along axis 0 of an (N, W) plane, all W lines at once (rows vectorised).
 
-    z float64, mask bool in; out bool (N, W) = mask grown; pv (N + 1, W) float64 and pc
-    (N + 1, W) int64 scratch. ``max_abs``: max |z| over the samples not in ``mask`` — a window
+    z float64, mask bool in; out bool (N, W) = mask grown; pv (N + 1, W) float64, pc
+    (N + 1, W) int64 and until (W,) int64 scratch. ``max_abs``: max |z| over the samples not in ``mask`` — a window
     length whose threshold is above it cannot flag anything (a mean is never above the
     largest value) and is skipped (with a margin far above the prefix sums' rounding).
     Along frequency it runs on the transposed plane."""
@@ -208,18 +208,24 @@ def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out):
             pc[0, c] = 0
         for t in range(nt):
             for c in range(nc):
-                if out[t, c]:
-                    pv[t + 1, c] = pv[t, c] + 0.0
-                    pc[t + 1, c] = pc[t, c]
-                else:
-                    pv[t + 1, c] = pv[t, c] + z[t, c]
-                    pc[t + 1, c] = pc[t, c] + 1
-        for s in range(nt - m + 1):
-            for c in range(nc):
-                cnt = pc[s + m, c] - pc[s, c]
-                if cnt > 0 and abs(pv[s + m, c] - pv[s, c]) > chi * cnt:
-                    for i in range(s, s + m):  # the prefix sums are taken: growing out now is safe
-                        out[i, c] = True
+                o = out[t, c]
+                pv[t + 1, c] = pv[t, c] + (0.0 if o else z[t, c])
+                pc[t + 1, c] = pc[t, c] + (0 if o else 1)
+        # a window [s, s + m) over the threshold flags its samples: swept in s with, per line,
+        # the end of the last such window (the prefix sums are taken: growing out now is safe);
+        # no branch per sample, so the lines vectorise
+        for c in range(nc):
+            until[c] = 0
+        for s in range(nt):
+            if s + m <= nt:
+                for c in range(nc):
+                    cnt = pc[s + m, c] - pc[s, c]
+                    hit = (cnt > 0) & (abs(pv[s + m, c] - pv[s, c]) > chi * cnt)
+                    until[c] = s + m if hit else until[c]
+                    out[s, c] = out[s, c] | (s < until[c])
+            else:
+                for c in range(nc):
+                    out[s, c] = out[s, c] | (s < until[c])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -293,6 +299,8 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
         cff = np.empty((nchan + 1, ntime), np.int64)
         mt = np.empty((ntime, nchan), np.bool_)
         mf = np.empty((nchan, ntime), np.bool_)
+        until_t = np.empty(nchan, np.int64)
+        until_f = np.empty(ntime, np.int64)
         buf = np.empty(ntime * nchan)
         scratch = np.empty(ntime * nchan)
         for t in range(ntime):
@@ -317,8 +325,8 @@ def _detect_kernel(vis, base, cross_idx, lo_t, hi_t, lo_f, hi_f, chis_t, chis_f,
                 for c in range(nchan):
                     if not mask[t, c]:
                         max_abs = max(max_abs, abs(z[t, c]))
-            _sumthreshold_axis0(z, mask, chis_t[it], max_abs, pt, ct, mt)
-            _sumthreshold_axis0(zf, mask_f, chis_f[it], max_abs, pff, cff, mf)
+            _sumthreshold_axis0(z, mask, chis_t[it], max_abs, pt, ct, mt, until_t)
+            _sumthreshold_axis0(zf, mask_f, chis_f[it], max_abs, pff, cff, mf, until_f)
             grown = 0
             for t in range(ntime):
                 for c in range(nchan):
