@@ -203,6 +203,11 @@ def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out, until):
         chi = chis[k]
         if max_abs < chi * (1.0 - 1e-6):
             continue
+        if m == 1:  # a window of one sample is the sample: |z| itself, no sums (as the array code)
+            for t in range(nt):
+                for c in range(nc):
+                    out[t, c] = out[t, c] | (abs(z[t, c]) > chi)
+            continue
         for c in range(nc):
             pv[0, c] = 0.0
             pc[0, c] = 0

@@ -85,11 +85,15 @@ def robust_sigma(*, xp, resid, valid):
 def sumthreshold(*, xp, z, mask, chis, axis: int):
     """SumThreshold along ``axis`` of ``z`` (nslab, ntime, nchan) float64, starting from
     ``mask`` (bool, same shape; flagged samples are left out of the sums). chis: (nwin,) host
-    float64 for M = 1, 2, 4, …. Returns the grown mask."""
+    float64 for M = 1, 2, 4, …. Returns the grown mask. For M = 1 the window is the sample
+    itself: |z| > chi_1 directly (the difference of two prefix sums would round it)."""
     out = mask.copy()
     n = z.shape[axis]
     for k, chi in enumerate(chis):
         m = 1 << k
+        if m == 1:  # a window of one sample is the sample: |z| itself, no sums (`_single_window`)
+            out |= xp.abs(z) > float(chi)
+            continue
         v = xp.where(out, 0.0, z)
         c = (~out).astype(xp.float64)
         pv = _cumsum0(xp, v, axis)

@@ -152,8 +152,7 @@ class Ducc0Gridder:
         model = np.asarray(model, np.float32)
         if self._residual_vis is None:
             self._residual_vis = self.vis if self._consume else self.vis.copy()
-            self._subtracted = np.zeros_like(model)
-        delta = model - self._subtracted
+        delta = model if self._subtracted is None else model - self._subtracted
         if delta.any():
             res = self._residual_vis
             step = self._rows_per_block
