@@ -190,9 +190,10 @@ def _sumthreshold_axis0(z, mask, chis, max_abs, pv, pc, out, until):
     """SumThreshold along axis 0 of an (N, W) plane, all W lines at once (rows vectorised).
 
     z float64, mask bool in; out bool (N, W) = mask grown; pv (N + 1, W) float64, pc
-    (N + 1, W) int64 and until (W,) int64 scratch. ``max_abs``: max |z| over the samples not in ``mask`` — a window
-    length whose threshold is above it cannot flag anything (a mean is never above the
-    largest value) and is skipped (with a margin far above the prefix sums' rounding).
+    (N + 1, W) int64 and until (W,) int64 scratch. ``max_abs``: max |z| over the samples not
+    in ``mask`` — a window length whose threshold is above it cannot flag anything (a mean is
+    never above the largest value) and is skipped (with a margin far above the prefix sums'
+    rounding).
     Along frequency it runs on the transposed plane."""
     nt, nc = z.shape
     for t in range(nt):

@@ -91,7 +91,7 @@ def sumthreshold(*, xp, z, mask, chis, axis: int):
     n = z.shape[axis]
     for k, chi in enumerate(chis):
         m = 1 << k
-        if m == 1:  # a window of one sample is the sample: |z| itself, no sums (`_single_window`)
+        if m == 1:  # a window of one sample is the sample: |z| itself, no sums (as the numba twin)
             out |= xp.abs(z) > float(chi)
             continue
         v = xp.where(out, 0.0, z)

@@ -5,9 +5,9 @@ numpy's median copies the array and runs introselect over all of it: ~0.1 s for 
 image on two cores, and an imaging run takes eight to ten of them. Here a sample of the values
 (at random places, the same each call) brackets the middle ranks, one parallel pass counts the
 values below and inside the bracket, a second gathers those inside (a few per cent), and numpy
-selects the middle ranks among them. The result is numpy's median exactly (the same values, the same mean of the two middle ones
-for an even count); a bracket that misses the middle (a sample far from typical) falls back to
-numpy. NaN anywhere gives NaN, as numpy does.
+selects the middle ranks among them. The result is numpy's median exactly (the same values, the
+same mean of the two middle ones for an even count); a bracket that misses the middle (a sample
+far from typical) falls back to numpy. NaN anywhere gives NaN, as numpy does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["median", "median_abs_deviation", "MAD_STD_FACTOR"]
 MAD_STD_FACTOR = 1.482602218505602  # a Gaussian's sigma over its MAD: astropy's mad_std factor, 1 / Phi^-1(3/4)
 
 _MIN_SIZE = 1 << 16  # below this numpy's median is as fast
-_SAMPLE = 4096  # values in the strided sample
+_SAMPLE = 4096  # values in the sample (`_sample_index`)
 _MARGIN = 160  # sample ranks either side of the middle: ~2.5 sigma of a rank's scatter each way
 _CHUNKS = 64  # parallel chunks of the counting and gathering passes
 
