@@ -1,11 +1,16 @@
 """The memory-lean CPU paths (issue 25) against the plain computations they replace."""
 
+import gc
 import os
+import resource
+import subprocess
+import sys
+import weakref
 
 import numpy as np
 import pytest
 
-from contimg.io.memory import release_pages
+from contimg.device.memory import POPULATE_MIN_BYTES, empty_resident, mapped_empty, populate_pages, release_pages
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -26,6 +31,81 @@ def test_released_pages_leave_the_resident_set_and_read_as_zero():
     assert not a[9:39].any()  # whole pages inside the view: zeros now
     assert (a[:8] == 3.0).all() and (a[40:] == 3.0).all()  # outside it: untouched
     assert release_pages(a[:, ::2]) == 0  # not contiguous: nothing released
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
+def test_populated_pages_are_resident_before_they_are_written_and_keep_their_values():
+    """populate_pages: one call instead of a page fault per page (the kernel's own count of
+    minor faults, while the second half is written) and the values already there unchanged."""
+    a = mapped_empty((16, 2**20 // 8), np.float64, populate=False)  # 16 MiB, nothing resident
+    assert a.shape == (16, 2**20 // 8) and a.dtype == np.float64 and a.flags.c_contiguous and a.flags.writeable
+    a[:8] = 5.0  # faulted in page by page
+    if populate_pages(a) == 0:
+        pytest.skip("this kernel cannot populate pages (MADV_POPULATE_WRITE: Linux >= 5.14)")
+    assert (a[:8] == 5.0).all()
+    before = _faults()
+    a[8:] = 7.0
+    assert _faults() - before < 0.1 * (8 * 2**20 // PAGE)  # written without faulting each page
+    assert (a[8:] == 7.0).all() and (a[:8] == 5.0).all()
+    assert populate_pages(a[:, ::2]) == 0  # not contiguous: nothing populated
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="Linux only")
+def test_a_mapped_array_is_unmapped_with_its_last_view():
+    a = mapped_empty((3, PAGE), np.uint8, populate=True)
+    mapping = weakref.ref(a.base.base)  # the mmap under frombuffer under reshape
+    view = a[1:]
+    del a
+    gc.collect()
+    assert mapping() is not None  # a view still holds it
+    del view
+    gc.collect()
+    assert mapping() is None
+
+
+def test_a_large_resident_array_is_its_own_mapping_and_a_small_one_plain_numpy():
+    small = empty_resident((4, 1000), np.complex64)
+    assert small.base is None and small.shape == (4, 1000) and small.dtype == np.complex64
+    big = empty_resident((POPULATE_MIN_BYTES // 8,), np.float64)
+    assert big.shape == (POPULATE_MIN_BYTES // 8,) and big.flags.writeable
+    if sys.platform.startswith("linux"):
+        assert big.base is not None  # a mapping of its own
+
+
+_TRIM_PROBE = """
+import resource, sys
+import numpy as np
+from contimg.service.runtime import tune_malloc
+print(tune_malloc(mmap_threshold_mib=1, trim_threshold_mib=float(sys.argv[1])), file=sys.stderr)
+def round_():  # a flagger plane's scratch: 16 arrays of 144 KiB, written, then freed
+    arrays = [np.empty(18432) for _ in range(16)]
+    for x in arrays:
+        x[:] = 1.0
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(200):
+    round_()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_trim_threshold_keeps_freed_scratch_for_the_next_round():
+    """With the mmap threshold fixed (the service's), glibc's trim threshold stays at 128 KiB
+    and a heap gives back freed scratch after every round, to fault it in again the next;
+    `tune_malloc`'s trim threshold keeps it (glibc's own count of page faults, in a fresh
+    process each)."""
+    def faults(trim_mib: float) -> int:
+        out = subprocess.run([sys.executable, "-c", _TRIM_PROBE, str(trim_mib)], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.split()[-1])
+
+    kept, given_back = faults(8), faults(0)
+    assert given_back > 200 * 100  # ~576 pages a round, every round
+    assert kept < given_back / 10
 
 
 def test_incremental_residual_equals_the_image_of_data_minus_model():

@@ -11,6 +11,8 @@ from types import ModuleType
 
 import numpy as np
 
+from contimg.device.memory import empty_resident
+
 __all__ = ["gpu_available", "array_module", "to_host", "is_device", "module_name", "host_empty", "TWIN"]
 
 
@@ -77,12 +79,10 @@ def to_host(arr):
 def host_empty(shape: tuple[int, ...], dtype, *, xp=np) -> np.ndarray:
     """A host (numpy) array to fill, its contents undefined, and then upload to ``xp``'s device:
     page-locked (pinned) memory for cupy, which the copy engine reads at the bus's full speed
-    without a staging copy; ``np.empty`` otherwise (numpy, the twin). numpy asks the kernel for
-    transparent huge pages on a large ``empty`` (not on ``zeros``, which takes calloc's fresh
-    small pages), so filling a real-size group's 1.4 GB faults 2 MiB pages, not 4 KiB ones: 0.16 s
-    against 1.6 s on the development VM (docs/benchmarks/bench.md)."""
+    without a staging copy; for numpy (and the twin) `contimg.device.memory.empty_resident` (a
+    large array's pages resident at once)."""
     if xp is np or getattr(xp, "TWIN", False):
-        return np.empty(shape, dtype)
+        return empty_resident(shape, dtype)
     import cupyx
 
     return cupyx.empty_pinned(shape, dtype)

@@ -15,6 +15,8 @@ import numba
 import numpy as np
 import ducc0.wgridder.experimental as wg
 
+from contimg.device.memory import empty_resident
+
 __all__ = ["dirty_image", "psf_image", "predict_from_image", "Ducc0Gridder"]
 
 _FLIPS = dict(flip_u=False, flip_v=True, flip_w=False)
@@ -46,7 +48,7 @@ def _transposed(img: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """``img.T * scale`` as a new C-ordered float32 array, in 64² tiles on all threads: ducc0's
     (x, y) images to FITS order and back (numpy's strided copy of a 4096² image takes ~0.15 s
     and more on fresh pages; this ~0.02 s)."""
-    out = np.empty(img.shape[::-1], np.float32)
+    out = empty_resident(img.shape[::-1], np.float32)
     _transpose_kernel(img, np.float32(scale) if img.dtype == np.float32 else float(scale), out)
     return out
 
@@ -156,7 +158,7 @@ class Ducc0Gridder:
         if delta.any():
             res = self._residual_vis
             step = self._rows_per_block
-            scratch = np.empty((min(step, res.shape[0]), res.shape[1]), res.dtype)
+            scratch = empty_resident((min(step, res.shape[0]), res.shape[1]), res.dtype)
             for r0 in range(0, res.shape[0], step):
                 rows = slice(r0, min(r0 + step, res.shape[0]))
                 pred = scratch[:rows.stop - r0]

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from contimg.io.chunk import VisChunk
-from contimg.io.memory import release_pages
+from contimg.device.memory import mapped_empty, populate_pages, release_pages
 from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
 __all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels", "channel_frequencies"]
@@ -108,7 +108,7 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     CPU path); cupy (or the twin module), `rephase_stokes_i_xp` on the chunk's arrays where they
     live (vis and weights come back on ``xp``, uvw on the host), then `average_channels` on
     ``xp``. ``release`` (the CPU path): each integration's visibilities and flags are given back
-    to the operating system once read (`contimg.io.memory.release_pages`), so the chunk's and
+    to the operating system once read (`contimg.device.memory.release_pages`), so the chunk's and
     the result's memory do not add up; the chunk's vis and flags read as zeros afterwards (the
     caller drops them).
     """
@@ -123,14 +123,18 @@ def rephase_stokes_i(*, chunk: VisChunk, ra_rad: float, dec_rad: float, xp=None,
     cross = chunk.cross
     uvw, delay = rephase_geometry(chunk=chunk, ra_rad=ra_rad, dec_rad=dec_rad)
     ntime, ncross = chunk.time_jd.size, uvw.shape[1]
-    out_vis = np.empty((ntime * ncross, nchan // average), np.complex64)
-    out_wgt = np.empty((ntime * ncross, nchan // average), np.float32)
+    # populated a block at a time as the chunk's pages are given back (``release``): the two
+    # forms' memory does not add up, and no page is faulted in alone (`mapped_empty`)
+    out_vis = mapped_empty((ntime * ncross, nchan // average), np.complex64, populate=False)
+    out_wgt = mapped_empty((ntime * ncross, nchan // average), np.float32, populate=False)
     delay = np.ascontiguousarray(delay)
     args = (np.flatnonzero(cross),)
     rest = (np.asarray(chunk.freq_hz, np.float64), uniform_spacing_hz(chunk.freq_hz), 2 * np.pi / C_M_S, int(average))
     step = ntime if not release else 1
     for t0 in range(0, ntime, step):
         ts, rows = slice(t0, t0 + step), slice(t0 * ncross, (t0 + step) * ncross)
+        populate_pages(out_vis[rows])
+        populate_pages(out_wgt[rows])
         _rephase_kernel(chunk.vis[ts], chunk.flags[ts], chunk.weights[ts], *args, delay[ts], *rest, out_vis[rows],
                         out_wgt[rows])
         if release:
