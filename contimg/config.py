@@ -191,7 +191,6 @@ class ServiceConfig(_Section):
     restart_backoff_s: float = Field(1.0, gt=0, description="first restart delay of a crashed task (doubles, capped at 60 s)")
     max_task_restarts: int = Field(10, ge=0, description="a task crashing more often than this in 10 minutes is marked failed")
     malloc_mmap_threshold_mib: float = Field(1.0, ge=0, le=32, description="glibc: allocations of at least this many MiB are their own mappings, returned to the OS when freed (0 = glibc's own moving threshold, which keeps freed 1-32 MiB arrays in the heap)")
-    malloc_trim_threshold_mib: float = Field(8.0, ge=0, le=64, description="glibc: each thread's heap keeps up to this many MiB free for its next allocations, not given back and faulted in again (0 = glibc's own, 128 KiB once the mmap threshold is fixed: the flagger's threads then give back their per-plane scratch after every plane, ~2 s of a real-size group)")
     worker_nice: int = Field(10, ge=0, le=19, description="niceness added to the worker threads (and the threads they start: h5py, numba, ducc0), so the event loop gets a core at once on a busy machine")
     stall_trace_ms: float = Field(0.0, ge=0, description="diagnostics: when > 0, every thread's traceback goes to state/stalls.log whenever the event loop stalls this long")
 

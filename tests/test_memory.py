@@ -3,7 +3,6 @@
 import gc
 import os
 import resource
-import subprocess
 import sys
 import weakref
 
@@ -74,38 +73,6 @@ def test_a_large_resident_array_is_its_own_mapping_and_a_small_one_plain_numpy()
     assert big.shape == (POPULATE_MIN_BYTES // 8,) and big.flags.writeable
     if sys.platform.startswith("linux"):
         assert big.base is not None  # a mapping of its own
-
-
-_TRIM_PROBE = """
-import resource, sys
-import numpy as np
-from contimg.service.runtime import tune_malloc
-print(tune_malloc(mmap_threshold_mib=1, trim_threshold_mib=float(sys.argv[1])), file=sys.stderr)
-def round_():  # a flagger plane's scratch: 16 arrays of 144 KiB, written, then freed
-    arrays = [np.empty(18432) for _ in range(16)]
-    for x in arrays:
-        x[:] = 1.0
-f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(200):
-    round_()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_the_trim_threshold_keeps_freed_scratch_for_the_next_round():
-    """With the mmap threshold fixed (the service's), glibc's trim threshold stays at 128 KiB
-    and a heap gives back freed scratch after every round, to fault it in again the next;
-    `tune_malloc`'s trim threshold keeps it (glibc's own count of page faults, in a fresh
-    process each)."""
-    def faults(trim_mib: float) -> int:
-        out = subprocess.run([sys.executable, "-c", _TRIM_PROBE, str(trim_mib)], capture_output=True, text=True,
-                             check=True)
-        return int(out.stdout.split()[-1])
-
-    kept, given_back = faults(8), faults(0)
-    assert given_back > 200 * 100  # ~576 pages a round, every round
-    assert kept < given_back / 10
 
 
 def test_incremental_residual_equals_the_image_of_data_minus_model():

@@ -57,7 +57,7 @@ from contimg.service.flow import TaskFlow
 from contimg.service.health import Supervision
 from contimg.service.recorder import QARecorder
 from contimg.service.recording import Recording
-from contimg.service.runtime import Worker, tune_malloc, write_json
+from contimg.service.runtime import Worker, fix_malloc_mmap_threshold, write_json
 from contimg.service.watch import FolderWatcher
 from contimg.service.webserver import WebServing
 from contimg.sky.calibrators import vla_calibrators
@@ -137,9 +137,9 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
     def open(self) -> None:
         self._choose_backends()  # before anything is locked or opened: a refusal leaves nothing behind
         self._lock.acquire()
-        if tuned := tune_malloc(mmap_threshold_mib=self.sc.malloc_mmap_threshold_mib,
-                                trim_threshold_mib=self.sc.malloc_trim_threshold_mib):
-            log.info("malloc: %s", "; ".join(tuned))
+        if fix_malloc_mmap_threshold(self.sc.malloc_mmap_threshold_mib):
+            log.info("malloc: blocks of %g MiB and more are mapped and given back when freed",
+                     self.sc.malloc_mmap_threshold_mib)
         load_earth_orientation()
         vla_calibrators()  # parse the calibrator list once, before any group
         self.ingest = IngestDB(self.state_dir / "ingest.sqlite3", n_subbands=self.cfg.grouping.n_subbands,

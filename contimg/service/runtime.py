@@ -10,43 +10,28 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-__all__ = ["Worker", "write_json", "tune_malloc"]
+__all__ = ["Worker", "write_json", "fix_malloc_mmap_threshold"]
 
-_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
-_M_MMAP_THRESHOLD = -3
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 
 
-def tune_malloc(*, mmap_threshold_mib: float, trim_threshold_mib: float) -> list[str]:
-    """glibc's malloc for a long-running process; returns what was set, in words (empty where
-    there is no glibc or both are 0: left as they are).
-
-    ``mmap_threshold_mib`` (mallopt M_MMAP_THRESHOLD): every block at least that large is its
-    own mapping, given back to the OS the moment it is freed. By default glibc raises the
-    threshold (up to 32 MiB) each time such a block is freed, after which the service's many
-    1–32 MiB numpy temporaries live in the threads' heaps, which a long-running process does not
-    give back.
-
-    ``trim_threshold_mib`` (M_TRIM_THRESHOLD): a heap keeps up to this much free memory at its
-    top for its next blocks. Fixing the mmap threshold also stops glibc from raising this one
-    from its 128 KiB, and then each numba thread of the flagger gave back its per-plane scratch
-    (~2 MB) after every plane and faulted it in again for the next: 6.9 GB of page faults and
-    ~2 s of a real-size group's flagging on the development VM (docs/benchmarks/bench.md)."""
-    if mmap_threshold_mib <= 0 and trim_threshold_mib <= 0:
-        return []
+def fix_malloc_mmap_threshold(mib: float) -> bool:
+    """Fix glibc's mmap threshold at ``mib`` MiB (mallopt M_MMAP_THRESHOLD): every block at
+    least that large is its own mapping, given back to the OS the moment it is freed. By default
+    glibc raises the threshold (up to 32 MiB) each time such a block is freed, after which the
+    service's many 1–32 MiB numpy temporaries live in the threads' heaps, which a long-running
+    process does not give back. False where there is no glibc (or ``mib`` is 0: left as it is)."""
+    if mib <= 0:
+        return False
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name or "libc.so.6").mallopt
+        libc = ctypes.CDLL(name or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mib * 2**20)))
     except (OSError, AttributeError):
-        return []
-    done = []
-    if mmap_threshold_mib > 0 and mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold_mib * 2**20)):
-        done.append(f"blocks of {mmap_threshold_mib:g} MiB and more are mapped and given back when freed")
-    if trim_threshold_mib > 0 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold_mib * 2**20)):
-        done.append(f"a heap keeps up to {trim_threshold_mib:g} MiB free for reuse")
-    return done
+        return False
 
 
 def _settle(fut: asyncio.Future, result, exc) -> None:
