@@ -27,12 +27,14 @@ from contimg.sim.corrupt import thermal_sigma_jy
 from contimg.sim.truthcheck import measure_truth_sources
 
 
-@pytest.fixture(scope="module")
-def perfect_group(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 4], ids=["unaveraged", "averaged-in-time"])
+def perfect_group(tmp_path_factory, request):
+    """The group imaged as it is, and with baseline-dependent averaging in time (up to 4
+    integrations, `ImageConfig.average_times_max`)."""
     base = tmp_path_factory.mktemp("imgtruth")
     cfg = load_config("test", use_env=False, overrides={
         "simulate": {"rfi": False, "n_faint_sources": 30, "faint_radius_deg": 1.3, "faint_flux_jy": [0.05, 0.5]},
-        "image": {"products": ["restored", "residual", "pbcor"]}})
+        "image": {"products": ["restored", "residual", "pbcor"], "average_times_max": request.param}})
     (grp,) = simulate(base / "in", n_groups=1, cfg=cfg.simulate)
     (group,) = group_files(scan_folder(base / "in"), tolerance_s=cfg.grouping.group_tolerance_s)
     chunk = read_group(group)

@@ -16,7 +16,7 @@ from contimg.device.transfer import TransferCounter, download
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
 from contimg.imaging.pbeam import average_primary_beam
-from contimg.imaging.prep import channel_frequencies, rephase_stokes_i
+from contimg.imaging.prep import average_times, channel_frequencies, rephase_stokes_i, time_factors, weight_per_time
 from contimg.imaging.stats import MAD_STD_FACTOR, median_abs_deviation
 from contimg.imaging.restore import FWHM_PER_SIGMA, beam_box, elliptical_gaussian, fit_beam, restore
 from contimg.imaging.weights import imaging_weights
@@ -212,7 +212,10 @@ class StokesI:
     needs of its `VisChunk` (which may be freed once this exists: `stokes_i_for_imaging`).
 
     uvw_m (nrow, 3) float64 host; vis (nrow, nchan) complex64 and wgt (nrow, nchan) float32 data
-    weights (0 = excluded) on ``xp``; nrow = ntime * ncross, time-major."""
+    weights (0 = excluded) on ``xp``; the rows in ``groups`` [(factor, baselines), ...] of
+    baselines averaged over ``factor`` integrations, each (ntime / factor) time-major blocks of
+    its baselines (`contimg.imaging.prep.average_times`; without averaging one group
+    ``[(1, ncross)]``: nrow = ntime * ncross, time-major)."""
 
     group_id: str
     uvw_m: np.ndarray
@@ -228,6 +231,7 @@ class StokesI:
     dec_rad: float
     kind: str  # imaging backend kind ("cpu", "gpu", "twin")
     transfers: TransferCounter
+    groups: list[tuple[int, int]] = field(default_factory=list)
 
 
 def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig, consume: bool = False) -> StokesI:
@@ -247,11 +251,15 @@ def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig, consume: bool = F
                                      average=cfg.average_channels)
     if consume:
         chunk.vis = chunk.flags = chunk.weights = None
+    ntime, ncross = chunk.time_jd.size, int(chunk.cross.sum())
+    factors = time_factors(uvw_m=uvw.reshape(ntime, ncross, 3), max_factor=cfg.average_times_max,
+                           step_fraction=cfg.average_times_step_fraction)
+    uvw, vis, wgt, groups = average_times(uvw_m=uvw, vis=vis, wgt=wgt, ntime=ntime, factors=factors, xp=xp)
     freq = channel_frequencies(freq_hz=chunk.freq_hz, factor=cfg.average_channels)
     return StokesI(group_id=chunk.group_id, uvw_m=uvw, vis=vis, wgt=wgt, freq_hz=freq,
-                   time_jd=chunk.time_jd, ncross=int(chunk.cross.sum()), pointing_dec_rad=chunk.pointing_dec_rad,
+                   time_jd=chunk.time_jd, ncross=ncross, pointing_dec_rad=chunk.pointing_dec_rad,
                    chan_width_hz=chunk.chan_width_hz * cfg.average_channels, int_time_s=chunk.int_time_s, ra_rad=ra,
-                   dec_rad=dec, kind=kind, transfers=chunk.transfers)
+                   dec_rad=dec, kind=kind, transfers=chunk.transfers, groups=groups)
 
 
 def make_images(chunk: VisChunk, *, cfg: ImageConfig, nthreads: int = 1,
@@ -287,7 +295,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
     iters, thresh, majors = c.iterations, c.threshold_jy, c.major_cycles
     ntime = si.time_jd.size
-    weight_tf = download(wgt.reshape(ntime, si.ncross, -1).sum(axis=1, dtype=np.float64), xp=xp,
+    weight_tf = download(weight_per_time(wgt=wgt, ntime=ntime, groups=si.groups or [(1, si.ncross)], xp=xp), xp=xp,
                          counter=si.transfers, label="weight sums")
     n_vis = int(xp.count_nonzero(wgt > 0))
     del wgt

@@ -13,10 +13,11 @@ import numba
 import numpy as np
 
 from contimg.io.chunk import VisChunk
-from contimg.device.memory import mapped_empty, populate_pages, release_pages
+from contimg.device.memory import empty_resident, mapped_empty, populate_pages, release_pages
 from contimg.sky.geometry import C_M_S, hadec_to_enu, icrs_basis
 
-__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels", "channel_frequencies"]
+__all__ = ["rephase_stokes_i", "rephase_geometry", "rephase_stokes_i_xp", "average_channels", "channel_frequencies",
+           "time_factors", "average_times", "weight_per_time"]
 
 _BLOCK_BYTES = 256 * 2**20  # temporaries per block of integrations (the device path)
 
@@ -200,3 +201,87 @@ def channel_frequencies(*, freq_hz: np.ndarray, factor: int) -> np.ndarray:
     """(nchan / factor,) float64 Hz: the mean frequency of each ``factor`` adjacent channels."""
     f = np.asarray(freq_hz, np.float64)
     return f if factor == 1 else f.reshape(-1, factor).mean(axis=1)
+
+
+def time_factors(*, uvw_m: np.ndarray, max_factor: int, step_fraction: float = 1.0) -> np.ndarray:
+    """Per baseline, how many adjacent integrations baseline-dependent averaging joins: the
+    largest divisor of ntime that is at most ``max_factor`` and keeps the baseline's step in the
+    uvw space over the averaged span (factor x its largest step per integration) at most
+    ``step_fraction`` of the fastest baseline's step over one integration. The time smearing of
+    an averaged sample (its phase change across the span, for a source anywhere in the field) is
+    then at most ``step_fraction`` of the unaveraged fastest baseline's. uvw_m (ntime, ncross, 3)
+    float64 towards the phase centre. Returns (ncross,) int64, all 1 for ``max_factor`` 1 or a
+    single integration."""
+    ntime, ncross = uvw_m.shape[:2]
+    if max_factor <= 1 or ntime < 2:
+        return np.ones(ncross, np.int64)
+    step = np.linalg.norm(np.diff(uvw_m, axis=0), axis=2).max(axis=0)  # (ncross,) m per integration
+    fastest = float(step.max())
+    if fastest <= 0:
+        return np.ones(ncross, np.int64)
+    allowed = np.floor(step_fraction * fastest / np.maximum(step, fastest * 1e-12) * (1 + 1e-9)).astype(np.int64)
+    divisors = np.array([d for d in range(1, min(max_factor, ntime) + 1) if ntime % d == 0], np.int64)
+    return divisors[np.maximum(np.searchsorted(divisors, np.minimum(allowed, divisors[-1]), side="right") - 1, 0)]
+
+
+def average_times(*, uvw_m: np.ndarray, vis, wgt, ntime: int, factors: np.ndarray, xp=np,
+                  block_bytes: int = 64 * 2**20) -> tuple[np.ndarray, object, object, list[tuple[int, int]]]:
+    """Baseline-dependent averaging in time: each baseline's ``factors[j]`` adjacent
+    integrations become one sample, the weighted mean of its visibilities (0 where no weight)
+    with the summed weight, at the mean of their uvw.
+
+    uvw_m (ntime * ncross, 3) float64 host; vis (ntime * ncross, nchan) complex64 and wgt
+    float32 on ``xp``, time-major (`rephase_stokes_i`); factors (ncross,) int, each dividing
+    ntime (`time_factors`). Returns (uvw, vis, wgt, groups): the rows in groups of equal
+    factor, ascending, ``groups`` [(factor, baselines), ...]; a group is (ntime / factor)
+    time-major blocks of its baselines (in their order in the input). All factors 1: the input
+    itself, ``[(1, ncross)]``. In blocks of averaged integrations (temporaries of about
+    ``block_bytes``)."""
+    factors = np.asarray(factors, np.int64)
+    ncross = factors.size
+    nchan = vis.shape[1]
+    if np.all(factors == 1):
+        return uvw_m, vis, wgt, [(1, ncross)]
+    if np.any(ntime % factors):
+        raise ValueError(f"average_times: the factors {sorted(set(factors.tolist()))} must divide ntime = {ntime}")
+    groups = [(int(f), np.flatnonzero(factors == f)) for f in np.unique(factors)]
+    nrow = sum(ntime // f * sel.size for f, sel in groups)
+    out_uvw = np.empty((nrow, 3), np.float64)
+    empty = empty_resident if xp is np else xp.empty
+    out_vis = empty((nrow, nchan), np.complex64)
+    out_wgt = empty((nrow, nchan), np.float32)
+    uvw3 = uvw_m.reshape(ntime, ncross, 3)
+    vis3, wgt3 = vis.reshape(ntime, ncross, nchan), wgt.reshape(ntime, ncross, nchan)
+    r0 = 0
+    for f, sel in groups:
+        n = sel.size
+        out_uvw[r0:r0 + ntime // f * n] = uvw3[:, sel].reshape(ntime // f, f, n, 3).mean(axis=1).reshape(-1, 3)
+        sel_d = xp.asarray(sel)
+        step = max(1, block_bytes // max(f * n * nchan * 16, 1))  # averaged integrations per block
+        for k0 in range(0, ntime // f, step):
+            k1 = min(k0 + step, ntime // f)
+            ts = slice(k0 * f, k1 * f)
+            w = wgt3[ts][:, sel_d].reshape(k1 - k0, f, n, nchan).astype(np.float64)
+            v = vis3[ts][:, sel_d].reshape(k1 - k0, f, n, nchan)
+            wsum = w.sum(axis=1)
+            acc = (v * w).sum(axis=1)
+            rows = slice(r0 + k0 * n, r0 + k1 * n)
+            out_vis[rows] = xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0).reshape(-1, nchan)
+            out_wgt[rows] = wsum.reshape(-1, nchan)
+        r0 += ntime // f * n
+    return out_uvw, out_vis, out_wgt, [(f, int(sel.size)) for f, sel in groups]
+
+
+def weight_per_time(*, wgt, ntime: int, groups: list[tuple[int, int]], xp=np) -> np.ndarray:
+    """(ntime, nchan) float64 on ``xp``: the weights of (possibly time-averaged: `average_times`)
+    rows summed over baselines per integration and channel, an averaged sample's weight shared
+    equally among the integrations it joins."""
+    nchan = wgt.shape[1]
+    out = xp.zeros((ntime, nchan), np.float64)
+    r0 = 0
+    for f, n in groups:
+        k = ntime // f
+        per_block = wgt[r0:r0 + k * n].reshape(k, n, nchan).sum(axis=1, dtype=np.float64) / f  # (k, nchan)
+        out += xp.repeat(per_block, f, axis=0)
+        r0 += k * n
+    return out
