@@ -411,6 +411,20 @@ def _ratio_lines(sm: dict) -> list[str]:
     return lines
 
 
+def _reductions_line() -> str:
+    """What contimg's full mode does to the data before gridding that WSClean, run here on the
+    exported measurement set at full resolution, does not (the packaged dsa110 configuration)."""
+    from contimg.config import load_config
+
+    ic = load_config("dsa110", use_env=False).image
+    return (f"Before gridding, contimg's full mode averages {ic.average_channels} adjacent channels "
+            f"(`image.average_channels`) and, per baseline, up to {ic.average_times_max} integrations "
+            f"(`image.average_times_max`: baseline-dependent averaging, each sample's time smearing at most "
+            f"{ic.average_times_step_fraction:g} of the fastest baseline's unaveraged, "
+            f"`image.average_times_step_fraction`); WSClean grids the exported measurement set's 768 channels and "
+            f"24 integrations as they are (its own `-baseline-averaging` and channel averaging not used here).")
+
+
 def write_report(json_path: Path, md_path: Path) -> None:
     r = json.loads(Path(json_path).read_text())
     r["summary"] = summarize(r)  # the targets as the code states them now
@@ -468,6 +482,7 @@ def write_report(json_path: Path, md_path: Path) -> None:
           f"{ws.get('prediction_s', float('nan')):.0f} s, deconvolution {ws.get('deconvolution_s', float('nan')):.0f} s) "
           f"| {ws['wall_s']:.2f} | | |",
           f"| contimg image stage (full mode) | {sm['full_stages_s'].get('image', float('nan')):.2f} | | |", "",
+          _reductions_line(), "",
           f"Peak RSS of one group: contimg full {sm['peak_rss_gib']['full']:.2f} GiB, quick "
           f"{sm['peak_rss_gib']['quick']:.2f} GiB, WSClean {sm['peak_rss_gib']['wsclean']:.2f} GiB. Device memory: "
           + ("see the GPU section" if r.get("gpu") else "not measured (no GPU)") + ".", "",
