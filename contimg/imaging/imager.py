@@ -231,7 +231,7 @@ class StokesI:
     dec_rad: float
     kind: str  # imaging backend kind ("cpu", "gpu", "twin")
     transfers: TransferCounter
-    groups: list[tuple[int, int]] = field(default_factory=list)
+    groups: list[tuple[int, int]]  # (factor, baselines) row groups (`average_times`)
 
 
 def stokes_i_for_imaging(chunk: VisChunk, *, cfg: ImageConfig, consume: bool = False) -> StokesI:
@@ -295,7 +295,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     dirty, psf, model, residual, restored = c.dirty, c.psf, c.model, c.residual, c.restored
     iters, thresh, majors = c.iterations, c.threshold_jy, c.major_cycles
     ntime = si.time_jd.size
-    weight_tf = download(weight_per_time(wgt=wgt, ntime=ntime, groups=si.groups or [(1, si.ncross)], xp=xp), xp=xp,
+    weight_tf = download(weight_per_time(wgt=wgt, ntime=ntime, groups=si.groups, xp=xp), xp=xp,
                          counter=si.transfers, label="weight sums")
     n_vis = int(xp.count_nonzero(wgt > 0))
     del wgt

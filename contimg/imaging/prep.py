@@ -173,6 +173,12 @@ def rephase_stokes_i_xp(*, xp, chunk: VisChunk, ra_rad: float, dec_rad: float):
     return uvw.reshape(-1, 3), out_vis.reshape(ntime * ncross, nchan), out_wgt.reshape(ntime * ncross, nchan)
 
 
+def _weighted_mean(*, acc, wsum, xp):
+    """``acc / wsum`` (sum w V over sum w), 0 where ``wsum`` is 0: `average_channels` and
+    `average_times`."""
+    return xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0)
+
+
 def average_channels(*, vis, wgt, freq_hz: np.ndarray, factor: int, xp=np, rows_per_block: int = 16384):
     """Weighted averages of ``factor`` adjacent channels: (vis (nrow, nchan/factor) complex64 =
     sum w V / sum w (0 where sum w is 0), wgt (nrow, nchan/factor) float32 = sum w, freq_hz
@@ -192,7 +198,7 @@ def average_channels(*, vis, wgt, freq_hz: np.ndarray, factor: int, xp=np, rows_
         w = wgt[rows].reshape(-1, n_out, factor).astype(np.float64)
         wsum = w.sum(axis=2)
         acc = (vis[rows].reshape(-1, n_out, factor) * w).sum(axis=2)
-        out_vis[rows] = xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0)
+        out_vis[rows] = _weighted_mean(acc=acc, wsum=wsum, xp=xp)
         out_wgt[rows] = wsum
     return out_vis, out_wgt, channel_frequencies(freq_hz=freq_hz, factor=factor)
 
@@ -266,7 +272,7 @@ def average_times(*, uvw_m: np.ndarray, vis, wgt, ntime: int, factors: np.ndarra
             wsum = w.sum(axis=1)
             acc = (v * w).sum(axis=1)
             rows = slice(r0 + k0 * n, r0 + k1 * n)
-            out_vis[rows] = xp.where(wsum > 0, acc / xp.where(wsum > 0, wsum, 1), 0).reshape(-1, nchan)
+            out_vis[rows] = _weighted_mean(acc=acc, wsum=wsum, xp=xp).reshape(-1, nchan)
             out_wgt[rows] = wsum.reshape(-1, nchan)
         r0 += ntime // f * n
     return out_uvw, out_vis, out_wgt, [(f, int(sel.size)) for f, sel in groups]
