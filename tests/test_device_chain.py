@@ -96,15 +96,19 @@ def _check_traffic(cpu, dev):
     """The CPU chain moves nothing; the device chain uploads the group once (vis, flags as bits,
     the weights as one float32 per channel: the simulator's nsamples are uniform, which the
     reader keeps as a broadcast view) and brings back little: the flags once, as bits (flag_group
-    returns them on the host and keeps them on the device), the weight sums and the images."""
+    returns them on the host and keeps them on the device), their statistics (counted on the
+    device), the weight sums and the images."""
     assert cpu.meta["transfer_bytes"] == {"h2d": 0, "d2h": 0, "by_label": {}}
     t = dev.meta["transfer_bytes"]
     vis_bytes = _visibility_bytes(dev)
     labels = t["by_label"]
-    nchan = read_zarr(dev.out_dir / "flags.zarr")[0]["per_channel"].size
+    summary = read_zarr(dev.out_dir / "flags.zarr")[0]
+    nchan, ntime = summary["per_channel"].size, summary["per_time"].size
+    n_cross = int(np.isfinite(summary["per_baseline"]).sum())
     assert labels["h2d:weights"] == 4 * nchan
     assert labels["h2d:flags"] == labels["d2h:flags (flag_group)"] == -(-vis_bytes // 64)  # bits, once each way
-    assert set(labels) == {"h2d:vis", "h2d:weights", "h2d:flags", "d2h:flags (flag_group)",
+    assert labels["d2h:flag statistics"] == 8 * (n_cross + ntime * nchan)  # int64 counts, per baseline and cell
+    assert set(labels) == {"h2d:vis", "h2d:weights", "h2d:flags", "d2h:flags (flag_group)", "d2h:flag statistics",
                            "d2h:weight sums", "d2h:psf (beam fit)", "d2h:images"}
     assert labels["d2h:psf (beam fit)"] == (2 * FIT_HALF_BOX + 1) ** 2 * 4  # the box the fit reads, float32
     # (the primary beam is made on the host: it does not cross)

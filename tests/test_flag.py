@@ -118,6 +118,8 @@ def test_array_code_equals_numba_twin_bit_for_bit(sim_dir, test_config):
     b = _flag(chunk, test_config.flag, ("cpu", True))
     assert np.array_equal(a.flags, b.flags)
     assert a.stats.reasons == b.stats.reasons
+    for name in ("per_time_channel", "per_baseline", "per_antenna", "per_channel", "per_time", "fraction"):
+        np.testing.assert_array_equal(getattr(a.stats, name), getattr(b.stats, name), err_msg=name)
 
 
 @pytest.mark.gpu
@@ -160,11 +162,31 @@ def test_rules_on_a_small_plane(test_config):
     assert np.isnan(stats.per_baseline[a1 == a2]).all() and stats.per_baseline[dead & (a1 != a2)].min() == 1.0
 
 
-def test_flagged_fraction_per_time_and_channel_against_numpy():
-    from contimg.flag.cpu import flagged_fraction_time_channel
+def test_flag_stats_against_numpy():
+    """Every statistic of `flag_stats` (one numba pass over the cross-correlations) against numpy
+    written out plainly, with autocorrelations among the baselines and antennas in none."""
+    from contimg.flag import flag_stats
 
     rng = np.random.default_rng(4)
-    flags = rng.random((5, 40, 12, 2)) < 0.3
-    cross = rng.random(40) < 0.9
-    expected = flags[:, cross].mean(axis=(1, 3))
-    np.testing.assert_allclose(flagged_fraction_time_channel(flags, cross), expected, rtol=1e-12)
+    a1, a2 = np.triu_indices(7)
+    a1, a2 = a1 + 1, a2 + 1  # antenna numbers 1..7 of 9: 0 and 8 have no data
+    flags = rng.random((5, a1.size, 12, 2)) < 0.3
+    flags[:, ((a1 == 3) | (a2 == 3)) & (a1 != a2)] = True  # antenna 3 dead on its cross-correlations
+    flags[:, (a1 == 3) & (a2 == 3)] = False  # (its autocorrelation counts for nothing)
+    cross = a1 != a2
+    s = flag_stats(flags=flags, ant1=a1, ant2=a2, n_antennas=9, reasons={"input": 3})
+    fx = flags[:, cross]
+    np.testing.assert_allclose(s.per_time_channel, fx.mean(axis=(1, 3)), rtol=1e-12)
+    np.testing.assert_allclose(s.per_channel, fx.mean(axis=(0, 1, 3)), rtol=1e-12)
+    np.testing.assert_allclose(s.per_time, fx.mean(axis=(1, 2, 3)), rtol=1e-12)
+    assert s.fraction == pytest.approx(fx.mean(), rel=1e-12)
+    per_bl = fx.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(s.per_baseline[cross], per_bl, rtol=1e-12)
+    assert np.isnan(s.per_baseline[~cross]).all()
+    for ant in range(9):
+        mine = ((a1 == ant) | (a2 == ant))[cross]
+        if mine.any():
+            assert s.per_antenna[ant] == pytest.approx(per_bl[mine].mean(), rel=1e-12)
+        else:
+            assert np.isnan(s.per_antenna[ant])
+    assert s.per_antenna[3] == 1.0 and s.reasons == {"input": 3}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contimg.device.backend import array_module, to_host
-from contimg.device.transfer import TransferCounter, download_flags
+from contimg.device.transfer import TransferCounter, download, download_flags
 from contimg.flag import cpu as _cpu
 from contimg.flag import xp as _xp
 from contimg.flag.steps import AVERAGE_CLIP, ArraySteps, HostSteps
@@ -47,6 +47,7 @@ class FlagStats:
     per_baseline: np.ndarray  # (nbl,) fraction, NaN for autocorrelations
     per_channel: np.ndarray  # (nchan,)
     per_time: np.ndarray  # (ntime,)
+    per_time_channel: np.ndarray  # (ntime, nchan): the waterfall of flags the QA plot and the web page show
     reasons: dict[str, int] = field(default_factory=dict)  # cross-correlation samples each rule added
 
     @property
@@ -168,8 +169,12 @@ def flag_group(*, vis, flags, ant1: np.ndarray, ant2: np.ndarray, n_antennas: in
         autos = out[:, auto_d]
         autos |= xp.asarray(bl_dead[auto_idx])[None, :, None, None] | xp.asarray(chan_dead)[None, None, :, None]
         out[:, auto_d] = autos
+    per_row, per_tc = steps.cross_counts(fx)  # the statistics are counted where the flags are: little comes back
+    stats = _stats_from_counts(per_cross=download(per_row, xp=xp, counter=transfers, label="flag statistics"),
+                               per_time_channel=download(per_tc, xp=xp, counter=transfers, label="flag statistics"),
+                               shape=(ntime, nbl, nchan, npol), ant1=ant1, ant2=ant2, n_antennas=n_antennas,
+                               reasons=reasons)
     flags_h = download_flags(out, xp=xp, counter=transfers, label="flags (flag_group)")
-    stats = flag_stats(flags=flags_h, ant1=ant1, ant2=ant2, n_antennas=n_antennas, reasons=reasons)
     return FlagResult(flags=flags_h, stats=stats, backend="gpu" if on_gpu else "cpu", flags_xp=out)
 
 
@@ -212,10 +217,6 @@ def baseline_average_hits(*, xp, mean, count, chi1: float, min_excess: float, rh
     return xp.ascontiguousarray(hits.transpose(1, 2, 0))
 
 
-def _per_antenna(*, per_bl, ant1, ant2, cross, n_antennas: int) -> np.ndarray:
-    return _per_antenna_cross(per_bl=to_host(per_bl)[cross], ant1=ant1[cross], ant2=ant2[cross], n_antennas=n_antennas)
-
-
 def _per_antenna_cross(*, per_bl: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_antennas: int) -> np.ndarray:
     """Mean of a per-baseline fraction over each antenna's cross-correlations; NaN for antennas
     in none."""
@@ -229,16 +230,29 @@ def _per_antenna_cross(*, per_bl: np.ndarray, ant1: np.ndarray, ant2: np.ndarray
 def flag_stats(*, flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray, n_antennas: int,
                reasons: dict[str, int] | None = None) -> FlagStats:
     """Flag fractions over cross-correlations: overall, per antenna (by number), baseline,
-    channel and time. flags: (ntime, nbl, nchan, npol) bool (host)."""
-    cross = ant1 != ant2
-    ntime, nbl, nchan, npol = flags.shape
-    nx = int(cross.sum())
-    tbp, bcp = _cpu.count_axes(np.ascontiguousarray(flags, bool))
-    per_bl_all = tbp.sum(axis=(0, 2)) / float(ntime * nchan * npol)
-    per_bl = np.where(cross, per_bl_all, np.nan)
-    per_ant = _per_antenna(per_bl=per_bl_all, ant1=ant1, ant2=ant2, cross=cross, n_antennas=n_antennas)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return FlagStats(fraction=float(tbp[:, cross].sum() / float(ntime * nx * nchan * npol)), per_antenna=per_ant,
-                         per_baseline=per_bl, per_channel=bcp[cross].sum(axis=(0, 2)) / float(ntime * nx * npol),
-                         per_time=tbp[:, cross].sum(axis=(1, 2)) / float(nx * nchan * npol),
-                         reasons=dict(reasons or {}))
+    channel, time, and (time, channel). flags: (ntime, nbl, nchan, npol) bool (host), read in
+    place in one pass."""
+    per_cross, per_time_channel = _cpu.cross_counts(np.ascontiguousarray(flags, bool), np.flatnonzero(ant1 != ant2))
+    return _stats_from_counts(per_cross=per_cross, per_time_channel=per_time_channel, shape=flags.shape, ant1=ant1,
+                              ant2=ant2, n_antennas=n_antennas, reasons=reasons)
+
+
+def _stats_from_counts(*, per_cross: np.ndarray, per_time_channel: np.ndarray, shape: tuple[int, ...],
+                       ant1: np.ndarray, ant2: np.ndarray, n_antennas: int,
+                       reasons: dict[str, int] | None) -> FlagStats:
+    """`FlagStats` from flagged-sample counts of the cross-correlations: per cross-correlation
+    (nx,), in the order of ``ant1 != ant2``, and per (time, channel) summed over them and the
+    polarizations (ntime, nchan). shape: the group's (ntime, nbl, nchan, npol)."""
+    ntime, nbl, nchan, npol = shape
+    cross = np.asarray(ant1) != np.asarray(ant2)
+    nx = max(int(cross.sum()), 1)
+    frac_cross = np.asarray(per_cross) / float(ntime * nchan * npol)
+    per_bl = np.full(nbl, np.nan)
+    per_bl[cross] = frac_cross
+    tc = np.asarray(per_time_channel, np.int64)
+    return FlagStats(fraction=float(np.sum(per_cross) / float(ntime * nx * nchan * npol)),
+                     per_antenna=_per_antenna_cross(per_bl=frac_cross, ant1=np.asarray(ant1)[cross],
+                                                    ant2=np.asarray(ant2)[cross], n_antennas=n_antennas),
+                     per_baseline=per_bl, per_channel=tc.sum(axis=0) / float(ntime * nx * npol),
+                     per_time=tc.sum(axis=1) / float(nx * nchan * npol), per_time_channel=tc / float(nx * npol),
+                     reasons=dict(reasons or {}))

@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 __all__ = ["initial_flags", "detect", "combine_and_dilate", "baseline_mean", "count_axes", "or_broadcast",
-           "flagged_fraction_time_channel"]
+           "cross_counts"]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -535,24 +535,32 @@ def or_broadcast(mask: np.ndarray, *, tbp=None, bcp=None, tcp=None, t=None, c=No
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _time_channel_kernel(flags, cross, out):
-    ntime, nbl, nchan, npol = flags.shape
-    for t in numba.prange(ntime):
-        for b in range(nbl):
-            if not cross[b]:
-                continue
-            for c in range(nchan):
-                s = 0
-                for p in range(npol):
-                    s += flags[t, b, c, p]
-                out[t, c] += s
+def _cross_counts_kernel(mask, rows, per_row, tc_parts):
+    ntime, _, nchan, npol = mask.shape
+    nrows = rows.size
+    n_blocks = tc_parts.shape[0]
+    for k in numba.prange(n_blocks):  # a block of rows per thread, each with its own (time, channel) counts
+        for j in range(k * nrows // n_blocks, (k + 1) * nrows // n_blocks):
+            b = rows[j]
+            n = 0
+            for t in range(ntime):
+                for c in range(nchan):
+                    s = 0
+                    for p in range(npol):
+                        s += mask[t, b, c, p]
+                    tc_parts[k, t, c] += s
+                    n += s
+            per_row[j] = n
 
 
-def flagged_fraction_time_channel(flags: np.ndarray, cross: np.ndarray) -> np.ndarray:
-    """Flagged fraction of the cross-correlations per (time, channel): (ntime, nchan) float64
-    from flags (ntime, nbl, nchan, npol) bool and cross (nbl,) bool, read in place (the
-    waterfall of flags the QA plots and the web page show)."""
-    ntime, _, nchan, npol = flags.shape
-    counts = np.zeros((ntime, nchan), np.int64)
-    _time_channel_kernel(flags, np.ascontiguousarray(cross), counts)
-    return counts / max(int(np.count_nonzero(cross)) * npol, 1)
+def cross_counts(mask: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flagged samples of the baselines ``rows`` of ``mask`` (ntime, nbl, nchan, npol) bool, read
+    in place in one pass: per row (nrows,) and per (time, channel) summed over the rows and
+    polarizations (ntime, nchan); int64."""
+    ntime, _, nchan, _ = mask.shape
+    rows = np.ascontiguousarray(rows, np.int64)
+    n_blocks = max(1, min(rows.size, 4 * numba.get_num_threads()))
+    per_row = np.zeros(rows.size, np.int64)
+    tc_parts = np.zeros((n_blocks, ntime, nchan), np.int64)
+    _cross_counts_kernel(mask, rows, per_row, tc_parts)
+    return per_row, tc_parts.sum(axis=0)

@@ -105,6 +105,11 @@ class ArraySteps:
         """(over channels (ntime, nbl, npol), over times (nbl, nchan, npol)) flagged counts."""
         return mask.sum(axis=2), mask.sum(axis=0)
 
+    def cross_counts(self, mask):
+        """Flagged samples of the cross-correlations' mask (ntime, nx, nchan, npol): per
+        baseline (nx,) and per (time, channel) (ntime, nchan), where the mask lives."""
+        return mask.sum(axis=(0, 2, 3)), mask.sum(axis=(1, 3))
+
     def or_broadcast(self, mask, *, tbp=None, bcp=None, tcp=None, t=None, c=None) -> int:
         """Flag, in place, the samples of ``mask`` whose (time, baseline, pol), (baseline,
         channel, pol), (time, channel, pol), time or channel is flagged in the given arrays;
@@ -144,6 +149,9 @@ class HostSteps:
 
     def count_axes(self, mask):
         return _cpu.count_axes(mask)
+
+    def cross_counts(self, mask):
+        return _cpu.cross_counts(mask, np.arange(mask.shape[1]))
 
     def or_broadcast(self, mask, *, tbp=None, bcp=None, tcp=None, t=None, c=None) -> int:
         def host(a):

@@ -25,7 +25,6 @@ from contimg.calibrate import GainSolution, TimeGains, apply_gains, time_gains_a
 from contimg.sky.calibrators import find_transiting_calibrator
 from contimg.config import Config
 from contimg.flag import flag_group
-from contimg.flag.cpu import flagged_fraction_time_channel
 from contimg.io.fits import imageset_header, write_fits
 from contimg.device.backend import array_module, host_empty, is_device
 from contimg.device.transfer import upload_flags
@@ -158,11 +157,11 @@ def _flag(work: GroupWork, cfg: Config) -> None:
                         n_antennas=chunk.antenna_enu_m.shape[0],
                         chans_per_subband=nchan // max(len(chunk.subbands_present), 1), cfg=cfg.flag,
                         transfers=chunk.transfers if chunk.on_device else None)
-    flags, stats = result.flags, result.stats  # flags on the host: flags.zarr and the statistics use them
+    flags, stats = result.flags, result.stats  # flags on the host for flags.zarr; the statistics counted where they are
     chunk.flags = result.flags_xp if chunk.on_device else flags  # (on the device: they stay there)
     work.flag_fraction = float(stats.fraction)
     cross = chunk.cross
-    per_time_channel = flagged_fraction_time_channel(flags, cross)
+    per_time_channel = stats.per_time_channel
     work.out_dir.mkdir(parents=True, exist_ok=True)
     arrays = {"per_antenna": stats.per_antenna, "per_baseline": stats.per_baseline, "per_channel": stats.per_channel,
               "per_time": stats.per_time, "per_time_channel": per_time_channel}
