@@ -500,3 +500,40 @@ def test_the_writer_stores_image_zarr_and_only_then_the_image_checkpoint(tmp_pat
     assert rows[first]["checkpoint"] == "calibrate" and "image.zarr" in rows[first]["error"]
     assert "no space left" in rows[first]["error"] and rows[first]["state"] != "completed"
     assert (first, "write") not in seen and not (tmp_path / "root" / "products" / first / "image.zarr").exists()
+
+
+def test_diagnostic_plots_are_drawn_off_the_processors_thread(tmp_path, six_groups, monkeypatch):
+    """The flag stage's PNGs are drawn in the service's misc worker, not the device thread that
+    flags, and recorded in qa_artifacts; a plot that fails is logged and its group completes,
+    with its other plots recorded."""
+    import threading
+
+    from contimg.pipeline import stages as stages_mod
+
+    svc, _ = _drained_service(tmp_path, six_groups, 2)
+    threads = {}
+    flags_png, uv_png = stages_mod.flags_png, stages_mod.uv_coverage_png
+    first = _groups(six_groups)[0].group_id
+
+    def watched_flags(path, **kw):
+        threads.setdefault("flags", set()).add(threading.current_thread().name)
+        return flags_png(path, **kw)
+
+    def failing_uv_for_the_first(path, **kw):
+        threads.setdefault("uv", set()).add(threading.current_thread().name)
+        if first in str(path):
+            raise RuntimeError("no uv for you")
+        return uv_png(path, **kw)
+
+    monkeypatch.setattr(stages_mod, "flags_png", watched_flags)
+    monkeypatch.setattr(stages_mod, "uv_coverage_png", failing_uv_for_the_first)
+    assert asyncio.run(svc.run()) == 0
+    assert threads == {"flags": {"contimg-misc"}, "uv": {"contimg-misc"}}
+    rows = _ingest_rows(tmp_path / "root")
+    assert all(r["state"] == "completed" for r in rows.values()) and len(rows) == 2
+    arts = _query(tmp_path / "root" / "state" / "products.sqlite3", "SELECT group_id, kind, path FROM qa_artifacts")
+    kinds = {(a["group_id"], a["kind"]) for a in arts}
+    second = next(g for g in rows if g != first)
+    assert {(first, "flags"), (second, "flags"), (second, "uv_coverage")} <= kinds
+    assert (first, "uv_coverage") not in kinds
+    assert all(Path(a["path"]).read_bytes()[:4] == b"\x89PNG" for a in arts)

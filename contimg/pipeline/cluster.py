@@ -72,9 +72,10 @@ def run_group(work: GroupWork, cfg: Config) -> RemoteOutcome:
     except (ImportError, ValueError):
         pass
     out = RemoteOutcome(work, worker=str(worker), pid=os.getpid())
-    # one thread runs every stage here: intermediates are stored at once (nothing deferred
-    # travels back: a deferred one is a closure)
+    # one thread runs every stage here: intermediates are stored and plots drawn at once (nothing
+    # deferred travels back: a deferred one is a closure)
     work.defer_intermediates = frozenset()
+    work.defer_plots = False
     for stage in STAGES:
         t0 = time.perf_counter()
         try:

@@ -174,12 +174,13 @@ def _flag(work: GroupWork, cfg: Config) -> None:
                                        reasons=stats.reasons, cfg=cfg.qa)
         if cfg.qa.plots:
             qa_dir = work.out_dir / "qa"
-            work.artifacts.append(("flags", str(flags_png(
-                qa_dir / f"{work.group_id}.flags.png", per_time_channel=per_time_channel,
-                per_antenna=stats.per_antenna, freq_hz=chunk.freq_hz, title=f"{work.group_id}: flags"))))
-            work.artifacts.append(("uv_coverage", str(uv_coverage_png(
-                qa_dir / f"{work.group_id}.uv.png", uvw_m=chunk.uvw_m[:, cross], freq_hz=chunk.freq_hz,
-                title=f"{work.group_id}: uv coverage"))))
+            freq_hz = chunk.freq_hz.copy()
+            work.add_plot("flags", functools.partial(
+                flags_png, qa_dir / f"{work.group_id}.flags.png", per_time_channel=per_time_channel,
+                per_antenna=stats.per_antenna, freq_hz=freq_hz, title=f"{work.group_id}: flags"))
+            work.add_plot("uv_coverage", functools.partial(
+                uv_coverage_png, qa_dir / f"{work.group_id}.uv.png", uvw_m=chunk.uvw_m[:, cross], freq_hz=freq_hz,
+                title=f"{work.group_id}: uv coverage"))
 
 
 def _calibrate(work: GroupWork, cfg: Config) -> None:
@@ -255,10 +256,10 @@ def _calibrate_qa(work: GroupWork, cfg: Config) -> None:
         solved_here=sol is not None and sol.group_id == work.group_id, cfg=cfg.qa,
         rejected_reasons=work.cal_rejected)
     if sol is not None and cfg.qa.plots and not work.done("calibrate"):
-        work.artifacts.append(("bandpass", str(bandpass_png(
-            work.out_dir / "qa" / f"{work.group_id}.bandpass.png", gains=sol.gains, flags=sol.flags,
-            freq_hz=chunk.freq_hz, antenna_numbers=sol.antenna_numbers,
-            title=f"{work.group_id}: gains applied (solved on {sol.group_id}, {sol.calibrator})"))))
+        work.add_plot("bandpass", functools.partial(
+            bandpass_png, work.out_dir / "qa" / f"{work.group_id}.bandpass.png", gains=sol.gains, flags=sol.flags,
+            freq_hz=chunk.freq_hz.copy(), antenna_numbers=sol.antenna_numbers,
+            title=f"{work.group_id}: gains applied (solved on {sol.group_id}, {sol.calibrator})"))
         if sol.group_id == work.group_id:
             _gain_history_plot(work)
 
@@ -268,28 +269,38 @@ def history_solutions(work: GroupWork, max_solutions: int = 20) -> list:
     (the rows the shell handed the stage; time-gain tables are not bandpasses and are left
     out) and this group's own, by time; at most ``max_solutions``, those of other antenna
     sets left out."""
-    rows = sorted([r for r in work.cal_candidates
-                   if r["set_name"] != work.group_id and r.get("cal_type", "bandpass") == "bandpass"],
+    return _history_solutions(candidates=work.cal_candidates, sol=work.sol, group_id=work.group_id,
+                              max_solutions=max_solutions)
+
+
+def _history_solutions(*, candidates: list[dict], sol, group_id: str, max_solutions: int) -> list:
+    rows = sorted([r for r in candidates if r["set_name"] != group_id and r.get("cal_type", "bandpass") == "bandpass"],
                   key=lambda r: r["mid_mjd"])
     paths = [Path(r["path"]) for r in rows if Path(r["path"]).is_dir()][-(max_solutions - 1):]
-    sols = [load_solution(p) for p in paths] + [work.sol]
+    sols = [load_solution(p) for p in paths] + [sol]
     sols.sort(key=lambda s: s.mid_jd)
-    return [s for s in sols if s.antenna_numbers.shape == work.sol.antenna_numbers.shape]
+    return [s for s in sols if s.antenna_numbers.shape == sol.antenna_numbers.shape]
 
 
 def _gain_history_plot(work: GroupWork, max_solutions: int = 20) -> None:
-    """Gain phase against time over `history_solutions`."""
-    sols = history_solutions(work, max_solutions)
+    """Gain phase against time over `history_solutions` (loaded and drawn where `GroupWork.add_plot`
+    draws)."""
+    work.add_plot("gain_phase", functools.partial(
+        _gain_history_png, work.out_dir / "qa" / f"{work.group_id}.gain_phase.png",
+        candidates=list(work.cal_candidates), sol=work.sol, group_id=work.group_id, max_solutions=max_solutions))
+
+
+def _gain_history_png(path: Path, *, candidates: list[dict], sol, group_id: str, max_solutions: int) -> Path | None:
+    sols = _history_solutions(candidates=candidates, sol=sol, group_id=group_id, max_solutions=max_solutions)
     if len(sols) < 1:
-        return
+        return None
     with np.errstate(all="ignore"), warnings.catch_warnings():  # a dead antenna: NaN, no point
         warnings.simplefilter("ignore", RuntimeWarning)
         phase = np.array([np.degrees(np.angle(np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].real), axis=1)
                                                 + 1j * np.nanmedian(np.where(s.flags[:, :, 0], np.nan, s.gains[:, :, 0].imag), axis=1)))
                           for s in sols])
-    work.artifacts.append(("gain_phase", str(gain_phase_png(
-        work.out_dir / "qa" / f"{work.group_id}.gain_phase.png", time_mjd=np.array([s.mid_jd - 2400000.5 for s in sols]),
-        phase_deg=phase, title=f"gain phase of the last {len(sols)} solutions"))))
+    return gain_phase_png(path, time_mjd=np.array([s.mid_jd - 2400000.5 for s in sols]), phase_deg=phase,
+                          title=f"gain phase of the last {len(sols)} solutions")
 
 
 def _image(work: GroupWork, cfg: Config) -> None:

@@ -70,6 +70,11 @@ class GroupWork:
     gates: dict[str, Gate] = field(default_factory=dict)
     gates_recorded: set[str] = field(default_factory=set)  # stages whose gate the shell has stored
     artifacts: list[tuple[str, str]] = field(default_factory=list)  # (kind, path) of diagnostic PNGs
+    # with ``defer_plots`` (the service), the stages' diagnostic PNGs are not drawn in the stage's
+    # thread (the processor's: the device's on a GPU host) but kept in ``plot_draws`` for the
+    # service to draw on another (`add_plot`)
+    defer_plots: bool = False
+    plot_draws: list[tuple[str, Callable[[], object]]] = field(default_factory=list)
     detections: list[dict] = field(default_factory=list)
     photometry: list[dict] = field(default_factory=list)
     # a file group (``group.kind == "file"``, `contimg.pipeline.filestages`): the file's
@@ -106,6 +111,16 @@ class GroupWork:
         else:
             store()
             self.checkpoint = stage
+
+    def add_plot(self, kind: str, draw: Callable[[], object]) -> None:
+        """A diagnostic PNG of ``kind``: ``draw()`` writes it and returns its path (or None: nothing
+        to show). Drawn now, its path into ``artifacts``; or, with ``defer_plots``, kept in
+        ``plot_draws`` for the caller to draw elsewhere. ``draw`` holds what the plot shows (small
+        arrays), never the chunk or this work: it may outlive the stage."""
+        if self.defer_plots:
+            self.plot_draws.append((kind, draw))
+        elif (path := draw()) is not None:
+            self.artifacts.append((kind, str(path)))
 
     def store_deferred(self) -> None:
         """Store the deferred intermediates in stage order, the checkpoint advancing with each

@@ -131,6 +131,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         self.catalogue = None  # the sky catalogue (loaded at open)
         self.qa: QARecorder | None = None  # records what QA the stages left (made at open)
         self._post_group: set[str] = set()  # groups whose catalogue/mosaic update runs (drain waits)
+        self._plot_tasks: set[asyncio.Task] = set()  # diagnostic PNGs being drawn (`_draw_plots_later`; drain waits)
         self.backends: dict[str, dict] = {}  # stage → its chosen backend and self-check (made at open)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*self._plot_tasks, return_exceptions=True)  # a plot or two: seconds at most
         finally:
             lag.cancel()
             for gid in list(self.in_hand):

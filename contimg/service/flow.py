@@ -97,7 +97,7 @@ class TaskFlow:
         while not self.stopping.is_set():
             self._close_timed_out()
             if self.disk_state == "critical":
-                if self.mode == "drain" and not self.in_hand and not self._post_group:
+                if self.mode == "drain" and not self.in_hand and not self._post_group and not self._plot_tasks:
                     self._stop_drain_for_disk()
                     break
                 await self._sleep(self.sc.poll_interval_s)
@@ -119,7 +119,8 @@ class TaskFlow:
             group = self.ingest.group(gid)
             # a DSA-110 group's image.zarr is stored by the writer, off the processor's thread
             work = GroupWork(group=group, root=self.root,
-                             defer_intermediates=DEFERRED_INTERMEDIATES if group.kind != "file" else frozenset())
+                             defer_intermediates=DEFERRED_INTERMEDIATES if group.kind != "file" else frozenset(),
+                             defer_plots=True)
             self._slot_holders.add(gid)
             work.checkpoint = usable_checkpoint(work.out_dir, row["checkpoint"])
             if work.checkpoint != (row["checkpoint"] or "") and row["checkpoint"] != "write":
@@ -279,9 +280,11 @@ class TaskFlow:
             if work.checkpoint != stored:  # a write stage that stored some deferred intermediates first
                 self.ingest.set_checkpoint(gid, work.checkpoint)
             self._record_failed(work, stage, exc, time.perf_counter() - t0)
+            self._draw_plots_later(work)  # (what the stage plotted before it failed helps to see why)
             return False
         dt = time.perf_counter() - t0
         work.timings_s[stage] = round(dt, 3)
+        self._draw_plots_later(work)
         self._register_calibration(work)
         self.qa.record_stage(work)
         self.ingest.record_metric(gid, stage, dt, attempt=work.attempt, replayed=replayed)
@@ -308,6 +311,6 @@ class TaskFlow:
             await self._sleep(0.2)
             if self.input_done.is_set():
                 self._close_timed_out(input_exhausted=True)
-                if not self.ingest.busy() and not self.in_hand and not self._post_group:
+                if not self.ingest.busy() and not self.in_hand and not self._post_group and not self._plot_tasks:
                     log.info("queue empty: stopping")
                     self.stopping.set()

@@ -6,6 +6,7 @@ A part of `contimg.service.core.Service` (a mixin: it works on the service's own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -33,6 +34,29 @@ class Recording:
         for row in work.cal_registrations:
             self.calreg.register(row)
         work.cal_registrations = []
+
+    def _draw_plots_later(self, work: GroupWork) -> None:
+        """The diagnostic PNGs a stage left to draw (`GroupWork.add_plot`) are drawn in the ``misc``
+        worker, off the processor's thread, and recorded when drawn; drain mode waits for them."""
+        if not work.plot_draws:
+            return
+        draws, work.plot_draws = work.plot_draws, []
+        task = asyncio.create_task(self._draw_plots(work.group_id, draws), name=f"plots {work.group_id}")
+        self._plot_tasks.add(task)
+        task.add_done_callback(self._plot_tasks.discard)
+
+    async def _draw_plots(self, gid: str, draws: list) -> None:
+        artifacts = []
+        for kind, draw in draws:
+            try:
+                path = await self.workers["misc"].run(draw)
+            except Exception:  # noqa: BLE001 - a diagnostic plot never fails its group
+                log.exception("group %s: the %s plot failed", gid, kind)
+                continue
+            if path is not None:
+                artifacts.append((kind, str(path)))
+        if artifacts:
+            self.products.record_qa(group_id=gid, gates=[], artifacts=artifacts)
 
     def _record_alert(self, alert: Alert) -> None:
         if self.products is not None:
