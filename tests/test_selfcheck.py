@@ -129,7 +129,9 @@ def test_no_device_a_raising_check_and_cpu():
     assert c.backend == "cpu" and "no figure" in c.reason
     with pytest.raises(ValueError, match="unknown flag.backend"):
         choice.choose_backend("flag", "twin", device_available=True, check=check)
-    if not selfcheck.gpu_available():  # the service's default on a machine without a device
+    from contimg.device.backend import gpu_available
+
+    if not gpu_available():  # the service's default on a machine without a device
         out = selfcheck.choose_backends()
         assert {s: (c.backend, c.checked) for s, c in out.items()} == {s: ("cpu", False) for s in choice.STAGES}
 
@@ -190,3 +192,51 @@ def test_service_refuses_gpu_without_a_device(tmp_path):
     with pytest.raises(ConfigError, match=r"calibrate.backend = 'gpu', but cupy finds no CUDA device"):
         svc.open()
     assert not (tmp_path / "root" / "state").exists()
+
+
+# --- whoever runs the stages: "auto" goes through the self-check ----------------------------------------
+
+
+def _has_cupy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cupy") is not None
+
+
+def test_a_stage_run_outside_the_service_resolves_auto_through_the_self_check(tmp_path, monkeypatch, sim_dir,
+                                                                            test_config):
+    """A cluster worker or an export runs the stages with the configuration as written ("auto"),
+    without the service's start-up choice. On a host where a device is usable (here: said to be)
+    and the flag stage's check disagrees, the stage flags on the CPU, the check runs once per
+    process, and the choice is recorded with its figure; a check that passes lets the device in."""
+    from contimg.device import backend
+    from contimg.io.naming import group_files, scan_folder
+    from contimg.io.store import read_zarr
+    from contimg.pipeline.stages import GroupWork, run_stage
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    ran = []
+
+    def disagreeing(*, device):
+        ran.append(device)
+        return [choice.Figure("flags_differing_fraction", 0.5, selfcheck.FLAG_DIFF_LIMIT)]
+
+    monkeypatch.setitem(selfcheck.CHECKS, "flag", disagreeing)
+    cfg = test_config.model_copy(update={"flag": test_config.flag.model_copy(update={"backend": "auto"})})
+    group = group_files(scan_folder(sim_dir), tolerance_s=60)[0]
+    for _ in range(2):
+        work = GroupWork(group=group, root=tmp_path / "root")
+        run_stage("read", work, cfg)
+        run_stage("flag", work, cfg)
+        assert read_zarr(work.out_dir / "flags.zarr")[1]["backend"] == "cpu"
+    assert ran == ["gpu"]  # once in this process
+    c = choice.chosen("flag")
+    assert (c.requested, c.backend, c.checked, c.passed) == ("auto", "cpu", True, False)
+    assert "flags_differing_fraction 0.5" in c.reason
+    # (the run resolved every "auto" stage: calibrate and image failed their checks here, with no cupy)
+    assert "No module named 'cupy'" in choice.chosen("calibrate").reason or _has_cupy()
+    choice.forget_choices()
+    monkeypatch.setitem(selfcheck.CHECKS, "calibrate", lambda *, device: [choice.Figure("g", 0.0, 1e-5)])
+    assert selfcheck.resolved_backend("calibrate", "auto") == "gpu"
+    assert selfcheck.resolved_backend("calibrate", "cpu") == "cpu"
+    assert selfcheck.resolved_backend("image", "twin") == "twin"

@@ -18,14 +18,17 @@ sits in imaging, the lowest layer that imports all three stages.
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 
 import numpy as np
 
-from contimg.device.backend import gpu_available, to_host
-from contimg.device.selfcheck import Figure, StageBackend, choose_backend, chosen
+from contimg.device import backend as _backend
+from contimg.device.backend import to_host
+from contimg.device.selfcheck import STAGES, Figure, StageBackend, choose_backend, chosen
 
-__all__ = ["flag_check", "calibrate_check", "image_check", "CHECKS", "choose_backends", "device_selfcheck"]
+__all__ = ["flag_check", "calibrate_check", "image_check", "CHECKS", "choose_backends", "device_selfcheck",
+           "resolved_backend", "with_resolved_backends"]
 
 # limits: the device's float32 and parallel sums against the twin's float64 and serial ones
 FLAG_DIFF_LIMIT = 1e-3  # fraction of samples flagged differently (a few samples of this group)
@@ -146,7 +149,7 @@ def choose_backends(*, flag: str = "auto", calibrate: str = "auto", image: str =
     "auto" falls back to the CPU with the reason logged; "gpu" raises). Called once at start-up;
     the stages then run on ``result[stage].backend``. ``device``: None for the CUDA device when
     cupy sees one; "array" runs the checks' device path as array code on numpy (tests)."""
-    available = gpu_available() if device is None else True
+    available = _backend.gpu_available() if device is None else True
     mode = device or "gpu"
     out = {}
     for stage, requested in (("flag", flag), ("calibrate", calibrate), ("image", image)):
@@ -164,3 +167,31 @@ def device_selfcheck() -> str | None:
     if choice is None or not choice.checked:
         choice = choose_backend("image", "auto", device_available=True, check=lambda: image_check(device="gpu"))
     return None if choice.passed else choice.reason
+
+
+_RESOLVING = threading.Lock()
+
+
+def resolved_backend(stage: str, requested: str) -> str:
+    """The backend ``stage`` runs on for its configured ``requested``: "auto" resolves through this
+    process's recorded choice (`contimg.device.selfcheck.chosen`), made now, once, with the stage's
+    self-check where a CUDA device is usable, when none was recorded for "auto" yet (no device:
+    "cpu", unchecked); any other request is returned as it is. So a stage's device path never runs
+    unchecked on a GPU host, whoever calls the stages: the service resolves its configuration at
+    start-up (`choose_backends`), a cluster worker or an export resolves here, in its own process."""
+    if requested != "auto":
+        return requested
+    with _RESOLVING:
+        choice = chosen(stage)
+        if choice is None or choice.requested != "auto":
+            choice = choose_backend(stage, "auto", device_available=_backend.gpu_available(),
+                                    check=lambda: CHECKS[stage](device="gpu"))
+    return choice.backend
+
+
+def with_resolved_backends(cfg):
+    """``cfg`` (a `contimg.config.Config`) with the flag, calibrate and image backends that are
+    "auto" resolved (`resolved_backend`); ``cfg`` itself when none is."""
+    update = {stage: getattr(cfg, stage).model_copy(update={"backend": resolved_backend(stage, "auto")})
+              for stage in STAGES if getattr(cfg, stage).backend == "auto"}
+    return cfg.model_copy(update=update) if update else cfg

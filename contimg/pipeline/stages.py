@@ -36,6 +36,7 @@ from contimg.qa.gates import (calibrate_gate, flag_gate, image_gate, read_gate)
 from contimg.qa.plots import bandpass_png, flags_png, gain_phase_png, uv_coverage_png
 from contimg.calibrate.storage import load_solution
 from contimg.imaging.storage import load_imageset, save_imageset
+from contimg.imaging.selfcheck import with_resolved_backends
 from contimg.io.store import read_zarr, write_zarr
 from contimg.calibrate.subtract import SubtractedSource, bright_sources_in_beam, fit_and_subtract, subtract_fitted
 from contimg.pipeline.calibration import solve_or_look_up
@@ -397,4 +398,5 @@ _STAGE_FUNCS = {"read": _read, "flag": _flag, "calibrate": _calibrate, "image": 
 def run_stage(stage: str, work: GroupWork, cfg: Config) -> None:
     """Run one stage on ``work`` (in place): a DSA-110 group's here, a file group's in
     `contimg.pipeline.filestages`. Raises on bad data; the caller records the failure."""
+    cfg = with_resolved_backends(cfg)  # "auto" only where this process's self-check let the device in
     (FILE_STAGES if work.kind == "file" else _STAGE_FUNCS)[stage](work, cfg)
