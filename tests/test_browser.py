@@ -227,6 +227,9 @@ def test_live_page_during_a_replay(tmp_path, sim_dir):
             expect(feeder.locator(".pill")).to_have_text("finished")
             assert "bad" not in feeder.locator(".pill").get_attribute("class")
             expect(page.locator('#tasks tr[data-task="reader"] .pill')).to_have_text("running")
+            # each stage's backend and why (no device here: the CPU, unchecked)
+            expect(page.locator("#backends tr")).to_have_count(3)
+            expect(page.locator('#backends tr[data-stage="flag"]')).to_contain_text("no CUDA device")
 
             expect(page.locator("#images figure")).to_have_count(2, timeout=30_000)
             expect(page.locator("#images img").first).to_have_js_property("complete", True)

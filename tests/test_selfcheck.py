@@ -178,6 +178,43 @@ def test_service_runs_each_stage_on_the_backend_its_check_chose(tmp_path, monkey
                            "stage_median_s": {}, "latest_images": []})
     assert "stages on: flag cpu (self-check against the CPU twin failed: flags_differing_fraction" in shown
     assert "calibrate gpu (self-check passed against the CPU twin)" in shown
+    flag_fig = doc["backends"]["flag"]["figures"]["flags_differing_fraction"]["value"]
+    assert "flag self-check (" in shown and f"flags_differing_fraction {flag_fig:.3g} > 0.001" in shown
+    assert "gain_flags_differing 0 ≤ 0" in shown and "dirty_vs_ducc0 " in shown
+
+
+def test_the_web_view_and_metrics_show_each_stage_s_check_and_figures(tmp_path, monkeypatch):
+    """/api/status gives each stage's choice with its reason and figures (what the page's
+    "Stages on" table shows), and /api/metrics every figure with its limit."""
+    from functools import partial
+
+    import httpx
+    from webutil import ServiceThread
+
+    from contimg.config import load_config
+    from contimg.service import core
+
+    monkeypatch.setattr(core, "choose_backends", partial(selfcheck.choose_backends, device="array"))
+    _perturb_flag(monkeypatch)
+    root = tmp_path / "root"
+    (root / "incoming").mkdir(parents=True)
+    cfg = load_config("test", use_env=False, overrides={"web": {"port": 0}})
+    st = ServiceThread(root, cfg).start()
+    try:
+        status = httpx.get(st.url + "/api/status").json()
+        metrics = httpx.get(st.url + "/api/metrics").text
+    finally:
+        assert st.stop() == 0
+    b = status["backends"]
+    assert (b["flag"]["backend"], b["calibrate"]["backend"], b["image"]["backend"]) == ("cpu", "gpu", "gpu")
+    assert b["flag"]["passed"] is False and "flags_differing_fraction" in b["flag"]["reason"]
+    fig = b["flag"]["figures"]["flags_differing_fraction"]
+    assert fig["ok"] is False and fig["value"] > fig["limit"] == selfcheck.FLAG_DIFF_LIMIT
+    assert b["image"]["figures"]["dirty_vs_ducc0"]["ok"] and b["image"]["seconds"] > 0
+    assert f'contimg_selfcheck_figure{{figure="flags_differing_fraction",stage="flag",what="limit"}} 0.001' in metrics
+    value = float(metrics.split('contimg_selfcheck_figure{figure="flags_differing_fraction",stage="flag",what="value"} ')[1].split()[0])
+    assert value == pytest.approx(fig["value"])
+    assert 'contimg_stage_on_device{checked="true",requested="auto",stage="calibrate"} 1.0' in metrics
 
 
 def test_service_refuses_gpu_without_a_device(tmp_path):

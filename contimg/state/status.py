@@ -104,6 +104,11 @@ def format_status(doc: dict) -> str:
         if svc.get("backends"):
             lines.append("  stages on: " + ", ".join(f"{stage} {c['backend']} ({c['reason']})"
                                                      for stage, c in svc["backends"].items()))
+            for stage, c in svc["backends"].items():  # the self-checks' figures, passed or not
+                if c.get("figures"):
+                    lines.append(f"    {stage} self-check ({c.get('seconds', 0):.1f} s): " + ", ".join(
+                        f"{name} {f['value']:.3g} {'≤' if f['ok'] else '>'} {f['limit']:.3g}"
+                        for name, f in c["figures"].items()))
         lines.append("  tasks: " + ", ".join(f"{TASKS.get(k, k)} {v}" for k, v in sorted(svc["health"].items())))
         lines.append(f"  queues: {', '.join(f'{k} {v}' for k, v in svc['queues'].items())}  event-loop delay (p99) {svc['loop_lag_ms']['p99']:.1f} ms, "
                      f"(max) {svc['loop_lag_ms']['max']:.1f} ms  garbage-collection pause (max) "

@@ -52,6 +52,7 @@ async def status(ctx: WebContext = Depends(context_of)) -> StatusOut:
                      tasks=[TaskHealth(task=k, state=v) for k, v in sorted(h["health"].items())],
                      queue=ctx.ingest.counts(), queues_in_memory=h["queues"], in_progress=h["in_hand"],
                      completed_last_hour=ctx.ingest.completed_since(time.time() - 3600), backend=h["backend"],
+                     backends=h.get("backends") or {},
                      device=h.get("device", "cpu"), loop_lag_ms_p99=h["loop_lag_ms"]["p99"],
                      loop_lag_ms_max=h["loop_lag_ms"]["max"], rss_bytes=h["rss_bytes"], disk=h["disk"],
                      watcher=h["watcher"], ws_clients=ctx.ws_clients, cluster=h.get("cluster"))

@@ -11,6 +11,26 @@ class TaskHealth(BaseModel):
     state: Literal["ok", "degraded", "failed", "stopped"]
 
 
+class SelfCheckFigureOut(BaseModel):
+    """One number of a stage's self-check: its device path against the CPU twin."""
+
+    value: float
+    limit: float
+    ok: bool
+
+
+class StageBackendOut(BaseModel):
+    """The backend a stage runs on, chosen at start-up, and why (`contimg.device.selfcheck`)."""
+
+    requested: str  # the configuration's: auto, cpu or gpu
+    backend: str  # cpu or gpu
+    checked: bool  # the self-check ran (a device was usable and the request allowed it)
+    passed: bool | None
+    reason: str
+    figures: dict[str, SelfCheckFigureOut] = {}
+    seconds: float = 0.0
+
+
 class StatusOut(BaseModel):
     """The service as a whole."""
 
@@ -25,6 +45,7 @@ class StatusOut(BaseModel):
     in_progress: dict[str, str]  # group → stage
     completed_last_hour: int
     backend: str
+    backends: dict[str, StageBackendOut] = {}  # flag, calibrate, image: the choice and its self-check figures
     device: str
     loop_lag_ms_p99: float
     loop_lag_ms_max: float

@@ -91,6 +91,9 @@ function badge(task, st, finishes) {
   const text = st === "ok" ? "running" : st;
   return `<span class="pill ${cls}" data-state="${st}">${text}</span>`;
 }
+function figure(x) {  // a self-check number: two significant digits, small ones with an exponent
+  return x !== 0 && (Math.abs(x) < 1e-3 || Math.abs(x) >= 1e4) ? x.toExponential(1) : x.toPrecision(2);
+}
 async function refreshStatus() {
   try {
     const s = await api("/api/status");
@@ -99,6 +102,14 @@ async function refreshStatus() {
     $("tasks").tBodies[0].innerHTML = s.tasks.map((t) => {
       const [label, what, finishes] = taskLabel(t.task);
       return `<tr data-task="${esc(t.task)}"><td><b>${esc(label)}</b><br><small>${esc(what)}</small></td><td>${badge(t.task, t.state, finishes)}</td></tr>`;
+    }).join("");
+    $("backends").tBodies[0].innerHTML = Object.entries(s.backends || {}).map(([stage, c]) => {
+      const figs = Object.entries(c.figures || {}).map(([name, f]) =>
+        `<span class="${f.ok ? "" : "state-failed"}">${esc(name)} ${figure(f.value)} ${f.ok ? "≤" : "&gt;"} ${figure(f.limit)}</span>`).join("<br>");
+      const pill = c.backend === "gpu" ? `<span class="pill ok">GPU</span>` : `<span class="pill idle">CPU</span>`;
+      return `<tr data-stage="${esc(stage)}"><td><b>${esc(stage)}</b><br><small>asked: ${esc(c.requested)}</small></td>` +
+        `<td>${pill}<br><small>${esc(c.reason)}${c.checked ? ` (${c.seconds.toFixed(1)} s)` : ""}</small>` +
+        (figs ? `<br><small>${figs}</small>` : "") + `</td></tr>`;
     }).join("");
     $("counts").tBodies[0].innerHTML = Object.entries(s.queue).map(([k, v]) => `<tr><td class="state-${k}">${k}</td><td>${v}</td></tr>`).join("") +
       (s.cluster ? `<tr><td>cluster</td><td>${s.cluster.workers.length} workers · ${Object.keys(s.cluster.in_flight).length} ` +
