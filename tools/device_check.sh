@@ -16,14 +16,25 @@
 #          -> gpu_chain.json (written as it goes), bench_gpu_chain.log
 # imaging  tools/bench_gpu.py's gridding/degridding/Högbom/clean benchmarks beside ducc0
 #          -> gpu_imaging.json, bench_gpu.log (its own call: ~280 s)
-# Each step has its own time limit, so the default steps fit one 590 s call; a step cut short
-# keeps what it wrote. Nothing here writes a figure anywhere but $OUT.
+# Each step has its own time limit, and every step also stops at the call's deadline (BUDGET_S,
+# default 560 s after the start, inside the device tool's 590 s): a step that would start with
+# less than 20 s left is skipped and says so, a step cut short keeps what it wrote. So the default
+# steps never outrun one call, whatever the machine. Nothing here writes a figure anywhere but $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/contimg-device}
 mkdir -p "$OUT"
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(tests run chain)
 want() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+DEADLINE=$((SECONDS + ${BUDGET_S:-560}))
+# limit NAME SECONDS: the step's own limit, or what is left before the deadline if that is less;
+# prints 0 (and says so in $OUT/device.txt) when under 20 s are left
+limit() {
+  local left=$((DEADLINE - SECONDS)) l=$2
+  [ "$left" -lt "$l" ] && l=$left
+  if [ "$l" -lt 20 ]; then echo "$1: skipped, ${left} s left of the call's budget" >> "$OUT/device.txt"; echo 0; return; fi
+  echo "$l"
+}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "wheel install failed" | tee "$OUT/device.txt"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-cache
@@ -34,19 +45,19 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NUMBA_CACHE_DIR=/tmp/numba-c
 } 2>&1 | tee "$OUT/device.txt"
 SIM=/tmp/contimg-rs1
 ROOT=/tmp/contimg-root
-if want tests; then
-  timeout 170 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -ra \
+if want tests && L=$(limit tests 170) && [ "$L" -gt 0 ]; then
+  timeout "$L" python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" -ra \
     tests/test_kernels.py tests/test_selfcheck.py tests/test_wgrid.py tests/test_calibration_twins.py tests/test_flag.py \
     tests/test_device_twins.py tests/test_device_chain.py 2>&1 | tee "$OUT/gpu_tests.log"
 fi
 if want run || want chain; then
   if ! ls "$SIM"/*_sb*.hdf5 >/dev/null 2>&1; then
     { echo "== contimg simulate (dsa110, 1 group)"; date -u; t0=$SECONDS
-      timeout 150 python3 -m contimg.cli simulate "$SIM" --config dsa110 --groups 1
+      L=$(limit simulate 150); [ "$L" -gt 0 ] && timeout "$L" python3 -m contimg.cli simulate "$SIM" --config dsa110 --groups 1
       echo "simulate: exit $?, $((SECONDS - t0)) s wall"; } 2>&1 | tee -a "$OUT/run.log"
   fi
 fi
-if want run; then
+if want run && L=$(limit run 170) && [ "$L" -gt 0 ]; then
   cat > /tmp/contimg-gpu.toml <<'TOML'
 name = "device-check"
 base = "dsa110"
@@ -59,7 +70,7 @@ backend = "gpu"
 TOML
   rm -rf "$ROOT"
   { echo "== contimg run (every stage backend gpu)"; date -u; t0=$SECONDS
-    timeout 170 python3 -m contimg.cli run "$SIM" --root "$ROOT" --config /tmp/contimg-gpu.toml
+    timeout "$L" python3 -m contimg.cli run "$SIM" --root "$ROOT" --config /tmp/contimg-gpu.toml
     echo "run: exit $?, $((SECONDS - t0)) s wall"
     ls -l "$ROOT"/products/*/ 2>&1 | head -20
     python3 - "$ROOT" <<'PY'
@@ -77,10 +88,10 @@ if health.is_file():
 PY
   } 2>&1 | tee -a "$OUT/run.log"
 fi
-if want chain; then
-  timeout 200 python3 tools/bench_gpu.py --chain "$SIM" --chain-only --out "$OUT/gpu_chain.json" 2>&1 \
+if want chain && L=$(limit chain 200) && [ "$L" -gt 0 ]; then
+  timeout "$L" python3 tools/bench_gpu.py --chain "$SIM" --chain-only --out "$OUT/gpu_chain.json" 2>&1 \
     | tee "$OUT/bench_gpu_chain.log"
 fi
-if want imaging; then
-  timeout 280 python3 tools/bench_gpu.py --out "$OUT/gpu_imaging.json" 2>&1 | tee "$OUT/bench_gpu.log"
+if want imaging && L=$(limit imaging 280) && [ "$L" -gt 0 ]; then
+  timeout "$L" python3 tools/bench_gpu.py --out "$OUT/gpu_imaging.json" 2>&1 | tee "$OUT/bench_gpu.log"
 fi
