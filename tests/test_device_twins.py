@@ -325,3 +325,25 @@ def test_a_host_buffer_for_a_device_is_pinned():
 
     a = _check_host_empty(cupy)
     assert cupy.cuda.runtime.pointerGetAttributes(a.ctypes.data).type == 1
+
+
+def test_host_primary_beam_and_pbcor_against_scipy_and_numpy():
+    """The host's numba beam interpolation (`bilinear_host`) against scipy's
+    RegularGridInterpolator on an odd-sized image, and `pb_corrected` against numpy's where."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from contimg.imaging.pbeam import bilinear_host, pb_corrected
+
+    rng = np.random.default_rng(8)
+    nodes = np.linspace(0, 300, 23)
+    values = rng.uniform(0, 1, (23, 23))
+    yy, xx = np.mgrid[0:301, 0:301]
+    ref = RegularGridInterpolator((nodes, nodes), values)(np.stack([yy.ravel(), xx.ravel()], -1)).reshape(301, 301)
+    got = bilinear_host(grid=nodes, values=values, npix=301)
+    assert got.dtype == np.float32 and np.abs(got - ref).max() <= 1e-6
+    image = rng.normal(size=(301, 301)).astype(np.float32)
+    pb = got.copy()
+    pb[0, :5] = [0.0, -0.1, 0.2, 0.19999, np.nan]
+    expect = np.where(pb >= 0.2, image / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(pb_corrected(image=image, pb=pb, cutoff=0.2), expect)

@@ -15,7 +15,7 @@ from contimg.device.backend import TWIN
 from contimg.device.transfer import TransferCounter, download
 from contimg.imaging.clean import cotton_schwab
 from contimg.imaging.grid import Ducc0Gridder
-from contimg.imaging.pbeam import average_primary_beam
+from contimg.imaging.pbeam import average_primary_beam, pb_corrected
 from contimg.imaging.prep import average_times, channel_frequencies, rephase_stokes_i, time_factors, weight_per_time
 from contimg.imaging.stats import MAD_STD_FACTOR, median_abs_deviation
 from contimg.imaging.restore import FWHM_PER_SIGMA, beam_box, elliptical_gaussian, fit_beam, restore
@@ -307,7 +307,7 @@ def image_stokes_i(si: StokesI, *, cfg: ImageConfig, nthreads: int = 1,
     if subtracted:
         _add_back(restored=restored, model=model, pb=pb, sources=subtracted, freq_hz=freq, ra0=ra, dec0=dec,
                   cell_rad=cell, beam=beam)
-    pbcor = np.where(pb >= cfg.pb_cutoff, restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
+    pbcor = pb_corrected(image=restored, pb=pb, cutoff=cfg.pb_cutoff)
     noise = float(MAD_STD_FACTOR * median_abs_deviation(residual))  # astropy's mad_std, exactly
     log.info("group %s: beam %.1f\" x %.1f\" pa %.0f deg, %d CLEAN components in %d major cycles, "
              "rms %.3g Jy, peak %.3g Jy", si.group_id, np.degrees(beam[0]) * 3600, np.degrees(beam[1]) * 3600,

@@ -8,12 +8,13 @@ It is computed on a coarse grid (it is smooth) and interpolated to the image.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from contimg.sky.beam import airy_power
 from contimg.sky.geometry import hadec_to_enu, icrs_basis
 
-__all__ = ["average_primary_beam", "coarse_primary_beam", "bilinear_xp"]
+__all__ = ["average_primary_beam", "coarse_primary_beam", "bilinear_xp", "bilinear_host", "pb_corrected"]
 
 
 def _freq_bins(freq_hz: np.ndarray, weight_tf: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,9 @@ def average_primary_beam(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: 
     nodes, values = coarse_primary_beam(npix=npix, cell_rad=cell_rad, ra_rad=ra_rad, dec_rad=dec_rad, time_jd=time_jd,
                                         freq_hz=freq_hz, weight_tf=weight_tf, pointing_dec_rad=pointing_dec_rad,
                                         coarse=coarse, freq_bins=freq_bins)
-    return bilinear_xp(xp=np if xp is None else xp, grid=nodes, values=values, npix=npix)
+    if xp is None or xp is np:
+        return bilinear_host(grid=nodes, values=values, npix=npix)
+    return bilinear_xp(xp=xp, grid=nodes, values=values, npix=npix)
 
 
 def coarse_primary_beam(*, npix: int, cell_rad: float, ra_rad: float, dec_rad: float, time_jd: np.ndarray,
@@ -91,4 +94,42 @@ def bilinear_xp(*, xp, grid: np.ndarray, values: np.ndarray, npix: int, rows_per
     for r0 in range(0, npix, rows_per_block):
         r = rows[r0:r0 + rows_per_block]
         out[r0:r0 + rows_per_block] = (1 - ty)[None, :] * r[:, iy] + ty[None, :] * r[:, iy + 1]
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _bilinear_kernel(values, idx, frac, out):
+    n = out.shape[0]
+    for r in numba.prange(n):
+        i, t = idx[r], frac[r]
+        for c in range(n):
+            j, u = idx[c], frac[c]
+            lo = (1 - t) * values[i, j] + t * values[i + 1, j]
+            hi = (1 - t) * values[i, j + 1] + t * values[i + 1, j + 1]
+            out[r, c] = (1 - u) * lo + u * hi
+
+
+def bilinear_host(*, grid: np.ndarray, values: np.ndarray, npix: int) -> np.ndarray:
+    """`bilinear_xp`'s interpolation on the host in one numba pass (the same arithmetic: along
+    y, then x, in float64): (npix, npix) float32. 0.46 s of numpy became ~0.05 s at 4096²."""
+    idx, frac = _axis_weights(np, grid, npix)
+    out = np.empty((npix, npix), np.float32)
+    _bilinear_kernel(np.ascontiguousarray(values, np.float64), idx.astype(np.int64), frac, out)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _pb_correct_kernel(image, pb, cutoff, out):
+    for r in numba.prange(image.shape[0]):
+        for c in range(image.shape[1]):
+            b = pb[r, c]
+            out[r, c] = image[r, c] / b if b >= cutoff and b > 0 else np.nan
+
+
+def pb_corrected(*, image: np.ndarray, pb: np.ndarray, cutoff: float) -> np.ndarray:
+    """``image`` / ``pb`` where the beam is at least ``cutoff`` (and positive), NaN elsewhere
+    (CASA's pblimit): (ny, nx) float32 from two (ny, nx) host arrays, one parallel pass."""
+    out = np.empty(np.shape(image), np.float32)
+    _pb_correct_kernel(np.ascontiguousarray(image, np.float32), np.ascontiguousarray(pb, np.float32),
+                       np.float32(cutoff), out)
     return out

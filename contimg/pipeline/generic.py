@@ -54,6 +54,7 @@ from contimg.calibrate.fluxscale import flux_transfer, perley_butler_2017_3c286,
 from contimg.sky.geometry import C_M_S
 from contimg.io.reader import ReadError
 from contimg.imaging.imager import ImageSet, clean_image
+from contimg.imaging.pbeam import pb_corrected
 
 log = logging.getLogger(__name__)
 
@@ -604,7 +605,7 @@ def image_field(obs: Observation, field_id: int, cfg: Config, *, nthreads: int =
     pb = _field_primary_beam(npix=npix, cell_rad=cell, freq_hz=freq_hz, weight_f=weight_f,
                              diameter_m=obs.dish_diameter_m)
     freq = float(np.sum(weight_f * freq_hz) / max(weight_f.sum(), 1e-30))
-    pbcor = np.where(pb >= cfg.image.pb_cutoff, c.restored / np.where(pb > 0, pb, 1), np.nan).astype(np.float32)
+    pbcor = pb_corrected(image=c.restored, pb=pb, cutoff=cfg.image.pb_cutoff)
     noise = float(mad_std(c.residual))
     t = obs.time_jd[rows]
     bandwidth = (float(freq_hz[-1] - freq_hz[0] + obs.chan_width_hz) if channels is None
