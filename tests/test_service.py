@@ -537,3 +537,53 @@ def test_diagnostic_plots_are_drawn_off_the_processors_thread(tmp_path, six_grou
     assert {(first, "flags"), (second, "flags"), (second, "uv_coverage")} <= kinds
     assert (first, "uv_coverage") not in kinds
     assert all(Path(a["path"]).read_bytes()[:4] == b"\x89PNG" for a in arts)
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_the_after_group_update_and_the_next_image_stage_take_turns(tmp_path, six_groups, monkeypatch, beside):
+    """Their memory added up to the service's peak over a real-size replay: by default a group's
+    image stage never runs while an earlier group's catalogue/mosaic update does (each records
+    what the other was doing); ``service.after_group_beside_imaging`` lets them overlap (and here,
+    with an update as slow as the next group's flag and calibrate stages, they do)."""
+    import threading
+    import time as _time
+
+    from contimg.pipeline import mosaic
+    from contimg.service import flow
+
+    svc, cfg = _drained_service(tmp_path, six_groups, 3)
+    svc.cfg = svc.cfg.model_copy(update={"service": svc.cfg.service.model_copy(
+        update={"after_group_beside_imaging": beside})})
+    svc.sc = svc.cfg.service
+    state = {"imaging": 0, "updating": 0, "overlaps": 0}
+    lock = threading.Lock()
+    run_stage, after_group = flow.run_stage, mosaic.after_group
+
+    def watched_stage(stage, work, cfg):
+        if stage != "image":
+            return run_stage(stage, work, cfg)
+        with lock:
+            state["imaging"] += 1
+            state["overlaps"] += state["updating"]
+        try:
+            return run_stage(stage, work, cfg)
+        finally:
+            with lock:
+                state["imaging"] -= 1
+
+    def slow_update(root, gid, *, cfg):
+        with lock:
+            state["updating"] += 1
+            state["overlaps"] += state["imaging"]
+        try:
+            _time.sleep(6.0)  # longer than a small group's read, flag and calibrate
+            return after_group(root, gid, cfg=cfg)
+        finally:
+            with lock:
+                state["updating"] -= 1
+
+    monkeypatch.setattr(flow, "run_stage", watched_stage)
+    monkeypatch.setattr(mosaic, "after_group", slow_update)
+    assert asyncio.run(svc.run()) == 0
+    assert all(r["state"] == "completed" for r in _ingest_rows(tmp_path / "root").values())
+    assert (state["overlaps"] > 0) == beside, state
