@@ -182,7 +182,6 @@ class ServiceConfig(_Section):
     collecting_timeout_s: float = Field(600.0, gt=0, description="an incomplete group waits this long after its last file")
     on_incomplete: Literal["flag", "fail"] = Field("flag", description="after the timeout: process with missing subbands flagged, or fail the group")
     prefetch: int = Field(1, ge=0, description="groups read ahead while one is processed: at most prefetch + 1 groups in memory, each from its read until its products are written and its after-group update is done")
-    after_group_beside_imaging: bool = Field(False, description="the after-group update (catalogue, mosaic: ~1.3 GB at real size) may run while the next group images; False: the two take turns, so their memory never adds up (over the 20-group real-size replay the step from 3.2 to 3.5 GiB at group 6 is their overlap)")
     read_beside_imaging: bool = Field(True, description="a group is read once the one before it has formed its Stokes I visibilities for imaging (at most max(prefetch, 1) groups' full visibilities at once; over a real-size backlog ~0.24 GiB less at its peak and ~5 % slower); False: as soon as a memory slot is free")
     max_retries: int = Field(2, ge=0, description="a group failing for a transient reason is retried this often, then failed")
     retry_backoff_s: float = Field(30.0, ge=0, description="wait before a retry (doubles each time)")

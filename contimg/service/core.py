@@ -237,9 +237,6 @@ class Service(TaskFlow, Recording, Supervision, WebServing, ClusterMode):
         # at most max(prefetch, 1) groups' visibilities at once: the next group is read when the one
         # before it has formed its Stokes I visibilities for imaging and dropped the rest
         self.vis_slots = asyncio.Semaphore(max(prefetch, 1) if self.sc.read_beside_imaging else prefetch + 1)
-        # a group's image stage and the after-group update of an earlier one (each ~1.3 GB at real
-        # size) take turns unless service.after_group_beside_imaging: their sum set the service's peak
-        self.imaging_turn = contextlib.nullcontext() if self.sc.after_group_beside_imaging else asyncio.Lock()
         if self.cluster is not None:  # the groups in flight on the cluster: workers × max(prefetch, 1)
             try:
                 await self.cluster.start()

@@ -237,11 +237,7 @@ class TaskFlow:
                 ok = False
                 self._put_back(work)
                 break
-            if stage == "image":  # (takes turns with the after-group update: `imaging_turn`)
-                async with self.imaging_turn:
-                    ok = await self._run_stage(work, stage, self.workers["device"].run)
-            else:
-                ok = await self._run_stage(work, stage, self.workers["device"].run)
+            ok = await self._run_stage(work, stage, self.workers["device"].run)
             if not ok:
                 break
         work.chunk = None

@@ -116,10 +116,9 @@ class Recording:
         if work.kind == "file" or not (self.cfg.mosaic.enabled or self.cfg.catalogue.enabled):
             return
         self._post_group.add(gid)  # drain mode waits for it
+        t0 = time.perf_counter()
         try:
-            async with self.imaging_turn:  # not beside the next group's image stage (unless configured)
-                t0 = time.perf_counter()
-                out = await self.workers["write"].run(partial(after_group, cfg=self.cfg), self.root, gid)
+            out = await self.workers["write"].run(partial(after_group, cfg=self.cfg), self.root, gid)
         except Exception:  # noqa: BLE001 - the group is done; its catalogue/mosaic update is not vital
             log.exception("group %s: catalogue and mosaic update failed (the group's products stand)", gid)
             return
