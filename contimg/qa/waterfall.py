@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from pyuvdata.utils import polnum2str
 
 from contimg.bus import Waterfall, parse_selection
 
 __all__ = ["waterfall_rows", "waterfall_events", "selection_rows", "polarization_indices"]
 
-_POL_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL", -4: "LR", 1: "I"}  # AIPS codes
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
@@ -60,7 +60,7 @@ def selection_rows(*, ant1: np.ndarray, ant2: np.ndarray, selection: str) -> np.
 def polarization_indices(*, pols, pol: str) -> list[int]:
     """The polarization axis indices that make ``pol``: its own, or for ``I`` the first and last
     (XX and YY). ``pols``: AIPS codes (-5 = XX) or names. ValueError for one not in the data."""
-    names = [_POL_NAMES.get(int(p), str(p)) if not isinstance(p, str) else p.upper() for p in pols]
+    names = [p.upper() if isinstance(p, str) else str(polnum2str(int(p))).upper() for p in pols]  # AIPS codes: pyuvdata's names
     if pol.upper() == "I":
         return [0, len(names) - 1]
     if pol.upper() in names:
